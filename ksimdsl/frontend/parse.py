@@ -1,0 +1,709 @@
+"""The parser front end: `.ksim` text -> `ksimdsl.frontend.ast.Module`.
+
+    module = parse_file("tasks/walk.ksim")
+    module = parse_source(Source("walk.ksim", text))
+
+Both raise `KsimError` -- and nothing else -- for any bad input, with every
+diagnostic formatted as `FILE:LINE:COL: error: MESSAGE`, the line and a caret.
+
+How it works:
+
+1. The text is screened for characters the grammar never accepts in any
+   position that could confuse the line structure (NUL, control characters,
+   tabs in indentation).
+2. It is cut into top-level statements: a statement starts at every line that
+   begins in column 0 outside brackets, and runs over the indented (or
+   bracketed) lines that follow it. Each statement is parsed on its own with
+   the LALR parser of `ksimdsl.frontend.grammar`, so one file reports one
+   syntax error per broken statement (up to `errors.MAX_ERRORS`) and the other
+   statements still parse.
+3. Lark's errors are turned into messages a user can act on (`unknown
+   statement 'rewrad' (did you mean 'reward'?)`, `expected ':' after reward
+   weight`, `'(' was never closed`, ...).
+4. `_AstBuilder` turns each Lark tree into the frozen AST dataclasses, with
+   1-based spans whose end column is exclusive.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from lark import Token, Transformer, Tree, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
+
+from ksimdsl.errors import Diagnostic, DiagnosticSink, KsimError, Source, Span, did_you_mean
+from ksimdsl.frontend import ast
+from ksimdsl.frontend.grammar import (
+    DEDENT,
+    INDENT,
+    LAYOUT_TOKENS,
+    NL,
+    STATEMENT_KEYWORDS,
+    UNITS,
+    DedentMismatch,
+    get_parser,
+    terminal_display,
+)
+
+__all__ = ["parse_source", "parse_file", "MAX_NESTING"]
+
+#: Deepest expression tree accepted. Later stages walk expressions recursively;
+#: this keeps them far from Python's recursion limit.
+MAX_NESTING = 100
+
+_NUMBER_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)[ ]*([a-z]*)")
+_EXPRESSION_STARTS = frozenset({"NAME", "NUMBER", "STRING", "LPAR", "LSQB", "MINUS", "NOT"})
+_OPERATORS = frozenset({"OR", "AND", "COMPARE", "PLUS", "MINUS", "STAR", "SLASH", "POW", "DOT", "LSQB", "LPAR"})
+_OPENERS = {"LPAR": "RPAR", "LSQB": "RSQB"}
+_CLOSERS = {"RPAR": "LPAR", "RSQB": "LSQB"}
+#: Line breaks other than "\n" that `str.splitlines` honours; they would shift line numbers.
+_LINE_BREAKS = frozenset("\v\f\x1c\x1d\x1e\x85\u2028\u2029")
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def parse_file(path: str | os.PathLike[str]) -> ast.Module:
+    """Read and parse a task file. The file must be UTF-8 text."""
+    name = os.fspath(path)
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise KsimError(f"{name}: error: no such file") from None
+    except IsADirectoryError:
+        raise KsimError(f"{name}: error: is a directory, not a task file") from None
+    except OSError as exc:
+        raise KsimError(f"{name}: error: cannot read file ({exc.strerror or exc})") from None
+    return parse_source(Source(name, _decode(name, data)))
+
+
+def parse_source(source: Source) -> ast.Module:
+    """Parse the text of one task file into its `Module`.
+
+    Raises `KsimError` with one diagnostic per broken statement (at most
+    `errors.MAX_ERRORS`).
+    """
+    text = source.text
+    if text.startswith("\ufeff"):
+        text = text[1:]
+        source = Source(source.path, text)
+    if not text.strip():
+        raise KsimError(Diagnostic("empty task file (expected at least 'task' and 'model' statements)", None, source))
+    _screen_characters(source)
+
+    sink = DiagnosticSink(source)
+    statements: list[ast.Statement] = []
+    for chunk in _split_statements(text.replace("\r\n", "\n")):
+        try:
+            statements.extend(_parse_chunk(chunk, source))
+        except KsimError as err:
+            sink.extend(err)
+    sink.raise_if_any()
+    return ast.Module(tuple(statements), source.path)
+
+
+# --------------------------------------------------------------------------- decoding and screening
+
+
+def _decode(name: str, data: bytes) -> str:
+    """UTF-8 text of a task file, or a `KsimError` for a binary or mis-encoded file."""
+    if not data.strip():
+        raise KsimError(Diagnostic("empty task file (expected at least 'task' and 'model' statements)", None, Source(name, "")))
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        shown = Source(name, data.decode("utf-8", errors="replace").replace("\x00", " "))
+        raise KsimError.at(shown, _span_at(data, nul), "binary file: NUL byte in a task file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        shown = Source(name, data.decode("utf-8", errors="replace"))
+        bad = data[exc.start : exc.end]
+        raise KsimError.at(
+            shown,
+            _span_at(data, exc.start),
+            f"invalid UTF-8 byte 0x{bad[0]:02x}; task files must be UTF-8 text",
+        ) from None
+
+
+def _span_at(data: bytes, offset: int) -> Span:
+    """The span of the character at byte `offset` of `data`."""
+    before = data[:offset]
+    line = before.count(b"\n") + 1
+    line_start = before.rfind(b"\n") + 1
+    col = len(before[line_start:].decode("utf-8", errors="replace")) + 1
+    return Span.point(line, col)
+
+
+def _screen_characters(source: Source) -> None:
+    """Reject control characters and tabs in indentation, with their positions."""
+    sink = DiagnosticSink(source)
+    for lineno, line in enumerate(source.text.split("\n"), start=1):
+        for col, char in enumerate(line, start=1):
+            if char == "\t" or (char == "\r" and col == len(line)):
+                continue
+            if char in _LINE_BREAKS or unicodedata.category(char) == "Cc":
+                what = "NUL byte" if char == "\0" else f"control character U+{ord(char):04X}"
+                # Show the line with the offending character blanked out: it may break the display.
+                shown = Source(source.path, "\n".join(source.text.split("\n")[:lineno]).replace(char, " "))
+                raise KsimError.at(shown, Span.point(lineno, col), f"unexpected {what} in a task file")
+        indent = len(line) - len(line.lstrip(" \t"))
+        if "\t" in line[:indent] and line.strip() and not line.lstrip().startswith("#"):
+            col = line.index("\t") + 1
+            sink.error(Span.point(lineno, col), "tab in indentation; indent with spaces")
+    sink.raise_if_any()
+
+
+# --------------------------------------------------------------------------- statements
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """One top-level statement: its first line (1-based) and its lines."""
+
+    first_line: int
+    lines: tuple[str, ...]
+
+    @property
+    def indent(self) -> int:
+        first = self.lines[0]
+        return len(first) - len(first.lstrip(" "))
+
+    def text(self) -> str:
+        # Leading newlines keep Lark's line numbers equal to the file's.
+        return "\n" * (self.first_line - 1) + "\n".join(self.lines) + "\n"
+
+
+#: A line that can only be a statement: a statement keyword followed by a name
+#: or string. Two operands side by side are never an expression, so such a line
+#: starts a new statement even inside an unclosed bracket.
+_STATEMENT_LINE = re.compile(r"(?:%s) +(?!(?:and|or|not)\b)[A-Za-z_\"]" % "|".join(STATEMENT_KEYWORDS))
+
+
+def _split_statements(text: str) -> list[_Chunk]:
+    """Cut the file at every line that starts in column 0 outside brackets.
+
+    A line that starts like a statement (`let x`, `model "..."`) also cuts
+    inside brackets, so that an unclosed bracket costs one statement, not the
+    rest of the file.
+    """
+    chunks: list[_Chunk] = []
+    current: list[str] = []
+    first_line = 0
+    depth = 0
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        stripped = line.strip()
+        content = bool(stripped) and not stripped.startswith("#")
+        if depth > 0 and _STATEMENT_LINE.match(line):
+            depth = 0
+        if content and depth == 0 and (not line[0].isspace() or not current):
+            if current:
+                chunks.append(_Chunk(first_line, tuple(current)))
+            current, first_line = [], lineno
+        if current or content:
+            current.append(line)
+        depth = _bracket_depth(line, depth)
+    if current:
+        chunks.append(_Chunk(first_line, tuple(current)))
+    return chunks
+
+
+def _bracket_depth(line: str, depth: int) -> int:
+    """Bracket nesting after `line`, ignoring strings and comments (never below 0)."""
+    in_string = False
+    for char in line:
+        if in_string:
+            in_string = char != '"'
+        elif char == '"':
+            in_string = True
+        elif char == "#":
+            break
+        elif char in "([":
+            depth += 1
+        elif char in ")]":
+            depth = max(0, depth - 1)
+    return depth
+
+
+def _parse_chunk(chunk: _Chunk, source: Source) -> list[ast.Statement]:
+    if chunk.indent:
+        span = Span(chunk.first_line, 1, chunk.first_line, chunk.indent + 1)
+        raise KsimError.at(source, span, "unexpected indent")
+    parser = get_parser().parse_interactive(chunk.text())
+    history: list[Token] = []
+    try:
+        for token in parser.iter_parse():
+            history.append(token)
+        tree = parser.feed_eof(history[-1] if history else None)
+    except UnexpectedToken as err:
+        raise KsimError(_explain_token(err, parser.accepts(), history, source)) from None
+    except UnexpectedCharacters as err:
+        raise KsimError(_explain_character(err, source)) from None
+    except UnexpectedInput as err:  # pragma: no cover - LALR raises only the two above
+        span = Span.point(max(1, err.line), max(1, err.column))
+        raise KsimError.at(source, span, "syntax error") from None
+    except DedentMismatch as err:
+        raise KsimError.at(
+            source,
+            err.span,
+            "unindent does not match any outer indentation level",
+            "the enclosing blocks are indented by " + _join([str(n) for n in err.open_indents]) + " spaces",
+        ) from None
+    _check_nesting(tree, source)
+    try:
+        return _AstBuilder(source).transform(tree)
+    except VisitError as err:
+        if isinstance(err.orig_exc, KsimError):
+            raise err.orig_exc from None
+        raise
+
+
+def _check_nesting(tree: Tree, source: Source) -> None:
+    """Reject expressions nested deeper than `MAX_NESTING` (iteratively: no recursion here)."""
+    stack: list[tuple[Tree, int]] = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_NESTING + 4:  # + the statement levels above the expression
+            meta = node.meta
+            span = Span.point(meta.line, meta.column) if not meta.empty else None
+            raise KsimError.at(source, span, f"expression nested too deeply (more than {MAX_NESTING} levels)")
+        stack.extend((child, depth + 1) for child in node.children if isinstance(child, Tree))
+
+
+# --------------------------------------------------------------------------- error messages
+
+
+def _token_span(token: Token) -> Span:
+    return Span(token.line, token.column, token.end_line or token.line, token.end_column or token.column + 1)
+
+
+def _describe(token: Token) -> str:
+    """How the offending token is named in a message."""
+    if token.type == "$END":
+        return "end of file"
+    if token.type == NL:
+        return "end of line"
+    if token.type == DEDENT:
+        return "end of block"
+    if token.type == INDENT:
+        return "indent"
+    if token.type == "NAME":
+        return f"name '{token.value}'"
+    if token.type == "NUMBER":
+        return f"number '{token.value}'"
+    if token.type == "STRING":
+        return f"string {token.value}"
+    return f"'{token.value}'"
+
+
+def _join(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
+
+
+def _describe_expected(expected: Iterable[str]) -> str:
+    """`':', end of line or an operator`: what the parser would have accepted."""
+    names = set(expected)
+    if len(names) > 1:
+        names.discard(DEDENT)
+    tail: list[str] = []
+    if {"NAME", "NUMBER", "STRING"} <= names:
+        names -= _EXPRESSION_STARTS
+        head_extra = ["an expression"]
+    else:
+        head_extra = []
+    if len(names & _OPERATORS) >= 2:
+        names -= _OPERATORS
+        tail.append("an operator")
+    if NL in names:
+        names.discard(NL)
+        tail.insert(0, "end of line")
+    shown = sorted({terminal_display(name) for name in names})
+    return _join(shown + head_extra + tail) if shown or head_extra or tail else "something else"
+
+
+def _explain_token(err: UnexpectedToken, expected: set[str], history: list[Token], source: Source) -> Diagnostic:
+    """Turn Lark's `UnexpectedToken` into a message about the task file.
+
+    `expected` holds the terminals the parser accepts where it stopped;
+    `history` the tokens it had read.
+    """
+    token: Token = err.token
+    before = [t for t in history if t is not token]
+    visible = [t for t in before if t.type not in LAYOUT_TOKENS]
+    found = _describe(token)
+
+    def at(span: Span, message: str, *notes: str) -> Diagnostic:
+        return Diagnostic(message, span, source, notes=tuple(notes))
+
+    if token.type in ("$END", NL, DEDENT) and visible:
+        last = visible[-1]
+        span = Span.point(last.end_line or last.line, last.end_column or last.column + 1)
+    else:
+        span = _token_span(token)
+
+    if token.type == INDENT:
+        return at(span, "unexpected indent")
+
+    if not visible:
+        if token.type == "NAME" or str(token.value).isidentifier():
+            return at(
+                span,
+                f"unknown statement '{token.value}'{did_you_mean(str(token.value), STATEMENT_KEYWORDS)}",
+                "a statement starts with one of: " + ", ".join(STATEMENT_KEYWORDS),
+            )
+        return at(span, f"expected a statement, found {found}")
+
+    # Brackets: never closed, mismatched, or closing nothing.
+    open_stack: list[Token] = []
+    for t in before:
+        if t.type in _OPENERS:
+            open_stack.append(t)
+        elif t.type in _CLOSERS and open_stack:
+            open_stack.pop()
+    if open_stack and (token.type in ("$END", DEDENT) or (token.column == 1 and token.line > open_stack[-1].line)):
+        opener = open_stack[-1]
+        return at(_token_span(opener), f"'{opener.value}' was never closed")
+    if token.type in _CLOSERS:
+        if not open_stack:
+            return at(span, f"unmatched '{token.value}'")
+        opener = open_stack[-1]
+        if _OPENERS[opener.type] != token.type:
+            return at(
+                span,
+                f"closing '{token.value}' does not match '{opener.value}' "
+                f"opened at line {opener.line} column {opener.column}",
+            )
+
+    previous = visible[-1]
+    # A name glued to a number (`4msec`, `20km`) is a misspelt unit, even when
+    # the parser only notices later (`dt=4msec` reads `msec` as the next key).
+    for candidate, before_candidate in ((token, previous), (previous, visible[-2] if len(visible) > 1 else None)):
+        if (
+            before_candidate is not None
+            and before_candidate.type == "NUMBER"
+            and candidate.type == "NAME"
+            and candidate.line == before_candidate.end_line
+            and candidate.column == before_candidate.end_column
+        ):
+            return at(
+                _token_span(candidate),
+                f"unknown unit '{candidate.value}'{did_you_mean(candidate.value, UNITS)}",
+                "units are " + ", ".join(UNITS),
+            )
+
+    keyword = visible[0].value
+    line_tokens = _current_line(before)
+    in_block = sum(t.type == INDENT for t in before) > sum(t.type == DEDENT for t in before)
+
+    if token.type == "COMPARE" and "COMPARE" not in expected and previous.type != "COMPARE":
+        return at(span, "comparisons do not chain; write `a < b and b < c`")
+    if expected == {INDENT}:
+        return at(span, f"expected an indented block after '{keyword}'")
+    if keyword == "model" and expected == {"STRING"}:
+        return at(span, f"expected the model path as a quoted string, found {found}")
+    if any(terminal_display(name) == "'+='" for name in expected) and token.value in ("-", "/"):
+        line_text = source.line_text(token.line)
+        if line_text[token.column : token.column + 1] == "=":
+            return at(
+                Span.point(token.line, token.column, 2),
+                f"unknown assignment operator '{token.value}='; use '=', '+=' or '*='",
+            )
+    if previous.type != "STRING" and previous.value in ("~", "bias", "zero_offset") and "NAME" in expected:
+        return at(span, f"expected a distribution call such as gaussian(0.01) after '{previous.value}', found {found}")
+    if keyword == "command" and not in_block and previous.value == "every" and previous.type == "NAME":
+        return at(_token_span(previous), "expected 'resample every INTERVAL' (for example `resample every 5s`)")
+    if in_block and keyword == "reward":
+        if len(line_tokens) == 1 and token.value == ":":
+            name = line_tokens[0].value
+            return at(span, f"reward term '{name}' has no weight (write `{name} WEIGHT : EXPR`)")
+        if len(line_tokens) >= 2 and "COLON" in expected:
+            return at(span, f"expected ':' after reward weight, found {found}")
+    if in_block and keyword == "terminate" and len(line_tokens) == 1 and "COLON" in expected:
+        return at(span, f"expected ':' after termination name '{line_tokens[0].value}', found {found}")
+    if in_block and keyword == "observe" and len(line_tokens) == 1 and "EQUAL" in expected:
+        return at(span, f"expected '=' after observation name '{line_tokens[0].value}', found {found}")
+    if expected == {"EQUAL"} and previous.type == "NAME":
+        return at(span, f"expected '=' after '{previous.value}', found {found}")
+    if any(terminal_display(name) == "'..'" for name in expected):
+        ranged = [t.value for t in line_tokens if t.value in ("latency", "delay")]
+        if ranged:
+            return at(span, f"expected a range such as 0..10ms after '{ranged[-1]}', found {found}")
+    if token.type in (NL, "$END", DEDENT) and {"NAME", "NUMBER", "STRING"} <= expected:
+        return at(span, f"expected an expression, found {found}")
+    return at(span, f"unexpected {found}; expected {_describe_expected(expected)}")
+
+
+def _current_line(tokens: list[Token]) -> list[Token]:
+    """The visible tokens after the last line break of `tokens`."""
+    line: list[Token] = []
+    for token in tokens:
+        if token.type in LAYOUT_TOKENS:
+            line = []
+        else:
+            line.append(token)
+    return line
+
+
+def _explain_character(err: UnexpectedCharacters, source: Source) -> Diagnostic:
+    """A character that starts no token at all."""
+    char = err.char
+    line, col = err.line, err.column
+    if char == '"':
+        width = len(source.line_text(line)) - col + 1
+        return Diagnostic("unterminated string (a string must end on the line it starts)", Span.point(line, col, width), source)
+    if char == "'":
+        message = "unexpected character \"'\"; strings use double quotes"
+    elif not char.isascii():
+        message = f"unexpected character '{char}' (U+{ord(char):04X}); names and operators are ASCII"
+    else:
+        message = f"unexpected character '{char}'"
+    return Diagnostic(message, Span.point(line, col), source)
+
+
+# --------------------------------------------------------------------------- tree -> AST
+
+
+def _span(meta) -> Span:
+    return Span(meta.line, meta.column, meta.end_line, meta.end_column)
+
+
+def _of_type(children: Iterable[object], kind: type) -> tuple:
+    return tuple(child for child in children if isinstance(child, kind))
+
+
+@v_args(meta=True)
+class _AstBuilder(Transformer):
+    """Builds `ksimdsl.frontend.ast` nodes from the Lark tree, bottom up."""
+
+    def __init__(self, source: Source):
+        super().__init__(visit_tokens=False)
+        self.source = source
+
+    def _error(self, span: Span, message: str, *notes: str) -> KsimError:
+        return KsimError.at(self.source, span, message, *notes)
+
+    # ---------------------------------------------------------------- statements
+
+    def start(self, meta, children):
+        return list(children)
+
+    def task(self, meta, children):
+        name, doc = children
+        return ast.TaskStmt(name.value, doc.value[1:-1] if doc is not None else None, _span(meta))
+
+    def model(self, meta, children):
+        (path,) = children
+        return ast.ModelStmt(path.value[1:-1], _span(meta), _token_span(path))
+
+    def engine(self, meta, children):
+        (name,) = children
+        return ast.EngineStmt(name.value, _span(meta), _token_span(name))
+
+    def episode(self, meta, children):
+        (length,) = children
+        return ast.EpisodeStmt(self._number(length), _span(meta))
+
+    def settings(self, meta, children):
+        keyword = children[0]
+        return ast.SettingsStmt(keyword.value, _of_type(children, ast.Setting), _span(meta))
+
+    def setting(self, meta, children):
+        key, value = children
+        return ast.Setting(key.value, value, _span(meta), _token_span(key))
+
+    def actuators(self, meta, children):
+        kind = children[0]
+        latency = self._at_most_one(children, ast.ActuatorLatency, "latency")
+        zero_offset = self._at_most_one(children, ast.ActuatorZeroOffset, "zero_offset")
+        return ast.ActuatorsStmt(
+            kind=kind.value,
+            kind_span=_token_span(kind),
+            settings=_of_type(children, ast.Setting),
+            overrides=_of_type(children, ast.Assign),
+            latency=latency,
+            zero_offset=zero_offset,
+            span=_span(meta),
+        )
+
+    def _at_most_one(self, children, kind: type, what: str):
+        found = _of_type(children, kind)
+        if len(found) > 1:
+            raise self._error(found[1].span, f"'{what}' given twice in one actuators block")
+        return found[0] if found else None
+
+    def latency(self, meta, children):
+        (value,) = children
+        return ast.ActuatorLatency(value, _span(meta))
+
+    def zero_offset(self, meta, children):
+        (dist,) = children
+        return ast.ActuatorZeroOffset(dist, _span(meta))
+
+    def let(self, meta, children):
+        name, value = children
+        return ast.LetStmt(name.value, value, _span(meta), _token_span(name))
+
+    def state(self, meta, children):
+        name, size, init, update = children
+        return ast.StateStmt(name.value, size, init, update, _span(meta), _token_span(name))
+
+    def command(self, meta, children):
+        name, every = children[0], children[1]
+        return ast.CommandStmt(
+            name=name.value,
+            resample_every=every,
+            settings=_of_type(children, ast.Setting),
+            fields=_of_type(children, ast.CommandField),
+            span=_span(meta),
+            name_span=_token_span(name),
+        )
+
+    def resample(self, meta, children):
+        (every,) = children
+        return every
+
+    def command_field(self, meta, children):
+        name, dist = children
+        return ast.CommandField(name.value, dist, _span(meta), _token_span(name))
+
+    def observe(self, meta, children):
+        group = children[0]
+        items = tuple(child for child in children[1:] if isinstance(child, (ast.ObsItem, ast.ObsInclude)))
+        return ast.ObserveStmt(group.value, items, _span(meta), _token_span(group))
+
+    def obs_item(self, meta, children):
+        name, value, noise, bias, delay = children
+        return ast.ObsItem(name.value, value, noise, bias, delay, _span(meta), _token_span(name))
+
+    def obs_include(self, meta, children):
+        (group,) = children
+        return ast.ObsInclude(group.value, _span(meta))
+
+    def noise(self, meta, children):
+        dist, star = children
+        return ast.Noise(dist, star is not None, _span(meta))
+
+    def bias(self, meta, children):
+        (dist,) = children
+        return dist
+
+    def delay(self, meta, children):
+        (value,) = children
+        return value
+
+    def reward(self, meta, children):
+        return ast.RewardStmt(_of_type(children, ast.RewardTerm), _span(meta))
+
+    def reward_term(self, meta, children):
+        name, weight, value = children
+        return ast.RewardTerm(name.value, weight, value, _span(meta), _token_span(name))
+
+    def terminate(self, meta, children):
+        return ast.TerminateStmt(_of_type(children, ast.TerminationTerm), _span(meta))
+
+    def terminate_term(self, meta, children):
+        name, cond, success = children
+        return ast.TerminationTerm(name.value, cond, success is not None, _span(meta), _token_span(name))
+
+    def randomize(self, meta, children):
+        return ast.RandomizeStmt(_of_type(children, ast.Assign), _span(meta))
+
+    def reset(self, meta, children):
+        return ast.ResetStmt(_of_type(children, ast.Assign), _span(meta))
+
+    def event(self, meta, children):
+        name, every = children[0], children[1]
+        return ast.EventStmt(name.value, every, _of_type(children[2:], ast.Assign), _span(meta), _token_span(name))
+
+    def curriculum(self, meta, children):
+        kind, value = children[0], children[1]
+        args = (value,) if value is not None else ()
+        return ast.CurriculumStmt(kind.value, _token_span(kind), args, _of_type(children, ast.Setting), _span(meta))
+
+    def policy(self, meta, children):
+        kind = children[0]
+        return ast.PolicyStmt(kind.value, _token_span(kind), _of_type(children, ast.Setting), _span(meta))
+
+    def assign(self, meta, children):
+        target, op, value = children
+        return ast.Assign(target, op, value, _span(meta))
+
+    def assign_op(self, meta, children):
+        (op,) = children
+        return str(op.value)
+
+    def range(self, meta, children):
+        lo, hi = children
+        return ast.Range(lo, hi, _span(meta))
+
+    # ---------------------------------------------------------------- expressions
+
+    def binary(self, meta, children):
+        left, op, right = children
+        return ast.Binary(str(op.value), left, right, _span(meta))
+
+    def unary(self, meta, children):
+        op, operand = children
+        return ast.Unary(str(op.value), operand, _span(meta))
+
+    def attr(self, meta, children):
+        base, name = children
+        return ast.Attr(base, name.value, _span(meta), _token_span(name))
+
+    def index(self, meta, children):
+        base, index = children
+        return ast.Index(base, index, _span(meta))
+
+    def slice(self, meta, children):
+        lo, hi = children
+        return ast.Slice(lo, hi, _span(meta))
+
+    def number(self, meta, children):
+        (token,) = children
+        return self._number(token)
+
+    def _number(self, token: Token) -> ast.Num:
+        match = _NUMBER_RE.fullmatch(token.value)
+        if match is None:  # the NUMBER terminal and _NUMBER_RE disagree: a bug
+            raise AssertionError(f"malformed NUMBER token {token.value!r}")
+        digits, unit = match.groups()
+        value = float(digits)
+        if not math.isfinite(value):
+            raise self._error(_token_span(token), f"number {digits} is too large")
+        is_int = not any(c in digits for c in ".eE")
+        return ast.Num(value, unit or None, _token_span(token), is_int)
+
+    def string(self, meta, children):
+        (token,) = children
+        return ast.Str(token.value[1:-1], _token_span(token))
+
+    def name(self, meta, children):
+        (token,) = children
+        return ast.Name(token.value, _token_span(token))
+
+    def vector(self, meta, children):
+        return ast.Vector(tuple(child for child in children if child is not None), _span(meta))
+
+    def call(self, meta, children):
+        func, args = children[0], [child for child in children[1:] if child is not None]
+        positional: list[ast.Expr] = []
+        keywords: list[ast.Keyword] = []
+        for arg in args:
+            if isinstance(arg, ast.Keyword):
+                if any(k.name == arg.name for k in keywords):
+                    raise self._error(arg.span, f"keyword argument '{arg.name}' given twice")
+                keywords.append(arg)
+            elif keywords:
+                raise self._error(arg.span, "positional argument after a keyword argument")
+            else:
+                positional.append(arg)
+        return ast.Call(func.value, tuple(positional), tuple(keywords), _span(meta), _token_span(func))
+
+    def keyword(self, meta, children):
+        name, value = children
+        return ast.Keyword(name.value, value, _span(meta))

@@ -1,0 +1,680 @@
+"""The typed, resolved task: what the checker produces and the IR lowering consumes.
+
+`ksimdsl.frontend.check` turns the untyped `ast.Module` into a `CheckedTask`.
+Everything in it is resolved against the MJCF model: names became ids and
+addresses, globs became index tuples, units were folded (angles in radians,
+times in seconds, or in control steps where a count is due), keyword arguments
+were put into a fixed order with defaults filled in, and `let` names were
+substituted (the name survives as a `Let` wrapper so generated code can use it).
+
+Typed expressions
+-----------------
+Every expression node is a frozen dataclass with a `type: Type` and a `span`
+(the source region, excluded from equality so that two occurrences of the same
+expression compare equal; `prev` slots and contact queries are deduplicated
+that way). The lowering only needs these node kinds:
+
+    Const(value)                    a number or a constant vector (bool consts: 0.0/1.0 with kind "bool")
+    PhysRead(array, elements)       elements of a raw physics array of docs/architecture.md
+    Level()                         the env's curriculum level in [0, 1]
+    Action()                        the policy action, shape (action_size,)
+    StateRef(name)                  a `state` variable (value before this step's update)
+    CommandRef(name)                a command's current value, shape (number of fields,)
+    Prev(expr, slot)                `prev(expr)`: mem slot `slot` of `CheckedTask.prev_slots`
+    Let(name, value)                a `let` name; lower `value`, use `name` for readability
+    Quantity(name, arg, value)      a built-in quantity (base_ang_vel, body_pos("torso"), ...);
+                                    `value` is its expansion into the other node kinds, so
+                                    lowering `value` is always correct
+    Apply(func, args, mode)         a math function (see FUNCTIONS in ksimdsl.frontend.builtins)
+    Gather(base, indices)           constant-index selection (swizzle, v[i], v[i:j], v["glob"])
+    Concat(items)                   vector literal with non-constant elements
+    Unary(op, operand)              "-" (float)
+    Binary(op, left, right)         "+ - * / ^" elementwise, scalars broadcast
+    Compare(op, left, right)        "< <= > >= == !=" elementwise -> bool
+    Logic(op, operands)             "and" / "or" (2 operands), "not" (1 operand), bool -> bool
+    Where(cond, a, b)               elementwise select
+    Cast(operand)                   bool -> float (1.0 / 0.0)
+    Dist(kind, params)              a random draw of shape `type.shape` (reset, randomize, event,
+                                    command, noise, bias, zero_offset, every, state init)
+
+Shapes are () for scalars or (n,) for vectors; binary operations broadcast a
+scalar against a vector, never two vectors of different lengths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Union
+
+from ksimdsl.errors import Span
+
+__all__ = [
+    "Type",
+    "FLOAT",
+    "BOOL",
+    "Const",
+    "PhysRead",
+    "Level",
+    "Action",
+    "StateRef",
+    "CommandRef",
+    "Prev",
+    "Let",
+    "Quantity",
+    "Apply",
+    "Gather",
+    "Concat",
+    "Unary",
+    "Binary",
+    "Compare",
+    "Logic",
+    "Where",
+    "Cast",
+    "Dist",
+    "Expr",
+    "children",
+    "walk",
+    "FreeRoot",
+    "ModelSummary",
+    "Physics",
+    "Actuators",
+    "LetDef",
+    "StateDef",
+    "CommandFieldDef",
+    "CommandDef",
+    "ObsItem",
+    "RewardDef",
+    "TerminationDef",
+    "RandomizeDef",
+    "Write",
+    "EventDef",
+    "ContactQuery",
+    "PrevSlot",
+    "CheckedTask",
+]
+
+# --------------------------------------------------------------------------- types
+
+
+@dataclass(frozen=True, slots=True)
+class Type:
+    """Static type of an expression: element kind and shape (() scalar, (n,) vector)."""
+
+    kind: str  # "float" | "bool"
+    shape: tuple[int, ...] = ()
+
+    @property
+    def is_scalar(self) -> bool:
+        return self.shape == ()
+
+    @property
+    def size(self) -> int:
+        """Number of scalar elements (1 for a scalar)."""
+        return self.shape[0] if self.shape else 1
+
+    def with_shape(self, shape: tuple[int, ...]) -> "Type":
+        return Type(self.kind, shape)
+
+    def with_kind(self, kind: str) -> "Type":
+        return Type(kind, self.shape)
+
+    def __str__(self) -> str:
+        if self.kind == "float":
+            return "scalar" if not self.shape else f"vector[{self.shape[0]}]"
+        return self.kind if not self.shape else f"{self.kind}[{self.shape[0]}]"
+
+
+FLOAT = Type("float", ())
+BOOL = Type("bool", ())
+
+
+def _span() -> Any:
+    return field(default=None, compare=False, repr=False)
+
+
+# --------------------------------------------------------------------------- expressions
+
+
+@dataclass(frozen=True, slots=True)
+class Const:
+    """A compile-time constant: a float for scalars, a tuple of floats for vectors.
+
+    Units are already folded (deg -> radians, ms/s -> seconds, steps -> count).
+    A bool constant has `type.kind == "bool"` and values 0.0 / 1.0.
+    """
+
+    value: float | tuple[float, ...]
+    type: Type
+    span: Span | None = _span()
+
+    @property
+    def values(self) -> tuple[float, ...]:
+        """The value as a tuple (one element for a scalar)."""
+        return self.value if isinstance(self.value, tuple) else (self.value,)
+
+
+@dataclass(frozen=True, slots=True)
+class PhysRead:
+    """Elements of a raw physics array (a key of `ksimdsl.abi.PHYS_FIELDS`).
+
+    `elements[k]` is the full per-env index of result element k: `(i,)` for the
+    1-D arrays (qpos, qvel, qacc, actuator_force, sensordata, contact,
+    contact_force), `(row, col)` for the 2-D ones (xpos, xquat, xmat, cvel,
+    cinert, subtree_com, site_xpos), `()` for `time`. The result is a scalar
+    when `type.shape == ()` (then `elements` has exactly one entry).
+    """
+
+    array: str
+    elements: tuple[tuple[int, ...], ...]
+    type: Type
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Level:
+    """The env's curriculum level in [0, 1] (scalar float)."""
+
+    type: Type = FLOAT
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """The policy's action for this control step, clipped to [-1, 1]; shape (action_size,)."""
+
+    type: Type
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class StateRef:
+    """The value of `state name` before this step's updates (see `CheckedTask.states`)."""
+
+    name: str
+    type: Type
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRef:
+    """The current value of `command name`: one element per field, in declaration order."""
+
+    name: str
+    type: Type
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Prev:
+    """`prev(expr)`: `expr` one control step earlier (equals `expr` on the first step).
+
+    `slot` indexes `CheckedTask.prev_slots`; equal expressions share a slot.
+    """
+
+    expr: "Expr"
+    slot: int
+    type: Type
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Let:
+    """A use of `let name = value`; `value` is the typed definition (shared by every use)."""
+
+    name: str
+    value: "Expr"
+    type: Type
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Quantity:
+    """A built-in quantity or model lookup, kept by name for readable generated code.
+
+    `name` is the built-in (`base_ang_vel`, `joint_pos`, `body_pos`, `sensor`,
+    `contact`, ...), `arg` the model name(s) given to a lookup (`"torso"`) or
+    None. `value` is the exact expansion into primitive nodes (PhysRead, Apply,
+    Gather, ...); lowering `value` is always correct. `labels` are the MJCF names
+    of the elements (used by `v["glob"]` selection), empty when not meaningful.
+    """
+
+    name: str
+    arg: str | None
+    value: "Expr"
+    type: Type
+    labels: tuple[str, ...] = ()
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Apply:
+    """A math function applied to typed arguments in the fixed order of `builtins.FUNCTIONS`.
+
+    Keyword arguments are already placed and defaults filled in, e.g.
+    `tolerance(x, lo, hi, margin, value_at_margin)` with `mode` = the sigmoid
+    name. Reductions of a single vector argument are named `reduce_min` /
+    `reduce_max`; the two-argument `min`/`max` are elementwise.
+    """
+
+    func: str
+    args: tuple["Expr", ...]
+    type: Type
+    mode: str | None = None
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Gather:
+    """Constant-index selection `base[indices]` (0-based, in range, already resolved).
+
+    Produced by swizzles (`.xy`), `v[i]`, `v[i:j]` and `v["glob"]`. The result is
+    a scalar when `type.shape == ()` (then `indices` has one entry).
+    """
+
+    base: "Expr"
+    indices: tuple[int, ...]
+    type: Type
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Concat:
+    """A vector literal with non-constant elements: scalars and vectors concatenated."""
+
+    items: tuple["Expr", ...]
+    type: Type
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Unary:
+    """`-x` (float, elementwise)."""
+
+    op: str  # "-"
+    operand: "Expr"
+    type: Type
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Binary:
+    """Elementwise float arithmetic `+ - * / ^`; a scalar operand broadcasts."""
+
+    op: str
+    left: "Expr"
+    right: "Expr"
+    type: Type
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """Elementwise comparison `< <= > >= == !=` of floats; result kind bool."""
+
+    op: str
+    left: "Expr"
+    right: "Expr"
+    type: Type
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Logic:
+    """Boolean `and` / `or` (two operands) or `not` (one operand), elementwise."""
+
+    op: str  # "and" | "or" | "not"
+    operands: tuple["Expr", ...]
+    type: Type
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Where:
+    """`where(cond, a, b)`: elementwise select; scalars broadcast; `a`/`b` same kind."""
+
+    cond: "Expr"
+    a: "Expr"
+    b: "Expr"
+    type: Type
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Cast:
+    """Bool to float (true -> 1.0, false -> 0.0); inserted where a float is due."""
+
+    operand: "Expr"
+    type: Type
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Dist:
+    """A random draw of shape `type.shape`, one independent value per element.
+
+    `kind` "uniform": params (lo, hi); "gaussian": params (mean, std). Params are
+    scalar expressions or vectors of the draw's length (constants and `level`
+    only). `uniform(a)` was normalized to (-a, a), `gaussian(s)` to (0, s).
+    """
+
+    kind: str
+    params: tuple["Expr", "Expr"]
+    type: Type
+    span: Span | None = _span()
+
+
+Expr = Union[
+    Const,
+    PhysRead,
+    Level,
+    Action,
+    StateRef,
+    CommandRef,
+    Prev,
+    Let,
+    Quantity,
+    Apply,
+    Gather,
+    Concat,
+    Unary,
+    Binary,
+    Compare,
+    Logic,
+    Where,
+    Cast,
+    Dist,
+]
+
+
+def children(node: Expr) -> tuple[Expr, ...]:
+    """The direct sub-expressions of `node` (a `Prev`'s expr and a `Quantity`'s value included)."""
+    if isinstance(node, (Const, PhysRead, Level, Action, StateRef, CommandRef)):
+        return ()
+    if isinstance(node, Prev):
+        return (node.expr,)
+    if isinstance(node, (Let, Quantity)):
+        return (node.value,)
+    if isinstance(node, (Apply,)):
+        return node.args
+    if isinstance(node, Gather):
+        return (node.base,)
+    if isinstance(node, Concat):
+        return node.items
+    if isinstance(node, (Unary, Cast)):
+        return (node.operand,)
+    if isinstance(node, (Binary, Compare)):
+        return (node.left, node.right)
+    if isinstance(node, Logic):
+        return node.operands
+    if isinstance(node, Where):
+        return (node.cond, node.a, node.b)
+    if isinstance(node, Dist):
+        return node.params
+    raise TypeError(f"not a typed expression: {node!r}")
+
+
+def walk(node: Expr):
+    """Yield `node` and every sub-expression, depth first (pre-order)."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        yield n
+        stack.extend(reversed(children(n)))
+
+
+# --------------------------------------------------------------------------- task
+
+
+@dataclass(frozen=True, slots=True)
+class FreeRoot:
+    """The model's root free joint (the `base_*` quantities read it)."""
+
+    joint_id: int
+    body_id: int
+    qpos_adr: int  # qpos[qpos_adr : qpos_adr+3] position, [+3 : +7] quaternion (wxyz)
+    dof_adr: int  # qvel[dof_adr : +3] world linear velocity, [+3 : +6] body-frame angular
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSummary:
+    """Sizes and defaults of the MJCF model the task was checked against."""
+
+    path: str  # as written in the task (or the override)
+    resolved_path: str  # absolute file path
+    nq: int
+    nv: int
+    nu: int
+    nbody: int
+    njnt: int
+    ngeom: int
+    nsite: int
+    nsensor: int
+    nsensordata: int
+    nkey: int
+    timestep: float  # MJCF <option timestep>
+    default_qpos: tuple[float, ...]  # keyframe 0 if the model has one, else qpos0
+    root: FreeRoot | None
+
+
+@dataclass(frozen=True, slots=True)
+class Physics:
+    """Resolved `physics` settings; `substeps * dt == ctrl_dt`."""
+
+    dt: float
+    ctrl_dt: float
+    substeps: int
+    solver: str  # "newton" | "cg"
+    iterations: int
+    ls_iterations: int
+
+
+@dataclass(frozen=True, slots=True)
+class Actuators:
+    """The action source. One entry per MJCF actuator (`nu` of them) in every tuple.
+
+    kind "position": target = default_pos + action_scale * action (+ zero offset),
+    PD gains kp/kd (glob overrides applied). "torque": ctrl = scale * action.
+    "ctrl": ctrl = action. For "ctrl" the joint tuples may be empty when an
+    actuator does not drive a joint.
+    """
+
+    kind: str
+    names: tuple[str, ...]  # actuator names
+    joint_names: tuple[str, ...]  # driven joint per actuator ("" if none)
+    joint_qpos_adr: tuple[int, ...]
+    joint_dof_adr: tuple[int, ...]
+    kp: tuple[float, ...]
+    kd: tuple[float, ...]
+    action_scale: float
+    scale: float
+    default_pos: tuple[float, ...]
+    ctrl_range: tuple[tuple[float, float], ...] | None  # None: no actuator is ctrllimited
+    latency: tuple[float, float] | None  # seconds, per episode uniform
+    zero_offset: Dist | None  # shape (nu,), radians
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class LetDef:
+    """`let name = value` (for reference; uses are already substituted as `Let` nodes)."""
+
+    name: str
+    value: Expr
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class StateDef:
+    """`state name[size] = init -> update`; `type` is the declared shape (float)."""
+
+    name: str
+    type: Type
+    init: Expr  # constants, level, distributions; already broadcast to `type`
+    update: Expr  # same shape as `type`; sees pre-update values of every state
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class CommandFieldDef:
+    """One command field: a scalar `Dist` or constant."""
+
+    name: str
+    value: Expr
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class CommandDef:
+    """`command name resample every T zero_prob=p`; resample_steps None: once per episode."""
+
+    name: str
+    fields: tuple[CommandFieldDef, ...]
+    resample_steps: int | None
+    zero_prob: float
+    span: Span | None = _span()
+
+    @property
+    def size(self) -> int:
+        return len(self.fields)
+
+
+@dataclass(frozen=True, slots=True)
+class ObsItem:
+    """One observation: clean `value` (float), then delay, noise and bias (actor only).
+
+    `noise` is additive, or multiplicative when `noise_multiplicative`; `bias` is
+    drawn once per episode; `delay` is (lo, hi) control steps drawn per episode.
+    """
+
+    name: str
+    value: Expr
+    noise: Dist | None = None
+    noise_multiplicative: bool = False
+    bias: Dist | None = None
+    delay: tuple[int, int] | None = None
+    span: Span | None = _span()
+
+    @property
+    def size(self) -> int:
+        return self.value.type.size
+
+
+@dataclass(frozen=True, slots=True)
+class RewardDef:
+    """`name weight : value`; both scalar float; weight uses only constants and `level`."""
+
+    name: str
+    weight: Expr
+    value: Expr
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class TerminationDef:
+    """`name : cond [success]`; cond is a scalar bool."""
+
+    name: str
+    cond: Expr
+    success: bool
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class RandomizeDef:
+    """`field[rows] op value` on an MjModel array, per env, per reset.
+
+    `rows` are the selected first-axis indices (all rows when nothing was
+    selected); `field_shape` is the array's full shape. `value` is a Dist of
+    shape (len(rows),) (one draw per row, applied to every column of a 2-D
+    field) or a scalar expression of constants and `level`.
+    """
+
+    field: str
+    rows: tuple[int, ...]
+    field_shape: tuple[int, ...]
+    op: str  # "=" | "+=" | "*="
+    value: Expr
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """A `reset`/`event` assignment on the physics state, in canonical form.
+
+    target "qpos" / "qvel": `index` are addresses into qpos / qvel.
+    target "base_ang_vel": `index` are world-frame components (0..2) of the root's
+    angular velocity (lowering rotates into the free joint's body-frame qvel).
+    target "base_yaw": `index` is (); "=" sets the root's heading about world z
+    (keeping roll and pitch), "+=" rotates the root about world z.
+    `value` has shape (len(index),) (scalar for base_yaw); scalar distributions
+    were broadcast to one draw per element.
+    """
+
+    target: str
+    index: tuple[int, ...]
+    op: str  # "=" | "+=" | "*="
+    value: Expr
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class EventDef:
+    """`event name every T`: the writes fire when the event's timer runs out.
+
+    `every` is in control steps: a Const, or a scalar Dist redrawn after each firing.
+    """
+
+    name: str
+    every: Expr
+    writes: tuple[Write, ...]
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class ContactQuery:
+    """Element c of the engine's contact table: any contact between a geom of A and one of B."""
+
+    geoms_a: tuple[int, ...]
+    geoms_b: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PrevSlot:
+    """A `prev(expr)` memory slot, written at the end of every step."""
+
+    slot: int
+    expr: Expr
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedTask:
+    """A fully checked task: every name resolved, every shape known, units folded.
+
+    `train`, `policy` and `curriculum` are validated dicts with the defaults of
+    `ksimdsl.abi` merged in (read-only mappings).
+    """
+
+    name: str
+    doc: str
+    source_path: str
+    model: ModelSummary
+    physics: Physics
+    engine: str  # "auto" | "mjx" | "mujoco"
+    episode_steps: int
+    actuators: Actuators
+    action_size: int
+    lets: tuple[LetDef, ...]
+    states: tuple[StateDef, ...]
+    commands: tuple[CommandDef, ...]
+    obs_actor: tuple[ObsItem, ...]
+    obs_critic: tuple[ObsItem, ...]
+    rewards: tuple[RewardDef, ...]
+    terminations: tuple[TerminationDef, ...]
+    randomize: tuple[RandomizeDef, ...]
+    reset: tuple[Write, ...]
+    events: tuple[EventDef, ...]
+    contact_queries: tuple[ContactQuery, ...]
+    prev_slots: tuple[PrevSlot, ...]
+    curriculum: Mapping[str, Any]
+    policy: Mapping[str, Any]
+    train: Mapping[str, Any]

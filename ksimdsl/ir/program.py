@@ -1,0 +1,144 @@
+"""The lowered task: per phase, the output arrays as sympy values, plus the mem layout.
+
+`ksimdsl.ir.lower.lower_task(CheckedTask) -> TaskIR` builds this; the code
+generators print it. Every output array of a phase (`actor`, `reward_terms`,
+`mem`, `qpos`, a randomized model field, ...) is a list of `Segment`s, each a
+named, contiguous piece holding a `vec.Val`. Inputs are referenced inside the
+sympy expressions by name (`qpos[3]`, `mem[10:31]`, `rand_u[0]`, `level`,
+`time`); `PhaseIR.input_names()` lists them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import sympy as sp
+
+from ksimdsl.ir import vec
+from ksimdsl.ir.vec import Val
+
+__all__ = ["Segment", "Output", "PhaseIR", "MemSlot", "TaskIR", "LEVEL", "TIME", "expr_input_names"]
+
+#: The env's curriculum level (a scalar input of every phase).
+LEVEL = sp.Symbol("level", real=True)
+#: Episode time in seconds (`phys["time"]`).
+TIME = sp.Symbol("time", real=True)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """`size` elements at `offset` of an output array, named `label` in generated code."""
+
+    label: str
+    offset: int
+    val: Val
+
+    @property
+    def size(self) -> int:
+        return self.val.n
+
+
+@dataclass(frozen=True)
+class Output:
+    """One output array of a phase (per env).
+
+    `key` is the ABI name (`actor`, `critic`, `reward_terms`, `reward_weights`,
+    `terminations`, `mem`, `qpos`, `qvel`, or a model field name in reset);
+    `shape` the per-env shape (2-D for fields such as geom_friction, which are
+    lowered flattened); `prefix` prefixes the variable names of its segments;
+    `title` is the comment above its block. `is_field` marks randomized fields.
+    """
+
+    key: str
+    size: int
+    boolean: bool
+    segments: tuple[Segment, ...]
+    prefix: str
+    title: str
+    shape: tuple[int, ...] = ()
+    is_field: bool = False
+
+    def __post_init__(self) -> None:
+        pos = 0
+        for seg in self.segments:
+            if seg.offset != pos:
+                raise ValueError(f"output {self.key}: segment {seg.label} at {seg.offset}, expected {pos}")
+            pos += seg.size
+        if pos != self.size:
+            raise ValueError(f"output {self.key}: segments cover {pos} of {self.size}")
+
+    @property
+    def full_shape(self) -> tuple[int, ...]:
+        return self.shape or (self.size,)
+
+
+@dataclass(frozen=True)
+class PhaseIR:
+    """One kernel (`reset`, `observe` or `step`): its outputs and random-draw counts."""
+
+    name: str
+    outputs: tuple[Output, ...]
+    rand_normal: int
+    rand_uniform: int
+    #: readable names for sub-expressions (`let` definitions, built-in quantities)
+    names: Mapping[sp.Basic, str] = field(default_factory=dict)
+
+    def output(self, key: str) -> Output:
+        for out in self.outputs:
+            if out.key == key:
+                return out
+        raise KeyError(key)
+
+    def exprs(self) -> list[sp.Basic]:
+        """Every output expression (scalars and packed arrays), in output order."""
+        return [item for out in self.outputs for seg in out.segments for item in seg.val.items]
+
+    def input_names(self) -> set[str]:
+        names: set[str] = set()
+        for e in self.exprs():
+            names |= expr_input_names(e)
+        return names
+
+
+def expr_input_names(expr: sp.Basic) -> set[str]:
+    """Names of the input arrays/scalars an expression reads (`qpos`, `mem`, `level`, ...)."""
+    names: set[str] = set()
+    for node in sp.preorder_traversal(expr):
+        if isinstance(node, sp.Indexed):
+            names.add(str(node.base.label))
+        elif isinstance(node, (vec.ArrSlice, vec.ArrGather)):
+            names.add(node.base.name)
+        elif isinstance(node, sp.Symbol) and node in (LEVEL, TIME):
+            names.add(node.name)
+    return names
+
+
+@dataclass(frozen=True)
+class MemSlot:
+    """A named region of the per-env `mem` vector."""
+
+    name: str
+    offset: int
+    size: int
+
+
+@dataclass(frozen=True)
+class TaskIR:
+    """The whole lowered task."""
+
+    phases: Mapping[str, PhaseIR]
+    mem_slots: tuple[MemSlot, ...]
+    mem_size: int
+    rewards: tuple[str, ...]  # kept reward terms, in order
+    dropped_rewards: tuple[str, ...]  # terms whose weight folded to exactly 0
+    randomize_fields: tuple[str, ...]
+    field_shapes: Mapping[str, tuple[int, ...]]
+    writes_phys: bool
+    commands: tuple[Mapping[str, object], ...]
+
+    def slot(self, name: str) -> MemSlot:
+        for s in self.mem_slots:
+            if s.name == name:
+                return s
+        raise KeyError(name)

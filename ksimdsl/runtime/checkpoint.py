@@ -1,0 +1,237 @@
+"""Checkpoints: pytrees of arrays in safetensors, plus JSON metadata, written atomically.
+
+A checkpoint is ONE file, `RUN_DIR/checkpoints/ckpt_<iteration:08d>.safetensors`:
+every array leaf of the saved pytrees under a stable name (the tree's prefix
+and `jax.tree_util.keystr` of the leaf's path, e.g. `ppo.params.actor.net.layers[0].weight`)
+and, in the safetensors header metadata, a JSON `CheckpointMeta` with a SHA-256
+of the array bytes. It is written to a temporary file in the same directory,
+fsynced and `os.replace`d into place, so a kill at any moment leaves the
+previous checkpoint intact. The newest `KEEP` checkpoints are kept.
+
+Loading needs templates of the trees (freshly initialized state of the same
+task): their structure gives the names, shapes and dtypes to expect. Anything
+wrong with the file (missing, truncated, corrupt, another task, other shapes)
+is a one-line KsimError. Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load as st_load
+from safetensors.numpy import save as st_save
+
+from ksimdsl import __version__
+from ksimdsl.abi import TaskSpec
+from ksimdsl.errors import KsimError
+
+__all__ = [
+    "CheckpointMeta",
+    "Checkpoint",
+    "save_checkpoint",
+    "load_checkpoint",
+    "read_checkpoint",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "spec_hash",
+    "CHECKPOINT_DIR",
+    "KEEP",
+    "FORMAT",
+]
+
+CHECKPOINT_DIR = "checkpoints"
+KEEP = 3
+FORMAT = 1
+_NAME = re.compile(r"^ckpt_(\d{8})\.safetensors$")
+
+#: TaskSpec fields that may change between a checkpoint and its resume (training
+#: settings, engine, documentation); everything else must match.
+_MUTABLE_SPEC_FIELDS = ("train", "engine", "doc", "source_file", "ops", "numba_args")
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """What a checkpoint says about itself (stored as JSON in the safetensors header)."""
+
+    iteration: int
+    env_steps: int
+    wall_s: float
+    task: str
+    spec_hash: str
+    engine: str
+    ksimdsl_version: str = __version__
+    format: int = FORMAT
+    sha256: str = ""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    path: Path
+    meta: CheckpointMeta
+    trees: Mapping[str, Any]
+
+
+def spec_hash(spec: TaskSpec) -> str:
+    """Hash of everything in the spec that decides what the saved arrays mean."""
+    from ksimdsl.runtime.runs import spec_to_dict
+
+    d = spec_to_dict(spec)
+    for name in _MUTABLE_SPEC_FIELDS:
+        d.pop(name, None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _flatten(prefix: str, tree: Any) -> dict[str, np.ndarray]:
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        arr = leaf
+        if isinstance(arr, jax.Array) and jnp.issubdtype(arr.dtype, jax.dtypes.prng_key):
+            arr = jax.random.key_data(arr)
+        out[prefix + jax.tree_util.keystr(path)] = np.asarray(arr)
+    return out
+
+
+def _digest(arrays: Mapping[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(name.encode())
+        h.update(str(a.dtype).encode())
+        h.update(str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def checkpoint_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoint files of a run, oldest first."""
+    d = checkpoint_dir(run_dir)
+    if not d.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    files = list_checkpoints(run_dir)
+    return files[-1] if files else None
+
+
+def save_checkpoint(run_dir: str | Path, trees: Mapping[str, Any], meta: CheckpointMeta, *, keep: int = KEEP) -> Path:
+    """Write `trees` ({prefix: pytree}) atomically; drop all but the newest `keep` checkpoints."""
+    arrays: dict[str, np.ndarray] = {}
+    for prefix, tree in trees.items():
+        arrays.update(_flatten(prefix, tree))
+    meta = CheckpointMeta(**{**asdict(meta), "sha256": _digest(arrays)})
+    payload = st_save(arrays, metadata={"ksimdsl": json.dumps(asdict(meta))})
+    d = checkpoint_dir(run_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    final = d / f"ckpt_{meta.iteration:08d}.safetensors"
+    fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".tmp", dir=d)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(d)
+    for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+        old.unlink(missing_ok=True)
+    return final
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], CheckpointMeta]:
+    """Raw arrays and metadata of one checkpoint file, verified against its checksum."""
+    path = Path(path)
+    try:
+        payload = path.read_bytes()
+    except OSError as exc:
+        raise KsimError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
+    try:
+        arrays = st_load(payload)
+        header_len = int.from_bytes(payload[:8], "little")
+        header = json.loads(payload[8 : 8 + header_len])
+        meta = CheckpointMeta(**json.loads(header["__metadata__"]["ksimdsl"]))
+    except (SafetensorError, ValueError, KeyError, TypeError) as exc:
+        raise KsimError(f"checkpoint {path} is truncated or corrupt ({' '.join(str(exc).split())})") from None
+    if meta.format != FORMAT:
+        raise KsimError(f"checkpoint {path} has format {meta.format}; this ksimdsl reads format {FORMAT}")
+    if _digest(arrays) != meta.sha256:
+        raise KsimError(f"checkpoint {path} is corrupt (checksum mismatch)")
+    return arrays, meta
+
+
+def load_checkpoint(
+    run_dir: str | Path,
+    templates: Mapping[str, Any],
+    *,
+    spec: TaskSpec,
+    path: str | Path | None = None,
+) -> Checkpoint:
+    """The newest checkpoint of `run_dir` (or `path`), restored into the structure of `templates`."""
+    if path is None:
+        if not Path(run_dir).is_dir():
+            raise KsimError(f"run directory {run_dir} does not exist")
+        path = latest_checkpoint(run_dir)
+        if path is None:
+            raise KsimError(f"no checkpoint in {checkpoint_dir(run_dir)}")
+    arrays, meta = read_checkpoint(path)
+    if meta.task != spec.task:
+        raise KsimError(f"checkpoint {path} is from task '{meta.task}', not '{spec.task}'")
+    if meta.spec_hash != spec_hash(spec):
+        raise KsimError(
+            f"checkpoint {path} was written for a different version of task '{spec.task}' "
+            "(observations, rewards, model or policy changed); start a new run"
+        )
+    trees = {}
+    for prefix, template in templates.items():
+        leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(template)
+        leaves = []
+        for key_path, leaf in leaves_with_path:
+            name = prefix + jax.tree_util.keystr(key_path)
+            if name not in arrays:
+                raise KsimError(f"checkpoint {path} does not match this run: it has no array '{name}'")
+            arr = arrays[name]
+            typed_key = isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+            want_shape = jax.random.key_data(leaf).shape if typed_key else np.shape(leaf)
+            if tuple(arr.shape) != tuple(want_shape):
+                raise KsimError(
+                    f"checkpoint {path} does not match this run: '{name}' has shape {tuple(arr.shape)}, "
+                    f"expected {tuple(want_shape)} (did num_envs or the policy size change?)"
+                )
+            if typed_key:
+                leaves.append(jax.random.wrap_key_data(jnp.asarray(arr), impl=jax.random.key_impl(leaf)))
+            else:
+                leaves.append(jnp.asarray(arr, dtype=np.asarray(leaf).dtype if not isinstance(leaf, jax.Array) else leaf.dtype))
+        trees[prefix] = jax.tree_util.tree_unflatten(treedef, leaves)
+    return Checkpoint(path=Path(path), meta=meta, trees=trees)

@@ -1,0 +1,486 @@
+"""Stepping many C-MuJoCo environments from numba, without the GIL.
+
+The C-MuJoCo engine (`ksimdsl.runtime.mujoco_env`) keeps one `mujoco.MjData`
+per environment (and one `mujoco.MjModel` per environment when the task
+randomizes model fields). The functions here walk a contiguous range of those
+environments inside one `@njit(nogil=True)` call: they write `ctrl`, call
+`mj_step` for every physics substep, detect diverged states, and copy the
+physics arrays the task's kernels read into preallocated batch arrays. Two
+threads each running them over half of the batch use both cores; nothing in the
+hot loop touches Python objects.
+
+How C is reached: `libmujoco` (shipped in the `mujoco` wheel) is loaded into
+LLVM's symbol table and `mj_step`, `mj_forward`, `mj_resetData` and
+`mj_contactForce` are declared as external functions, so the compiled machine
+code refers to them by name and numba can cache it on disk. Every MuJoCo
+object is passed as its address (`uint64`, from the bindings' `_address`);
+arrays inside `mjData`/`mjModel` are read through pointers precomputed once
+per environment (`array.ctypes.data` of the bindings' numpy views, which stay
+valid for the object's lifetime).
+
+Contacts live in `mjData`'s arena, which moves with every step, so they are
+read through the struct itself: the byte offsets of `ncon`, `contact`, `time`
+and the warning counters in `mjData`, and of `dist`/`geom`/`efc_address` in
+`mjContact`, are computed from the struct declarations that MuJoCo ships
+(`mujoco.introspect`) and checked against the bindings when first used
+(`struct_layout`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import llvmlite.binding as llvm
+import mujoco
+import numpy as np
+from numba import carray, njit, types
+from numba.extending import intrinsic
+
+__all__ = [
+    "LIBMUJOCO",
+    "StructLayout",
+    "struct_layout",
+    "field_addresses",
+    "advance",
+    "refresh",
+    "reset_and_forward",
+    "write_state",
+    "write_model_fields",
+    "BAD_STATE_WARNINGS",
+]
+
+#: The shared library inside the installed `mujoco` wheel.
+LIBMUJOCO = os.path.join(os.path.dirname(mujoco.__file__), f"libmujoco.so.{mujoco.__version__}")
+
+#: mjtWarning values that mean "the state diverged": C MuJoCo then resets the
+#: data to qpos0 by itself; the engine counts it as a NaN reset.
+BAD_STATE_WARNINGS = (
+    int(mujoco.mjtWarning.mjWARN_BADQPOS),
+    int(mujoco.mjtWarning.mjWARN_BADQVEL),
+    int(mujoco.mjtWarning.mjWARN_BADQACC),
+)
+
+
+def _load_libmujoco() -> None:
+    if not os.path.exists(LIBMUJOCO):  # pragma: no cover - depends on the wheel layout
+        raise RuntimeError(f"libmujoco not found at {LIBMUJOCO}; the C-MuJoCo engine needs the mujoco wheel")
+    llvm.load_library_permanently(LIBMUJOCO)
+
+
+_load_libmujoco()
+
+_mj_step = types.ExternalFunction("mj_step", types.void(types.voidptr, types.voidptr))
+_mj_forward = types.ExternalFunction("mj_forward", types.void(types.voidptr, types.voidptr))
+_mj_resetData = types.ExternalFunction("mj_resetData", types.void(types.voidptr, types.voidptr))
+_mj_contactForce = types.ExternalFunction(
+    "mj_contactForce", types.void(types.voidptr, types.voidptr, types.intc, types.CPointer(types.float64))
+)
+
+
+# --------------------------------------------------------------------------- addresses as pointers
+
+
+@intrinsic
+def _voidptr(typingctx, address):
+    """uint64 address -> void*."""
+    sig = types.voidptr(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(types.voidptr))
+
+    return sig, codegen
+
+
+@intrinsic
+def _f64ptr(typingctx, address):
+    """uint64 address -> double*."""
+    sig = types.CPointer(types.float64)(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(types.CPointer(types.float64)))
+
+    return sig, codegen
+
+
+@intrinsic
+def _i32ptr(typingctx, address):
+    """uint64 address -> int*."""
+    sig = types.CPointer(types.int32)(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(types.CPointer(types.int32)))
+
+    return sig, codegen
+
+
+@intrinsic
+def _u64ptr(typingctx, address):
+    """uint64 address -> uint64*."""
+    sig = types.CPointer(types.uint64)(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(types.CPointer(types.uint64)))
+
+    return sig, codegen
+
+
+# --------------------------------------------------------------------------- struct layout
+
+
+@dataclass(frozen=True)
+class StructLayout:
+    """Byte offsets into `mjData` and `mjContact` (see the module docstring)."""
+
+    data_ncon: int
+    data_time: int
+    data_contact: int  # the `mjContact*` pointer field
+    data_warning: int  # mjWarningStat warning[mjNWARNING]
+    warning_size: int  # sizeof(mjWarningStat)
+    warning_number: int  # offset of `number` inside mjWarningStat
+    contact_size: int  # sizeof(mjContact)
+    contact_dist: int
+    contact_geom: int  # int geom[2]
+
+    def as_array(self) -> np.ndarray:
+        """The offsets as the int64 vector the numba functions take (order: `_L_*` below)."""
+        return np.array(
+            [
+                self.data_ncon,
+                self.data_time,
+                self.data_contact,
+                self.data_warning,
+                self.warning_size,
+                self.warning_number,
+                self.contact_size,
+                self.contact_dist,
+                self.contact_geom,
+            ],
+            dtype=np.int64,
+        )
+
+
+# indices into StructLayout.as_array()
+_L_NCON, _L_TIME, _L_CONTACT, _L_WARNING, _L_WSIZE, _L_WNUMBER, _L_CSIZE, _L_CDIST, _L_CGEOM = range(9)
+
+_SCALARS: dict[str, Any] = {
+    "int": ctypes.c_int,
+    "unsigned int": ctypes.c_uint,
+    "mjtNum": ctypes.c_double,
+    "mjtByte": ctypes.c_ubyte,
+    "mjtSize": ctypes.c_uint64,
+    "size_t": ctypes.c_size_t,
+    "uintptr_t": ctypes.c_size_t,
+    "uint64_t": ctypes.c_uint64,
+    "float": ctypes.c_float,
+    "double": ctypes.c_double,
+    "char": ctypes.c_char,
+}
+
+
+def _ctypes_struct(name: str, cache: dict[str, type]) -> type:
+    """A ctypes.Structure with the field layout MuJoCo declares for struct `name`."""
+    from mujoco.introspect import ast_nodes, structs
+
+    if name in cache:
+        return cache[name]
+
+    def ctype_of(t: Any) -> Any:
+        if isinstance(t, ast_nodes.PointerType):
+            return ctypes.c_void_p
+        if isinstance(t, ast_nodes.ArrayType):
+            inner = ctype_of(t.inner_type)
+            for n in reversed(t.extents):
+                inner = inner * int(n)
+            return inner
+        if isinstance(t, ast_nodes.ValueType):
+            if t.name in _SCALARS:
+                return _SCALARS[t.name]
+            if t.name in structs.STRUCTS:
+                return _ctypes_struct(t.name, cache)
+        raise RuntimeError(f"cannot lay out field type {t!r} of {name}")
+
+    decl = structs.STRUCTS[name]
+    fields = [(f.name, ctype_of(f.type)) for f in decl.fields]
+    cls = type(name, (ctypes.Structure,), {"_fields_": fields})
+    cache[name] = cls
+    return cls
+
+
+@functools.cache
+def struct_layout() -> StructLayout:
+    """Offsets of the `mjData`/`mjContact` members the engine reads, checked against the bindings.
+
+    Raises RuntimeError if MuJoCo's declarations and the library disagree (a
+    mismatched wheel): better to refuse than to read garbage.
+    """
+    cache: dict[str, type] = {}
+    data_t = _ctypes_struct("mjData", cache)
+    contact_t = _ctypes_struct("mjContact", cache)
+    warning_t = _ctypes_struct("mjWarningStat", cache)
+    layout = StructLayout(
+        data_ncon=data_t.ncon.offset,
+        data_time=data_t.time.offset,
+        data_contact=data_t.contact.offset,
+        data_warning=data_t.warning.offset,
+        warning_size=ctypes.sizeof(warning_t),
+        warning_number=warning_t.number.offset,
+        contact_size=ctypes.sizeof(contact_t),
+        contact_dist=contact_t.dist.offset,
+        contact_geom=contact_t.geom.offset,
+    )
+    _check_layout(layout, data_t)
+    return layout
+
+
+_CHECK_XML = """
+<mujoco>
+  <worldbody>
+    <geom name="floor" type="plane" size="5 5 0.1"/>
+    <body pos="0 0 0.05"><freejoint/><geom type="sphere" size="0.1"/></body>
+    <body pos="0.5 0 0.05"><freejoint/><geom type="box" size="0.1 0.1 0.1"/></body>
+  </worldbody>
+</mujoco>
+"""
+
+
+def _check_layout(layout: StructLayout, data_t: type) -> None:
+    model = mujoco.MjModel.from_xml_string(_CHECK_XML)
+    data = mujoco.MjData(model)
+    data.time = 1.25
+    mujoco.mj_forward(model, data)
+    base = data._address
+
+    def read(ctype: Any, offset: int) -> Any:
+        return ctype.from_address(base + offset).value
+
+    problems = []
+    if read(ctypes.c_size_t, data_t.qpos.offset) != data.qpos.ctypes.data:
+        problems.append("qpos pointer")
+    if read(ctypes.c_int, layout.data_ncon) != data.ncon or data.ncon < 2:
+        problems.append("ncon")
+    if read(ctypes.c_double, layout.data_time) != data.time:
+        problems.append("time")
+    contact_ptr = read(ctypes.c_size_t, layout.data_contact)
+    if data.ncon >= 2:
+        if contact_ptr != data.contact.dist.ctypes.data - layout.contact_dist:
+            problems.append("contact pointer")
+        if data.contact.dist.strides[0] != layout.contact_size:
+            problems.append("sizeof(mjContact)")
+        if data.contact.geom.ctypes.data - data.contact.dist.ctypes.data != layout.contact_geom - layout.contact_dist:
+            problems.append("mjContact.geom")
+    data.warning[BAD_STATE_WARNINGS[0]].number = 7
+    adr = layout.data_warning + BAD_STATE_WARNINGS[0] * layout.warning_size + layout.warning_number
+    if read(ctypes.c_int, adr) != 7:
+        problems.append("warning counters")
+    if problems:
+        raise RuntimeError(
+            f"mujoco {mujoco.__version__}: the mjData layout from mujoco.introspect does not match the "
+            f"library ({', '.join(problems)}); the C-MuJoCo engine cannot run with this wheel"
+        )
+
+
+# --------------------------------------------------------------------------- per-env addresses
+
+
+def field_addresses(objects: list[Any], names: tuple[str, ...]) -> np.ndarray:
+    """(len(names), len(objects)) uint64: the address of `getattr(obj, name)`'s data for every object.
+
+    Works for MjData (qpos, xpos, ...) and MjModel (geom_friction, ...) arrays;
+    all must be float64 and C-contiguous.
+    """
+    out = np.zeros((len(names), len(objects)), dtype=np.uint64)
+    for i, name in enumerate(names):
+        for j, obj in enumerate(objects):
+            arr = getattr(obj, name)
+            if arr.dtype != np.float64 or not arr.flags.c_contiguous:
+                raise TypeError(f"{type(obj).__name__}.{name} is not a contiguous float64 array")
+            out[i, j] = arr.ctypes.data
+    return out
+
+
+# --------------------------------------------------------------------------- numba kernels
+
+
+@njit(nogil=True, cache=True)
+def _bad_state_count(d_adr, layout, warnings):
+    total = 0
+    for w in warnings:
+        adr = d_adr + np.uint64(layout[_L_WARNING] + w * layout[_L_WSIZE] + layout[_L_WNUMBER])
+        total += _i32ptr(adr)[0]
+    return total
+
+
+@njit(nogil=True, cache=True)
+def _gather(e, d_adr, src_adr_FE, size_F, dst_adr_F, time_E, layout):
+    """Copy env e's physics arrays into row e of the batch arrays; return False if any is not finite."""
+    finite = True
+    for f in range(size_F.shape[0]):
+        n = size_F[f]
+        src = carray(_f64ptr(src_adr_FE[f, e]), (n,))
+        dst = carray(_f64ptr(dst_adr_F[f] + np.uint64(8 * n * e)), (n,))
+        for i in range(n):
+            v = src[i]
+            dst[i] = v
+            if not np.isfinite(v):
+                finite = False
+    time_E[e] = _f64ptr(d_adr + np.uint64(layout[_L_TIME]))[0]
+    return finite
+
+
+@njit(nogil=True, cache=True)
+def _contacts(e, m_adr, d_adr, in_a_CG, in_b_CG, contact_EC, force_EC, layout, want_force):
+    """Evaluate every contact query for env e (see docs/architecture.md, `contact`, `contact_force`)."""
+    n_queries = in_a_CG.shape[0]
+    for c in range(n_queries):
+        contact_EC[e, c] = 0.0
+        force_EC[e, c] = 0.0
+    if n_queries == 0:
+        return
+    ncon = _i32ptr(d_adr + np.uint64(layout[_L_NCON]))[0]
+    base = _u64ptr(d_adr + np.uint64(layout[_L_CONTACT]))[0]
+    wrench = np.zeros(6)
+    for i in range(ncon):
+        con = base + np.uint64(i * layout[_L_CSIZE])
+        dist = _f64ptr(con + np.uint64(layout[_L_CDIST]))[0]
+        if not dist < 0.0:
+            continue
+        geom = _i32ptr(con + np.uint64(layout[_L_CGEOM]))
+        g1 = geom[0]
+        g2 = geom[1]
+        if g1 < 0 or g2 < 0:  # flex contacts have no geom
+            continue
+        have_force = False
+        for c in range(n_queries):
+            if (in_a_CG[c, g1] and in_b_CG[c, g2]) or (in_a_CG[c, g2] and in_b_CG[c, g1]):
+                contact_EC[e, c] = 1.0
+                if want_force:
+                    if not have_force:
+                        _mj_contactForce(_voidptr(m_adr), _voidptr(d_adr), np.intc(i), _f64ptr(np.uint64(wrench.ctypes.data)))
+                        have_force = True
+                    force_EC[e, c] += wrench[0]
+
+
+@njit(nogil=True, cache=True)
+def advance(
+    lo,
+    hi,
+    m_adr_E,
+    d_adr_E,
+    ctrl_adr_E,
+    ctrl_ESU,
+    src_adr_FE,
+    size_F,
+    dst_adr_F,
+    time_E,
+    in_a_CG,
+    in_b_CG,
+    contact_EC,
+    force_EC,
+    want_force,
+    bad_E,
+    layout,
+    warnings,
+):
+    """One control step for envs [lo, hi): substeps with ctrl_ESU[e, s], then gather.
+
+    ctrl_ESU: (E, S, nu) the ctrl of every substep. src_adr_FE / size_F /
+    dst_adr_F: for every gathered physics field f, its address in each env's
+    mjData, its element count, and the address of the (E, size_F[f]) float64
+    batch array it is copied to. time_E: (E,) episode time out. contact_EC /
+    force_EC: (E, C) contact query results out. bad_E: (E,) bool out, True where
+    the state diverged during this step (C MuJoCo's bad-qpos/qvel/qacc warning
+    fired, which also resets the data, or a gathered value is not finite).
+    """
+    n_sub = ctrl_ESU.shape[1]
+    nu = ctrl_ESU.shape[2]
+    for e in range(lo, hi):
+        m = m_adr_E[e]
+        d = d_adr_E[e]
+        before = _bad_state_count(d, layout, warnings)
+        ctrl = carray(_f64ptr(ctrl_adr_E[e]), (nu,))
+        for s in range(n_sub):
+            for u in range(nu):
+                ctrl[u] = ctrl_ESU[e, s, u]
+            _mj_step(_voidptr(m), _voidptr(d))
+        diverged = _bad_state_count(d, layout, warnings) != before
+        finite = _gather(e, d, src_adr_FE, size_F, dst_adr_F, time_E, layout)
+        bad_E[e] = diverged or not finite
+        _contacts(e, m, d, in_a_CG, in_b_CG, contact_EC, force_EC, layout, want_force)
+
+
+@njit(nogil=True, cache=True)
+def refresh(
+    idx_K,
+    m_adr_E,
+    d_adr_E,
+    src_adr_FE,
+    size_F,
+    dst_adr_F,
+    time_E,
+    in_a_CG,
+    in_b_CG,
+    contact_EC,
+    force_EC,
+    want_force,
+    layout,
+):
+    """Gather the physics arrays and contact queries of envs idx_K without stepping."""
+    for k in range(idx_K.shape[0]):
+        e = idx_K[k]
+        _gather(e, d_adr_E[e], src_adr_FE, size_F, dst_adr_F, time_E, layout)
+        _contacts(e, m_adr_E[e], d_adr_E[e], in_a_CG, in_b_CG, contact_EC, force_EC, layout, want_force)
+
+
+@njit(nogil=True, cache=True)
+def write_model_fields(idx_K, field_adr_RE, size_R, values_adr_R):
+    """Write per-env model fields: for field r and env idx_K[k], size_R[r] float64 values from
+    row k of the (K, size_R[r]) float64 array at values_adr_R[r] into the env's own mjModel."""
+    for r in range(size_R.shape[0]):
+        n = size_R[r]
+        for k in range(idx_K.shape[0]):
+            dst = carray(_f64ptr(field_adr_RE[r, idx_K[k]]), (n,))
+            src = carray(_f64ptr(values_adr_R[r] + np.uint64(8 * n * k)), (n,))
+            for i in range(n):
+                dst[i] = src[i]
+
+
+@njit(nogil=True, cache=True)
+def reset_and_forward(idx_K, m_adr_E, d_adr_E, qpos_adr_E, qvel_adr_E, ctrl_adr_E, qpos_KQ, qvel_KV, ctrl_KU):
+    """For env idx_K[k]: mj_resetData, then qpos/qvel/ctrl from row k, then mj_forward."""
+    nq = qpos_KQ.shape[1]
+    nv = qvel_KV.shape[1]
+    nu = ctrl_KU.shape[1]
+    for k in range(idx_K.shape[0]):
+        e = idx_K[k]
+        m = _voidptr(m_adr_E[e])
+        d = _voidptr(d_adr_E[e])
+        _mj_resetData(m, d)
+        qpos = carray(_f64ptr(qpos_adr_E[e]), (nq,))
+        qvel = carray(_f64ptr(qvel_adr_E[e]), (nv,))
+        ctrl = carray(_f64ptr(ctrl_adr_E[e]), (nu,))
+        for i in range(nq):
+            qpos[i] = qpos_KQ[k, i]
+        for i in range(nv):
+            qvel[i] = qvel_KV[k, i]
+        for i in range(nu):
+            ctrl[i] = ctrl_KU[k, i]
+        _mj_forward(m, d)
+
+
+@njit(nogil=True, cache=True)
+def write_state(idx_K, qpos_adr_E, qvel_adr_E, qpos_KQ, qvel_KV):
+    """Overwrite qpos/qvel of envs idx_K (events that change the state, `writes_phys`)."""
+    nq = qpos_KQ.shape[1]
+    nv = qvel_KV.shape[1]
+    for k in range(idx_K.shape[0]):
+        e = idx_K[k]
+        qpos = carray(_f64ptr(qpos_adr_E[e]), (nq,))
+        qvel = carray(_f64ptr(qvel_adr_E[e]), (nv,))
+        for i in range(nq):
+            qpos[i] = qpos_KQ[k, i]
+        for i in range(nv):
+            qvel[i] = qvel_KV[k, i]

@@ -1,0 +1,116 @@
+"""Loading the MJCF model a task runs on, shared by the MJX and the C-MuJoCo engine.
+
+`load_model` applies the task's `physics` settings and, for `actuators position`,
+rewrites the model's actuators into MuJoCo affine PD actuators (see
+docs/architecture.md, "Actuators"):
+
+    force = kp * ctrl - kp * q - kd * qdot        (gain kp, bias (0, -kp, -kd), gear 1)
+
+clamped to the original motor's `ctrlrange * gear`. MuJoCo then evaluates the
+MIT-style PD law at every physics substep, identically on MJX and C MuJoCo, and
+the runtime only writes the position target into `ctrl`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mujoco
+import numpy as np
+
+from ksimdsl.abi import TaskSpec
+from ksimdsl.errors import KsimError
+
+__all__ = ["load_model", "default_pose", "ctrl_clip_range", "SOLVERS"]
+
+SOLVERS = {"newton": mujoco.mjtSolver.mjSOL_NEWTON, "cg": mujoco.mjtSolver.mjSOL_CG, "pgs": mujoco.mjtSolver.mjSOL_PGS}
+
+
+def load_model(spec: TaskSpec, model_path: str | Path) -> mujoco.MjModel:
+    """Compile `model_path` with the task's physics settings and actuator rewrite applied.
+
+    Raises KsimError (one line) when the file cannot be loaded or does not fit the task.
+    """
+    path = Path(model_path)
+    try:
+        mjspec = mujoco.MjSpec.from_file(str(path))
+    except Exception as exc:  # mujoco raises ValueError with the parser message
+        raise KsimError(f"cannot load model {path}: {_one_line(exc)}") from None
+    if spec.actuators.kind == "position":
+        _rewrite_position_actuators(mjspec, spec, path)
+    try:
+        model = mjspec.compile()
+    except Exception as exc:
+        raise KsimError(f"cannot compile model {path}: {_one_line(exc)}") from None
+    if model.nu != spec.action_size and spec.actuators.kind != "position":
+        raise KsimError(
+            f"model {path} has {model.nu} actuators but the task's action size is {spec.action_size}; "
+            "recompile the task"
+        )
+    physics = spec.physics
+    model.opt.timestep = float(physics["dt"])
+    solver = str(physics.get("solver", "newton")).lower()
+    if solver not in SOLVERS:
+        raise KsimError(f"unknown solver '{solver}' (expected one of {', '.join(SOLVERS)})")
+    model.opt.solver = SOLVERS[solver]
+    model.opt.iterations = int(physics["iterations"])
+    model.opt.ls_iterations = int(physics["ls_iterations"])
+    return model
+
+
+def _rewrite_position_actuators(mjspec: mujoco.MjSpec, spec: TaskSpec, path: Path) -> None:
+    act = spec.actuators
+    actuators = list(mjspec.actuators)
+    if len(actuators) != spec.action_size or len(act.kp) != len(actuators) or len(act.kd) != len(actuators):
+        raise KsimError(
+            f"model {path} has {len(actuators)} actuators but the task describes {spec.action_size} "
+            f"(kp: {len(act.kp)}, kd: {len(act.kd)}); recompile the task"
+        )
+    for a, kp, kd in zip(actuators, act.kp, act.kd):
+        gear = float(a.gear[0])
+        if a.ctrllimited == mujoco.mjtLimited.mjLIMITED_TRUE or (
+            a.ctrllimited == mujoco.mjtLimited.mjLIMITED_AUTO and a.ctrlrange[0] < a.ctrlrange[1]
+        ):
+            lo, hi = sorted((float(a.ctrlrange[0]) * gear, float(a.ctrlrange[1]) * gear))
+            a.forcelimited = mujoco.mjtLimited.mjLIMITED_TRUE
+            a.forcerange = [lo, hi]
+        a.gaintype = mujoco.mjtGain.mjGAIN_FIXED
+        a.gainprm = [float(kp)] + [0.0] * (len(a.gainprm) - 1)
+        a.biastype = mujoco.mjtBias.mjBIAS_AFFINE
+        a.biasprm = [0.0, -float(kp), -float(kd)] + [0.0] * (len(a.biasprm) - 3)
+        a.dyntype = mujoco.mjtDyn.mjDYN_NONE
+        a.gear = [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+        a.ctrllimited = mujoco.mjtLimited.mjLIMITED_FALSE
+
+
+def default_pose(model: mujoco.MjModel) -> tuple[np.ndarray, np.ndarray]:
+    """(qpos (nq,), qvel (nv,)) every episode starts from: keyframe 0 if any, else qpos0; qvel zero."""
+    if model.nkey > 0:
+        qpos = np.array(model.key_qpos[0], dtype=np.float32)
+    else:
+        qpos = np.array(model.qpos0, dtype=np.float32)
+    return qpos, np.zeros(model.nv, dtype=np.float32)
+
+
+def ctrl_clip_range(spec: TaskSpec, model: mujoco.MjModel) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-actuator (lo_U, hi_U) bounds for `ctrl`, or None when no actuator is limited.
+
+    The task's own `ctrl_range` wins; otherwise the model's `ctrlrange` where `ctrllimited`.
+    Position actuators are not clipped (their force is limited instead).
+    """
+    if spec.actuators.kind == "position":
+        return None
+    if spec.actuators.ctrl_range is not None:
+        rng = np.asarray(spec.actuators.ctrl_range, dtype=np.float32).reshape(-1, 2)
+        return rng[:, 0], rng[:, 1]
+    limited = np.asarray(model.actuator_ctrllimited, dtype=bool)
+    if not limited.any():
+        return None
+    rng = np.asarray(model.actuator_ctrlrange, dtype=np.float32)
+    lo = np.where(limited, rng[:, 0], -np.inf).astype(np.float32)
+    hi = np.where(limited, rng[:, 1], np.inf).astype(np.float32)
+    return lo, hi
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())

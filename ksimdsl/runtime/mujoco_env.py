@@ -1,0 +1,577 @@
+"""A batch of C-MuJoCo environments driven by a compiled task's numba kernels.
+
+The CPU counterpart of `ksimdsl.runtime.mjx_env.MjxEnv`, with the same
+semantics (docs/architecture.md) and the same per-step outputs, but host-side
+and stateful: every environment is a `mujoco.MjData` (plus its own
+`mujoco.MjModel` copy when the task randomizes model fields), and the batch
+state lives in preallocated numpy arrays.
+
+    env = MujocoEnv(spec, kernels, model_path, num_envs=E, seed=0)
+    env.reset_all()                       # every env at the start of an episode
+    out = env.step(action_EA)             # one control step, auto-reset of done envs
+    env.obs_actor_EO                      # what the policy acts on next
+
+One control step:
+
+1. the actuator model turns the clipped actions into the `ctrl` of every
+   physics substep (`ctrl_ESU`, with per-episode latency and zero offset);
+2. `threads` worker threads each take a contiguous range of envs and run
+   `cstep.advance` (substeps through `mj_step`, divergence check, gather of the
+   physics arrays in `SPEC["phys_inputs"]` and of the contact queries), then
+   the task's numba `step` kernel on the same range. Both release the GIL, so
+   the threads run in parallel;
+3. reward, failure / success / truncation, NaN resets (C MuJoCo's
+   bad-qpos/qvel/qacc warnings or a non-finite value: a failure with zero
+   reward) and the curriculum are computed on the whole batch in numpy;
+4. the envs that are done start a new episode: the `reset` kernel, model
+   field writes, `mj_resetData` + `mj_forward`, and the `observe` kernel, on
+   the done envs only.
+
+Kernel arguments: the numba backend's functions take positional arrays in the
+order `SPEC["numba_args"][phase]`; an argument name is resolved by its base
+name (the name without its trailing shape suffix, `qpos_out_EQ` -> `qpos_out`),
+see `_KernelArgs`. Array dtypes: physics, mem, actions, levels, random draws,
+reward terms/weights and model fields are float64; observations float32;
+terminations bool.
+
+Random numbers come from one numpy `Generator` per env batch (seeded by
+`seed`): same distributions as MJX, not the same values.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib.util
+import os
+import re
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable, NamedTuple
+
+import mujoco
+import numpy as np
+
+from ksimdsl.abi import PHASES, TaskSpec
+from ksimdsl.errors import InternalCompilerError, KsimError
+from ksimdsl.runtime import cstep
+from ksimdsl.runtime.actuators import ActuatorModel
+from ksimdsl.runtime.curriculum import Curriculum
+from ksimdsl.runtime.model import default_pose, load_model
+
+__all__ = ["MujocoEnv", "HostStepOutput", "load_numba_module", "default_threads", "kernel_cache_dir"]
+
+#: Physics fields that are read straight out of each MjData (all float64 arrays in the bindings).
+_DATA_FIELDS = (
+    "qpos",
+    "qvel",
+    "qacc",
+    "actuator_force",
+    "xpos",
+    "xquat",
+    "xmat",
+    "cvel",
+    "cinert",
+    "subtree_com",
+    "site_xpos",
+    "sensordata",
+)
+_SUFFIX = re.compile(r"_[A-Z][A-Z0-9]*$")
+
+
+class HostStepOutput(NamedTuple):
+    """What one control step produced, per env, as numpy arrays (fields as in `mjx_env.StepOutput`).
+
+    The arrays are the env's own buffers, overwritten by the next `step`: copy
+    what must outlive it.
+    """
+
+    reward_E: np.ndarray  # float32, sum(weights * terms); 0 where the physics diverged
+    reward_terms_ER: np.ndarray  # float32
+    reward_weights_ER: np.ndarray  # float32
+    terminations_EK: np.ndarray  # bool
+    done_E: np.ndarray  # bool: failure | success | truncated
+    failure_E: np.ndarray  # bool: failure termination or NaN reset (no bootstrap)
+    success_E: np.ndarray  # bool (bootstrap)
+    truncated_E: np.ndarray  # bool: episode time limit (bootstrap)
+    nan_E: np.ndarray  # bool: the state diverged; the env was reset
+    episode_return_E: np.ndarray  # float32, return of the episode that ended here (valid where done)
+    episode_length_E: np.ndarray  # int32, its length in control steps (valid where done)
+    final_obs_actor_EO: np.ndarray  # float32, observations of the state reached, before any reset
+    final_obs_critic_EC: np.ndarray
+
+
+def default_threads() -> int:
+    """Worker threads for physics: the CPU cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def kernel_cache_dir() -> Path:
+    """Where generated numba modules are written (and numba caches their machine code)."""
+    root = os.environ.get("KSIMDSL_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ksimdsl"
+    )
+    return Path(root) / "numba"
+
+
+def load_numba_module(source: str, *, cache_dir: str | Path | None = None) -> ModuleType:
+    """Import generated numba kernel source from a file named by its hash.
+
+    numba's on-disk cache (`@njit(cache=True)`) is keyed by the defining
+    file, so the source is written once to `<cache_dir>/k_<sha>.py` and imported
+    from there; a later run with the same source finds the compiled kernels in
+    the `__pycache__` beside it and starts without compiling.
+    """
+    digest = hashlib.sha256(source.encode()).hexdigest()[:20]
+    directory = Path(cache_dir) if cache_dir is not None else kernel_cache_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"k_{digest}.py"
+    if not path.exists() or path.read_text() != source:
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(source)
+        os.replace(tmp, path)
+    name = f"ksimdsl_numba_kernels_{digest}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:  # pragma: no cover
+        raise InternalCompilerError(f"cannot import generated kernels from {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class _HostActuators:
+    """`actuators.ActuatorModel` for a whole batch in numpy (same formulas, see that module)."""
+
+    def __init__(self, model: ActuatorModel, substeps: int):
+        self.m = model
+        self.substep_time_S = np.arange(substeps, dtype=np.float64) * model.dt
+
+    def draw_episode(self, rng: np.random.Generator, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(latency_K seconds, zero_offset_KU) for k new episodes."""
+        m = self.m
+        latency_K = np.zeros(k) if m.latency is None else rng.uniform(m.latency[0], m.latency[1], k)
+        zero_KU = np.zeros((k, m.nu))
+        if m.kind == "position" and m.zero_offset_dist is not None:
+            p = m.zero_offset_params
+            if m.zero_offset_dist == "gaussian":
+                mean, std = (0.0, p[0]) if len(p) == 1 else (p[0], p[1])
+                zero_KU = mean + std * rng.standard_normal((k, m.nu))
+            else:
+                lo, hi = (-p[0], p[0]) if len(p) == 1 else (p[0], p[1])
+                zero_KU = rng.uniform(lo, hi, (k, m.nu))
+        return latency_K, zero_KU
+
+    def target(self, action_EA: np.ndarray, zero_offset_EU: np.ndarray) -> np.ndarray:
+        """ctrl (E, nu) the (already clipped) actions ask for, before latency."""
+        m = self.m
+        if m.kind == "position":
+            ctrl_EU = m.default_pos_U + m.action_scale * action_EA + zero_offset_EU
+        elif m.kind == "torque":
+            ctrl_EU = m.scale * action_EA
+        else:
+            ctrl_EU = action_EA
+        if m.ctrl_lo_U is not None:
+            ctrl_EU = np.clip(ctrl_EU, m.ctrl_lo_U, m.ctrl_hi_U)
+        return ctrl_EU
+
+    def fill_substeps(self, ctrl_ESU: np.ndarray, prev_EU: np.ndarray, new_EU: np.ndarray, latency_E: np.ndarray):
+        """ctrl of every substep: the previous target while `substep * dt < latency`, then the new one."""
+        if self.m.latency is None:
+            ctrl_ESU[:] = new_EU[:, None, :]
+            return
+        use_prev_ES = self.substep_time_S[None, :] < latency_E[:, None]
+        np.copyto(ctrl_ESU, np.where(use_prev_ES[:, :, None], prev_EU[:, None, :], new_EU[:, None, :]))
+
+
+class _KernelArgs:
+    """Positional argument lists for one kernel phase, resolved by base name from a dict of arrays."""
+
+    def __init__(self, phase: str, names: tuple[str, ...]):
+        self.phase = phase
+        self.names = names
+        self.bases = tuple(_SUFFIX.sub("", n) for n in names)
+
+    def build(self, arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
+        out = []
+        for name, base in zip(self.names, self.bases):
+            if base not in arrays:
+                raise InternalCompilerError(
+                    f"numba kernel '{self.phase}' takes argument '{name}', which the C-MuJoCo engine does not "
+                    f"provide (known: {', '.join(sorted(arrays))})"
+                )
+            out.append(arrays[base])
+        return out
+
+
+class MujocoEnv:
+    """E environments of one task on C MuJoCo, stepped by native threads. Owns its state."""
+
+    def __init__(
+        self,
+        spec: TaskSpec,
+        kernels: ModuleType,
+        model_path: str | Path,
+        *,
+        num_envs: int,
+        threads: int | None = None,
+        seed: int = 0,
+    ):
+        if num_envs < 1:
+            raise KsimError(f"num_envs must be at least 1, got {num_envs}")
+        for phase in PHASES:
+            if phase not in spec.numba_args:
+                raise KsimError(
+                    f"the C-MuJoCo engine needs numba kernels, but the module has no SPEC['numba_args']['{phase}'] "
+                    "(compile with --backend numba)"
+                )
+            if phase not in spec.rand:
+                raise KsimError(f"generated module lacks SPEC['rand']['{phase}']; recompile the task")
+        self.spec = spec
+        self.kernels = kernels
+        self.num_envs = E = int(num_envs)
+        self.threads = max(1, min(E, threads or default_threads()))
+        self.rng = np.random.default_rng(seed)
+        self.layout_L = cstep.struct_layout().as_array()
+        self.warnings_W = np.array(cstep.BAD_STATE_WARNINGS, dtype=np.int64)
+
+        self.mj_model = load_model(spec, model_path)
+        m = self.mj_model
+        self.actuators = _HostActuators(ActuatorModel.from_spec(spec, m), spec.substeps)
+        self.curriculum = Curriculum.from_spec(spec.curriculum)
+        qpos0, qvel0 = default_pose(m)
+        self.success_K = np.asarray(spec.success, dtype=bool)
+
+        # ---- per-env MuJoCo objects
+        for name in spec.randomize_fields:
+            value = getattr(m, name, None)
+            if not isinstance(value, np.ndarray) or value.dtype != np.float64:
+                raise KsimError(f"task randomizes unknown or non-float model field '{name}'; recompile the task")
+        self.models = [copy.copy(m) for _ in range(E)] if spec.randomize_fields else [m]
+        self.datas = [mujoco.MjData(self.model_of(e)) for e in range(E)]
+        env_models = [self.model_of(e) for e in range(E)]
+        self.m_adr_E = np.array([x._address for x in env_models], dtype=np.uint64)
+        self.d_adr_E = np.array([d._address for d in self.datas], dtype=np.uint64)
+        self.ctrl_adr_E, self.qpos_adr_E, self.qvel_adr_E = cstep.field_addresses(self.datas, ("ctrl", "qpos", "qvel"))
+        self.field_adr_RE = cstep.field_addresses(env_models, spec.randomize_fields) if spec.randomize_fields else None
+        self.field_size_R = np.array([getattr(m, n).size for n in spec.randomize_fields], dtype=np.int64)
+        self.default_fields = {n: np.array(getattr(m, n), dtype=np.float64) for n in spec.randomize_fields}
+
+        # ---- physics batch arrays the kernels read (float64, natural per-env shapes)
+        unknown = [p for p in spec.phys_inputs if p not in _DATA_FIELDS and p not in ("time", "contact", "contact_force")]
+        if unknown:
+            raise KsimError(f"the C-MuJoCo engine cannot provide physics input(s) {unknown}; recompile the task")
+        gathered = tuple(dict.fromkeys(("qpos", "qvel") + tuple(p for p in spec.phys_inputs if p in _DATA_FIELDS)))
+        d0 = self.datas[0]
+        self.phys: dict[str, np.ndarray] = {}
+        for name in gathered:
+            shape = getattr(d0, name).shape
+            if name == "xmat":
+                shape = (shape[0], 9)
+            self.phys[name] = np.zeros((E,) + tuple(shape), dtype=np.float64)
+        self.gather_src_FE = cstep.field_addresses(self.datas, gathered)
+        self.gather_size_F = np.array([getattr(d0, n).size for n in gathered], dtype=np.int64)
+        self.gather_dst_F = np.array([self.phys[n].ctypes.data for n in gathered], dtype=np.uint64)
+        self.time_E = np.zeros(E)
+        self.phys["time"] = self.time_E
+        C = len(spec.contact_queries)
+        self.in_a_CG = np.zeros((C, m.ngeom), dtype=np.uint8)
+        self.in_b_CG = np.zeros((C, m.ngeom), dtype=np.uint8)
+        for c, q in enumerate(spec.contact_queries):
+            self.in_a_CG[c, list(map(int, q["geoms_a"]))] = 1
+            self.in_b_CG[c, list(map(int, q["geoms_b"]))] = 1
+        self.contact_EC = np.zeros((E, C))
+        self.contact_force_EC = np.zeros((E, C))
+        self.want_force = "contact_force" in spec.phys_inputs
+        self.phys["contact"] = self.contact_EC
+        self.phys["contact_force"] = self.contact_force_EC
+
+        # ---- task state
+        A, M, U = spec.action_size, spec.mem_size, m.nu
+        R, K = len(spec.rewards), len(spec.terminations)
+        OA, OC = spec.obs_actor_size, spec.obs_critic_size
+        self.qpos0_Q = np.asarray(qpos0, dtype=np.float64)
+        self.qvel0_V = np.asarray(qvel0, dtype=np.float64)
+        self.mem_EM = np.zeros((E, M))
+        self.level_E = np.full(E, self.curriculum.initial_level, dtype=np.float64)
+        self.steps_at_level_E = np.zeros(E, dtype=np.int32)
+        self.step_E = np.zeros(E, dtype=np.int32)
+        self.running_return_E = np.zeros(E, dtype=np.float64)
+        self.prev_ctrl_EU = np.zeros((E, U))
+        self.latency_E = np.zeros(E)
+        self.zero_offset_EU = np.zeros((E, U))
+        self.obs_actor_EO = np.zeros((E, OA), dtype=np.float32)
+        self.obs_critic_EC = np.zeros((E, OC), dtype=np.float32)
+
+        # ---- step buffers
+        self.action_EA = np.zeros((E, A))
+        self.ctrl_ESU = np.zeros((E, spec.substeps, U))
+        self.bad_E = np.zeros(E, dtype=np.bool_)
+        n_s, u_s = spec.rand["step"]
+        self.rand_n_step = np.zeros((E, n_s))
+        self.rand_u_step = np.zeros((E, u_s))
+        self.final_actor_EO = np.zeros((E, OA), dtype=np.float32)
+        self.final_critic_EC = np.zeros((E, OC), dtype=np.float32)
+        self.terms_ER = np.zeros((E, R))
+        self.weights_ER = np.zeros((E, R))
+        self.term_EK = np.zeros((E, K), dtype=np.bool_)
+        self.mem_out_EM = np.zeros((E, M))
+        self.qpos_out_EQ = np.zeros_like(self.phys["qpos"])
+        self.qvel_out_EV = np.zeros_like(self.phys["qvel"])
+
+        self._reset_args = _KernelArgs("reset", spec.numba_args["reset"])
+        self._observe_args = _KernelArgs("observe", spec.numba_args["observe"])
+        step_args = _KernelArgs("step", spec.numba_args["step"])
+        full = step_args.build(
+            self.phys
+            | {
+                "action": self.action_EA,
+                "level": self.level_E,
+                "mem": self.mem_EM,
+                "rand_n": self.rand_n_step,
+                "rand_u": self.rand_u_step,
+                "actor": self.final_actor_EO,
+                "critic": self.final_critic_EC,
+                "reward_terms": self.terms_ER,
+                "reward_weights": self.weights_ER,
+                "terminations": self.term_EK,
+                "mem_out": self.mem_out_EM,
+                "qpos_out": self.qpos_out_EQ,
+                "qvel_out": self.qvel_out_EV,
+            }
+        )
+        bounds = np.linspace(0, E, self.threads + 1).astype(int)
+        self._ranges = [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        self._step_args_by_range = [[a[lo:hi] for a in full] for lo, hi in self._ranges]
+        self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="ksimdsl-mujoco") if self.threads > 1 else None
+        self._all_E = np.arange(E, dtype=np.int64)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Stop the worker threads (the env cannot step afterwards)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def __del__(self) -> None:  # pragma: no cover - best effort
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False)
+
+    # ------------------------------------------------------------------ batched API
+
+    def reset_all(self) -> None:
+        """Every env at the start of an episode, at the curriculum's initial level."""
+        self.level_E[:] = self.curriculum.initial_level
+        self.steps_at_level_E[:] = 0
+        self._reset_envs(self._all_E)
+
+    def step(self, action_EA: np.ndarray) -> HostStepOutput:
+        """One control step of every env with actions (E, A); done envs start a new episode.
+
+        `self.obs_actor_EO` / `self.obs_critic_EC` then hold the observations the
+        policy acts on next.
+        """
+        spec = self.spec
+        np.clip(action_EA, -1.0, 1.0, out=self.action_EA)
+        new_ctrl_EU = self.actuators.target(self.action_EA, self.zero_offset_EU)
+        self.actuators.fill_substeps(self.ctrl_ESU, self.prev_ctrl_EU, new_ctrl_EU, self.latency_E)
+        self.prev_ctrl_EU[:] = new_ctrl_EU
+        self._draw(self.rand_n_step, self.rand_u_step)
+
+        self._run_parallel(self._advance_and_step)
+
+        nan_E = self.bad_E.copy()
+        if spec.writes_phys:
+            cstep.write_state(self._all_E, self.qpos_adr_E, self.qvel_adr_E, self.qpos_out_EQ, self.qvel_out_EV)
+        terms_ER = np.where(nan_E[:, None], 0.0, self.terms_ER).astype(np.float32)
+        weights_ER = self.weights_ER.astype(np.float32)
+        reward_E = np.sum(terms_ER * weights_ER, axis=1)
+        term_EK = self.term_EK & ~nan_E[:, None]
+        failure_E = np.any(term_EK & ~self.success_K, axis=1) | nan_E
+        success_E = np.any(term_EK & self.success_K, axis=1) & ~failure_E
+        self.step_E += 1
+        length_E = self.step_E.copy()
+        truncated_E = (length_E >= spec.episode_steps) & ~failure_E & ~success_E
+        done_E = failure_E | success_E | truncated_E
+        self.running_return_E += reward_E
+        return_E = self.running_return_E.astype(np.float32)
+        self.level_E[:], self.steps_at_level_E[:] = self.curriculum.on_step(
+            self.level_E, self.steps_at_level_E, done_E, length_E, spec.episode_steps, xp=np
+        )
+        _zero_nonfinite(self.final_actor_EO)
+        _zero_nonfinite(self.final_critic_EC)
+        self.obs_actor_EO[:] = self.final_actor_EO
+        self.obs_critic_EC[:] = self.final_critic_EC
+        self.mem_EM[:] = self.mem_out_EM
+        done_idx = np.flatnonzero(done_E)
+        if done_idx.size:
+            self._reset_envs(done_idx)
+        return HostStepOutput(
+            reward_E=reward_E,
+            reward_terms_ER=terms_ER,
+            reward_weights_ER=weights_ER,
+            terminations_EK=term_EK,
+            done_E=done_E,
+            failure_E=failure_E,
+            success_E=success_E,
+            truncated_E=truncated_E,
+            nan_E=nan_E,
+            episode_return_E=return_E,
+            episode_length_E=length_E,
+            final_obs_actor_EO=self.final_actor_EO.copy(),
+            final_obs_critic_EC=self.final_critic_EC.copy(),
+        )
+
+    def physics_only(self, ctrl_ESU: np.ndarray) -> None:
+        """Step every env's physics with the given substep controls, without kernels or resets.
+
+        For measuring the engine's raw physics throughput against `step`.
+        """
+        self.ctrl_ESU[:] = ctrl_ESU
+        self._run_parallel(self._advance)
+
+    def model_of(self, e: int) -> mujoco.MjModel:
+        """The MjModel env e steps (its own copy when the task randomizes model fields)."""
+        return self.models[e] if len(self.models) > 1 else self.models[0]
+
+    def refresh_all(self) -> None:
+        """Re-read every env's physics arrays and contact queries (after writing MjData from outside)."""
+        cstep.refresh(
+            self._all_E, self.m_adr_E, self.d_adr_E, self.gather_src_FE, self.gather_size_F, self.gather_dst_F,
+            self.time_E, self.in_a_CG, self.in_b_CG, self.contact_EC, self.contact_force_EC, self.want_force,
+            self.layout_L,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ internals
+
+    def _run_parallel(self, work: Callable[[int], None]) -> None:
+        if self._pool is None:
+            work(0)
+            return
+        futures = [self._pool.submit(work, i) for i in range(1, self.threads)]
+        work(0)
+        for f in futures:
+            f.result()
+
+    def _advance(self, part: int) -> None:
+        lo, hi = self._ranges[part]
+        cstep.advance(
+            lo,
+            hi,
+            self.m_adr_E,
+            self.d_adr_E,
+            self.ctrl_adr_E,
+            self.ctrl_ESU,
+            self.gather_src_FE,
+            self.gather_size_F,
+            self.gather_dst_F,
+            self.time_E,
+            self.in_a_CG,
+            self.in_b_CG,
+            self.contact_EC,
+            self.contact_force_EC,
+            self.want_force,
+            self.bad_E,
+            self.layout_L,
+            self.warnings_W,
+        )
+
+    def _advance_and_step(self, part: int) -> None:
+        self._advance(part)
+        self.kernels.step(*self._step_args_by_range[part])
+
+    def _draw(self, rand_n: np.ndarray, rand_u: np.ndarray) -> None:
+        if rand_n.size:
+            self.rng.standard_normal(out=rand_n)
+        if rand_u.size:
+            self.rng.random(out=rand_u)
+
+    def _reset_envs(self, idx_K: np.ndarray) -> None:
+        """Start a new episode in envs idx_K (sorted int64 indices)."""
+        spec = self.spec
+        k = int(idx_K.size)
+        level_K = self.level_E[idx_K]
+        n_r, u_r = spec.rand["reset"]
+        rand_n, rand_u = np.zeros((k, n_r)), np.zeros((k, u_r))
+        self._draw(rand_n, rand_u)
+        qpos_KQ = np.zeros((k, self.qpos0_Q.size))
+        qvel_KV = np.zeros((k, self.qvel0_V.size))
+        mem_KM = np.zeros((k, spec.mem_size))
+        reset_in: dict[str, np.ndarray] = {
+            "qpos": np.repeat(self.qpos0_Q[None], k, axis=0),
+            "qvel": np.repeat(self.qvel0_V[None], k, axis=0),
+            "level": level_K,
+            "rand_n": rand_n,
+            "rand_u": rand_u,
+            "qpos_out": qpos_KQ,
+            "qvel_out": qvel_KV,
+            "mem": mem_KM,
+            "mem_out": mem_KM,
+        }
+        fields_out = {}
+        for name, default in self.default_fields.items():
+            reset_in[name] = np.repeat(default[None], k, axis=0)
+            fields_out[name] = reset_in[f"{name}_out"] = np.zeros((k,) + default.shape)
+        self.kernels.reset(*self._reset_args.build(reset_in))
+
+        if fields_out:
+            values = [fields_out[n] for n in spec.randomize_fields]
+            cstep.write_model_fields(
+                idx_K,
+                self.field_adr_RE,
+                self.field_size_R,
+                np.array([v.ctypes.data for v in values], dtype=np.uint64),
+            )
+        latency_K, zero_KU = self.actuators.draw_episode(self.rng, k)
+        rest_KU = self.actuators.target(np.zeros((k, spec.action_size)), zero_KU)
+        self.latency_E[idx_K] = latency_K
+        self.zero_offset_EU[idx_K] = zero_KU
+        self.prev_ctrl_EU[idx_K] = rest_KU
+        cstep.reset_and_forward(
+            idx_K, self.m_adr_E, self.d_adr_E, self.qpos_adr_E, self.qvel_adr_E, self.ctrl_adr_E,
+            qpos_KQ, qvel_KV, np.ascontiguousarray(rest_KU, dtype=np.float64),
+        )  # fmt: skip
+        cstep.refresh(
+            idx_K, self.m_adr_E, self.d_adr_E, self.gather_src_FE, self.gather_size_F, self.gather_dst_F,
+            self.time_E, self.in_a_CG, self.in_b_CG, self.contact_EC, self.contact_force_EC, self.want_force,
+            self.layout_L,
+        )  # fmt: skip
+
+        n_o, u_o = spec.rand["observe"]
+        rand_n, rand_u = np.zeros((k, n_o)), np.zeros((k, u_o))
+        self._draw(rand_n, rand_u)
+        actor_KO = np.zeros((k, spec.obs_actor_size), dtype=np.float32)
+        critic_KC = np.zeros((k, spec.obs_critic_size), dtype=np.float32)
+        observe_in = {name: arr[idx_K] for name, arr in self.phys.items()} | {
+            "action": np.zeros((k, spec.action_size)),
+            "level": level_K,
+            "mem": mem_KM,
+            "rand_n": rand_n,
+            "rand_u": rand_u,
+            "actor": actor_KO,
+            "critic": critic_KC,
+        }
+        self.kernels.observe(*self._observe_args.build(observe_in))
+        _zero_nonfinite(actor_KO)
+        _zero_nonfinite(critic_KC)
+        self.obs_actor_EO[idx_K] = actor_KO
+        self.obs_critic_EC[idx_K] = critic_KC
+        self.mem_EM[idx_K] = mem_KM
+        self.step_E[idx_K] = 0
+        self.running_return_E[idx_K] = 0.0
+
+
+def _zero_nonfinite(x: np.ndarray) -> None:
+    """Non-finite entries (from a diverged state) replaced by 0 in place, as the MJX env does."""
+    if not np.isfinite(x).all():
+        x[~np.isfinite(x)] = 0.0
+

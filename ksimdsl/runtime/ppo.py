@@ -1,0 +1,583 @@
+"""Proximal Policy Optimization: GAE, the clipped losses and the jitted update.
+
+One training iteration of the runtime is `collect` (a rollout of T control
+steps in E environments, see `ksimdsl.runtime.collect`) followed by
+
+    state, metrics = update(state, traj, key=key)
+
+which, inside one jit-able function,
+
+1. merges the rollout's observations into the running normalizers,
+2. recomputes the critic's values of the rollout with the new normalization
+   and computes advantages and returns with GAE (`gae`),
+3. runs `epochs` passes over the data, each split into `minibatches` groups of
+   environments (shuffled along the ENV axis, time stays contiguous so that a
+   recurrent actor is recomputed by scanning over T from the stored carry),
+   taking one optimizer step on `ppo_loss` per minibatch.
+
+Shape suffixes: T time, E environments, B environments of one minibatch,
+O / C actor / critic observation, A action, N any flattened batch.
+
+Rollout helpers, one environment per call (vmap them):
+`act(model, obs_norm, obs_actor_O, carry, key=..)`, `value(model, obs_norm, obs_critic_C)`,
+`reset_carry(model, carry, reset)`; `make_policy(state)` packs the actor and its
+normalizer into a `Policy` for evaluation and export. Actions are raw and
+unclipped: the runtime clips them to [-1, 1] where the actuators need it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Mapping
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+from jax import Array
+
+from ksimdsl.abi import DEFAULT_TRAIN, TaskSpec
+from ksimdsl.errors import KsimError
+from ksimdsl.runtime import distributions as D
+from ksimdsl.runtime import normalize as N
+from ksimdsl.runtime.networks import Actor, ActorCritic, PolicyConfig, make_actor_critic
+
+__all__ = [
+    "PPOConfig",
+    "Trajectory",
+    "PPOState",
+    "Policy",
+    "gae",
+    "clipped_surrogate_loss",
+    "clipped_value_loss",
+    "normalize_advantage",
+    "approx_kl",
+    "clip_fraction",
+    "explained_variance",
+    "ppo_loss",
+    "learning_rate",
+    "make_optimizer",
+    "init_ppo",
+    "init_ppo_from_spec",
+    "Batch",
+    "make_batch",
+    "update",
+    "act",
+    "value",
+    "reset_carry",
+    "initial_carry",
+    "make_policy",
+    "METRICS",
+]
+
+#: Keys of the metrics dict returned by `update` (all scalars).
+METRICS = (
+    "loss",
+    "policy_loss",
+    "value_loss",
+    "entropy",
+    "approx_kl",
+    "clip_fraction",
+    "explained_variance",
+    "grad_norm",
+    "action_std",
+    "lr",
+)
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """The PPO part of the task's `train` settings (abi.DEFAULT_TRAIN fills omitted keys).
+
+    `lam` is the task's `lambda`, `entropy_coef` its `entropy`. A `value_clip` or
+    `max_grad_norm` of 0 disables that clipping; `warmup` is a number of
+    optimizer steps of linear learning-rate warmup (0: none).
+    """
+
+    epochs: int = DEFAULT_TRAIN["epochs"]
+    minibatches: int = DEFAULT_TRAIN["minibatches"]
+    lr: float = DEFAULT_TRAIN["lr"]
+    optimizer: str = DEFAULT_TRAIN["optimizer"]
+    weight_decay: float = DEFAULT_TRAIN["weight_decay"]
+    warmup: int = DEFAULT_TRAIN["warmup"]
+    gamma: float = DEFAULT_TRAIN["gamma"]
+    lam: float = DEFAULT_TRAIN["lambda"]
+    clip: float = DEFAULT_TRAIN["clip"]
+    value_clip: float = DEFAULT_TRAIN["value_clip"]
+    entropy_coef: float = DEFAULT_TRAIN["entropy"]
+    value_coef: float = DEFAULT_TRAIN["value_coef"]
+    max_grad_norm: float = DEFAULT_TRAIN["max_grad_norm"]
+    normalize_obs: bool = DEFAULT_TRAIN["normalize_obs"]
+    normalize_adv: bool = DEFAULT_TRAIN["normalize_adv"]
+
+    def __post_init__(self) -> None:
+        def bad(msg: str) -> KsimError:
+            return KsimError(f"train: {msg}")
+
+        if self.epochs < 1 or self.minibatches < 1:
+            raise bad(f"epochs and minibatches must be >= 1, got {self.epochs} and {self.minibatches}")
+        if self.optimizer not in ("adam", "adamw"):
+            raise bad(f"unknown optimizer {self.optimizer!r} (expected 'adam' or 'adamw')")
+        if not self.lr > 0:
+            raise bad(f"lr must be positive, got {self.lr}")
+        if not (0 <= self.gamma <= 1 and 0 <= self.lam <= 1):
+            raise bad(f"gamma and lambda must lie in [0, 1], got {self.gamma} and {self.lam}")
+        if self.clip <= 0:
+            raise bad(f"clip must be positive, got {self.clip}")
+        if min(self.value_clip, self.max_grad_norm, self.weight_decay, self.warmup) < 0:
+            raise bad("value_clip, max_grad_norm, weight_decay and warmup must be >= 0")
+
+    @staticmethod
+    def from_dict(train: Mapping[str, Any]) -> "PPOConfig":
+        """From a `SPEC["train"]`-style dict; keys PPO does not use are ignored."""
+        t = dict(DEFAULT_TRAIN) | dict(train)
+        return PPOConfig(
+            epochs=int(t["epochs"]),
+            minibatches=int(t["minibatches"]),
+            lr=float(t["lr"]),
+            optimizer=str(t["optimizer"]),
+            weight_decay=float(t["weight_decay"]),
+            warmup=int(t["warmup"]),
+            gamma=float(t["gamma"]),
+            lam=float(t["lambda"]),
+            clip=float(t["clip"]),
+            value_clip=float(t["value_clip"]),
+            entropy_coef=float(t["entropy"]),
+            value_coef=float(t["value_coef"]),
+            max_grad_norm=float(t["max_grad_norm"]),
+            normalize_obs=bool(t["normalize_obs"]),
+            normalize_adv=bool(t["normalize_adv"]),
+        )
+
+    @staticmethod
+    def from_spec(spec: TaskSpec) -> "PPOConfig":
+        return PPOConfig.from_dict(spec.train)
+
+
+# --------------------------------------------------------------------------- data
+
+
+class Trajectory(eqx.Module):
+    """One rollout of T control steps in E environments, as the collector records it.
+
+    obs_actor_TEO, obs_critic_TEC: raw (unnormalized) observations the actions were taken on.
+    action_TEA:        the sampled (unclipped) actions.
+    log_prob_TE:       log pi_old(action | obs) at collection time.
+    value_TE:          critic value at collection time (update recomputes it with the
+                       updated normalizer; kept for diagnostics and custom collectors).
+    reward_TE:         reward of step t.
+    done_TE:           the episode ended after step t, for any reason.
+    failure_TE:        it ended by a failure termination (no bootstrap).
+    bootstrap_value_TE: critic value of the final state of an episode that ended by
+                       success or truncation at step t; ignored elsewhere.
+    last_value_E:      critic value of the observation after the last step.
+    carry_E:           the actor carry before step 0, (E, *carry shape).
+    reset_TE:          the actor carry was reset to its initial value BEFORE step t.
+    """
+
+    obs_actor_TEO: Array
+    obs_critic_TEC: Array
+    action_TEA: Array
+    log_prob_TE: Array
+    value_TE: Array
+    reward_TE: Array
+    done_TE: Array
+    failure_TE: Array
+    bootstrap_value_TE: Array
+    last_value_E: Array
+    carry_E: Array
+    reset_TE: Array
+
+
+class Batch(eqx.Module):
+    """What the loss needs, observations already normalized. Env axis: 1 for *_T*, 0 for carry_E."""
+
+    obs_actor_TEO: Array
+    obs_critic_TEC: Array
+    action_TEA: Array
+    log_prob_TE: Array
+    value_TE: Array
+    advantage_TE: Array
+    return_TE: Array
+    reset_TE: Array
+    carry_E: Array
+
+    def take_envs(self, env_B: Array) -> "Batch":
+        """The sub-batch of environments `env_B` (B,) (int indices), full time range."""
+        return Batch(
+            obs_actor_TEO=self.obs_actor_TEO[:, env_B],
+            obs_critic_TEC=self.obs_critic_TEC[:, env_B],
+            action_TEA=self.action_TEA[:, env_B],
+            log_prob_TE=self.log_prob_TE[:, env_B],
+            value_TE=self.value_TE[:, env_B],
+            advantage_TE=self.advantage_TE[:, env_B],
+            return_TE=self.return_TE[:, env_B],
+            reset_TE=self.reset_TE[:, env_B],
+            carry_E=self.carry_E[env_B],
+        )
+
+
+class PPOState(eqx.Module):
+    """Everything `update` changes, plus the (static) config it runs with.
+
+    model: the ActorCritic; opt_state: optax state of `make_optimizer(config)`;
+    obs_norm_actor / obs_norm_critic: running observation statistics;
+    step: `update` calls so far; opt_step: optimizer steps so far.
+    """
+
+    model: ActorCritic
+    opt_state: optax.OptState
+    obs_norm_actor: N.RunningStats
+    obs_norm_critic: N.RunningStats
+    step: Array
+    opt_step: Array
+    config: PPOConfig = eqx.field(static=True)
+
+
+# --------------------------------------------------------------------------- GAE
+
+
+def gae(
+    reward_TE: Array,
+    value_TE: Array,
+    done_TE: Array,
+    failure_TE: Array,
+    bootstrap_value_TE: Array,
+    last_value_E: Array,
+    gamma: float,
+    lam: float,
+) -> tuple[Array, Array]:
+    """Generalized advantage estimation -> (advantage_TE, return_TE).
+
+    The value of what follows step t is
+
+        next_t = 0                      if the episode ended at t by a failure,
+                 bootstrap_value_TE[t]  if it ended at t by success or truncation,
+                 value_TE[t + 1]        otherwise (last_value_E after the last step),
+
+    and, scanning backwards,
+
+        delta_t = reward_t + gamma * next_t - value_t
+        adv_t   = delta_t + gamma * lam * (1 - done_t) * adv_{t+1}
+
+    so the recursion never crosses an episode end. return_TE = adv + value.
+    """
+    next_value_TE = jnp.concatenate([value_TE[1:], last_value_E[None]], axis=0)
+
+    def step(adv_next_E: Array, inp: tuple[Array, ...]) -> tuple[Array, Array]:
+        reward_E, value_E, next_E, done_E, failure_E, bootstrap_E = inp
+        next_E = jnp.where(done_E, jnp.where(failure_E, 0.0, bootstrap_E), next_E)
+        delta_E = reward_E + gamma * next_E - value_E
+        adv_E = delta_E + gamma * lam * jnp.where(done_E, 0.0, adv_next_E)
+        return adv_E, adv_E
+
+    _, advantage_TE = jax.lax.scan(
+        step,
+        jnp.zeros_like(last_value_E),
+        (reward_TE, value_TE, next_value_TE, done_TE, failure_TE, bootstrap_value_TE),
+        reverse=True,
+    )
+    return advantage_TE, advantage_TE + value_TE
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def clipped_surrogate_loss(log_prob_N: Array, old_log_prob_N: Array, advantage_N: Array, clip: float) -> Array:
+    """PPO's clipped policy objective, negated: () = -mean(min(r A, clip(r, 1-eps, 1+eps) A)).
+
+    All inputs (N,) (any shape, same for all); r = exp(log_prob - old_log_prob).
+    Where the clipped term is the smaller one the gradient is zero.
+    """
+    ratio_N = jnp.exp(log_prob_N - old_log_prob_N)
+    unclipped_N = ratio_N * advantage_N
+    clipped_N = jnp.clip(ratio_N, 1.0 - clip, 1.0 + clip) * advantage_N
+    return -jnp.mean(jnp.minimum(unclipped_N, clipped_N))
+
+
+def clipped_value_loss(value_N: Array, old_value_N: Array, return_N: Array, value_clip: float) -> Array:
+    """() = 0.5 mean(max((v - R)^2, (v_old + clip(v - v_old, -c, c) - R)^2)); plain MSE/2 if c == 0.
+
+    value_N, old_value_N, return_N: (N,) (any shape, same for all).
+    """
+    unclipped_N = jnp.square(value_N - return_N)
+    if value_clip <= 0:
+        return 0.5 * jnp.mean(unclipped_N)
+    clipped_N = jnp.square(old_value_N + jnp.clip(value_N - old_value_N, -value_clip, value_clip) - return_N)
+    return 0.5 * jnp.mean(jnp.maximum(unclipped_N, clipped_N))
+
+
+def normalize_advantage(advantage_N: Array, eps: float = 1e-8) -> Array:
+    """(A - mean(A)) / (std(A) + eps) over all elements."""
+    return (advantage_N - jnp.mean(advantage_N)) / (jnp.std(advantage_N) + eps)
+
+
+def approx_kl(log_ratio_N: Array) -> Array:
+    """KL(pi_old || pi_new) estimate () with the k3 estimator mean((r - 1) - log r), r = exp(log_ratio)."""
+    return jnp.mean(jnp.expm1(log_ratio_N) - log_ratio_N)
+
+
+def clip_fraction(log_ratio_N: Array, clip: float) -> Array:
+    """Fraction () of samples whose ratio lies outside [1 - clip, 1 + clip]."""
+    return jnp.mean((jnp.abs(jnp.exp(log_ratio_N) - 1.0) > clip).astype(jnp.float32))
+
+
+def explained_variance(value_N: Array, return_N: Array) -> Array:
+    """1 - Var(R - V) / Var(R) (); 0 where the returns have no variance."""
+    var_return = jnp.var(return_N)
+    return jnp.where(var_return > 1e-12, 1.0 - jnp.var(return_N - value_N) / jnp.maximum(var_return, 1e-12), 0.0)
+
+
+def _mean_std(dist: D.Distribution) -> Array:
+    return jnp.mean(dist.std_A if isinstance(dist, D.Normal) else dist.std_KA)
+
+
+def ppo_loss(model: ActorCritic, batch: Batch, config: PPOConfig) -> tuple[Array, dict[str, Array]]:
+    """Total loss () of one minibatch and its parts.
+
+    batch (one minibatch of B envs; its fields keep their _TE names): observations
+    (T, B, O) / (T, B, C) normalized, action (T, B, A), log_prob (T, B) of the
+    rollout policy, value (T, B) of the critic before this update (the centre of
+    the value clip), advantage and return (T, B), reset (T, B), carry (B, *carry).
+    The actor is recomputed over the whole sequence of each environment.
+
+        loss = policy_loss + value_coef * value_loss - entropy_coef * entropy
+    """
+    dist_TB = jax.vmap(model.actor.unroll, in_axes=(1, 1, 0), out_axes=1)(
+        batch.obs_actor_TEO, batch.reset_TE, batch.carry_E
+    )
+    log_prob_TB = D.log_prob(dist_TB, batch.action_TEA)
+    value_TB = jax.vmap(jax.vmap(model.critic))(batch.obs_critic_TEC)
+    advantage_TB = batch.advantage_TE
+    if config.normalize_adv:
+        advantage_TB = normalize_advantage(advantage_TB)
+
+    policy_loss = clipped_surrogate_loss(log_prob_TB, batch.log_prob_TE, advantage_TB, config.clip)
+    value_loss = clipped_value_loss(value_TB, batch.value_TE, batch.return_TE, config.value_clip)
+    entropy = jnp.mean(D.entropy(dist_TB))
+    loss = policy_loss + config.value_coef * value_loss - config.entropy_coef * entropy
+
+    log_ratio_TB = jax.lax.stop_gradient(log_prob_TB - batch.log_prob_TE)
+    return loss, {
+        "loss": loss,
+        "policy_loss": policy_loss,
+        "value_loss": value_loss,
+        "entropy": entropy,
+        "approx_kl": approx_kl(log_ratio_TB),
+        "clip_fraction": clip_fraction(log_ratio_TB, config.clip),
+        "action_std": jax.lax.stop_gradient(_mean_std(dist_TB)),
+    }
+
+
+# --------------------------------------------------------------------------- optimizer
+
+
+def learning_rate(config: PPOConfig, opt_step: Array) -> Array:
+    """Learning rate at optimizer step `opt_step` (0-based): linear warmup, then constant."""
+    if config.warmup <= 0:
+        return jnp.asarray(config.lr, jnp.float32)
+    return config.lr * jnp.minimum(1.0, (opt_step + 1.0) / config.warmup)
+
+
+def make_optimizer(config: PPOConfig) -> optax.GradientTransformation:
+    """clip_by_global_norm(max_grad_norm) followed by adam or adamw(weight_decay)."""
+    schedule = partial(learning_rate, config)
+    if config.optimizer == "adamw":
+        opt = optax.adamw(schedule, weight_decay=config.weight_decay)
+    else:
+        opt = optax.adam(schedule)
+    if config.max_grad_norm > 0:
+        return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), opt)
+    return opt
+
+
+# --------------------------------------------------------------------------- init and update
+
+
+def init_ppo(
+    policy: PolicyConfig,
+    config: PPOConfig,
+    *,
+    obs_actor_size: int,
+    obs_critic_size: int,
+    action_size: int,
+    key: Array,
+) -> PPOState:
+    """A fresh model, optimizer state and empty normalizers."""
+    model = make_actor_critic(policy, obs_actor_size, obs_critic_size, action_size, key=key)
+    return PPOState(
+        model=model,
+        opt_state=make_optimizer(config).init(eqx.filter(model, eqx.is_inexact_array)),
+        obs_norm_actor=N.init(obs_actor_size, enabled=config.normalize_obs),
+        obs_norm_critic=N.init(obs_critic_size, enabled=config.normalize_obs),
+        step=jnp.zeros((), jnp.int32),
+        opt_step=jnp.zeros((), jnp.int32),
+        config=config,
+    )
+
+
+def init_ppo_from_spec(spec: TaskSpec, *, key: Array) -> PPOState:
+    """`init_ppo` with the task's policy/train settings and observation/action sizes."""
+    return init_ppo(
+        PolicyConfig.from_spec(spec),
+        PPOConfig.from_spec(spec),
+        obs_actor_size=spec.obs_actor_size,
+        obs_critic_size=spec.obs_critic_size,
+        action_size=spec.action_size,
+        key=key,
+    )
+
+
+def make_batch(state: PPOState, traj: Trajectory) -> tuple[Batch, N.RunningStats, N.RunningStats]:
+    """Steps 1 and 2 of `update`: -> (batch, new obs_norm_actor, new obs_norm_critic).
+
+    The normalizers merge the rollout's observations first; the batch holds the
+    observations normalized with the updated statistics, the critic's values
+    recomputed under them, and GAE advantages and returns (`gae`).
+    `bootstrap_value_TE` and `last_value_E` are used as collected.
+    """
+    config = state.config
+    num_steps, num_envs = traj.reward_TE.shape
+    obs_norm_actor = N.update(state.obs_norm_actor, traj.obs_actor_TEO.reshape(num_steps * num_envs, -1))
+    obs_norm_critic = N.update(state.obs_norm_critic, traj.obs_critic_TEC.reshape(num_steps * num_envs, -1))
+    obs_critic_TEC = N.normalize(obs_norm_critic, traj.obs_critic_TEC)
+    value_TE = jax.vmap(jax.vmap(state.model.critic))(obs_critic_TEC)
+    advantage_TE, return_TE = gae(
+        traj.reward_TE,
+        value_TE,
+        traj.done_TE,
+        traj.failure_TE,
+        traj.bootstrap_value_TE,
+        traj.last_value_E,
+        config.gamma,
+        config.lam,
+    )
+    batch = Batch(
+        obs_actor_TEO=N.normalize(obs_norm_actor, traj.obs_actor_TEO),
+        obs_critic_TEC=obs_critic_TEC,
+        action_TEA=traj.action_TEA,
+        log_prob_TE=traj.log_prob_TE,
+        value_TE=value_TE,
+        advantage_TE=advantage_TE,
+        return_TE=return_TE,
+        reset_TE=traj.reset_TE,
+        carry_E=traj.carry_E,
+    )
+    return batch, obs_norm_actor, obs_norm_critic
+
+
+def update(state: PPOState, traj: Trajectory, *, key: Array) -> tuple[PPOState, dict[str, Array]]:
+    """One PPO iteration on a rollout: normalizers, GAE, epochs x minibatches of optimizer steps.
+
+    Returns the new state and `METRICS` (scalars): losses, entropy, approx_kl,
+    clip_fraction and action_std averaged over all minibatch steps; grad_norm
+    (before clipping) averaged likewise; explained_variance of the rollout's
+    values; lr of the last optimizer step. jit-able as a whole.
+    """
+    config = state.config
+    num_envs = traj.reward_TE.shape[1]
+    if num_envs % config.minibatches:
+        raise KsimError(
+            f"train: num_envs={num_envs} must be a multiple of minibatches={config.minibatches} "
+            "(minibatches split the environments)"
+        )
+    envs_per_minibatch = num_envs // config.minibatches
+
+    # 1-2. normalizers merge the rollout, then values and GAE under the new statistics.
+    batch, obs_norm_actor, obs_norm_critic = make_batch(state, traj)
+
+    # 3. epochs x minibatches of gradient steps, minibatches split along the env axis.
+    optimizer = make_optimizer(config)
+    grad_fn = eqx.filter_value_and_grad(ppo_loss, has_aux=True)
+
+    def minibatch_step(carry: tuple[ActorCritic, optax.OptState], env_B: Array):
+        model, opt_state = carry
+        (_, metrics), grads = grad_fn(model, batch.take_envs(env_B), config)
+        updates, opt_state = optimizer.update(grads, opt_state, eqx.filter(model, eqx.is_inexact_array))
+        model = eqx.apply_updates(model, updates)
+        return (model, opt_state), metrics | {"grad_norm": optax.tree.norm(grads)}
+
+    def epoch(carry: tuple[ActorCritic, optax.OptState], epoch_key: Array):
+        env_MB = jax.random.permutation(epoch_key, num_envs).reshape(config.minibatches, envs_per_minibatch)
+        return jax.lax.scan(minibatch_step, carry, env_MB)
+
+    (model, opt_state), metrics_EM = jax.lax.scan(
+        epoch, (state.model, state.opt_state), jax.random.split(key, config.epochs)
+    )
+
+    num_opt_steps = config.epochs * config.minibatches
+    opt_step = state.opt_step + num_opt_steps
+    metrics = {name: jnp.mean(m) for name, m in metrics_EM.items()}
+    metrics["explained_variance"] = explained_variance(batch.value_TE, batch.return_TE)
+    metrics["lr"] = learning_rate(config, opt_step - 1)
+    new_state = PPOState(
+        model=model,
+        opt_state=opt_state,
+        obs_norm_actor=obs_norm_actor,
+        obs_norm_critic=obs_norm_critic,
+        step=state.step + 1,
+        opt_step=opt_step,
+        config=config,
+    )
+    return new_state, {name: metrics[name] for name in METRICS}
+
+
+# --------------------------------------------------------------------------- acting
+
+
+def initial_carry(model: ActorCritic) -> Array:
+    """The actor's carry at the start of an episode (MLP: shape (0,))."""
+    return model.actor.initial_carry()
+
+
+def reset_carry(model: ActorCritic, carry: Array, reset: Array) -> Array:
+    """carry, reset () bool -> the initial carry where reset (call before the step that follows a done)."""
+    return model.actor.reset(carry, reset)
+
+
+def act(
+    model: ActorCritic,
+    obs_norm: N.RunningStats,
+    obs_actor_O: Array,
+    carry: Array,
+    *,
+    key: Array,
+    deterministic: bool = False,
+) -> tuple[Array, Array, Array]:
+    """One env: raw observation (O,) -> (action_A (raw, unclipped), log_prob (), new carry).
+
+    `deterministic` (static) takes the distribution's mode instead of a sample.
+    """
+    dist, carry = model.actor(N.normalize(obs_norm, obs_actor_O), carry)
+    action_A = D.mode(dist) if deterministic else D.sample(dist, key=key)
+    return action_A, D.log_prob(dist, action_A), carry
+
+
+def value(model: ActorCritic, obs_norm: N.RunningStats, obs_critic_C: Array) -> Array:
+    """One env: raw critic observation (C,) -> value ()."""
+    return model.critic(N.normalize(obs_norm, obs_critic_C))
+
+
+class Policy(eqx.Module):
+    """A self-contained policy for evaluation and export: normalization inside, raw actions out.
+
+    policy.initial_carry() -> carry;  policy(obs_O, carry) -> (action_A, carry)
+    (the mode; pass `key=` to sample instead). One env per call.
+    """
+
+    actor: Actor
+    obs_norm: N.RunningStats
+
+    def initial_carry(self) -> Array:
+        return self.actor.initial_carry()
+
+    def __call__(self, obs_O: Array, carry: Array, *, key: Array | None = None) -> tuple[Array, Array]:
+        dist, carry = self.actor(N.normalize(self.obs_norm, obs_O), carry)
+        action_A = D.mode(dist) if key is None else D.sample(dist, key=key)
+        return action_A, carry
+
+
+def make_policy(state: PPOState) -> Policy:
+    """The current actor and actor normalizer of `state` as a `Policy`."""
+    return Policy(actor=state.model.actor, obs_norm=state.obs_norm_actor)

@@ -1,0 +1,378 @@
+"""The training loop behind `ksimdsl train`.
+
+    result = train(spec, kernels, model_path=..., run_dir=None, task_text=..., generated_sources={...})
+
+One iteration = one rollout of `rollout` control steps in `num_envs` envs
+(`Collector.collect`) + one `ppo.update`. With the MJX engine both run in ONE
+jitted call (compiled once, ahead of the loop, with the state buffers donated);
+with a host engine the rollout runs in Python/numba and only the update is jitted.
+The host sees each iteration's results once (a single device-to-host transfer of
+scalars) to log them.
+
+The loop stops after `train.steps` iterations (counting iterations of earlier
+sessions of the same run), after `train.max_seconds` of wall time, or on Ctrl-C
+(the iteration in flight finishes first; a second Ctrl-C aborts at once). Every
+stop writes a final checkpoint. A watchdog reports an iteration that stalls
+longer than `train.watchdog_s` (see `ksimdsl.runtime.watchdog`).
+
+Randomness: the key of iteration i is `fold_in(PRNGKey(seed), i)` and the
+collector state (env physics, episode counters, actor carry) is part of every
+checkpoint, so the same seed gives the same metrics, and a resumed run continues
+exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Iterator, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ksimdsl.abi import TaskSpec
+from ksimdsl.errors import KsimError
+from ksimdsl.runtime import ppo
+from ksimdsl.runtime.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint, spec_hash
+from ksimdsl.runtime.collect import Collector, MjxCollector, RolloutStats
+from ksimdsl.runtime.runs import MetricsLog, create_run_dir, write_run_files
+from ksimdsl.runtime.watchdog import Watchdog
+
+__all__ = ["TrainConfig", "RunContext", "TrainResult", "train", "make_collector", "iteration_metrics", "TIMING_KEYS"]
+
+#: Metrics that depend on the machine's speed, not on the seed.
+TIMING_KEYS = ("wall_s", "sps", "iteration_s")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The loop's own settings, from the task's (overridden) `train` block."""
+
+    steps: int
+    max_seconds: float
+    seed: int
+    checkpoint_every: int
+    watchdog_s: float
+    num_envs: int
+    rollout: int
+
+    @staticmethod
+    def from_spec(spec: TaskSpec) -> "TrainConfig":
+        t = spec.train
+        config = TrainConfig(
+            steps=int(t["steps"]),
+            max_seconds=float(t["max_seconds"]),
+            seed=int(t["seed"]),
+            checkpoint_every=int(t["checkpoint_every"]),
+            watchdog_s=float(t["watchdog_s"]),
+            num_envs=int(t["num_envs"]),
+            rollout=int(t["rollout"]),
+        )
+        if config.num_envs < 1 or config.rollout < 1 or config.steps < 0:
+            raise KsimError(f"train: need num_envs >= 1, rollout >= 1, steps >= 0 (got {config})")
+        if config.num_envs % int(t["minibatches"]):
+            raise KsimError(
+                f"train: num_envs={config.num_envs} must be a multiple of minibatches={t['minibatches']} "
+                "(minibatches split the environments)"
+            )
+        return config
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Where a run writes, and what it records about itself."""
+
+    run_dir: Path
+    engine: str
+    resume: bool = False
+    progress: bool = True
+    task_text: str | None = None
+    generated_sources: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    iterations: int  # total, including earlier sessions of a resumed run
+    env_steps: int
+    wall_s: float  # total training wall time, including earlier sessions
+    stop_reason: str  # "steps" | "max_seconds" | "interrupted"
+    checkpoint: Path | None
+    last_metrics: Mapping[str, Any] | None
+
+
+def make_collector(
+    spec: TaskSpec, kernels: ModuleType, model_path: str | Path, *, engine: str, num_envs: int | None = None
+) -> Collector:
+    """The Collector of `engine` ("mjx" | "mujoco") for this task."""
+    if engine == "mjx":
+        return MjxCollector(spec, kernels, model_path, num_envs=num_envs)
+    if engine == "mujoco":
+        try:
+            from ksimdsl.runtime.mujoco_env import MujocoCollector
+        except ImportError:
+            raise KsimError("engine=mujoco is not available in this build of ksimdsl; use engine=mjx") from None
+        return MujocoCollector(spec, kernels, model_path, num_envs=num_envs)
+    raise KsimError(f"unknown engine '{engine}' (expected mjx or mujoco)")
+
+
+def iteration_metrics(spec: TaskSpec, stats: RolloutStats, update_metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """Host-side metrics of one iteration from the rollout sums and the PPO update scalars."""
+    s = jax.tree.map(np.asarray, stats)
+    steps = float(s.env_steps)
+    episodes = float(s.episodes)
+    per_episode = (lambda x: float(x) / episodes) if episodes > 0 else (lambda x: None)
+    out: dict[str, Any] = {
+        "episodes": int(episodes),
+        "episode_return": per_episode(s.episode_return_sum),
+        "episode_length": per_episode(s.episode_length_sum),
+        "reward": float(s.reward_sum) / steps,
+    }
+    for i, name in enumerate(spec.rewards):
+        out[f"reward/{name}"] = float(s.reward_weighted_sum_R[i]) / steps
+        out[f"reward_raw/{name}"] = float(s.reward_term_sum_R[i]) / steps
+    for k, name in enumerate(spec.terminations):
+        out[f"termination/{name}"] = per_episode(s.termination_count_K[k])
+    out["truncation_rate"] = per_episode(s.truncations)
+    out["failure_rate"] = per_episode(s.failures)
+    out["success_rate"] = per_episode(s.successes)
+    out["nan_resets"] = int(s.nan_resets)
+    out["level"] = float(s.level_sum) / steps
+    for name, value in update_metrics.items():
+        out[name] = float(np.asarray(value))
+    return out
+
+
+class _StopFlag:
+    """Ctrl-C requests a stop at the next iteration boundary; a second Ctrl-C aborts immediately."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    @contextmanager
+    def installed(self) -> Iterator["_StopFlag"]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = signal.getsignal(signal.SIGINT)
+
+        def handler(signum: int, frame: Any) -> None:
+            if self.requested:
+                signal.signal(signal.SIGINT, previous)
+                raise KeyboardInterrupt
+            self.requested = True
+
+        signal.signal(signal.SIGINT, handler)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _make_train_step(collector: Collector):
+    """(ppo_state, collector_state, key) -> (ppo_state, collector_state, stats, update_metrics)."""
+
+    def collect_and_update(ppo_state, collector_state, key):
+        k_collect, k_update = jax.random.split(key)
+        collector_state, traj, stats = collector.collect(ppo_state, collector_state, key=k_collect)
+        ppo_state, metrics = ppo.update(ppo_state, traj, key=k_update)
+        return ppo_state, collector_state, stats, metrics
+
+    if collector.jittable:
+        return jax.jit(collect_and_update, donate_argnums=(0, 1))
+
+    update = jax.jit(lambda s, traj, key: ppo.update(s, traj, key=key), donate_argnums=(0,))
+
+    def host_step(ppo_state, collector_state, key):
+        k_collect, k_update = jax.random.split(key)
+        collector_state, traj, stats = collector.collect(ppo_state, collector_state, key=k_collect)
+        ppo_state, metrics = update(ppo_state, traj, k_update)
+        return ppo_state, collector_state, stats, metrics
+
+    return host_step
+
+
+class _Progress:
+    """rich progress bar (or nothing) showing iteration, env-steps, return and steps/s."""
+
+    def __init__(self, enabled: bool, total: int, done: int, task: str):
+        self._bar = None
+        if not enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("env-steps {task.fields[env_steps]}"),
+            TextColumn("return {task.fields[ret]}"),
+            TextColumn("{task.fields[sps]} steps/s"),
+            TimeElapsedColumn(),
+            transient=False,
+        )
+        self._task = self._bar.add_task(task, total=total, completed=done, env_steps="0", ret="-", sps="-")
+        self._bar.start()
+
+    def update(self, iteration: int, metrics: Mapping[str, Any], last_return: float | None) -> None:
+        if self._bar is None:
+            return
+        ret = "-" if last_return is None else f"{last_return:.2f}"
+        self._bar.update(
+            self._task,
+            completed=iteration,
+            env_steps=f"{metrics['env_steps']:,}",
+            ret=ret,
+            sps=f"{metrics['sps']:,.0f}",
+        )
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def train(
+    spec: TaskSpec,
+    kernels: ModuleType,
+    *,
+    model_path: str | Path,
+    run_dir: str | Path | None = None,
+    runs_root: str | Path = "runs",
+    task_text: str | None = None,
+    generated_sources: Mapping[str, str] | None = None,
+    engine: str = "mjx",
+    resume: bool = False,
+    progress: bool = True,
+    collector: Collector | None = None,
+) -> TrainResult:
+    """Train the task's policy with PPO, writing a run directory; see the module docstring.
+
+    `resume=True` continues the run in `run_dir` from its newest checkpoint (the
+    same task; `train` settings such as `steps` may differ). `collector` replaces
+    the engine's default collector (tests, custom engines).
+    """
+    config = TrainConfig.from_spec(spec)
+    if resume:
+        if run_dir is None:
+            raise KsimError("resume needs the run directory to continue")
+        run_path = Path(run_dir)
+        if not run_path.is_dir():
+            raise KsimError(f"run directory {run_path} does not exist")
+    else:
+        run_path = create_run_dir(spec.task, root=runs_root, path=run_dir)
+    ctx = RunContext(
+        run_dir=run_path,
+        engine=engine,
+        resume=resume,
+        progress=progress,
+        task_text=task_text,
+        generated_sources=dict(generated_sources or {}),
+    )
+    print(f"run directory: {ctx.run_dir}", flush=True)
+    if collector is None:
+        collector = make_collector(spec, kernels, model_path, engine=engine, num_envs=config.num_envs)
+    return _run(spec, config, ctx, collector)
+
+
+def _run(spec: TaskSpec, config: TrainConfig, ctx: RunContext, collector: Collector) -> TrainResult:
+    session_start = time.monotonic()
+    k_ppo, k_env, base_key = jax.random.split(jax.random.PRNGKey(config.seed), 3)
+    ppo_state = ppo.init_ppo_from_spec(spec, key=k_ppo)
+    collector_state = collector.init(ppo_state, key=k_env)
+    iteration, env_steps, wall_offset = 0, 0, 0.0
+    if ctx.resume:
+        ckpt = load_checkpoint(
+            ctx.run_dir, {"ppo": ppo_state, "collector": collector.to_checkpoint(collector_state)}, spec=spec
+        )
+        ppo_state = ckpt.trees["ppo"]
+        collector_state = collector.from_checkpoint(collector_state, ckpt.trees["collector"])
+        iteration, env_steps, wall_offset = ckpt.meta.iteration, ckpt.meta.env_steps, ckpt.meta.wall_s
+        print(f"resuming from {ckpt.path.name} (iteration {iteration}, {env_steps:,} env steps)", flush=True)
+    write_run_files(
+        ctx.run_dir,
+        spec,
+        engine=ctx.engine,
+        task_text=ctx.task_text,
+        generated_sources=ctx.generated_sources,
+        extra={"resumed_from_iteration": iteration} if ctx.resume else None,
+    )
+
+    def checkpoint(wall_s: float) -> Path:
+        meta = CheckpointMeta(
+            iteration=iteration,
+            env_steps=env_steps,
+            wall_s=wall_s,
+            task=spec.task,
+            spec_hash=spec_hash(spec),
+            engine=ctx.engine,
+        )
+        trees = {"ppo": ppo_state, "collector": collector.to_checkpoint(collector_state)}
+        return save_checkpoint(ctx.run_dir, trees, meta)
+
+    # donated buffers must be distinct: eager initialization may share one buffer between leaves
+    ppo_state, collector_state = jax.tree.map(lambda x: jnp.array(x, copy=True), (ppo_state, collector_state))
+    train_step = _make_train_step(collector)
+    watchdog = Watchdog(config.watchdog_s)
+    metrics_log = MetricsLog(ctx.run_dir, start_after=iteration if ctx.resume else 0)
+    bar = _Progress(ctx.progress, config.steps, iteration, f"train {spec.task}")
+    stop_reason = "steps"
+    last_metrics: dict[str, Any] | None = None
+    last_return: float | None = None
+    ckpt_path: Path | None = None
+    steps_per_iteration = config.num_envs * config.rollout
+    try:
+        with _StopFlag().installed() as stop:
+            if collector.jittable and iteration < config.steps:
+                with watchdog.watch("compiling the training step"):
+                    train_step = train_step.lower(ppo_state, collector_state, base_key).compile()
+            while iteration < config.steps:
+                if stop.requested:
+                    stop_reason = "interrupted"
+                    break
+                if config.max_seconds > 0 and time.monotonic() - session_start >= config.max_seconds:
+                    stop_reason = "max_seconds"
+                    break
+                t0 = time.monotonic()
+                key = jax.random.fold_in(base_key, iteration)
+                with watchdog.watch(f"training iteration {iteration + 1} (jax/MJX step)"):
+                    ppo_state, collector_state, stats, update_metrics = train_step(ppo_state, collector_state, key)
+                    stats, update_metrics = jax.device_get((stats, update_metrics))
+                iteration += 1
+                env_steps += steps_per_iteration
+                dt = time.monotonic() - t0
+                wall_s = wall_offset + time.monotonic() - session_start
+                record = {"iteration": iteration, "env_steps": env_steps, "wall_s": wall_s, "iteration_s": dt}
+                record["sps"] = steps_per_iteration / dt if dt > 0 else math.inf
+                record.update(iteration_metrics(spec, stats, update_metrics))
+                metrics_log.write(record)
+                last_metrics = record
+                if record["episode_return"] is not None:
+                    last_return = record["episode_return"]
+                bar.update(iteration, record, last_return)
+                if config.checkpoint_every > 0 and iteration % config.checkpoint_every == 0 and iteration < config.steps:
+                    ckpt_path = checkpoint(wall_s)
+            ckpt_path = checkpoint(wall_offset + time.monotonic() - session_start)
+    finally:
+        bar.close()
+        metrics_log.close()
+        watchdog.close()
+    if stop_reason == "interrupted":
+        print(f"interrupted; checkpoint written to {ckpt_path}", flush=True)
+    elif stop_reason == "max_seconds":
+        print(f"stopped after max_seconds={config.max_seconds:g}; checkpoint written to {ckpt_path}", flush=True)
+    return TrainResult(
+        run_dir=ctx.run_dir,
+        iterations=iteration,
+        env_steps=env_steps,
+        wall_s=wall_offset + time.monotonic() - session_start,
+        stop_reason=stop_reason,
+        checkpoint=ckpt_path,
+        last_metrics=last_metrics,
+    )

@@ -1,0 +1,360 @@
+"""The C-MuJoCo engine: native stepping helpers, the batched env and the host collector.
+
+Runs on the hand-written numba cartpole kernels (tests/fixtures/cartpole_kernel_numba.py)
+until the compiler's numba backend exists.
+"""
+
+from __future__ import annotations
+
+import copy
+import types
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+import pytest
+
+from ksimdsl.abi import TaskSpec
+from ksimdsl.errors import InternalCompilerError, KsimError
+from ksimdsl.runtime import cstep, distributions, normalize, ppo
+from ksimdsl.runtime.actuators import ActuatorModel
+from ksimdsl.runtime.mujoco_collect import MujocoCollector
+from ksimdsl.runtime.mujoco_env import MujocoEnv, _HostActuators, load_numba_module
+from tests.fixtures import cartpole_kernel_numba as KN
+from tests.fixtures.cartpole import MODEL_PATH
+
+SPEC = TaskSpec.from_dict(KN.SPEC)
+
+
+def make_env(spec: TaskSpec = SPEC, kernels=KN, *, num_envs: int = 6, threads: int = 2, seed: int = 0) -> MujocoEnv:
+    env = MujocoEnv(spec, kernels, MODEL_PATH, num_envs=num_envs, threads=threads, seed=seed)
+    env.reset_all()
+    return env
+
+
+# --------------------------------------------------------------------------- cstep
+
+
+def test_struct_layout_matches_the_bindings():
+    layout = cstep.struct_layout()
+    assert layout.contact_size > layout.contact_geom > layout.contact_dist >= 0
+
+
+BALLS_XML = """
+<mujoco>
+  <option timestep="0.005"/>
+  <worldbody>
+    <geom name="floor" type="plane" size="5 5 0.1"/>
+    <body name="a" pos="0 0 0.099"><freejoint/><geom name="ball_a" type="sphere" size="0.1" mass="2"/></body>
+    <body name="b" pos="1 0 0.5"><freejoint/><geom name="ball_b" type="sphere" size="0.1" mass="1"/></body>
+    <body name="c" pos="2 0 0.09"><freejoint/><geom name="box_c" type="box" size="0.1 0.1 0.1" mass="1"/></body>
+  </worldbody>
+</mujoco>
+"""
+
+
+def test_contact_queries_match_python_contact_list():
+    model = mujoco.MjModel.from_xml_string(BALLS_XML)
+    data = mujoco.MjData(model)
+    for _ in range(40):
+        mujoco.mj_step(model, data)
+    floor, ball_a, ball_b, box_c = (mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, n) for n in ("floor", "ball_a", "ball_b", "box_c"))
+    queries = [([ball_a], [floor]), ([ball_b], [floor]), ([floor], [box_c]), ([ball_a, box_c], [floor])]
+    in_a = np.zeros((len(queries), model.ngeom), np.uint8)
+    in_b = np.zeros_like(in_a)
+    for c, (ga, gb) in enumerate(queries):
+        in_a[c, ga] = 1
+        in_b[c, gb] = 1
+    contact_EC = np.full((1, len(queries)), -1.0)
+    force_EC = np.full((1, len(queries)), -1.0)
+    qpos_EQ = np.zeros((1, model.nq))
+    time_E = np.zeros(1)
+    cstep.refresh(
+        np.zeros(1, np.int64), np.array([model._address], np.uint64), np.array([data._address], np.uint64),
+        cstep.field_addresses([data], ("qpos",)), np.array([model.nq], np.int64),
+        np.array([qpos_EQ.ctypes.data], np.uint64), time_E, in_a, in_b, contact_EC, force_EC, True,
+        cstep.struct_layout().as_array(),
+    )  # fmt: skip
+    np.testing.assert_array_equal(qpos_EQ[0], data.qpos)
+    assert time_E[0] == pytest.approx(40 * 0.005)
+
+    expected_contact = np.zeros(len(queries))
+    expected_force = np.zeros(len(queries))
+    wrench = np.zeros(6)
+    for i in range(data.ncon):
+        con = data.contact[i]
+        if not con.dist < 0:
+            continue
+        g1, g2 = int(con.geom[0]), int(con.geom[1])
+        mujoco.mj_contactForce(model, data, i, wrench)
+        for c, (ga, gb) in enumerate(queries):
+            if (g1 in ga and g2 in gb) or (g2 in ga and g1 in gb):
+                expected_contact[c] = 1.0
+                expected_force[c] += wrench[0]
+    assert expected_contact.tolist() == [1.0, 0.0, 1.0, 1.0]  # ball b is still falling
+    np.testing.assert_array_equal(contact_EC[0], expected_contact)
+    np.testing.assert_allclose(force_EC[0], expected_force, rtol=1e-12)
+    # a resting 2 kg ball pushes on the floor with about its weight
+    assert force_EC[0, 0] == pytest.approx(2 * 9.81, rel=0.05)
+    np.testing.assert_allclose(force_EC[0, 3], force_EC[0, 0] + force_EC[0, 2])
+
+
+def test_load_numba_module_writes_a_cacheable_file(tmp_path):
+    source = "from numba import njit\n\n@njit(cache=True)\ndef twice(x):\n    return 2 * x\n"
+    module = load_numba_module(source, cache_dir=tmp_path)
+    assert module.twice(21) == 42
+    files = list(tmp_path.glob("k_*.py"))
+    assert len(files) == 1 and files[0].read_text() == source
+    assert list((tmp_path / "__pycache__").glob("*.nbi")), "numba did not cache the kernel next to its source"
+    assert load_numba_module(source, cache_dir=tmp_path) is module
+
+
+# --------------------------------------------------------------------------- env
+
+
+def test_reset_observes_the_physics_state_and_randomizes_each_env_model():
+    env = make_env()
+    qpos = np.stack([d.qpos for d in env.datas])
+    qvel = np.stack([d.qvel for d in env.datas])
+    clean = np.stack([qpos[:, 0], np.cos(qpos[:, 1]), np.sin(qpos[:, 1]), qvel[:, 0], qvel[:, 1]], axis=1)
+    np.testing.assert_allclose(env.obs_critic_EC, clean, rtol=1e-6, atol=1e-7)
+    assert np.abs(env.obs_actor_EO - clean).max() > 0  # actor observations are noisy
+    assert np.abs(qpos).max() <= 0.1 and np.unique(qpos[:, 1]).size == env.num_envs
+    base = env.mj_model.body_mass[2]
+    masses = np.array([env.model_of(e).body_mass[2] for e in range(env.num_envs)])
+    assert np.all((masses >= 0.8 * base) & (masses <= 1.2 * base)) and np.unique(masses).size == env.num_envs
+    assert env.model_of(0)._address != env.model_of(1)._address
+    assert np.all(env.mem_EM == [0.0, 1.0])
+
+
+def test_step_is_mujoco_physics_plus_the_kernel():
+    """One engine step equals mj_step on a copy of the env's data with the same ctrl."""
+    env = make_env()
+    twins = [copy.copy(d) for d in env.datas]
+    action = np.linspace(-2.0, 2.0, env.num_envs)[:, None]  # beyond [-1, 1]: clipped
+    out = env.step(action)
+    for e, twin in enumerate(twins):
+        twin.ctrl[:] = np.clip(action[e], -1, 1)
+        mujoco.mj_step(env.model_of(e), twin)
+        np.testing.assert_array_equal(env.datas[e].qpos, twin.qpos)
+        assert env.phys["qpos"][e].tolist() == twin.qpos.tolist()
+    qpos, qvel = env.phys["qpos"], env.phys["qvel"]
+    clean = np.stack([qpos[:, 0], np.cos(qpos[:, 1]), np.sin(qpos[:, 1]), qvel[:, 0], qvel[:, 1]], axis=1)
+    np.testing.assert_allclose(out.final_obs_critic_EC, clean, rtol=1e-6, atol=1e-7)
+    a = np.clip(action[:, 0], -1, 1)
+    expected = (np.cos(qpos[:, 1]) + 1) / 2 + 0.25 * np.exp(-qpos[:, 0] ** 2 / 2) - 0.01 * a**2  # first step: no rate
+    np.testing.assert_allclose(out.reward_E, expected, rtol=1e-5)
+    np.testing.assert_allclose(env.mem_EM[:, 0], a)
+    assert np.all(env.mem_EM[:, 1] == 0)
+
+
+def test_threads_do_not_change_results():
+    runs = []
+    for threads in (1, 2, 3):
+        env = make_env(num_envs=7, threads=threads, seed=3)
+        rng = np.random.default_rng(0)
+        rewards = [env.step(rng.uniform(-1, 1, (7, 1))).reward_E.copy() for _ in range(60)]
+        runs.append((np.array(rewards), env.obs_actor_EO.copy()))
+    for rewards, obs in runs[1:]:
+        np.testing.assert_array_equal(rewards, runs[0][0])
+        np.testing.assert_array_equal(obs, runs[0][1])
+
+
+def test_failure_truncation_and_auto_reset():
+    spec = SPEC.with_overrides(episode_steps=50)
+    env = make_env(spec, num_envs=8)
+    rng = np.random.default_rng(1)
+    seen_failure = seen_truncation = False
+    for _ in range(120):
+        steps_before = env.step_E.copy()
+        action = np.where(np.arange(8)[:, None] < 4, 1.0, rng.uniform(-1, 1, (8, 1)))  # 4 envs get pushed over
+        out = env.step(action)
+        fin = out.final_obs_critic_EC
+        fell = fin[:, 1] < 0
+        off = np.abs(fin[:, 0]) > 1.8
+        np.testing.assert_array_equal(out.terminations_EK, np.stack([fell, off], axis=1))
+        np.testing.assert_array_equal(out.failure_E, fell | off)
+        np.testing.assert_array_equal(out.truncated_E, (steps_before + 1 >= 50) & ~(fell | off))
+        np.testing.assert_array_equal(out.done_E, out.failure_E | out.truncated_E)
+        np.testing.assert_array_equal(out.episode_length_E, steps_before + 1)
+        # done envs start over: step counter 0, fresh observation of a near-upright pole
+        assert np.all(env.step_E[out.done_E] == 0) and np.all(env.step_E[~out.done_E] == steps_before[~out.done_E] + 1)
+        assert np.all(env.obs_critic_EC[out.done_E, 1] > np.cos(0.11))
+        assert np.all(env.mem_EM[out.done_E] == [0.0, 1.0])
+        seen_failure |= out.failure_E.any()
+        seen_truncation |= out.truncated_E.any()
+    assert seen_failure and seen_truncation
+
+
+def test_success_termination_bootstraps():
+    spec = SPEC.with_overrides(success=(False, True))  # out_of_bounds becomes a success
+    env = make_env(spec, num_envs=4)
+    out = None
+    for _ in range(200):
+        out = env.step(np.ones((4, 1)))  # push the cart off the rail
+        if out.done_E.any():
+            break
+    assert out is not None and out.done_E.any()
+    hit = out.terminations_EK[:, 1]
+    np.testing.assert_array_equal(out.success_E, hit & ~out.terminations_EK[:, 0])
+    assert not np.any(out.failure_E & out.success_E)
+
+
+def test_episode_return_accumulates_rewards():
+    env = make_env(num_envs=3)
+    total = np.zeros(3)
+    for _ in range(400):
+        out = env.step(np.zeros((3, 1)))
+        total += out.reward_E
+        if out.done_E.any():
+            e = int(np.flatnonzero(out.done_E)[0])
+            assert out.episode_return_E[e] == pytest.approx(total[e], rel=1e-5)
+            return
+    pytest.fail("no episode ended")
+
+
+def test_diverged_state_is_a_nan_reset():
+    env = make_env(num_envs=3)
+    env.datas[1].qvel[:] = np.nan
+    out = env.step(np.zeros((3, 1)))
+    assert out.nan_E.tolist() == [False, True, False]
+    assert out.failure_E[1] and out.done_E[1] and out.reward_E[1] == 0.0
+    assert not out.terminations_EK[1].any()
+    assert np.isfinite(out.final_obs_actor_EO).all() and np.isfinite(env.obs_actor_EO).all()
+    assert env.step_E[1] == 0 and np.isfinite(env.datas[1].qvel).all()
+    out = env.step(np.zeros((3, 1)))
+    assert not out.nan_E.any()
+
+
+def test_kernel_argument_names_are_checked():
+    names = dict(KN.SPEC["numba_args"]) | {"step": ("qpos_EQ", "gizmo_E")}
+    spec = SPEC.with_overrides(numba_args=names)
+    with pytest.raises(InternalCompilerError, match="gizmo_E"):
+        MujocoEnv(spec, KN, MODEL_PATH, num_envs=2)
+    with pytest.raises(KsimError, match="backend numba"):
+        MujocoEnv(SPEC.with_overrides(numba_args={}), KN, MODEL_PATH, num_envs=2)
+
+
+def test_site_xpos_time_and_writes_phys_reach_the_kernel():
+    """Extra physics inputs are gathered per env, and `writes_phys` writes qpos/qvel back."""
+    seen = {}
+
+    def step(qpos_EQ, qvel_EV, site_xpos_ES3, time_E, action_EA, level_E, mem_EM, rand_n_EN, rand_u_EU,
+             actor_EO, critic_EC, reward_terms_ER, reward_weights_ER, terminations_EK, mem_out_EM,
+             qpos_out_EQ, qvel_out_EV):  # fmt: skip
+        KN.step(qpos_EQ, qvel_EV, action_EA, level_E, mem_EM, rand_n_EN, rand_u_EU, actor_EO, critic_EC,
+                reward_terms_ER, reward_weights_ER, terminations_EK, mem_out_EM)  # fmt: skip
+        seen.setdefault("site", []).append(site_xpos_ES3.copy())
+        seen.setdefault("time", []).append(time_E.copy())
+        qpos_out_EQ[:] = qpos_EQ
+        qvel_out_EV[:] = qvel_EV
+        qvel_out_EV[:, 0] = 0.5  # an event that pushes the cart
+
+    names = dict(KN.SPEC["numba_args"]) | {
+        "step": ("qpos_EQ", "qvel_EV", "site_xpos_ES3", "time_E") + tuple(KN.SPEC["numba_args"]["step"][2:])
+        + ("qpos_out_EQ", "qvel_out_EV")
+    }  # fmt: skip
+    spec = SPEC.with_overrides(numba_args=names, phys_inputs=("qpos", "qvel", "site_xpos", "time"), writes_phys=True)
+    kernels = types.SimpleNamespace(reset=KN.reset, observe=KN.observe, step=step)
+    env = make_env(spec, kernels, num_envs=4, threads=1)
+    env.step(np.zeros((4, 1)))
+    env.step(np.zeros((4, 1)))
+    site = seen["site"][-1]
+    assert site.shape == (4, env.mj_model.nsite, 3)
+    np.testing.assert_array_equal(site, np.stack([d.site_xpos for d in env.datas]))
+    np.testing.assert_allclose(seen["time"][-1], [0.02] * 4)
+    assert np.all([d.qvel[0] == 0.5 for d in env.datas])
+
+
+# --------------------------------------------------------------------------- actuators
+
+
+def test_host_actuators_match_the_jax_actuator_model():
+    spec = SPEC.with_overrides(
+        actuators=SPEC.actuators.__class__(
+            kind="position", kp=(30.0,), kd=(2.0,), action_scale=0.5, default_pos=(0.2,), latency=(0.004, 0.016),
+            zero_offset={"dist": "uniform", "params": [0.05]},
+        ),
+        physics=dict(SPEC.physics) | {"dt": 0.005, "ctrl_dt": 0.02, "substeps": 4},
+    )  # fmt: skip
+    model = mujoco.MjModel.from_xml_path(str(MODEL_PATH))
+    jax_model = ActuatorModel.from_spec(spec, model)
+    host = _HostActuators(jax_model, spec.substeps)
+    rng = np.random.default_rng(0)
+    latency_E, zero_EU = host.draw_episode(rng, 64)
+    assert np.all((latency_E >= 0.004) & (latency_E <= 0.016)) and np.all(np.abs(zero_EU) <= 0.05)
+    action_EA = rng.uniform(-1.5, 1.5, (64, 1))
+    prev_EU = rng.normal(size=(64, 1))
+    new_EU = host.target(np.clip(action_EA, -1, 1), zero_EU)
+    ctrl_ESU = np.zeros((64, 4, 1))
+    host.fill_substeps(ctrl_ESU, prev_EU, new_EU, latency_E)
+    for e in range(64):
+        target = jax_model.target(jnp.asarray(action_EA[e], jnp.float32), jnp.asarray(zero_EU[e], jnp.float32))
+        np.testing.assert_allclose(new_EU[e], np.asarray(target), rtol=1e-6, atol=1e-7)
+        for s in range(4):
+            want = jax_model.substep_ctrl(jnp.asarray(prev_EU[e]), target, jnp.float32(latency_E[e]), s)
+            np.testing.assert_allclose(ctrl_ESU[e, s], np.asarray(want), rtol=1e-6, atol=1e-7)
+    assert (ctrl_ESU[:, 0] == prev_EU).all()  # every latency is at least one substep
+    assert (ctrl_ESU[:, 2] == prev_EU).any() and (ctrl_ESU[:, 2] == new_EU).any()
+
+
+# --------------------------------------------------------------------------- collector
+
+
+def test_collector_trajectory_and_stats():
+    spec = SPEC.with_overrides(
+        train=dict(SPEC.train) | {"rollout": 40, "num_envs": 6, "minibatches": 2}, episode_steps=15
+    )
+    collector = MujocoCollector(spec, KN, MODEL_PATH, threads=2)
+    key = jax.random.PRNGKey(0)
+    state = ppo.init_ppo_from_spec(spec, key=key)
+    cstate = collector.init_for(state, key=key)
+    first_obs = collector.env.obs_actor_EO.copy()
+    cstate, traj, stats = collector.collect(state, cstate, key=jax.random.PRNGKey(1))
+    T, E = 40, 6
+    assert traj.obs_actor_TEO.shape == (T, E, 5) and traj.action_TEA.shape == (T, E, 1)
+    np.testing.assert_array_equal(np.asarray(traj.obs_actor_TEO[0]), first_obs)
+    assert bool(traj.reset_TE[0].all())
+    np.testing.assert_array_equal(np.asarray(traj.reset_TE[1:]), np.asarray(traj.done_TE[:-1]))
+    assert float(stats.env_steps) == T * E
+    assert float(stats.reward_sum) == pytest.approx(float(jnp.sum(traj.reward_TE)), rel=1e-5)
+    assert float(stats.episodes) == float(jnp.sum(traj.done_TE)) > 0
+    assert float(stats.failures) == float(jnp.sum(traj.failure_TE))
+    # log-probs and values are those of the collected observations under the current policy
+    def log_prob(obs_O, action_A):
+        dist, _ = state.model.actor(normalize.normalize(state.obs_norm_actor, obs_O), ppo.initial_carry(state.model))
+        return distributions.log_prob(dist, action_A)
+
+    lp = jax.vmap(jax.vmap(log_prob))(
+        traj.obs_actor_TEO, traj.action_TEA
+    )
+    np.testing.assert_allclose(np.asarray(traj.log_prob_TE), np.asarray(lp), rtol=1e-4, atol=1e-4)
+    values = jax.vmap(jax.vmap(lambda o: ppo.value(state.model, state.obs_norm_critic, o)))(traj.obs_critic_TEC)
+    np.testing.assert_allclose(np.asarray(traj.value_TE), np.asarray(values), rtol=1e-4, atol=1e-5)
+    boot = np.asarray(traj.bootstrap_value_TE)
+    done, failure = np.asarray(traj.done_TE), np.asarray(traj.failure_TE)
+    assert np.all(boot[~done | failure] == 0) and np.all(boot[done & ~failure] != 0)
+    assert float(stats.truncations) == np.sum(done & ~failure) > 0
+    # one PPO update consumes it
+    new_state, metrics = ppo.update(state, traj, key=jax.random.PRNGKey(2))
+    assert np.isfinite(float(metrics["loss"]))
+
+
+def test_checkpoint_restores_the_exact_continuation():
+    spec = SPEC.with_overrides(train=dict(SPEC.train) | {"rollout": 8, "num_envs": 4})
+    key = jax.random.PRNGKey(0)
+    a = MujocoCollector(spec, KN, MODEL_PATH, threads=2)
+    state = ppo.init_ppo_from_spec(spec, key=key)
+    ca = a.init_for(state, key=key)
+    ca, _, _ = a.collect(state, ca, key=jax.random.PRNGKey(1))
+    tree = a.to_checkpoint(ca)
+    _, traj_a, _ = a.collect(state, ca, key=jax.random.PRNGKey(2))
+
+    b = MujocoCollector(spec, KN, MODEL_PATH, threads=1)
+    template = b.to_checkpoint(b.init_for(state, key=jax.random.PRNGKey(9)))
+    assert jax.tree.structure(template) == jax.tree.structure(tree)
+    cb = b.from_checkpoint(template, tree)
+    _, traj_b, _ = b.collect(state, cb, key=jax.random.PRNGKey(2))
+    for name in ("obs_actor_TEO", "reward_TE", "done_TE", "action_TEA"):
+        np.testing.assert_array_equal(np.asarray(getattr(traj_a, name)), np.asarray(getattr(traj_b, name)))

@@ -349,8 +349,9 @@ def test_empty_source_is_an_error() -> None:
 def test_parse_file_empty(tmp_path: Path) -> None:
     path = tmp_path / "empty.ksim"
     path.write_bytes(b"")
-    with pytest.raises(KsimError, match="empty task file"):
+    with pytest.raises(KsimError) as info:
         parse_file(path)
+    assert str(info.value).startswith(f"{path}: error: empty task file")
 
 
 def test_parse_file_binary(tmp_path: Path) -> None:
@@ -373,10 +374,12 @@ def test_parse_file_not_utf8(tmp_path: Path) -> None:
 
 
 def test_parse_file_missing(tmp_path: Path) -> None:
-    with pytest.raises(KsimError, match="no such file"):
+    with pytest.raises(KsimError) as info:
         parse_file(tmp_path / "missing.ksim")
-    with pytest.raises(KsimError, match="is a directory"):
+    assert str(info.value) == f"{tmp_path / 'missing.ksim'}: error: no such file"
+    with pytest.raises(KsimError) as info:
         parse_file(tmp_path)
+    assert str(info.value) == f"{tmp_path}: error: is a directory, not a task file"
 
 
 def test_parse_file_reads_utf8(tmp_path: Path) -> None:
@@ -392,6 +395,13 @@ def test_tab_in_indentation_points_at_the_tab() -> None:
         (Span(2, 3, 2, 4), "tab in indentation; indent with spaces"),
         (Span(3, 1, 3, 2), "tab in indentation; indent with spaces"),
     ]
+
+
+@pytest.mark.parametrize("char", ["\x0c", "\x1b", "\r", "\u2028", "\x85"])
+def test_control_characters_are_errors(char: str) -> None:
+    err = error(f"task walk\nlet x = 1 {char}+ 2\n")
+    assert err.first.span == Span(2, 11, 2, 12)
+    assert err.first.message == f"unexpected control character U+{ord(char):04X} in a task file"
 
 
 def test_tabs_between_tokens_are_whitespace() -> None:

@@ -64,7 +64,8 @@ def dump_expr(expr: ast.Expr | ast.Slice | None) -> str:
     if isinstance(expr, ast.Range):
         return f"(.. {dump_expr(expr.lo)} {dump_expr(expr.hi)})"
     if isinstance(expr, ast.Call):
-        parts = [expr.func, *(dump_expr(a) for a in expr.args), *(f"{k.name}={dump_expr(k.value)}" for k in expr.kwargs)]
+        keywords = (f"{k.name}={dump_expr(k.value)}" for k in expr.kwargs)
+        parts = [expr.func, *(dump_expr(a) for a in expr.args), *keywords]
         return "(" + " ".join(parts) + ")"
     if isinstance(expr, ast.Attr):
         return f"(. {dump_expr(expr.base)} {expr.name})"

@@ -472,13 +472,28 @@ class _Checker:
         raise InternalCompilerError(f"unknown setting kind {spec.kind!r}")
 
     def _const(self, node: ast.Expr, what: str) -> t.Const:
-        """A compile-time constant (units folded)."""
-        if isinstance(node, ast.Num) and node.unit == "steps":
-            self.fail(node.span, f"{what} is not a duration; remove 'steps'")
+        """A compile-time constant: numbers (units folded), vectors and arithmetic on them."""
+        self._require_literal(node, what)
         value = self.expr(node, _Ctx(what))
         if not isinstance(value, t.Const):
             self.fail(node.span, f"{what} must be a constant number")
         return value
+
+    def _require_literal(self, node: ast.Expr, what: str) -> None:
+        if isinstance(node, ast.Num):
+            if node.unit == "steps":
+                self.fail(node.span, f"{what} must be a plain number, not a count of steps")
+            return
+        if isinstance(node, ast.Unary):
+            self._require_literal(node.operand, what)
+        elif isinstance(node, ast.Binary):
+            self._require_literal(node.left, what)
+            self._require_literal(node.right, what)
+        elif isinstance(node, ast.Vector):
+            for item in node.items:
+                self._require_literal(item, what)
+        else:
+            self.fail(node.span, f"{what} must be a constant number")
 
     def _const_float(self, node: ast.Expr, what: str) -> float:
         c = self._const(node, what)

@@ -29,7 +29,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -53,8 +52,8 @@ from ksimdsl.frontend.grammar import (
 
 __all__ = ["parse_source", "parse_file", "MAX_NESTING"]
 
-#: Deepest expression tree accepted. Later stages walk expressions recursively;
-#: this keeps them far from Python's recursion limit.
+#: Deepest syntax tree accepted. The AST builder and the later stages walk
+#: expressions recursively; this keeps them far from Python's recursion limit.
 MAX_NESTING = 100
 
 _NUMBER_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)[ ]*([a-z]*)")
@@ -62,8 +61,9 @@ _EXPRESSION_STARTS = frozenset({"NAME", "NUMBER", "STRING", "LPAR", "LSQB", "MIN
 _OPERATORS = frozenset({"OR", "AND", "COMPARE", "PLUS", "MINUS", "STAR", "SLASH", "POW", "DOT", "LSQB", "LPAR"})
 _OPENERS = {"LPAR": "RPAR", "LSQB": "RSQB"}
 _CLOSERS = {"RPAR": "LPAR", "RSQB": "LSQB"}
-#: Line breaks other than "\n" that `str.splitlines` honours; they would shift line numbers.
-_LINE_BREAKS = frozenset("\v\f\x1c\x1d\x1e\x85\u2028\u2029")
+#: Control characters (but tab, line feed and the CR of CRLF) and the Unicode line
+#: separators: never valid, and `str.splitlines` would count some as line breaks.
+_BAD_CHARACTER = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]|\r(?!\n)")
 
 
 # --------------------------------------------------------------------------- public API
@@ -75,11 +75,11 @@ def parse_file(path: str | os.PathLike[str]) -> ast.Module:
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
-        raise KsimError(f"{name}: error: no such file") from None
+        raise _file_error(name, "no such file") from None
     except IsADirectoryError:
-        raise KsimError(f"{name}: error: is a directory, not a task file") from None
+        raise _file_error(name, "is a directory, not a task file") from None
     except OSError as exc:
-        raise KsimError(f"{name}: error: cannot read file ({exc.strerror or exc})") from None
+        raise _file_error(name, f"cannot read file ({exc.strerror or exc})") from None
     return parse_source(Source(name, _decode(name, data)))
 
 
@@ -94,7 +94,7 @@ def parse_source(source: Source) -> ast.Module:
         text = text[1:]
         source = Source(source.path, text)
     if not text.strip():
-        raise KsimError(Diagnostic("empty task file (expected at least 'task' and 'model' statements)", None, source))
+        raise _file_error(source.path, _EMPTY_FILE)
     _screen_characters(source)
 
     sink = DiagnosticSink(source)
@@ -111,10 +111,18 @@ def parse_source(source: Source) -> ast.Module:
 # --------------------------------------------------------------------------- decoding and screening
 
 
+_EMPTY_FILE = "empty task file (expected at least 'task' and 'model' statements)"
+
+
+def _file_error(name: str, message: str) -> KsimError:
+    """`NAME: error: MESSAGE`, for a problem with the file as a whole."""
+    return KsimError(Diagnostic(message, None, Source(name, "")))
+
+
 def _decode(name: str, data: bytes) -> str:
     """UTF-8 text of a task file, or a `KsimError` for a binary or mis-encoded file."""
     if not data.strip():
-        raise KsimError(Diagnostic("empty task file (expected at least 'task' and 'model' statements)", None, Source(name, "")))
+        raise _file_error(name, _EMPTY_FILE)
     nul = data.find(b"\x00")
     if nul >= 0:
         shown = Source(name, data.decode("utf-8", errors="replace").replace("\x00", " "))
@@ -142,20 +150,20 @@ def _span_at(data: bytes, offset: int) -> Span:
 
 def _screen_characters(source: Source) -> None:
     """Reject control characters and tabs in indentation, with their positions."""
+    bad = _BAD_CHARACTER.search(source.text)
+    if bad is not None:
+        char = bad.group()
+        line = source.text.count("\n", 0, bad.start()) + 1
+        col = bad.start() - (source.text.rfind("\n", 0, bad.start()) + 1) + 1
+        what = "NUL byte" if char == "\0" else f"control character U+{ord(char):04X}"
+        # Show the line with the character blanked out: it could garble the display.
+        shown = Source(source.path, source.text.replace(char, " "))
+        raise KsimError.at(shown, Span.point(line, col), f"unexpected {what} in a task file")
     sink = DiagnosticSink(source)
     for lineno, line in enumerate(source.text.split("\n"), start=1):
-        for col, char in enumerate(line, start=1):
-            if char == "\t" or (char == "\r" and col == len(line)):
-                continue
-            if char in _LINE_BREAKS or unicodedata.category(char) == "Cc":
-                what = "NUL byte" if char == "\0" else f"control character U+{ord(char):04X}"
-                # Show the line with the offending character blanked out: it may break the display.
-                shown = Source(source.path, "\n".join(source.text.split("\n")[:lineno]).replace(char, " "))
-                raise KsimError.at(shown, Span.point(lineno, col), f"unexpected {what} in a task file")
-        indent = len(line) - len(line.lstrip(" \t"))
-        if "\t" in line[:indent] and line.strip() and not line.lstrip().startswith("#"):
-            col = line.index("\t") + 1
-            sink.error(Span.point(lineno, col), "tab in indentation; indent with spaces")
+        code = line.lstrip(" \t")
+        if "\t" in line[: len(line) - len(code)] and code.strip() and not code.startswith("#"):
+            sink.error(Span.point(lineno, line.index("\t") + 1), "tab in indentation; indent with spaces")
     sink.raise_if_any()
 
 
@@ -264,11 +272,14 @@ def _parse_chunk(chunk: _Chunk, source: Source) -> list[ast.Statement]:
 
 
 def _check_nesting(tree: Tree, source: Source) -> None:
-    """Reject expressions nested deeper than `MAX_NESTING` (iteratively: no recursion here)."""
+    """Reject trees deeper than `MAX_NESTING` (walked iteratively: no recursion here).
+
+    The depth counts the few statement levels above an expression too.
+    """
     stack: list[tuple[Tree, int]] = [(tree, 0)]
     while stack:
         node, depth = stack.pop()
-        if depth > MAX_NESTING + 4:  # + the statement levels above the expression
+        if depth > MAX_NESTING:
             meta = node.meta
             span = Span.point(meta.line, meta.column) if not meta.empty else None
             raise KsimError.at(source, span, f"expression nested too deeply (more than {MAX_NESTING} levels)")
@@ -326,127 +337,169 @@ def _describe_expected(expected: Iterable[str]) -> str:
     return _join(shown + head_extra + tail) if shown or head_extra or tail else "something else"
 
 
+@dataclass(frozen=True)
+class _Stuck:
+    """Where the parser stopped: the offending token and what came before it."""
+
+    token: Token
+    expected: frozenset[str]  # terminals the parser would have accepted
+    before: tuple[Token, ...]  # every token read before `token`, layout included
+    source: Source
+
+    @property
+    def visible(self) -> tuple[Token, ...]:
+        return tuple(t for t in self.before if t.type not in LAYOUT_TOKENS)
+
+    @property
+    def line(self) -> tuple[Token, ...]:
+        """The visible tokens of the current line, before `token`."""
+        line: list[Token] = []
+        for t in self.before:
+            line = [] if t.type in LAYOUT_TOKENS else [*line, t]
+        return tuple(line)
+
+    @property
+    def keyword(self) -> str:
+        """The statement keyword (`reward`, `let`, ...)."""
+        return self.visible[0].value
+
+    @property
+    def in_block(self) -> bool:
+        return sum(t.type == INDENT for t in self.before) > sum(t.type == DEDENT for t in self.before)
+
+    @property
+    def found(self) -> str:
+        return _describe(self.token)
+
+    @property
+    def span(self) -> Span:
+        """The token's span; for a line break or end of file, just after the last visible token."""
+        visible = self.visible
+        if self.token.type in ("$END", NL, DEDENT) and visible:
+            last = visible[-1]
+            return Span.point(last.end_line or last.line, last.end_column or last.column + 1)
+        return _token_span(self.token)
+
+    def error(self, message: str, span: Span | None = None, *notes: str) -> Diagnostic:
+        return Diagnostic(message, span or self.span, self.source, notes=tuple(notes))
+
+
 def _explain_token(err: UnexpectedToken, expected: set[str], history: list[Token], source: Source) -> Diagnostic:
     """Turn Lark's `UnexpectedToken` into a message about the task file.
 
     `expected` holds the terminals the parser accepts where it stopped;
-    `history` the tokens it had read.
+    `history` the tokens it had read. The first explanation that applies wins.
     """
-    token: Token = err.token
-    before = [t for t in history if t is not token]
-    visible = [t for t in before if t.type not in LAYOUT_TOKENS]
-    found = _describe(token)
+    stuck = _Stuck(err.token, frozenset(expected), tuple(t for t in history if t is not err.token), source)
+    if stuck.token.type == INDENT:
+        return stuck.error("unexpected indent")
+    if not stuck.visible:
+        return _explain_statement_start(stuck)
+    for explain in (_explain_brackets, _explain_unit, _explain_in_context):
+        diagnostic = explain(stuck)
+        if diagnostic is not None:
+            return diagnostic
+    if stuck.token.type in (NL, "$END", DEDENT) and {"NAME", "NUMBER", "STRING"} <= stuck.expected:
+        return stuck.error(f"expected an expression, found {stuck.found}")
+    return stuck.error(f"unexpected {stuck.found}; expected {_describe_expected(stuck.expected)}")
 
-    def at(span: Span, message: str, *notes: str) -> Diagnostic:
-        return Diagnostic(message, span, source, notes=tuple(notes))
 
-    if token.type in ("$END", NL, DEDENT) and visible:
-        last = visible[-1]
-        span = Span.point(last.end_line or last.line, last.end_column or last.column + 1)
-    else:
-        span = _token_span(token)
+def _explain_statement_start(stuck: _Stuck) -> Diagnostic:
+    value = str(stuck.token.value)
+    if stuck.token.type == "NAME" or value.isidentifier():
+        return stuck.error(
+            f"unknown statement '{value}'{did_you_mean(value, STATEMENT_KEYWORDS)}",
+            None,
+            "a statement starts with one of: " + ", ".join(STATEMENT_KEYWORDS),
+        )
+    return stuck.error(f"expected a statement, found {stuck.found}")
 
-    if token.type == INDENT:
-        return at(span, "unexpected indent")
 
-    if not visible:
-        if token.type == "NAME" or str(token.value).isidentifier():
-            return at(
-                span,
-                f"unknown statement '{token.value}'{did_you_mean(str(token.value), STATEMENT_KEYWORDS)}",
-                "a statement starts with one of: " + ", ".join(STATEMENT_KEYWORDS),
-            )
-        return at(span, f"expected a statement, found {found}")
-
-    # Brackets: never closed, mismatched, or closing nothing.
+def _explain_brackets(stuck: _Stuck) -> Diagnostic | None:
+    """A bracket never closed, closed by the wrong kind, or closing nothing."""
+    token = stuck.token
     open_stack: list[Token] = []
-    for t in before:
+    for t in stuck.before:
         if t.type in _OPENERS:
             open_stack.append(t)
         elif t.type in _CLOSERS and open_stack:
             open_stack.pop()
     if open_stack and (token.type in ("$END", DEDENT) or (token.column == 1 and token.line > open_stack[-1].line)):
         opener = open_stack[-1]
-        return at(_token_span(opener), f"'{opener.value}' was never closed")
+        return stuck.error(f"'{opener.value}' was never closed", _token_span(opener))
     if token.type in _CLOSERS:
         if not open_stack:
-            return at(span, f"unmatched '{token.value}'")
+            return stuck.error(f"unmatched '{token.value}'")
         opener = open_stack[-1]
         if _OPENERS[opener.type] != token.type:
-            return at(
-                span,
+            return stuck.error(
                 f"closing '{token.value}' does not match '{opener.value}' "
-                f"opened at line {opener.line} column {opener.column}",
+                f"opened at line {opener.line} column {opener.column}"
             )
+    return None
 
-    previous = visible[-1]
-    # A name glued to a number (`4msec`, `20km`) is a misspelt unit, even when
-    # the parser only notices later (`dt=4msec` reads `msec` as the next key).
-    for candidate, before_candidate in ((token, previous), (previous, visible[-2] if len(visible) > 1 else None)):
+
+def _explain_unit(stuck: _Stuck) -> Diagnostic | None:
+    """A name glued to a number (`20km`) is a misspelt unit, even when the
+    parser only notices later (`dt=4msec` reads `msec` as the next setting)."""
+    visible = stuck.visible
+    pairs = [(stuck.token, visible[-1])]
+    if len(visible) > 1:
+        pairs.append((visible[-1], visible[-2]))
+    for name, number in pairs:
         if (
-            before_candidate is not None
-            and before_candidate.type == "NUMBER"
-            and candidate.type == "NAME"
-            and candidate.line == before_candidate.end_line
-            and candidate.column == before_candidate.end_column
+            number.type == "NUMBER"
+            and name.type == "NAME"
+            and (name.line, name.column) == (number.end_line, number.end_column)
         ):
-            return at(
-                _token_span(candidate),
-                f"unknown unit '{candidate.value}'{did_you_mean(candidate.value, UNITS)}",
+            return stuck.error(
+                f"unknown unit '{name.value}'{did_you_mean(name.value, UNITS)}",
+                _token_span(name),
                 "units are " + ", ".join(UNITS),
             )
+    return None
 
-    keyword = visible[0].value
-    line_tokens = _current_line(before)
-    in_block = sum(t.type == INDENT for t in before) > sum(t.type == DEDENT for t in before)
 
+def _explain_in_context(stuck: _Stuck) -> Diagnostic | None:
+    """Messages that depend on the statement and on the tokens of the line so far."""
+    token, expected, found, keyword = stuck.token, stuck.expected, stuck.found, stuck.keyword
+    previous = stuck.visible[-1]
+    line = stuck.line
     if token.type == "COMPARE" and "COMPARE" not in expected and previous.type != "COMPARE":
-        return at(span, "comparisons do not chain; write `a < b and b < c`")
+        return stuck.error("comparisons do not chain; write `a < b and b < c`")
     if expected == {INDENT}:
-        return at(span, f"expected an indented block after '{keyword}'")
+        return stuck.error(f"expected an indented block after '{keyword}'")
     if keyword == "model" and expected == {"STRING"}:
-        return at(span, f"expected the model path as a quoted string, found {found}")
-    if any(terminal_display(name) == "'+='" for name in expected) and token.value in ("-", "/"):
-        line_text = source.line_text(token.line)
-        if line_text[token.column : token.column + 1] == "=":
-            return at(
-                Span.point(token.line, token.column, 2),
+        return stuck.error(f"expected the model path as a quoted string, found {found}")
+    if "PLUS_EQUAL" in expected and token.value in ("-", "/"):
+        if stuck.source.line_text(token.line)[token.column : token.column + 1] == "=":
+            return stuck.error(
                 f"unknown assignment operator '{token.value}='; use '=', '+=' or '*='",
+                Span.point(token.line, token.column, 2),
             )
-    if previous.type != "STRING" and previous.value in ("~", "bias", "zero_offset") and "NAME" in expected:
-        return at(span, f"expected a distribution call such as gaussian(0.01) after '{previous.value}', found {found}")
-    if keyword == "command" and not in_block and previous.value == "every" and previous.type == "NAME":
-        return at(_token_span(previous), "expected 'resample every INTERVAL' (for example `resample every 5s`)")
-    if in_block and keyword == "reward":
-        if len(line_tokens) == 1 and token.value == ":":
-            name = line_tokens[0].value
-            return at(span, f"reward term '{name}' has no weight (write `{name} WEIGHT : EXPR`)")
-        if len(line_tokens) >= 2 and "COLON" in expected:
-            return at(span, f"expected ':' after reward weight, found {found}")
-    if in_block and keyword == "terminate" and len(line_tokens) == 1 and "COLON" in expected:
-        return at(span, f"expected ':' after termination name '{line_tokens[0].value}', found {found}")
-    if in_block and keyword == "observe" and len(line_tokens) == 1 and "EQUAL" in expected:
-        return at(span, f"expected '=' after observation name '{line_tokens[0].value}', found {found}")
+    if previous.type in ("TILDE", "BIAS", "ZERO_OFFSET") and "NAME" in expected:
+        return stuck.error(
+            f"expected a distribution call such as gaussian(0.01) after '{previous.value}', found {found}"
+        )
+    if keyword == "command" and not stuck.in_block and previous.type == "NAME" and previous.value == "every":
+        return stuck.error(
+            "expected 'resample every INTERVAL' (for example `resample every 5s`)", _token_span(previous)
+        )
+    if stuck.in_block and keyword == "reward":
+        if len(line) == 1 and token.type == "COLON":
+            return stuck.error(f"reward term '{line[0].value}' has no weight (write `{line[0].value} WEIGHT : EXPR`)")
+        if len(line) >= 2 and "COLON" in expected:
+            return stuck.error(f"expected ':' after reward weight, found {found}")
+    if stuck.in_block and keyword == "terminate" and len(line) == 1 and "COLON" in expected:
+        return stuck.error(f"expected ':' after termination name '{line[0].value}', found {found}")
+    if stuck.in_block and keyword == "observe" and len(line) == 1 and "EQUAL" in expected:
+        return stuck.error(f"expected '=' after observation name '{line[0].value}', found {found}")
     if expected == {"EQUAL"} and previous.type == "NAME":
-        return at(span, f"expected '=' after '{previous.value}', found {found}")
-    if any(terminal_display(name) == "'..'" for name in expected):
-        ranged = [t.value for t in line_tokens if t.value in ("latency", "delay")]
-        if ranged:
-            return at(span, f"expected a range such as 0..10ms after '{ranged[-1]}', found {found}")
-    if token.type in (NL, "$END", DEDENT) and {"NAME", "NUMBER", "STRING"} <= expected:
-        return at(span, f"expected an expression, found {found}")
-    return at(span, f"unexpected {found}; expected {_describe_expected(expected)}")
-
-
-def _current_line(tokens: list[Token]) -> list[Token]:
-    """The visible tokens after the last line break of `tokens`."""
-    line: list[Token] = []
-    for token in tokens:
-        if token.type in LAYOUT_TOKENS:
-            line = []
-        else:
-            line.append(token)
-    return line
+        return stuck.error(f"expected '=' after '{previous.value}', found {found}")
+    ranged = [t.value for t in line if t.type in ("LATENCY", "DELAY")]
+    if "RANGE" in expected and ranged:
+        return stuck.error(f"expected a range such as 0..10ms after '{ranged[-1]}', found {found}")
+    return None
 
 
 def _explain_character(err: UnexpectedCharacters, source: Source) -> Diagnostic:
@@ -455,7 +508,8 @@ def _explain_character(err: UnexpectedCharacters, source: Source) -> Diagnostic:
     line, col = err.line, err.column
     if char == '"':
         width = len(source.line_text(line)) - col + 1
-        return Diagnostic("unterminated string (a string must end on the line it starts)", Span.point(line, col, width), source)
+        message = "unterminated string (a string must end on the line it starts)"
+        return Diagnostic(message, Span.point(line, col, width), source)
     if char == "'":
         message = "unexpected character \"'\"; strings use double quotes"
     elif not char.isascii():

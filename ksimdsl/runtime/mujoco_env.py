@@ -41,11 +41,8 @@ Random numbers come from one numpy `Generator` per env batch (seeded by
 from __future__ import annotations
 
 import copy
-import hashlib
-import importlib.util
 import os
 import re
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
@@ -61,7 +58,7 @@ from ksimdsl.runtime.actuators import ActuatorModel
 from ksimdsl.runtime.curriculum import Curriculum
 from ksimdsl.runtime.model import default_pose, load_model
 
-__all__ = ["MujocoEnv", "HostStepOutput", "load_numba_module", "default_threads", "kernel_cache_dir"]
+__all__ = ["MujocoEnv", "HostStepOutput", "default_threads"]
 
 #: Physics fields that are read straight out of each MjData (all float64 arrays in the bindings).
 _DATA_FIELDS = (
@@ -109,42 +106,6 @@ def default_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)
-
-
-def kernel_cache_dir() -> Path:
-    """Where generated numba modules are written (and numba caches their machine code)."""
-    root = os.environ.get("KSIMDSL_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ksimdsl"
-    )
-    return Path(root) / "numba"
-
-
-def load_numba_module(source: str, *, cache_dir: str | Path | None = None) -> ModuleType:
-    """Import generated numba kernel source from a file named by its hash.
-
-    numba's on-disk cache (`@njit(cache=True)`) is keyed by the defining
-    file, so the source is written once to `<cache_dir>/k_<sha>.py` and imported
-    from there; a later run with the same source finds the compiled kernels in
-    the `__pycache__` beside it and starts without compiling.
-    """
-    digest = hashlib.sha256(source.encode()).hexdigest()[:20]
-    directory = Path(cache_dir) if cache_dir is not None else kernel_cache_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"k_{digest}.py"
-    if not path.exists() or path.read_text() != source:
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(source)
-        os.replace(tmp, path)
-    name = f"ksimdsl_numba_kernels_{digest}"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:  # pragma: no cover
-        raise InternalCompilerError(f"cannot import generated kernels from {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 class _HostActuators:

@@ -1,0 +1,221 @@
+"""What the CLI runs: compile a task, load its kernels, and hand them to the runtime.
+
+This is the one place (besides the CLI) that sees both halves of ksimdsl: the
+compiler turns the `.ksim` file into kernel source text, and the runtime loads
+that text and trains. A run directory records how it was launched
+(`config.json` -> "launch": task path, model path, overrides, engine) and the
+exact generated source it trained with, so `--resume` and `eval` reuse them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Mapping, Sequence
+
+from ksimdsl.abi import TaskSpec
+from ksimdsl.errors import KsimError
+
+ENGINE_BACKEND = {"mjx": "jax", "mujoco": "numba"}
+
+
+@dataclass(frozen=True)
+class LoadedTask:
+    """A compiled task ready for the runtime."""
+
+    spec: TaskSpec
+    kernels: ModuleType  # the generated module for `engine`
+    engine: str  # "mjx" | "mujoco"
+    model_path: str
+    task_path: str
+    task_text: str | None
+    source: str  # generated source of `kernels`
+    overrides: tuple[str, ...]
+
+    @property
+    def generated_sources(self) -> dict[str, str]:
+        return {f"kernels_{ENGINE_BACKEND[self.engine]}.py": self.source}
+
+    def launch_info(self) -> dict[str, Any]:
+        return {
+            "task_path": os.path.abspath(self.task_path),
+            "model_path": os.path.abspath(self.model_path),
+            "engine": self.engine,
+            "overrides": list(self.overrides),
+        }
+
+
+def has_accelerator() -> bool:
+    """True when JAX sees a GPU or TPU."""
+    import jax
+
+    try:
+        return any(d.platform in ("gpu", "cuda", "rocm", "tpu") for d in jax.devices())
+    except RuntimeError:
+        return False
+
+
+def resolve_engine(engine: str) -> str:
+    """`auto` -> `mjx` on an accelerator, else the CPU MuJoCo engine (when this build has it)."""
+    if engine in ("mjx", "mujoco"):
+        return engine
+    if engine != "auto":
+        raise KsimError(f"unknown engine '{engine}' (expected auto, mjx or mujoco)")
+    if has_accelerator():
+        return "mjx"
+    try:
+        import ksimdsl.runtime.mujoco_env  # noqa: F401
+    except ImportError:
+        return "mjx"
+    return "mujoco"
+
+
+def _split_engine_override(overrides: Sequence[str]) -> tuple[str | None, list[str]]:
+    engine, rest = None, []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if sep and key.strip() == "engine":
+            engine = value.strip()
+        else:
+            rest.append(item)
+    return engine, rest
+
+
+def load_task(task_path: str, *, overrides: Sequence[str] = (), engine: str | None = None) -> LoadedTask:
+    """Compile `task_path`, apply `key=value` overrides and load the kernels for the chosen engine."""
+    from ksimdsl.codegen import compile_checked
+    from ksimdsl.frontend.check import check_file
+    from ksimdsl.runtime.loader import load_module
+    from ksimdsl.runtime.overrides import apply_overrides
+
+    checked = check_file(task_path)
+    engine_override, _ = _split_engine_override(overrides)
+    chosen = resolve_engine(engine or engine_override or checked.engine)
+    compiled = compile_checked(checked, backend=ENGINE_BACKEND[chosen])
+    spec = apply_overrides(TaskSpec.from_dict(compiled.spec), list(overrides))  # validates every key
+    kernels = load_module(compiled.source, f"{checked.name}:{ENGINE_BACKEND[chosen]}")
+    try:
+        text = Path(task_path).read_text()
+    except (OSError, UnicodeDecodeError):
+        text = None
+    return LoadedTask(
+        spec=spec,
+        kernels=kernels,
+        engine=chosen,
+        model_path=checked.model.resolved_path,
+        task_path=task_path,
+        task_text=text,
+        source=compiled.source,
+        overrides=tuple(overrides),
+    )
+
+
+def _read_launch(run_dir: str | Path) -> dict[str, Any]:
+    from ksimdsl.runtime.runs import CONFIG_FILE
+
+    path = Path(run_dir) / CONFIG_FILE
+    if not Path(run_dir).is_dir():
+        raise KsimError(f"run directory {run_dir} does not exist")
+    try:
+        config = json.loads(path.read_text())
+        launch = config["launch"]
+        if not isinstance(launch, dict):
+            raise TypeError
+        return launch
+    except FileNotFoundError:
+        raise KsimError(f"{run_dir} is not a ksimdsl run directory (no {CONFIG_FILE})") from None
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise KsimError(f"{path} is not a valid ksimdsl run configuration") from None
+
+
+def _load_run_task(run_dir: str | Path, *, overrides: Sequence[str], engine: str | None) -> LoadedTask:
+    """The task of an existing run, from the generated source it was trained with."""
+    from ksimdsl.runtime.loader import load_module
+    from ksimdsl.runtime.overrides import apply_overrides
+    from ksimdsl.runtime.runs import GENERATED_DIR, TASK_FILE
+
+    launch = _read_launch(run_dir)
+    chosen = engine or launch["engine"]
+    if chosen not in ENGINE_BACKEND:
+        raise KsimError(f"unknown engine '{chosen}' (expected mjx or mujoco)")
+    gen = Path(run_dir) / GENERATED_DIR / f"kernels_{ENGINE_BACKEND[chosen]}.py"
+    if gen.is_file():
+        source = gen.read_text()
+        kernels = load_module(source, f"{Path(run_dir).name}:{ENGINE_BACKEND[chosen]}")
+        all_overrides = list(launch.get("overrides", [])) + list(overrides)
+        spec = apply_overrides(TaskSpec.from_dict(kernels.SPEC), all_overrides)
+        task_file = Path(run_dir) / TASK_FILE
+        return LoadedTask(
+            spec=spec,
+            kernels=kernels,
+            engine=chosen,
+            model_path=launch["model_path"],
+            task_path=launch["task_path"],
+            task_text=task_file.read_text() if task_file.is_file() else None,
+            source=source,
+            overrides=tuple(all_overrides),
+        )
+    # The run was trained on another engine: recompile the original task for this one.
+    all_overrides = list(launch.get("overrides", [])) + list(overrides)
+    return load_task(launch["task_path"], overrides=all_overrides, engine=chosen)
+
+
+def start_training(
+    task_path: str, *, overrides: Sequence[str] = (), run_dir: str | None = None, progress: bool = True
+) -> Any:
+    """`ksimdsl train TASK.ksim key=value ...`"""
+    from ksimdsl.runtime.train import train
+
+    task = load_task(task_path, overrides=overrides)
+    print(f"{task.spec.task}: engine {task.engine}, {task.spec.train['num_envs']} envs", flush=True)
+    return train(
+        task.spec,
+        task.kernels,
+        model_path=task.model_path,
+        run_dir=run_dir,
+        task_text=task.task_text,
+        generated_sources=task.generated_sources,
+        engine=task.engine,
+        progress=progress,
+        extra={"launch": task.launch_info()},
+    )
+
+
+def resume_training(run_dir: str, *, overrides: Sequence[str] = (), progress: bool = True) -> Any:
+    """`ksimdsl train --resume RUN_DIR [key=value ...]`"""
+    from ksimdsl.runtime.train import train
+
+    engine_override, rest = _split_engine_override(overrides)
+    task = _load_run_task(run_dir, overrides=rest, engine=engine_override)
+    return train(
+        task.spec,
+        task.kernels,
+        model_path=task.model_path,
+        run_dir=run_dir,
+        task_text=task.task_text,
+        generated_sources=task.generated_sources,
+        engine=task.engine,
+        resume=True,
+        progress=progress,
+        extra={"launch": task.launch_info()},
+    )
+
+
+def evaluate_run(
+    task_path: str | None, run_dir: str, *, episodes: int = 10, engine: str | None = None
+) -> Mapping[str, Any]:
+    """`ksimdsl eval TASK.ksim --run RUN_DIR`: the deterministic policy's returns."""
+    from ksimdsl.runtime.evaluate import evaluate
+
+    launch = _read_launch(run_dir)
+    if task_path is not None and os.path.abspath(task_path) != launch["task_path"]:
+        # A different file may still be the same task; the checkpoint's own check decides.
+        task = load_task(task_path, overrides=launch.get("overrides", []), engine=engine and resolve_engine(engine))
+    else:
+        task = _load_run_task(run_dir, overrides=(), engine=engine and resolve_engine(engine))
+    return evaluate(
+        task.spec, task.kernels, model_path=task.model_path, run_dir=run_dir, episodes=episodes, engine=task.engine
+    )

@@ -235,11 +235,12 @@ reward
     root = task.model.root
     assert root is not None and (root.qpos_adr, root.dof_adr, root.body_id) == (0, 0, 1)
     g, w, lv, gyro, touch, vel = (o.value for o in task.obs_actor)
+    vec3 = t.Type("float", (3,))
     quat = t.PhysRead("qpos", ((3,), (4,), (5,), (6,)), t.Type("float", (4,)))
-    assert strip_lets(g) == t.Apply("quat_rotate_inv", (quat, t.Const((0.0, 0.0, -1.0), t.Type("float", (3,)))), t.Type("float", (3,)))
-    assert strip_lets(w) == t.Apply(
-        "quat_rotate", (quat, t.PhysRead("qvel", ((3,), (4,), (5,)), t.Type("float", (3,)))), t.Type("float", (3,))
-    )
+    down = t.Const((0.0, 0.0, -1.0), vec3)
+    assert strip_lets(g) == t.Apply("quat_rotate_inv", (quat, down), vec3)
+    body_ang_vel = t.PhysRead("qvel", ((3,), (4,), (5,)), vec3)
+    assert strip_lets(w) == t.Apply("quat_rotate", (quat, body_ang_vel), vec3)
     assert strip_lets(lv).func == "quat_rotate_inv"
     assert strip_lets(gyro) == t.PhysRead("sensordata", ((0,), (1,), (2,)), t.Type("float", (3,)))
     assert strip_lets(touch) == t.PhysRead("sensordata", ((6,),), t.FLOAT)  # dim-1 sensors are scalars
@@ -394,6 +395,50 @@ def test_latency_in_steps_and_episode_in_steps() -> None:
     assert task.actuators.default_pos == (0.0,) and task.actuators.kp == (10.0,)
 
 
+def test_randomize_rows_by_object_names_and_indices() -> None:
+    task = check(
+        """
+        randomize
+            dof_damping["hip_*_left"] *= uniform(0.9, 1.1)
+            jnt_range["knee_*"] *= 0.5 * level + 0.5
+            geom_friction[1:3] = 0.8
+        """,
+        model=HUMANOID,
+    )
+    damping, jrange, friction = task.randomize
+    assert damping.rows == (15, 16, 17) and damping.value.type.shape == (3,)
+    assert jrange.rows == (7, 13) and jrange.field_shape == (22, 2) and jrange.value.type == t.FLOAT
+    assert (friction.rows, friction.op, friction.value) == ((1, 2), "=", t.Const(0.8, t.FLOAT))
+
+
+def test_event_writes_may_read_the_state(robot: str) -> None:
+    task = check(
+        """
+        state pushes = 0 -> pushes + 1
+        event push every 2s
+            base_lin_vel.xy += 0.1 * pushes * [1, -1]
+            base_ang_vel.z = 0
+            joint_pos["knee"] = default_joint_pos["knee"]
+        """,
+        model=robot,
+    )
+    (push,) = task.events
+    lin, ang, knee = push.writes
+    assert push.every == t.Const(100.0, t.FLOAT)
+    assert (lin.target, lin.index) == ("qvel", (0, 1))
+    assert any(isinstance(n, t.StateRef) for n in t.walk(lin.value))
+    assert (ang.target, ang.index, ang.value.type) == ("base_ang_vel", (2,), t.FLOAT)
+    assert (knee.target, knee.index) == ("qpos", (8,))
+
+
+def test_torque_and_ctrl_actuators(robot: str) -> None:
+    task = check("actuators torque scale=2\n", model=robot)
+    act = task.actuators
+    assert (act.kind, act.scale, act.kp, act.default_pos) == ("torque", 2.0, (), ())
+    assert act.joint_names == ("hip", "knee") and act.joint_qpos_adr == (7, 8) and act.joint_dof_adr == (6, 7)
+    assert act.ctrl_range == ((-1.0, 1.0), (-1.0, 1.0))
+
+
 # --------------------------------------------------------------------------- errors
 
 
@@ -523,7 +568,9 @@ def test_checker_bugs_are_internal_errors() -> None:
     module = ast.Module(
         (
             ast.TaskStmt("t", None, span),
-            ast.ObserveStmt("actor", (ast.ObsItem("q", ast.Name("joint_pos", span), None, None, None, span, span),), span, span),
+            ast.ObserveStmt(
+                "actor", (ast.ObsItem("q", ast.Name("joint_pos", span), None, None, None, span, span),), span, span
+            ),
             ast.RewardStmt((bogus,), span),
         ),
         "t.ksim",

@@ -441,3 +441,28 @@ randomize
 @pytest.mark.parametrize("task_file", sorted((ROOT / "tasks").glob("*.ksim")), ids=lambda p: p.stem)
 def test_shipped_tasks_agree_across_backends(task_file):
     check_task_parity(check_file(str(task_file)), E=4, seed=9)
+
+
+def _yaw(q):
+    w, x, y, z = q
+    return np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+
+
+@pytest.mark.parametrize("op", ["=", "+="])
+def test_base_yaw_reset_sets_or_turns_heading_and_keeps_tilt(op):
+    task = task_source(f"reset\n    base_yaw {op} uniform(-180deg, 180deg)\n", model=HUMANOID, actuators="position kp=50")
+    jx, nb, spec = compile_both(task)
+    inputs = random_inputs(task, spec, "reset", 16, seed=10)
+    q = inputs["qpos"][:, 3:7]
+    inputs["qpos"][:, 3:7] = q / np.linalg.norm(q, axis=1, keepdims=True)
+    out = run_numba(nb, spec, "reset", inputs)
+    assert_parity(run_jax(jx, spec, "reset", inputs), out, "base_yaw")
+    drawn = -np.pi + 2 * np.pi * inputs["rand_u"][:, 0]
+    for e in range(16):
+        q0, q1 = inputs["qpos"][e, 3:7], out["qpos"][e, 3:7]
+        want = drawn[e] if op == "=" else _yaw(q0) + drawn[e]
+        assert np.isclose(np.angle(np.exp(1j * (_yaw(q1) - want))), 0, atol=1e-9)
+        # rotating about world z keeps the up-axis tilt (the angle between body z and world z)
+        tilt = lambda qq: 1 - 2 * (qq[1] ** 2 + qq[2] ** 2)  # noqa: E731
+        assert np.isclose(tilt(q1), tilt(q0), atol=1e-9)
+        assert np.isclose(np.linalg.norm(q1), 1, atol=1e-9)

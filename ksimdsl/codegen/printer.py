@@ -105,9 +105,11 @@ class KernelPrinter(NumPyPrinter):
 
     def doprint(self, expr, assign_to=None):  # noqa: D102
         # Rational coefficients print as floats (`0.5*x`, not `(1/2)*x`).
-        rationals = {r: sp.Float(r) for r in expr.atoms(sp.Rational) if not r.is_Integer}
-        if rationals:
-            expr = expr.xreplace(rationals)
+        # Integer-valued floats become integers, so `1.0*x` folds to `x` and `x**2.0` is `x**2`.
+        numbers = {r: sp.Float(r) for r in expr.atoms(sp.Rational) if not r.is_Integer}
+        numbers |= {f: sp.Integer(int(f)) for f in expr.atoms(sp.Float) if float(f).is_integer()}
+        if numbers:
+            expr = expr.xreplace(numbers)
         return super().doprint(expr, assign_to)
 
     def _print_Float(self, expr: sp.Float) -> str:

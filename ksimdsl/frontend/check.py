@@ -110,7 +110,7 @@ def check_module(module: ast.Module, source: Source, *, model_path: str | None =
     except (KsimError, InternalCompilerError):
         raise
     except _Reported:  # an item error escaped its `attempt`; still report it faithfully
-        checker.sink.raise_if_any()
+        checker.raise_errors()
         raise InternalCompilerError("an error was signalled without a diagnostic") from None
     except Exception as e:  # a crash in the checker is our bug, never the user's
         raise InternalCompilerError(f"the checker crashed: {type(e).__name__}: {e}") from e
@@ -171,6 +171,13 @@ def _stmt_keyword(stmt: ast.Statement) -> str | None:
     return None
 
 
+def _const_pairs(a: t.Const, b: t.Const) -> list[tuple[float, float]]:
+    """Elementwise pairs of two constants of broadcastable shapes (a scalar repeats)."""
+    av, bv = a.values, b.values
+    n = max(len(av), len(bv))
+    return list(zip(av * n if len(av) == 1 else av, bv * n if len(bv) == 1 else bv))
+
+
 def _range_units(rng: ast.Range) -> ast.Range:
     """`0..10ms` means `0ms..10ms`: a bare number before `..` takes the unit after it."""
     lo, hi = rng.lo, rng.hi
@@ -224,12 +231,17 @@ def _no_match_message(pattern: str, names: tuple[str, ...], kind: str) -> str:
     return f"no {kind} named '{pattern}'" + did_you_mean(pattern, valid)
 
 
+def _plural(kind: str) -> str:
+    return kind[:-1] + "ies" if kind.endswith("y") else kind + "s"
+
+
 def _names_note(kind: str, names: Iterable[str], limit: int = 30) -> str:
+    """`bodies: world, cart, pole_1` (at most `limit` names)."""
     valid = list(dict.fromkeys(n for n in names if n))
     if not valid:
-        return f"the model has no named {kind}s"
+        return f"the model has no named {_plural(kind)}"
     shown = ", ".join(valid[:limit]) + (", ..." if len(valid) > limit else "")
-    return f"{kind}s: {shown}"
+    return f"{_plural(kind)}: {shown}"
 
 
 # --------------------------------------------------------------------------- the checker
@@ -257,12 +269,24 @@ class _Checker:
         self.sink.error(span, message, *notes)
         raise _Reported
 
+    def raise_errors(self) -> None:
+        """Raise every recorded error, in source order (file-level ones first)."""
+        diags = self.sink.diagnostics
+        if diags:
+            key = lambda d: (0, 0, 0) if d.span is None else (1, d.span.line, d.span.col)  # noqa: E731
+            raise KsimError(sorted(diags, key=key))
+
     def attempt(self, fn: Callable[..., _T], *args: Any) -> _T | None:
         """Run one independent item; an error in it is recorded and None returned."""
         try:
             return fn(*args)
         except _Reported:
             return None
+
+    def each(self, fn: Callable[[Any], _T | None], items: Iterable[Any]) -> tuple[_T, ...]:
+        """`fn` on every item; items with errors (recorded) or no result are left out."""
+        results = (self.attempt(fn, item) for item in items)
+        return tuple(r for r in results if r is not None)
 
     # ----------------------------------------------------------------- driver
 
@@ -273,7 +297,7 @@ class _Checker:
             self.sink.error(None, 'missing `task` statement (e.g. `task walk "A humanoid walks"`)')
         model = self._load_model(singles.get("model"))
         if model is None or self.info is None:
-            self.sink.raise_if_any()
+            self.raise_errors()
             raise InternalCompilerError("model failed to load without a diagnostic")
 
         physics = self.attempt(self._physics, singles.get("physics")) or self._default_physics()
@@ -294,20 +318,19 @@ class _Checker:
         for s in stmts:
             if isinstance(s, ast.LetStmt):
                 self._let(s)
-        states = tuple(x for s in stmts if isinstance(s, ast.StateStmt) for x in [self.attempt(self._state, s)] if x)
-        commands = tuple(
-            x for s in stmts if isinstance(s, ast.CommandStmt) for x in [self.attempt(self._command, s)] if x
-        )
+        states = self.each(self._state, (s for s in stmts if isinstance(s, ast.StateStmt)))
+        commands = self.each(self._command, (s for s in stmts if isinstance(s, ast.CommandStmt)))
         obs_actor = self._observe(singles.get("observe actor"), None)
         obs_critic = self._observe(singles.get("observe critic"), obs_actor)
         rewards = self._rewards(singles.get("reward"))
         terminations = self._terminations(singles.get("terminate"))
         randomize = self._randomize(singles.get("randomize"))
         reset = self._writes(singles["reset"].assigns, "reset") if "reset" in singles else ()
-        events = tuple(x for s in stmts if isinstance(s, ast.EventStmt) for x in [self.attempt(self._event, s)] if x)
-        self._check_unique([(e.name, e.span) for e in events], "event")
+        event_stmts = [s for s in stmts if isinstance(s, ast.EventStmt)]
+        self._check_unique([(s.name, s.name_span) for s in event_stmts], "event")
+        events = self.each(self._event, event_stmts)
 
-        self.sink.raise_if_any()
+        self.raise_errors()
         if actuators is None or task_stmt is None:
             raise InternalCompilerError("missing actuators/task without a diagnostic")
         assert isinstance(task_stmt, ast.TaskStmt)
@@ -642,10 +665,7 @@ class _Checker:
         if isinstance(node, ast.Call) and node.func in bi.DISTRIBUTIONS:
             if node.kwargs or not 1 <= len(node.args) <= 2:
                 self.fail(node.span, f"{node.func} takes one or two durations")
-            params = [
-                t.Const(float(self._duration_steps(a, f"the {node.func} parameter")), t.FLOAT, a.span)
-                for a in node.args
-            ]
+            params = [t.Const(float(self._duration_steps(a, what)), t.FLOAT, a.span) for a in node.args]
             return self._make_dist(node, params)
         steps = self._duration_steps(node, what)
         if steps < 1:
@@ -655,15 +675,16 @@ class _Checker:
     # ----------------------------------------------------------------- actuators
 
     def _actuators(self, stmt: ast.Statement | None) -> t.Actuators:
+        if stmt is not None and not isinstance(stmt, ast.ActuatorsStmt):
+            raise InternalCompilerError("actuators statement of the wrong type")
         m = self.m
         if m.nu == 0:
             self.fail(
                 stmt.span if stmt is not None else None,
                 "the model has no actuators; the policy acts through the MJCF's <actuator> elements",
             )
-        kind = "ctrl" if stmt is None else stmt.kind  # type: ignore[union-attr]
-        if kind not in bi.ACTUATOR_KINDS:
-            assert isinstance(stmt, ast.ActuatorsStmt)
+        kind = "ctrl" if stmt is None else stmt.kind
+        if stmt is not None and kind not in bi.ACTUATOR_KINDS:
             self.fail(
                 stmt.kind_span,
                 f"unknown actuator kind '{kind}'" + did_you_mean(kind, bi.ACTUATOR_KINDS),
@@ -676,7 +697,6 @@ class _Checker:
         defaults = bi.ACTUATOR_KINDS[kind]
         values: dict[str, float] = {k: v for k, v in defaults.items() if v is not None}
         if stmt is not None:
-            assert isinstance(stmt, ast.ActuatorsStmt)
             for key, (value, _) in self._settings(
                 stmt.settings, {k: bi.Setting("float", minimum=0.0) for k in defaults}, f"actuators {kind}"
             ).items():
@@ -690,14 +710,14 @@ class _Checker:
             for a, j in enumerate(joints):
                 if j is None or j not in m.hinge_slide_joints:
                     self.fail(
-                        stmt.kind_span if isinstance(stmt, ast.ActuatorsStmt) else None,
+                        stmt.kind_span if stmt is not None else None,
                         f"actuators position needs every MJCF actuator to drive a hinge or slide joint; "
                         f"actuator '{names[a]}' does not",
                     )
         kp = [values.get("kp", 0.0)] * m.nu
         kd = [values.get("kd", 0.0)] * m.nu
         latency = zero_offset = None
-        if isinstance(stmt, ast.ActuatorsStmt):
+        if stmt is not None:
             for assign in stmt.overrides:
                 self.attempt(self._gain_override, assign, kind, kp, kd, joint_names, names)
             if stmt.latency is not None:
@@ -750,7 +770,10 @@ class _Checker:
             self.fail(target.span, 'an actuator override looks like kp["*_knee*"] = 80')
         gain = target.base.id
         if gain not in ("kp", "kd"):
-            self.fail(target.base.span, f"only kp and kd can be set per joint, not '{gain}'" + did_you_mean(gain, ("kp", "kd")))
+            self.fail(
+                target.base.span,
+                f"only kp and kd can be set per joint, not '{gain}'" + did_you_mean(gain, ("kp", "kd")),
+            )
         if kind != "position":
             self.fail(target.base.span, f"{gain} overrides need `actuators position`")
         if assign.op != "=":
@@ -769,8 +792,8 @@ class _Checker:
 
     def _latency(self, lat: ast.ActuatorLatency) -> tuple[float, float]:
         rng = _range_units(lat.range)
-        lo = self._duration_seconds(rng.lo, "latency", allow_steps=True)
         hi = self._duration_seconds(rng.hi, "latency", allow_steps=True)
+        lo = self._duration_seconds(rng.lo, "latency", allow_steps=True)
         if not 0 <= lo <= hi:
             self.fail(rng.span, "latency lo..hi needs 0 <= lo <= hi")
         if hi > self.ctrl_dt + 1e-12:
@@ -946,7 +969,9 @@ class _Checker:
         if item.bias is not None:
             bias = self._obs_dist(item.bias, value.type.shape, f"the bias of {what}")
         if item.delay is not None:
-            rng = _range_units(item.delay)
+            rng = item.delay
+            if any(isinstance(n, ast.Num) and n.unit in _TIME_UNITS for n in (rng.lo, rng.hi)):
+                self.fail(rng.span, "delay is a count of control steps, not a time; write e.g. `delay 0..2`")
             lo = self._step_count(rng.lo, "delay")
             hi = self._step_count(rng.hi, "delay")
             if lo > hi:
@@ -964,12 +989,6 @@ class _Checker:
         return out
 
     def _step_count(self, node: ast.Expr, what: str) -> int:
-        if isinstance(node, ast.Num) and node.unit in ("s", "ms"):
-            self.fail(
-                node.span,
-                f"{what} is a count of control steps, not a time; write {_fmt_num(node.value)} "
-                f"(without '{node.unit}')",
-            )
         if isinstance(node, ast.Num) and node.unit == "steps":
             node = dataclasses.replace(node, unit=None)
         return self._const_int(node, what, minimum=0)
@@ -983,7 +1002,7 @@ class _Checker:
             return ()
         assert isinstance(stmt, ast.RewardStmt)
         self._check_unique([(r.name, r.name_span) for r in stmt.terms], "reward")
-        return tuple(x for r in stmt.terms for x in [self.attempt(self._reward, r)] if x)
+        return self.each(self._reward, stmt.terms)
 
     def _reward(self, r: ast.RewardTerm) -> t.RewardDef:
         weight = self.attempt(self._reward_weight, r)
@@ -1010,7 +1029,7 @@ class _Checker:
             return ()
         assert isinstance(stmt, ast.TerminateStmt)
         self._check_unique([(x.name, x.name_span) for x in stmt.terms], "termination")
-        return tuple(x for term in stmt.terms for x in [self.attempt(self._termination, term)] if x)
+        return self.each(self._termination, stmt.terms)
 
     def _termination(self, term: ast.TerminationTerm) -> t.TerminationDef:
         cond = self.expr(term.cond, _Ctx(f"termination '{term.name}'"))
@@ -1032,14 +1051,17 @@ class _Checker:
         if stmt is None:
             return ()
         assert isinstance(stmt, ast.RandomizeStmt)
-        return tuple(x for a in stmt.assigns for x in [self.attempt(self._randomizer, a)] if x)
+        return self.each(self._randomizer, stmt.assigns)
 
     def _randomizer(self, a: ast.Assign) -> t.RandomizeDef:
         target, sel = a.target, None
         if isinstance(target, ast.Index):
             target, sel = target.base, target.index
         if not isinstance(target, ast.Name):
-            self.fail(a.target.span, 'randomize a model field, e.g. `geom_friction *= uniform(0.5, 2)` or body_mass["torso"]')
+            self.fail(
+                a.target.span,
+                'randomize a model field, e.g. `geom_friction *= uniform(0.5, 2)` or body_mass["torso"]',
+            )
         fields = self.m.array_fields
         name = target.id
         if name not in fields:
@@ -1076,7 +1098,7 @@ class _Checker:
         return t.RandomizeDef(name, rows, tuple(int(d) for d in array.shape), a.op, value, a.span)
 
     def _writes(self, assigns: tuple[ast.Assign, ...], block: str) -> tuple[t.Write, ...]:
-        return tuple(x for a in assigns for x in [self.attempt(self._write, a, block)] if x)
+        return self.each(lambda a: self._write(a, block), assigns)
 
     def _write_base(self, name: ast.Name, block: str) -> tuple[str, tuple[int, ...], tuple[str, ...]]:
         """(target, index, labels) of a reset/event target name, before selection."""
@@ -1282,7 +1304,9 @@ class _Checker:
             )
         if isinstance(node, ast.Range):
             self.fail(node.span, "a range lo..hi is only allowed after `latency` and `delay`")
-        raise InternalCompilerError(f"unknown expression node {type(node).__name__}", getattr(node, "span", None), self.source)
+        raise InternalCompilerError(
+            f"unknown expression node {type(node).__name__}", getattr(node, "span", None), self.source
+        )
 
     def _num(self, node: ast.Num) -> t.Const:
         if node.unit is None:
@@ -1315,14 +1339,14 @@ class _Checker:
         if n in bi.QUANTITIES:
             return self._quantity(n, node.span)
         if n == "cmd":
-            self.fail(node.span, "write cmd.NAME for a command" + self._commands_note())
+            self.fail(node.span, "write cmd.NAME for a command", self._commands_note())
         if n in bi.FUNCTIONS or n in bi.LOOKUPS or n in bi.DISTRIBUTIONS or n == "prev":
             self.fail(node.span, f"'{n}' is a function; call it as {n}(...)")
         candidates = [*bi.QUANTITIES, *self.lets, *self.states, "cmd"]
         self.fail(node.span, f"unknown name '{n}'" + did_you_mean(n, candidates))
 
     def _commands_note(self) -> str:
-        return f" (commands: {', '.join(self.commands)})" if self.commands else " (the task declares no command)"
+        return f"commands: {', '.join(self.commands)}" if self.commands else "the task declares no command"
 
     # ..................................................................... quantities
 
@@ -1353,7 +1377,8 @@ class _Checker:
         if name == "ctrl_dt":
             return t.Const(self.ctrl_dt, t.FLOAT, span)
         if name == "time":
-            return self._read("time", [()], span, scalar=True)
+            value = self._read("time", [()], span, scalar=True)
+            return t.Quantity(name, None, value, value.type, (), span)
         if name == "qpos":
             value, labels = self._read("qpos", ((i,) for i in range(m.nq)), span), m.qpos_labels
         elif name in ("qvel", "qacc"):
@@ -1463,9 +1488,10 @@ class _Checker:
             self.fail(span, f"unknown field '.{letters}' of {what}; swizzles are made of x, y, z, w")
         positions = tuple(bi.SWIZZLE[c] for c in letters)
         need = max(positions) + 1
+        if length == 0:
+            self.fail(span, f"'.{letters}' selects from a vector, but {what} is a scalar")
         if need > length:
-            shape = "a scalar" if length == 0 else f"vector[{length}]"
-            self.fail(span, f"'.{letters}' needs a vector of at least {need} elements, got {shape}")
+            self.fail(span, f"'.{letters}' needs a vector of at least {need} elements, got vector[{length}]")
         return positions, len(letters) == 1
 
     def _select_positions(
@@ -1516,7 +1542,8 @@ class _Checker:
             if node.name not in self.commands:
                 self.fail(
                     node.name_span,
-                    f"unknown command '{node.name}'" + did_you_mean(node.name, self.commands) + self._commands_note(),
+                    f"unknown command '{node.name}'" + did_you_mean(node.name, self.commands),
+                    self._commands_note(),
                 )
             size = len(self.commands[node.name])
             return t.CommandRef(node.name, t.Type("float", (size,)), node.span)
@@ -1646,7 +1673,8 @@ class _Checker:
         if len(node.args) > len(names):
             self.fail(
                 node.args[len(names)].span,
-                f"{sig.name}() takes at most {len(names)} argument{'s' if len(names) > 1 else ''}, got {len(node.args)}",
+                f"{sig.name}() takes at most {len(names)} argument{'s' if len(names) > 1 else ''}, "
+                f"got {len(node.args)}",
             )
         bound: dict[str, ast.Expr] = dict(zip(names, node.args))
         for kw in node.kwargs:
@@ -1732,7 +1760,8 @@ class _Checker:
         if rule == "one_hot":
             i = scalar_float("i")
             n = self._const_int(bound["n"], "one_hot()'s n", minimum=1)
-            return t.Apply("one_hot", (i, t.Const(float(n), t.FLOAT, bound["n"].span)), t.Type("float", (n,)), span=span)
+            n_const = t.Const(float(n), t.FLOAT, bound["n"].span)
+            return t.Apply("one_hot", (i, n_const), t.Type("float", (n,)), span=span)
         if rule == "where":
             return self._where(args, bound, span)
         raise InternalCompilerError(f"function {sig.name!r} has unknown rule {rule!r}", span, self.source)
@@ -1766,7 +1795,7 @@ class _Checker:
             rng = "[0, 1)" if lenient else "(0, 1)"
             where = bound["value_at_margin"].span if "value_at_margin" in bound else span
             self.fail(where, f"tolerance()'s value_at_margin must be in {rng} for sigmoid {mode}")
-        if isinstance(lo, t.Const) and isinstance(hi, t.Const) and any(a > b for a, b in zip(lo.values * 3, hi.values * 3)):
+        if isinstance(lo, t.Const) and isinstance(hi, t.Const) and any(a > b for a, b in _const_pairs(lo, hi)):
             self.fail(span, "tolerance() needs lo <= hi")
         ordered = (x, lo, hi, args["margin"], args["value_at_margin"])
         return t.Apply("tolerance", ordered, t.Type("float", shape), mode=mode, span=span)
@@ -1812,17 +1841,17 @@ class _Checker:
         if len(params) == 1:
             p = params[0]
             zero = t.Const(0.0, t.FLOAT, node.span)
-            if node.func == "uniform":
-                neg = t.Const(self._map_const(p, lambda x: -x), p.type, p.span) if isinstance(p, t.Const) else t.Unary("-", p, p.type, p.span)
-                params = [neg, p]
+            if node.func == "uniform" and isinstance(p, t.Const):
+                params = [t.Const(self._map_const(p, lambda x: -x), p.type, p.span), p]
+            elif node.func == "uniform":
+                params = [t.Unary("-", p, p.type, p.span), p]
             else:
                 params = [zero, p]
         if node.func == "gaussian" and isinstance(params[1], t.Const) and any(v < 0 for v in params[1].values):
             self.fail(node.args[-1].span, "a gaussian's standard deviation must not be negative")
-        if node.func == "uniform" and all(isinstance(p, t.Const) for p in params):
-            lo, hi = params[0].values, params[1].values  # type: ignore[union-attr]
-            n = max(len(lo), len(hi))
-            if any(a > b for a, b in zip(lo * n if len(lo) == 1 else lo, hi * n if len(hi) == 1 else hi)):
+        lo, hi = params
+        if node.func == "uniform" and isinstance(lo, t.Const) and isinstance(hi, t.Const):
+            if any(a > b for a, b in _const_pairs(lo, hi)):
                 self.fail(node.span, "uniform(lo, hi) needs lo <= hi")
         return t.Dist(node.func, (params[0], params[1]), t.Type("float", shape), node.span)
 

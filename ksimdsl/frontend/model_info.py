@@ -91,7 +91,8 @@ def resolve_model_path(written: str, relative_to: str | None) -> str:
         raise ModelLoadError(f"model file '{rel}' not found in package '{package}'")
     path = written if os.path.isabs(written) else os.path.join(relative_to or os.getcwd(), written)
     if not os.path.isfile(path):
-        raise ModelLoadError(f"model file '{written}' not found (looked for {os.path.abspath(path)})")
+        where = "the current directory" if relative_to is None else "the task file's directory"
+        raise ModelLoadError(f"model file '{written}' not found (relative paths start at {where})")
     return os.path.abspath(path)
 
 
@@ -138,7 +139,7 @@ class ModelInfo:
     def nbody(self) -> int:
         return int(self.model.nbody)
 
-    @property
+    @functools.cached_property
     def hinge_slide_joints(self) -> tuple[int, ...]:
         """Ids of the 1-dof joints (hinge, slide): the elements of joint_pos / joint_vel."""
         jt = self.model.jnt_type

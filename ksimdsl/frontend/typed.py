@@ -474,8 +474,9 @@ class Actuators:
 
     kind "position": target = default_pos + action_scale * action (+ zero offset),
     PD gains kp/kd (glob overrides applied). "torque": ctrl = scale * action.
-    "ctrl": ctrl = action. For "ctrl" the joint tuples may be empty when an
-    actuator does not drive a joint.
+    "ctrl": ctrl = action. For "torque" and "ctrl", an actuator that does not
+    drive a joint has joint name "" and addresses -1; kp, kd and default_pos
+    are empty unless the kind is "position".
     """
 
     kind: str

@@ -405,13 +405,11 @@ class Lowerer:
         if isinstance(node, T.Prev):
             return self._prev(node)
         if isinstance(node, T.Let):
-            val = self.lower(node.value)
+            val = vec.rename_const(self.lower(node.value), node.name.upper())
             self._name(val, node.name, override=True)
             return val
         if isinstance(node, T.Quantity):
-            if isinstance(node.value, T.Const):
-                return self._const(node.value, node.name.upper())
-            val = self.lower(node.value)
+            val = vec.rename_const(self.lower(node.value), node.name.upper())
             self._name(val, node.name if node.arg is None else f"{node.name}_{_ident(node.arg)}", override=False)
             return val
         if isinstance(node, T.Apply):

@@ -18,7 +18,7 @@ import sympy as sp
 from ksimdsl.ir import vec
 from ksimdsl.ir.vec import Val
 
-__all__ = ["Segment", "Output", "PhaseIR", "MemSlot", "TaskIR", "LEVEL", "TIME", "expr_input_names"]
+__all__ = ["Segment", "Output", "PhaseIR", "MemSlot", "TaskIR", "LEVEL", "TIME", "expr_input_names", "format_task_ir"]
 
 #: The env's curriculum level (a scalar input of every phase).
 LEVEL = sp.Symbol("level", real=True)
@@ -142,3 +142,24 @@ class TaskIR:
             if s.name == name:
                 return s
         raise KeyError(name)
+
+
+def format_task_ir(ir: TaskIR) -> str:
+    """A readable dump of the lowered task (used by golden tests and debugging).
+
+    One line per output segment: `phase.output[offset:end] label = value`, the
+    value in sympy's string form (packed arrays as `ArrSlice(qvel, 6, 27)`,
+    reductions as `RSum(...)`).
+    """
+    lines = [f"mem[{ir.mem_size}]: " + ", ".join(f"{s.name}@{s.offset}+{s.size}" for s in ir.mem_slots)]
+    if ir.dropped_rewards:
+        lines.append("dropped rewards: " + ", ".join(ir.dropped_rewards))
+    for name, phase in ir.phases.items():
+        lines.append(f"{name}: rand_n {phase.rand_normal}, rand_u {phase.rand_uniform}")
+        for out in phase.outputs:
+            for seg in out.segments:
+                end = seg.offset + seg.size
+                value = sp.sstr(seg.val.items[0] if len(seg.val.items) == 1 else list(seg.val.items))
+                label = f" {seg.label}" if seg.label else ""
+                lines.append(f"  {out.key}[{seg.offset}:{end}]{label} = {value}")
+    return "\n".join(lines)

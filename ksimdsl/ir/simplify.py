@@ -46,6 +46,23 @@ class Eliminated:
     ops_after: int
 
 
+def _inline_constants(
+    replacements: list[tuple[sp.Symbol, sp.Basic]], reduced: list[sp.Basic]
+) -> tuple[list[tuple[sp.Symbol, sp.Basic]], list[sp.Basic]]:
+    """Put constant arrays back in place: a temporary for a module-level constant is noise."""
+    const: dict[sp.Symbol, sp.Basic] = {}
+    kept: list[tuple[sp.Symbol, sp.Basic]] = []
+    for sym, sub in replacements:
+        sub = sub.xreplace(const) if const else sub
+        if isinstance(sub, (vec.ConstArr, vec.Fill)) and not sub.free_symbols - {sub.args[0]}:
+            const[sym] = sub
+        else:
+            kept.append((sym, sub))
+    if not const:
+        return replacements, reduced
+    return kept, [e.xreplace(const) for e in reduced]
+
+
 def _symbols(reserved: set[str]) -> Iterator[sp.Symbol]:
     for i in itertools.count():
         name = f"x{i}"
@@ -73,6 +90,7 @@ def eliminate(
     reserved = set(reserved)
     taken_names = {n for n in (names or {}).values()}
     replacements, reduced = sp.cse(exprs, symbols=_symbols(reserved | taken_names), order="none", list=True)
+    replacements, reduced = _inline_constants(replacements, reduced)
 
     # Rename temporaries that stand for a named sub-expression (let / quantity).
     full: dict[sp.Symbol, sp.Basic] = {}

@@ -62,6 +62,7 @@ __all__ = [
     "reduce_max",
     "reduce_min",
     "flatten_items",
+    "rename_const",
 ]
 
 #: Vectors up to this many elements are expanded into scalar components.
@@ -468,6 +469,8 @@ def elementwise(f: Callable[..., sp.Basic], *vals: Val, boolean: bool = False) -
     if len(sizes) > 1:
         raise InternalCompilerError(f"elementwise on mismatched sizes {sorted(sizes)}")
     size = sizes.pop() if sizes else None
+    if not boolean and size is not None and size > SMALL and all(_is_const(v.items[0]) for v in vals):
+        return Val((_fold_const(f, [v.items[0] for v in vals], size),), size, boolean)
     if size is None or size > SMALL:
         # Scalars and packed expressions combine directly (scalars broadcast);
         # a constant fill acts as its scalar, so `x - fill(0)` folds to `x`.
@@ -478,6 +481,29 @@ def elementwise(f: Callable[..., sp.Basic], *vals: Val, boolean: bool = False) -
         return Val((out,), size, boolean)
     cols = [v.items if v.size is not None else v.items * size for v in vals]
     return Val(tuple(f(*args) for args in zip(*cols)), size, boolean)
+
+
+def _is_const(e: sp.Basic) -> bool:
+    return isinstance(e, (ConstArr, Fill)) and e.args[0 if isinstance(e, Fill) else 1].is_number or e.is_number
+
+
+def _fold_const(f: Callable[..., sp.Basic], items: Sequence[sp.Basic], size: int) -> sp.Basic:
+    """Evaluate an elementwise function of constant arrays (and numbers) at compile time."""
+    values = []
+    for i in range(size):
+        args = [a.element(i) if isinstance(a, PackedLeaf) else a for a in items]
+        out = f(*args)
+        if not out.is_number:
+            raise InternalCompilerError(f"constant folding produced {out}")
+        values.append(float(out))
+    return const_array("const", values)
+
+
+def rename_const(v: Val, name: str) -> Val:
+    """A constant array value under a new module-level name (identity for anything else)."""
+    if v.packed and isinstance(v.items[0], ConstArr):
+        return Val((ConstArr(sp.Symbol(name), *v.items[0].args[1:]),), v.size, v.boolean)
+    return v
 
 
 def as_number(v: Val) -> Val:

@@ -135,7 +135,11 @@ def step(phys, action, level, mem, rand_n, rand_u):
     critic_velocity = jnp.stack([qvel[0], qvel[1]])
 
     # reward terms (unweighted)
-    reward_balance = (0.5*x0 + 0.5)*(0.2*jnp.where(jnp.logical_and(action[0] >= 0.0, action[0] <= 0.0), 1.0, jnp.where(jnp.abs(action[0]) < 1.0, 1.0 - action[0]**2, 0.0)) + 0.8)*(0.5*jnp.where(jnp.logical_and(qpos[0] >= 0.0, qpos[0] <= 0.0), 1.0, jnp.exp(-0.575646273248511*qpos[0]**2)) + 0.5)*(0.5*jnp.where(jnp.logical_and(qvel[1] >= 0.0, qvel[1] <= 0.0), 1.0, jnp.exp(-0.0921034037197618*qvel[1]**2)) + 0.5)
+    upright = 0.5*x0 + 0.5
+    centered = 0.5*jnp.where(jnp.logical_and(qpos[0] >= 0.0, qpos[0] <= 0.0), 1.0, jnp.exp(-0.575646273248511*qpos[0]**2)) + 0.5
+    small_control = 0.2*jnp.where(jnp.logical_and(action[0] >= 0.0, action[0] <= 0.0), 1.0, jnp.where(jnp.abs(action[0]) < 1.0, 1.0 - action[0]**2, 0.0)) + 0.8
+    small_velocity = 0.5*jnp.where(jnp.logical_and(qvel[1] >= 0.0, qvel[1] <= 0.0), 1.0, jnp.exp(-0.0921034037197618*qvel[1]**2)) + 0.5
+    reward_balance = centered*small_control*small_velocity*upright
 
     # reward weights
     weight_balance = 1.0

@@ -179,7 +179,11 @@ def step(qpos_EQ, qvel_EV, action_EA, level_E, mem_EM, rand_n_EN, rand_u_EU, act
         critic_EC[e, 4] = qvel[1]
 
         # reward terms (unweighted)
-        reward_terms_ER[e, 0] = (0.5*x0 + 0.5)*(0.2*(1.0 if (action[0] >= 0.0 and action[0] <= 0.0) else (1.0 - action[0]**2 if abs(action[0]) < 1.0 else 0.0)) + 0.8)*(0.5*(1.0 if (qpos[0] >= 0.0 and qpos[0] <= 0.0) else np.exp(-0.575646273248511*qpos[0]**2)) + 0.5)*(0.5*(1.0 if (qvel[1] >= 0.0 and qvel[1] <= 0.0) else np.exp(-0.0921034037197618*qvel[1]**2)) + 0.5)  # balance
+        upright = 0.5*x0 + 0.5
+        centered = 0.5*(1.0 if (qpos[0] >= 0.0 and qpos[0] <= 0.0) else np.exp(-0.575646273248511*qpos[0]**2)) + 0.5
+        small_control = 0.2*(1.0 if (action[0] >= 0.0 and action[0] <= 0.0) else (1.0 - action[0]**2 if abs(action[0]) < 1.0 else 0.0)) + 0.8
+        small_velocity = 0.5*(1.0 if (qvel[1] >= 0.0 and qvel[1] <= 0.0) else np.exp(-0.0921034037197618*qvel[1]**2)) + 0.5
+        reward_terms_ER[e, 0] = centered*small_control*small_velocity*upright  # balance
 
         # reward weights
         reward_weights_ER[e, 0] = 1.0  # balance

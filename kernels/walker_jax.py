@@ -134,22 +134,25 @@ def step(phys, action, level, mem, rand_n, rand_u):
     sensordata = phys["sensordata"]
 
     # observe actor
-    x0 = jnp.array([xmat[1, 0], xmat[1, 2], xmat[2, 0], xmat[2, 2], xmat[3, 0], xmat[3, 2], xmat[4, 0], xmat[4, 2], xmat[5, 0], xmat[5, 2], xmat[6, 0], xmat[6, 2], xmat[7, 0], xmat[7, 2]])
-    x1 = qvel[0:9]
-    actor_orientations = x0
+    x3 = jnp.array([xmat[1, 0], xmat[1, 2], xmat[2, 0], xmat[2, 2], xmat[3, 0], xmat[3, 2], xmat[4, 0], xmat[4, 2], xmat[5, 0], xmat[5, 2], xmat[6, 0], xmat[6, 2], xmat[7, 0], xmat[7, 2]])
+    x4 = qvel[0:9]
+    actor_orientations = x3
     actor_height = xpos[1, 2]
-    actor_velocity = x1
+    actor_velocity = x4
 
     # observe critic (clean)
-    critic_orientations = x0
+    critic_orientations = x3
     critic_height = xpos[1, 2]
-    critic_velocity = x1
+    critic_velocity = x4
 
     # reward terms (unweighted)
-    x2 = sensordata[0] - 1.0
-    x3 = sensordata[0] < 1.0
-    x4 = sensordata[0] - 1000000.0
-    reward_walk = 0.166666666666667*(5.0*jnp.where(jnp.logical_and(sensordata[0] >= 1.0, sensordata[0] <= 1000000.0), 1.0, jnp.where(jnp.where(x3, jnp.where(x2 >= 0.0, x2, -x2) < 1.0, jnp.where(x4 >= 0.0, x4, -x4) < 1.0), 1.0 - jnp.where(x3, -x2, x4), 0.0)) + 1.0)*(0.75*jnp.where(jnp.logical_and(xpos[1, 2] >= 1.2, xpos[1, 2] <= 1000000.0), 1.0, jnp.exp(-6.39606970276124*jnp.where(xpos[1, 2] < 1.2, (1.2 - xpos[1, 2])**2, (xpos[1, 2] - 1000000.0)**2))) + 0.125*xmat[1, 8] + 0.125)
+    x0 = sensordata[0] - 1.0
+    x1 = sensordata[0] < 1.0
+    x2 = sensordata[0] - 1000000.0
+    standing = jnp.where(jnp.logical_and(xpos[1, 2] >= 1.2, xpos[1, 2] <= 1000000.0), 1.0, jnp.exp(-6.39606970276124*jnp.where(xpos[1, 2] < 1.2, (1.2 - xpos[1, 2])**2, (xpos[1, 2] - 1000000.0)**2)))
+    move = jnp.where(jnp.logical_and(sensordata[0] >= 1.0, sensordata[0] <= 1000000.0), 1.0, jnp.where(jnp.where(x1, jnp.where(x0 >= 0.0, x0, -x0) < 1.0, jnp.where(x2 >= 0.0, x2, -x2) < 1.0), 1.0 - jnp.where(x1, -x0, x2), 0.0))
+    stand = 0.75*standing + 0.125*xmat[1, 8] + 0.125
+    reward_walk = 0.166666666666667*stand*(5.0*move + 1.0)
 
     # reward weights
     weight_walk = 1.0

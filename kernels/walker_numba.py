@@ -174,22 +174,25 @@ def step(qvel_EV, xpos_EB3, xmat_EB9, sensordata_ED, action_EA, level_E, mem_EM,
         sensordata = sensordata_ED[e]
 
         # observe actor
-        x0 = np.array([xmat[1, 0], xmat[1, 2], xmat[2, 0], xmat[2, 2], xmat[3, 0], xmat[3, 2], xmat[4, 0], xmat[4, 2], xmat[5, 0], xmat[5, 2], xmat[6, 0], xmat[6, 2], xmat[7, 0], xmat[7, 2]])
-        x1 = qvel[0:9]
-        actor_EO[e, 0:14] = x0  # orientations
+        x3 = np.array([xmat[1, 0], xmat[1, 2], xmat[2, 0], xmat[2, 2], xmat[3, 0], xmat[3, 2], xmat[4, 0], xmat[4, 2], xmat[5, 0], xmat[5, 2], xmat[6, 0], xmat[6, 2], xmat[7, 0], xmat[7, 2]])
+        x4 = qvel[0:9]
+        actor_EO[e, 0:14] = x3  # orientations
         actor_EO[e, 14] = xpos[1, 2]  # height
-        actor_EO[e, 15:24] = x1  # velocity
+        actor_EO[e, 15:24] = x4  # velocity
 
         # observe critic (clean)
-        critic_EC[e, 0:14] = x0  # orientations
+        critic_EC[e, 0:14] = x3  # orientations
         critic_EC[e, 14] = xpos[1, 2]  # height
-        critic_EC[e, 15:24] = x1  # velocity
+        critic_EC[e, 15:24] = x4  # velocity
 
         # reward terms (unweighted)
-        x2 = sensordata[0] - 1.0
-        x3 = sensordata[0] < 1.0
-        x4 = sensordata[0] - 1000000.0
-        reward_terms_ER[e, 0] = 0.166666666666667*(5.0*(1.0 if (sensordata[0] >= 1.0 and sensordata[0] <= 1000000.0) else (1.0 - (-x2 if x3 else x4) if ((x2 if x2 >= 0.0 else -x2) < 1.0 if x3 else (x4 if x4 >= 0.0 else -x4) < 1.0) else 0.0)) + 1.0)*(0.75*(1.0 if (xpos[1, 2] >= 1.2 and xpos[1, 2] <= 1000000.0) else np.exp(-6.39606970276124*((1.2 - xpos[1, 2])**2 if xpos[1, 2] < 1.2 else (xpos[1, 2] - 1000000.0)**2))) + 0.125*xmat[1, 8] + 0.125)  # walk
+        x0 = sensordata[0] - 1.0
+        x1 = sensordata[0] < 1.0
+        x2 = sensordata[0] - 1000000.0
+        standing = (1.0 if (xpos[1, 2] >= 1.2 and xpos[1, 2] <= 1000000.0) else np.exp(-6.39606970276124*((1.2 - xpos[1, 2])**2 if xpos[1, 2] < 1.2 else (xpos[1, 2] - 1000000.0)**2)))
+        move = (1.0 if (sensordata[0] >= 1.0 and sensordata[0] <= 1000000.0) else (1.0 - (-x0 if x1 else x2) if ((x0 if x0 >= 0.0 else -x0) < 1.0 if x1 else (x2 if x2 >= 0.0 else -x2) < 1.0) else 0.0))
+        stand = 0.75*standing + 0.125*xmat[1, 8] + 0.125
+        reward_terms_ER[e, 0] = 0.166666666666667*stand*(5.0*move + 1.0)  # walk
 
         # reward weights
         reward_weights_ER[e, 0] = 1.0  # walk

@@ -126,7 +126,7 @@ def test_randomized_fields_differ_per_env_and_are_redrawn_on_reset(short_env):
 def test_each_env_steps_its_own_randomized_model():
     spec, kernels, path = cartpole_task()
     env = MjxEnv(spec, kernels, path, num_envs=2)
-    state = env.reset(jax.random.PRNGKey(5))
+    state = jax.jit(env.reset)(jax.random.PRNGKey(5))
     # same state in both envs, very different slider damping: the moving cart slows down in env 1 only
     data = state.data.replace(qpos=jnp.zeros_like(state.data.qpos), qvel=jnp.array([[1.0, 0.0], [1.0, 0.0]]))
     damping = state.fields_E["dof_damping"].at[:, 0].set(jnp.array([0.0, 1000.0]))
@@ -224,7 +224,7 @@ def test_contact_queries_report_touching_pairs_and_their_normal_force(tmp_path):
         str(xml), phys_inputs=("qpos", "xmat", "contact", "contact_force", "time"), contact_queries=queries
     )
     env = MjxEnv(spec, kernels, xml, num_envs=2)
-    state = env.reset(jax.random.PRNGKey(0))
+    state = jax.jit(env.reset)(jax.random.PRNGKey(0))
     step = jax.jit(env.step)
     for _ in range(100):  # 0.5 s: the box settles, the ball is still falling
         state, out = step(state, jnp.zeros((2, 0)))
@@ -279,7 +279,7 @@ def test_episode_length_curriculum_runs_inside_the_env():
         curriculum={"kind": "episode_length", "levels": 10, "up": 0.8, "down": 0.3, "min_steps": 0},
     )
     env = MjxEnv(spec, kernels, path, num_envs=2)
-    state = env.reset(jax.random.PRNGKey(0))
+    state = jax.jit(env.reset)(jax.random.PRNGKey(0))
     assert np.asarray(state.level_E).tolist() == [0.0, 0.0]
     step = jax.jit(env.step)
     for _ in range(6):  # two full-length (truncated) episodes: two levels up

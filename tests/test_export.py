@@ -194,8 +194,9 @@ def test_unwritable_or_misnamed_output_fails_before_loading(tmp_path):
     spec, _, _ = cartpole_task()
     with pytest.raises(KsimError, match=r"must end in \.onnx"):
         export_onnx(spec, run_dir=tmp_path / "nope", out_path=tmp_path / "policy.pt")
+    (tmp_path / "dir.onnx").mkdir()
     with pytest.raises(KsimError, match="is a directory"):
-        export_onnx(spec, run_dir=tmp_path / "nope", out_path=tmp_path)
+        export_onnx(spec, run_dir=tmp_path / "nope", out_path=tmp_path / "dir.onnx")
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(KsimError, match="cannot write"):

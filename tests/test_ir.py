@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import sympy as sp
 
 from ksimdsl.errors import Source
@@ -116,7 +115,7 @@ def test_cse_off_keeps_outputs_and_counts():
     assert elim.temps == () and list(elim.outputs) == exprs and elim.ops_before == elim.ops_after
 
 
-def test_cse_temporaries_take_let_names():
+def test_cse_temporaries_take_quantity_names():
     q = vec.array("qpos")
     height = q[2] * 2 + q[1]
     elim = eliminate([sp.exp(height), height**2], names={height: "height"})
@@ -174,3 +173,18 @@ def test_lowering_goldens(update_goldens):
     assert not failures, "lowering changed; if intended run `pytest tests/test_ir.py --update-goldens`\n" + "\n".join(
         failures
     )
+
+
+def test_let_definitions_become_named_variables_even_when_used_once():
+    q = vec.array("qpos")
+    up = sp.cos(q[1]) / 2 + sp.Rational(1, 2)
+    centered = sp.exp(-(q[0] ** 2))
+    reward = up * centered * 3
+    elim = eliminate([reward, q[2]], lets={up: "up", centered: "centered"})
+    temps = dict(elim.temps)
+    assert temps[sp.Symbol("up", real=True)] == up
+    assert temps[sp.Symbol("centered", real=True)] == centered
+    assert elim.outputs[0] == 3 * sp.Symbol("up", real=True) * sp.Symbol("centered", real=True)
+    # an unused let is not emitted
+    elim = eliminate([q[2] + 1], lets={up: "up"})
+    assert elim.temps == ()

@@ -169,10 +169,11 @@ def assert_parity(a: dict, b: dict, what: str) -> None:
             np.testing.assert_allclose(x, y, rtol=RTOL, atol=ATOL, equal_nan=True, err_msg=f"{what}.{k}")
 
 
-def check_task_parity(task, E: int = 6, seed: int = 0, cse: bool = True):
+def check_task_parity(task, E: int = 6, seed: int = 0, cse: bool = True, phases=("reset", "observe", "step")):
+    """Run `phases` of both backends on the same random inputs; returns (spec, {phase: (inputs, jax out)})."""
     jx, nb, spec = compile_both(task, cse=cse)
     results = {}
-    for phase in ("reset", "observe", "step"):
+    for phase in phases:
         inputs = random_inputs(task, spec, phase, E, seed)
         a = run_jax(jx, spec, phase, inputs)
         b = run_numba(nb, spec, phase, inputs)
@@ -370,7 +371,7 @@ HUMANOID_QUANTITIES = [
 def test_builtin_quantities_agree_across_backends():
     body = "observe actor\n" + "".join(f"    q{i} = {q}\n" for i, q in enumerate(HUMANOID_QUANTITIES))
     task = task_source(body, model=HUMANOID, actuators="position kp=50")
-    check_task_parity(task, E=4, seed=6)
+    check_task_parity(task, E=4, seed=6, phases=("observe",))  # step computes the same observations
 
 
 def _quat_to_mat(q):
@@ -433,9 +434,8 @@ randomize
     for want in ("state.hold", "state.seen", "prev.action", "cmd.goal", "cmd.goal.timer", "bias.vel", "delay.pos"):
         assert want in names
     # CSE on and off compute the same numbers.
-    spec_off, results_off = check_task_parity(task, E=16, seed=8, cse=False)
-    for phase in results:
-        assert_parity(results[phase][1], results_off[phase][1], f"cse-off {phase}")
+    spec_off, results_off = check_task_parity(task, E=16, seed=8, cse=False, phases=("step",))
+    assert_parity(results["step"][1], results_off["step"][1], "cse-off step")
 
 
 @pytest.mark.parametrize("task_file", sorted((ROOT / "tasks").glob("*.ksim")), ids=lambda p: p.stem)

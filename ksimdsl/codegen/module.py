@@ -20,7 +20,6 @@ named variable per term (`actor_joint_pos`, `reward_alive`, `done_fell`).
 
 from __future__ import annotations
 
-import math
 import pprint
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -135,8 +134,9 @@ class PhaseCode:
     reduced: list[list[tuple[sp.Basic, ...]]] = field(default_factory=list)
 
     @staticmethod
-    def build(phase: PhaseIR, cse: bool) -> "PhaseCode":
-        elim = eliminate(phase.exprs(), cse=cse, names=phase.names, reserved=_RESERVED | _phys_names())
+    def build(phase: PhaseIR, cse: bool, fields: Sequence[str] = ()) -> "PhaseCode":
+        reserved = _RESERVED | _phys_names() | set(fields)
+        elim = eliminate(phase.exprs(), cse=cse, names=phase.names, lets=phase.lets, reserved=reserved)
         it = iter(elim.outputs)
         reduced = [[tuple(next(it) for _ in seg.val.items) for seg in out.segments] for out in phase.outputs]
         return PhaseCode(phase, elim, reduced)
@@ -212,8 +212,7 @@ def _temp_order(code: PhaseCode) -> list[list[int]]:
 class _Body:
     """Prints the statements of one function body for one backend."""
 
-    def __init__(self, backend: str, printer: KernelPrinter, indent: str, reserved: set[str]) -> None:
-        self.backend = backend
+    def __init__(self, printer: KernelPrinter, indent: str, reserved: set[str]) -> None:
         self.p = printer
         self.indent = indent
         self.lines: list[str] = []
@@ -250,7 +249,7 @@ class _Body:
 def _render_phase_jax(code: PhaseCode, consts: _Constants, ir: TaskIR) -> list[str]:
     phase = code.phase
     printer = JaxPrinter(code.elim.shapes, consts.arrays, consts.indices)
-    body = _Body("jax", printer, "    ", {str(s) for s, _ in code.elim.temps} | _RESERVED | _phys_names())
+    body = _Body(printer, "    ", {str(s) for s, _ in code.elim.temps} | _RESERVED | _phys_names())
     if phase.name == "reset":
         sig = "def reset(qpos, qvel, fields, level, rand_n, rand_u):"
     else:
@@ -321,12 +320,12 @@ def _render_phase_jax(code: PhaseCode, consts: _Constants, ir: TaskIR) -> list[s
         results[out.key] = value
     body.end_blocks()
     if phase.name == "reset":
-        fields = ", ".join(f'"{f}": {results[f]}' for f in ir.randomize_fields)
+        fields = [f'        "{f}": {results[f]},' for f in ir.randomize_fields]
         ret = [
             "return {",
             f'    "qpos": {results["qpos"]},',
             f'    "qvel": {results["qvel"]},',
-            f'    "fields": {{{fields}}},',
+            *(['    "fields": {', *fields, "    },"] if fields else ['    "fields": {},']),
             f'    "mem": {results["mem"]},',
             "}",
         ]
@@ -342,7 +341,7 @@ def _render_phase_numba(
 ) -> list[str]:
     phase = code.phase
     printer = NumbaPrinter(code.elim.shapes, consts.arrays, consts.indices)
-    body = _Body("numba", printer, "        ", {str(s) for s, _ in code.elim.temps} | _RESERVED | set(args))
+    body = _Body(printer, "        ", {str(s) for s, _ in code.elim.temps} | _RESERVED | set(args))
     lines = ["@njit(cache=True)"]
     lines.append(f"def {phase.name}(" + ", ".join(args) + "):")
     lines.append(f'    """{_PHASE_DOCS[phase.name]} Batched over the leading env axis."""')
@@ -498,7 +497,7 @@ def render_module(task: Any, ir: TaskIR, *, backend: str, cse: bool = True, sour
     """(source, spec) of the generated module for `backend`."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r} (expected one of {', '.join(BACKENDS)})")
-    codes = {name: PhaseCode.build(ir.phases[name], cse) for name in ("reset", "observe", "step")}
+    codes = {name: PhaseCode.build(ir.phases[name], cse, ir.randomize_fields) for name in ("reset", "observe", "step")}
     phys_inputs = _phys_inputs(ir)
     spec = build_spec(task, ir, codes, backend, source_file, phys_inputs)
     consts = _Constants()

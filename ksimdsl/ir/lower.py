@@ -339,7 +339,8 @@ class Lowerer:
         self.mem = mem
         self.draws = draws
         self.first = first
-        self.names: dict[sp.Basic, str] = {}
+        self.names: dict[sp.Basic, str] = {}  # built-in quantities: name a CSE temporary if one matches
+        self.lets: dict[sp.Basic, str] = {}  # `let` definitions: always a named variable
         self._memo: dict[int, tuple[T.Expr, Val]] = {}
         self._source: Source | None = None
 
@@ -356,7 +357,7 @@ class Lowerer:
 
     # ------------------------------------------------------------ naming
 
-    def _name(self, val: Val, name: str, override: bool) -> None:
+    def _name(self, val: Val, name: str, is_let: bool) -> None:
         items = val.items
         if len(items) == 1:
             labels = [name]
@@ -369,7 +370,9 @@ class Lowerer:
         for item, label in zip(items, labels):
             if item.is_Atom or isinstance(item, (sp.Indexed, vec.ArrSlice, vec.ArrGather, vec.ConstArr, vec.Fill)):
                 continue
-            if override or item not in self.names:
+            if is_let:
+                self.lets.setdefault(item, label)
+            elif item not in self.names:
                 self.names[item] = label
 
     # ------------------------------------------------------------ expressions
@@ -406,11 +409,11 @@ class Lowerer:
             return self._prev(node)
         if isinstance(node, T.Let):
             val = vec.rename_const(self.lower(node.value), node.name.upper())
-            self._name(val, node.name, override=True)
+            self._name(val, node.name, is_let=True)
             return val
         if isinstance(node, T.Quantity):
             val = vec.rename_const(self.lower(node.value), node.name.upper())
-            self._name(val, node.name if node.arg is None else f"{node.name}_{_ident(node.arg)}", override=False)
+            self._name(val, node.name if node.arg is None else f"{node.name}_{_ident(node.arg)}", is_let=False)
             return val
         if isinstance(node, T.Apply):
             return self._apply(node)
@@ -812,7 +815,7 @@ class _TaskLowering:
                 Output(fname, b.size, False, b.segments(), f"{fname}_", f"randomize: {fname}", shapes[fname], True)
             )
         outputs.append(Output("mem", self.mem.size, False, mem.segments(), "mem_", "initial memory"))
-        return PhaseIR("reset", tuple(outputs), draws.normal, draws.uniform, dict(lo.names))
+        return PhaseIR("reset", tuple(outputs), draws.normal, draws.uniform, dict(lo.names), dict(lo.lets))
 
     def _sample_command(self, lo: Lowerer, cmd: T.CommandDef) -> Val:
         vals = [lo.number(f.value).items[0] for f in cmd.fields]
@@ -825,8 +828,8 @@ class _TaskLowering:
     def _first(self) -> sp.Basic:
         return self.mem.read("first").items[0] > sp.Rational(1, 2)
 
-    def _observations(self, lo: Lowerer, step: bool) -> tuple[list[Output], dict[str, Val]]:
-        """Actor (delayed, noisy, biased) and critic (clean) observations; ring updates for `step`."""
+    def _observations(self, lo: Lowerer) -> tuple[list[Output], dict[str, Val]]:
+        """Actor (delayed, noisy, biased) and critic (clean) observations, and the new delay rings."""
         task = self.task
         first = lo.first
         actor: list[Segment] = []
@@ -883,15 +886,15 @@ class _TaskLowering:
     def observe(self) -> PhaseIR:
         draws = Draws()
         lo = Lowerer(self.task, self.mem, draws, first=self._first())
-        outs, _ = self._observations(lo, step=False)
-        return PhaseIR("observe", tuple(outs), draws.normal, draws.uniform, dict(lo.names))
+        outs, _ = self._observations(lo)
+        return PhaseIR("observe", tuple(outs), draws.normal, draws.uniform, dict(lo.names), dict(lo.lets))
 
     def step(self) -> tuple[PhaseIR, tuple[str, ...], tuple[str, ...]]:
         task = self.task
         draws = Draws()
         first = self._first()
         lo = Lowerer(task, self.mem, draws, first=first)
-        outs, rings = self._observations(lo, step=True)
+        outs, rings = self._observations(lo)
 
         # rewards: drop terms whose weight folds to exactly zero
         terms: list[Segment] = []
@@ -953,7 +956,8 @@ class _TaskLowering:
         if writes_phys:
             outs.append(Output("qpos", task.model.nq, False, qpos.segments(), "qpos_", "events: joint positions"))
             outs.append(Output("qvel", task.model.nv, False, qvel.segments(), "qvel_", "events: joint velocities"))
-        return PhaseIR("step", tuple(outs), draws.normal, draws.uniform, dict(lo.names)), tuple(kept), tuple(dropped)
+        phase = PhaseIR("step", tuple(outs), draws.normal, draws.uniform, dict(lo.names), dict(lo.lets))
+        return phase, tuple(kept), tuple(dropped)
 
     def lower(self) -> TaskIR:
         task = self.task

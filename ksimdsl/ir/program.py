@@ -81,8 +81,10 @@ class PhaseIR:
     outputs: tuple[Output, ...]
     rand_normal: int
     rand_uniform: int
-    #: readable names for sub-expressions (`let` definitions, built-in quantities)
+    #: readable names for sub-expressions that CSE extracts (built-in quantities)
     names: Mapping[sp.Basic, str] = field(default_factory=dict)
+    #: `let` definitions: printed as a variable of that name wherever used
+    lets: Mapping[sp.Basic, str] = field(default_factory=dict)
 
     def output(self, key: str) -> Output:
         for out in self.outputs:

@@ -14,12 +14,15 @@ operation counts as one op, as in the printed code.
 
 from __future__ import annotations
 
+import builtins
 import itertools
+import keyword
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Mapping, Sequence
 
 import sympy as sp
 
+from ksimdsl.errors import InternalCompilerError
 from ksimdsl.ir import vec
 
 __all__ = ["Eliminated", "eliminate", "count_ops"]
@@ -63,6 +66,18 @@ def _inline_constants(
     return kept, [e.xreplace(const) for e in reduced]
 
 
+def _usable(name: str) -> bool:
+    """Whether a `let`/quantity name can be a local variable of generated code.
+
+    Python keywords and builtins (numba code calls `range`, `abs`, `max`) and
+    upper-case names (module-level constants) are left to `x0, x1, ...`.
+    """
+    return name.isidentifier() and not keyword.iskeyword(name) and name not in _BUILTINS and not name.isupper()
+
+
+_BUILTINS = frozenset(dir(builtins))
+
+
 def _symbols(reserved: set[str]) -> Iterator[sp.Symbol]:
     for i in itertools.count():
         name = f"x{i}"
@@ -70,42 +85,104 @@ def _symbols(reserved: set[str]) -> Iterator[sp.Symbol]:
             yield sp.Symbol(name, real=True)
 
 
+def _bind_lets(
+    exprs: list[sp.Basic], lets: Mapping[sp.Basic, str], taken: set[str]
+) -> tuple[list[sp.Basic], list[tuple[sp.Symbol, sp.Basic]], dict[sp.Symbol, sp.Basic]]:
+    """Replace every `let` sub-expression by a symbol named after it.
+
+    Returns the outputs in terms of those symbols, the bindings (symbol, body in
+    terms of inner let symbols) that are used, and each symbol's full expression.
+    """
+    mapping: dict[sp.Basic, sp.Symbol] = {}
+    bodies: dict[sp.Symbol, sp.Basic] = {}
+    full: dict[sp.Symbol, sp.Basic] = {}
+    for expr, name in sorted(lets.items(), key=lambda kv: sp.count_ops(kv[0])):  # inner lets first
+        if name in taken or not _usable(name):
+            continue
+        sym = sp.Symbol(name, real=True)
+        taken.add(name)
+        bodies[sym] = expr.xreplace(mapping)
+        full[sym] = expr
+        mapping[expr] = sym
+    if not mapping:
+        return exprs, [], {}
+    out = [e.xreplace(mapping) for e in exprs]
+    needed: set[sp.Symbol] = set()
+    stack = [s for e in out for s in e.free_symbols if s in bodies]
+    while stack:
+        sym = stack.pop()
+        if sym not in needed:
+            needed.add(sym)
+            stack.extend(s for s in bodies[sym].free_symbols if s in bodies)
+    bindings = [(sym, body) for sym, body in bodies.items() if sym in needed]
+    return out, bindings, {sym: full[sym] for sym, _ in bindings}
+
+
+def _topological(temps: list[tuple[sp.Symbol, sp.Basic]]) -> list[tuple[sp.Symbol, sp.Basic]]:
+    """Order assignments so that each comes after the temporaries it reads (stable otherwise)."""
+    defined = {sym for sym, _ in temps}
+    done: set[sp.Symbol] = set()
+    out: list[tuple[sp.Symbol, sp.Basic]] = []
+    pending = list(temps)
+    while pending:
+        rest = []
+        for sym, e in pending:
+            if all(s in done or s not in defined for s in e.free_symbols):
+                out.append((sym, e))
+                done.add(sym)
+            else:
+                rest.append((sym, e))
+        if len(rest) == len(pending):
+            raise InternalCompilerError("cyclic temporaries after CSE")
+        pending = rest
+    return out
+
+
 def eliminate(
     exprs: Sequence[sp.Basic],
     *,
     cse: bool = True,
     names: Mapping[sp.Basic, str] | None = None,
+    lets: Mapping[sp.Basic, str] | None = None,
     reserved: Iterable[str] = (),
 ) -> Eliminated:
     """CSE over `exprs` (all outputs of a phase).
 
-    Temporaries are named `x0, x1, ...`, except those equal to an expression in
-    `names` (a `let` or built-in quantity), which take that name. Names in
-    `reserved` are never used.
+    Every `lets` sub-expression (a `let` definition) becomes a variable named
+    after the let, even when used once; other temporaries are named `x0, x1,
+    ...`, except those equal to an expression in `names` (e.g. a built-in
+    quantity), which take that name. Names in `reserved` are never used.
+    With `cse=False` the outputs are returned unchanged (no temporaries).
     """
     exprs = list(exprs)
     before = count_ops(exprs)
     if not cse:
         return Eliminated((), tuple(exprs), {}, before, before)
     reserved = set(reserved)
-    taken_names = {n for n in (names or {}).values()}
-    replacements, reduced = sp.cse(exprs, symbols=_symbols(reserved | taken_names), order="none", list=True)
+    taken = set(reserved)
+    exprs, bindings, full = _bind_lets(exprs, lets or {}, taken)
+    used = set(taken)  # reserved and let names
+    taken |= {n for n in (names or {}).values()}  # x0, x1, ... never collide with a name given below
+    work = [body for _, body in bindings] + exprs
+    replacements, reduced = sp.cse(work, symbols=_symbols(taken), order="none", list=True)
     replacements, reduced = _inline_constants(replacements, reduced)
+    replacements = replacements + [(sym, body) for (sym, _), body in zip(bindings, reduced[: len(bindings)])]
+    reduced = reduced[len(bindings) :]
 
-    # Rename temporaries that stand for a named sub-expression (let / quantity).
-    full: dict[sp.Symbol, sp.Basic] = {}
+    # Rename temporaries that stand for a named sub-expression (e.g. a built-in quantity).
     rename: dict[sp.Symbol, sp.Symbol] = {}
-    used: set[str] = set(reserved)
-    for sym, sub in replacements:
+    for sym, sub in _topological(replacements):
+        if sym in full:
+            continue
         full_expr = sub.xreplace(full)
         full[sym] = full_expr
         name = (names or {}).get(full_expr)
-        if name and name not in used:
+        if name and name not in used and _usable(name):
             used.add(name)
             rename[sym] = sp.Symbol(name, real=True)
     temps: list[tuple[sp.Symbol, sp.Basic]] = []
     shapes: dict[sp.Symbol, int] = {}
-    for sym, sub in replacements:
+    for sym, sub in _topological(replacements):
         new_sym = rename.get(sym, sym)
         temps.append((new_sym, sub.xreplace(rename)))
         shapes[new_sym] = vec.shape_of(full[sym])

@@ -61,7 +61,6 @@ __all__ = [
     "reduce_sum",
     "reduce_max",
     "reduce_min",
-    "flatten_items",
     "rename_const",
 ]
 
@@ -536,11 +535,6 @@ def select(v: Val, indices: Sequence[int]) -> Val:
     if idx == list(range(v.size)):
         return v
     return Val((take(v.items[0], idx),), len(idx), v.boolean)
-
-
-def flatten_items(v: Val) -> list[sp.Basic]:
-    """Parts for a `Concat`: scalars and packed expressions."""
-    return list(v.items)
 
 
 def concat(vals: Sequence[Val]) -> Val:

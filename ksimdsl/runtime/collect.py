@@ -3,7 +3,7 @@
 A collector owns the environments of one engine and runs the current policy
 in them for `rollout` control steps:
 
-    collector.init(ppo_state, key=key) -> CollectorState
+    collector.init_for(ppo_state, key=key) -> CollectorState   (init(key=...) + the actor's carry)
     collector.collect(ppo_state, collector_state, key=key) -> (collector_state, Trajectory, RolloutStats)
 
 `Trajectory` is `ksimdsl.runtime.ppo.Trajectory` (what `ppo.update` consumes);
@@ -103,7 +103,9 @@ class Collector(Protocol):
     num_envs: int
     jittable: bool
 
-    def init(self, ppo_state: ppo.PPOState, *, key: jax.Array) -> Any: ...
+    def init(self, *, key: jax.Array) -> Any: ...
+
+    def init_for(self, ppo_state: ppo.PPOState, *, key: jax.Array) -> Any: ...
 
     def collect(self, ppo_state: ppo.PPOState, state: Any, *, key: jax.Array) -> tuple[Any, ppo.Trajectory, RolloutStats]: ...
 
@@ -143,15 +145,20 @@ class MjxCollector:
         self.rollout = int(spec.train["rollout"])
         self.env = MjxEnv(spec, kernels, model_path, num_envs=self.num_envs)
 
-    def init(self, ppo_state: ppo.PPOState, *, key: jax.Array) -> MjxCollectorState:
-        """Fresh episodes in every env and the initial actor carry of `ppo_state`'s model."""
-        carry = ppo.initial_carry(ppo_state.model)
+    def init(self, *, key: jax.Array) -> MjxCollectorState:
+        """Fresh episodes in every env; an empty (MLP) actor carry. See `init_for`."""
         return MjxCollectorState(
-            env=self.env.reset(key),
-            carry_E=jnp.broadcast_to(carry, (self.num_envs,) + carry.shape),
+            env=jax.jit(self.env.reset)(key),
+            carry_E=jnp.zeros((self.num_envs, 0), jnp.float32),
             reset_E=jnp.ones((self.num_envs,), bool),
             iteration=jnp.zeros((), jnp.int32),
         )
+
+    def init_for(self, ppo_state: ppo.PPOState, *, key: jax.Array) -> MjxCollectorState:
+        """`init` with the actor carry shaped for `ppo_state`'s model (what training uses)."""
+        state = self.init(key=key)
+        carry = ppo.initial_carry(ppo_state.model)
+        return state._replace(carry_E=jnp.broadcast_to(carry, (self.num_envs,) + carry.shape))
 
     def to_checkpoint(self, state: MjxCollectorState) -> MjxCollectorState:
         return state

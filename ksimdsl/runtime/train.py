@@ -116,7 +116,7 @@ def make_collector(
         return MjxCollector(spec, kernels, model_path, num_envs=num_envs)
     if engine == "mujoco":
         try:
-            from ksimdsl.runtime.mujoco_env import MujocoCollector
+            from ksimdsl.runtime.mujoco_collect import MujocoCollector
         except ImportError:
             raise KsimError("engine=mujoco is not available in this build of ksimdsl; use engine=mjx") from None
         return MujocoCollector(spec, kernels, model_path, num_envs=num_envs)
@@ -285,7 +285,7 @@ def _run(spec: TaskSpec, config: TrainConfig, ctx: RunContext, collector: Collec
     session_start = time.monotonic()
     k_ppo, k_env, base_key = jax.random.split(jax.random.PRNGKey(config.seed), 3)
     ppo_state = ppo.init_ppo_from_spec(spec, key=k_ppo)
-    collector_state = collector.init(ppo_state, key=k_env)
+    collector_state = collector.init_for(ppo_state, key=k_env)
     iteration, env_steps, wall_offset = 0, 0, 0.0
     if ctx.resume:
         ckpt = load_checkpoint(
@@ -316,8 +316,11 @@ def _run(spec: TaskSpec, config: TrainConfig, ctx: RunContext, collector: Collec
         trees = {"ppo": ppo_state, "collector": collector.to_checkpoint(collector_state)}
         return save_checkpoint(ctx.run_dir, trees, meta)
 
-    # donated buffers must be distinct: eager initialization may share one buffer between leaves
-    ppo_state, collector_state = jax.tree.map(lambda x: jnp.array(x, copy=True), (ppo_state, collector_state))
+    if collector.jittable:
+        # donated buffers must be distinct: eager initialization may share one buffer between leaves
+        ppo_state, collector_state = jax.tree.map(lambda x: jnp.array(x, copy=True), (ppo_state, collector_state))
+    else:
+        ppo_state = jax.tree.map(lambda x: jnp.array(x, copy=True), ppo_state)
     train_step = _make_train_step(collector)
     watchdog = Watchdog(config.watchdog_s)
     metrics_log = MetricsLog(ctx.run_dir, start_after=iteration if ctx.resume else 0)

@@ -206,3 +206,21 @@ def test_unwritable_or_misnamed_output_fails_before_loading(tmp_path):
         locked.mkdir(mode=0o500)
         with pytest.raises(KsimError, match="permission denied"):
             export_onnx(spec, run_dir=tmp_path / "nope", out_path=locked / "p.onnx")
+
+
+def test_policy_loads_whatever_optimizer_settings_the_run_trained_with(tmp_path):
+    spec, _, _ = cartpole_task()
+    state = _trained_looking_state(spec, seed=11)
+    run_dir = _write_run(tmp_path, spec, state)
+    # `train` settings may differ between training and export (they are overridable);
+    # a different max_grad_norm adds or drops the clipping stage: another optimizer-state layout
+    flipped = 1.0 if float(spec.train["max_grad_norm"]) == 0 else 0.0
+    other = dataclasses.replace(spec, train=MappingProxyType(dict(spec.train) | {"max_grad_norm": flipped}))
+    assert jax.tree.structure(ppo.init_ppo_from_spec(other, key=jax.random.PRNGKey(0)).opt_state) != jax.tree.structure(
+        state.opt_state
+    )
+    model = onnx.load(str(export_onnx(other, run_dir=run_dir, out_path=tmp_path / "p.onnx")))
+    pol = ppo.make_policy(state)
+    obs_NO = _observations(spec, seed=12)
+    expected_NA, _ = jax.vmap(lambda o: pol(o, pol.initial_carry()))(jnp.asarray(obs_NO))
+    np.testing.assert_allclose(_onnx_actions(model, obs_NO)[0], np.asarray(expected_NA), atol=1e-5, rtol=0)

@@ -49,6 +49,11 @@ def cartpole():
     return spec, kernels, ppo.make_policy(state), state
 
 
+def _numba_spec() -> TaskSpec:
+    """The spec of the numba fixture kernels, with the same short episodes."""
+    return dataclasses.replace(TaskSpec.from_dict(cartpole_kernel_numba.SPEC), episode_steps=EPISODE)
+
+
 @pytest.fixture(scope="module")
 def rollout(cartpole):
     spec, kernels, policy, _ = cartpole
@@ -75,7 +80,7 @@ def test_rollout_records_every_control_step_with_auto_resets(cartpole, rollout):
 
 
 def test_mujoco_engine_rollout_has_the_same_structure(cartpole):
-    spec = dataclasses.replace(TaskSpec.from_dict(cartpole_kernel_numba.SPEC), episode_steps=EPISODE)
+    spec = _numba_spec()
     _, _, policy, _ = cartpole
     ro = record_rollout(spec, cartpole_kernel_numba, policy, model_path=MODEL_PATH, engine="mujoco", steps=6)
     assert ro.qpos_TQ.shape == (7, 2)
@@ -153,12 +158,14 @@ def run_dir(tmp_path, cartpole):
 
 
 @needs_gl
+@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")  # imageio reads the mp4 through an ffmpeg subprocess
 @pytest.mark.parametrize("suffix", [".gif", ".mp4"])
-def test_render_run_writes_a_playable_video(tmp_path, cartpole, run_dir, suffix):
-    spec, kernels, _, _ = cartpole
+def test_render_run_writes_a_playable_video(tmp_path, run_dir, suffix):
+    # the C-MuJoCo engine (numba kernels) renders a checkpoint trained on either engine
+    spec = _numba_spec()
     out = render_run(
-        spec, kernels, model_path=MODEL_PATH, run_dir=run_dir, out_path=tmp_path / "v" / f"cartpole{suffix}",
-        engine="mjx", seconds=0.12, width=64, height=48,
+        spec, cartpole_kernel_numba, model_path=MODEL_PATH, run_dir=run_dir,
+        out_path=tmp_path / "v" / f"cartpole{suffix}", engine="mujoco", seconds=0.12, width=64, height=48,
     )  # fmt: skip
     assert out == tmp_path / "v" / f"cartpole{suffix}" and out.stat().st_size > 0
     frames = imageio.mimread(out)
@@ -197,7 +204,7 @@ def test_render_run_bad_input_is_one_line_error(tmp_path, cartpole, run_dir):
 
 @needs_gl
 def test_training_media_writes_on_schedule_and_at_the_end(tmp_path, cartpole):
-    spec = dataclasses.replace(TaskSpec.from_dict(cartpole_kernel_numba.SPEC), episode_steps=EPISODE)
+    spec = _numba_spec()
     _, _, _, state = cartpole
     run = tmp_path / "run"
     run.mkdir()

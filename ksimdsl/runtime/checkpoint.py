@@ -232,6 +232,6 @@ def load_checkpoint(
             if typed_key:
                 leaves.append(jax.random.wrap_key_data(jnp.asarray(arr), impl=jax.random.key_impl(leaf)))
             else:
-                leaves.append(jnp.asarray(arr, dtype=np.asarray(leaf).dtype if not isinstance(leaf, jax.Array) else leaf.dtype))
+                leaves.append(jnp.asarray(arr, dtype=np.result_type(leaf)))
         trees[prefix] = jax.tree_util.tree_unflatten(treedef, leaves)
     return Checkpoint(path=Path(path), meta=meta, trees=trees)

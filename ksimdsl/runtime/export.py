@@ -35,6 +35,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -47,7 +48,7 @@ from ksimdsl.errors import InternalCompilerError, KsimError
 from ksimdsl.runtime import normalize as N
 from ksimdsl.runtime import ppo
 from ksimdsl.runtime.checkpoint import CheckpointMeta, load_checkpoint
-from ksimdsl.runtime.networks import MLP, GRUActor, MLPActor
+from ksimdsl.runtime.networks import MLP, ActorCritic, GRUActor, MLPActor
 from ksimdsl.runtime.runs import spec_to_dict
 
 __all__ = ["export_onnx", "policy_to_onnx", "load_run_policy", "check_output_path", "OPSET", "IR_VERSION"]
@@ -69,9 +70,23 @@ def load_run_policy(spec: TaskSpec, run_dir: str | Path) -> tuple[ppo.Policy, Ch
     Raises a one-line KsimError for a missing or foreign run directory or a
     checkpoint of another task (see `checkpoint.load_checkpoint`).
     """
-    template = ppo.init_ppo_from_spec(spec, key=jax.random.PRNGKey(0))
+    state = ppo.init_ppo_from_spec(spec, key=jax.random.PRNGKey(0))
+    template = _PolicyArrays(model=state.model, obs_norm_actor=state.obs_norm_actor)
     ckpt = load_checkpoint(run_dir, {"ppo": template}, spec=spec)
-    return ppo.make_policy(ckpt.trees["ppo"]), ckpt.meta
+    arrays = ckpt.trees["ppo"]
+    return ppo.Policy(actor=arrays.model.actor, obs_norm=arrays.obs_norm_actor), ckpt.meta
+
+
+class _PolicyArrays(eqx.Module):
+    """The part of a `ppo.PPOState` a policy needs, under the same field names.
+
+    A checkpoint stores each array under its path in the PPOState, so loading
+    into this smaller template reads exactly those arrays, whatever optimizer
+    settings (and so optimizer-state layout) the run trained with.
+    """
+
+    model: ActorCritic
+    obs_norm_actor: N.RunningStats
 
 
 def check_output_path(out_path: str | Path, suffixes: tuple[str, ...]) -> Path:

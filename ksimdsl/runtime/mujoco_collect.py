@@ -32,9 +32,10 @@ from ksimdsl.abi import TaskSpec
 from ksimdsl.errors import KsimError
 from ksimdsl.runtime import ppo
 from ksimdsl.runtime.collect import RolloutStats, summarize_step
+from ksimdsl.runtime.evaluate import EpisodeResults
 from ksimdsl.runtime.mujoco_env import MujocoEnv
 
-__all__ = ["MujocoCollector", "MujocoCollectorState", "EnvSnapshot"]
+__all__ = ["MujocoCollector", "MujocoCollectorState", "EnvSnapshot", "run_episodes_mujoco"]
 
 #: MuJoCo state saved in checkpoints: everything mj_step integrates and reads back.
 _STATE_SPEC = mujoco.mjtState.mjSTATE_INTEGRATION
@@ -121,7 +122,8 @@ class MujocoCollector:
         T, E = self.rollout, self.num_envs
         model = ppo_state.model
         norm_a, norm_c = ppo_state.obs_norm_actor, ppo_state.obs_norm_critic
-        env.level_E[:] = env.curriculum.at_iteration(env.level_E, state.iteration, xp=np)
+        iteration = int(state.iteration)  # the training loop may hand back JAX scalars / arrays
+        env.level_E[:] = env.curriculum.at_iteration(env.level_E, iteration, xp=np)
 
         obs_actor_TEO = np.empty((T, E, spec.obs_actor_size), np.float32)
         obs_critic_TEC = np.empty((T, E, spec.obs_critic_size), np.float32)
@@ -135,7 +137,7 @@ class MujocoCollector:
         bootstrap_rows: list[tuple[int, np.ndarray, np.ndarray]] = []  # (t, env indices, final critic obs)
         stats = None
 
-        carry_E, reset_E = state.carry_E, state.reset_E
+        carry_E, reset_E = state.carry_E, np.asarray(state.reset_E, dtype=bool)
         for t, step_key in enumerate(jax.random.split(key, T)):
             obs_actor_TEO[t] = env.obs_actor_EO
             obs_critic_TEC[t] = env.obs_critic_EC
@@ -197,7 +199,7 @@ class MujocoCollector:
             reset_TE=jnp.asarray(reset_TE),
         )
         stats = RolloutStats(*(jnp.asarray(np.asarray(x, np.float32)) for x in stats))
-        new_state = MujocoCollectorState(carry_E=carry_E, reset_E=reset_E, iteration=state.iteration + 1)
+        new_state = MujocoCollectorState(carry_E=carry_E, reset_E=reset_E, iteration=iteration + 1)
         return new_state, traj, stats
 
     def to_checkpoint(self, state: MujocoCollectorState) -> _CollectorCheckpoint:
@@ -286,6 +288,53 @@ class MujocoCollector:
         padded = np.zeros((size, obs_NC.shape[1]), np.float32)
         padded[:n] = obs_NC
         return np.asarray(self._values(model, norm_c, padded))[:n]
+
+
+def run_episodes_mujoco(
+    spec: TaskSpec,
+    kernels: ModuleType,
+    model_path: str | Path,
+    policy: ppo.Policy,
+    *,
+    episodes: int,
+    seed: int = 0,
+    threads: int | None = None,
+) -> EpisodeResults:
+    """Run `policy` (deterministic) for one episode in each of `episodes` C-MuJoCo envs.
+
+    The C-MuJoCo counterpart of `evaluate.run_episodes_mjx`: every env's first
+    episode is recorded; envs that finish early keep stepping (auto-reset) until
+    all are done or `episode_steps` control steps have passed.
+    """
+    env = MujocoEnv(spec, kernels, model_path, num_envs=episodes, threads=threads, seed=seed)
+    env.reset_all()
+    act = jax.jit(jax.vmap(lambda p, o, c: p(o, c), in_axes=(None, 0, 0)))
+    carry = policy.initial_carry()
+    carry_E = jnp.broadcast_to(carry, (episodes,) + carry.shape)
+    finished_E = np.zeros(episodes, bool)
+    results = EpisodeResults(
+        return_E=np.zeros(episodes, np.float32),
+        length_E=np.zeros(episodes, np.int32),
+        termination_EK=np.zeros((episodes, len(spec.terminations)), bool),
+        truncated_E=np.zeros(episodes, bool),
+    )
+    for _ in range(spec.episode_steps):
+        action_EA, carry_E = act(policy, env.obs_actor_EO, carry_E)
+        out = env.step(np.asarray(action_EA))
+        first_E = out.done_E & ~finished_E
+        results.return_E[first_E] = out.episode_return_E[first_E]
+        results.length_E[first_E] = out.episode_length_E[first_E]
+        results.termination_EK[first_E] = out.terminations_EK[first_E]
+        results.truncated_E[first_E] = out.truncated_E[first_E]
+        finished_E |= out.done_E
+        if finished_E.all():
+            break
+        if out.done_E.any() and carry.size:
+            carry_E = jnp.where(
+                jnp.asarray(out.done_E).reshape((-1,) + (1,) * carry.ndim), carry[None], carry_E
+            )
+    env.close()
+    return results
 
 
 def _policy_step(model, norm_a, norm_c, obs_actor_EO, obs_critic_EC, carry_E, reset_E, key):

@@ -81,8 +81,7 @@ _SUFFIX = re.compile(r"_[A-Z][A-Z0-9]*$")
 class HostStepOutput(NamedTuple):
     """What one control step produced, per env, as numpy arrays (fields as in `mjx_env.StepOutput`).
 
-    The arrays are the env's own buffers, overwritten by the next `step`: copy
-    what must outlive it.
+    Every array is freshly allocated by `step` (nothing aliases the env's buffers).
     """
 
     reward_E: np.ndarray  # float32, sum(weights * terms); 0 where the physics diverged

@@ -95,6 +95,7 @@ class RunContext:
     progress: bool = True
     task_text: str | None = None
     generated_sources: Mapping[str, str] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)  # more keys for config.json
 
 
 @dataclass(frozen=True)
@@ -251,12 +252,14 @@ def train(
     resume: bool = False,
     progress: bool = True,
     collector: Collector | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Train the task's policy with PPO, writing a run directory; see the module docstring.
 
     `resume=True` continues the run in `run_dir` from its newest checkpoint (the
     same task; `train` settings such as `steps` may differ). `collector` replaces
-    the engine's default collector (tests, custom engines).
+    the engine's default collector (tests, custom engines). `extra` adds
+    JSON-compatible keys to the run's config.json.
     """
     config = TrainConfig.from_spec(spec)
     if resume:
@@ -274,6 +277,7 @@ def train(
         progress=progress,
         task_text=task_text,
         generated_sources=dict(generated_sources or {}),
+        extra=dict(extra or {}),
     )
     print(f"run directory: {ctx.run_dir}", flush=True)
     if collector is None:
@@ -301,7 +305,7 @@ def _run(spec: TaskSpec, config: TrainConfig, ctx: RunContext, collector: Collec
         engine=ctx.engine,
         task_text=ctx.task_text,
         generated_sources=ctx.generated_sources,
-        extra={"resumed_from_iteration": iteration} if ctx.resume else None,
+        extra={**ctx.extra, **({"resumed_from_iteration": iteration} if ctx.resume else {})},
     )
 
     def checkpoint(wall_s: float) -> Path:

@@ -1,0 +1,412 @@
+"""`ksimdsl bench`: how fast a task's generated kernels and environments run, measured in one process.
+
+    report = bench_task(spec, model_path=..., variants=[KernelVariant("jax/cse", "jax", True, src), ...])
+    print(format_report(report))
+
+The compiler is not imported here (the runtime never imports sympy): the caller
+compiles the task into the `KernelVariant`s to compare (JAX and numba, with and
+without CSE). Measured on the same batch of E realistic states (E environments
+of the C-MuJoCo engine after a few steps of random actions):
+
+* kernel time per batch of every variant's `step`: JAX as `jit(vmap(step))`,
+  numba as the batched kernel; the median of `repeats` calls after warm-up;
+* JAX trace + XLA compile time of each JAX variant; numba first-call time
+  (compile, or load from numba's cache);
+* any `baselines` (JAX functions with the kernel's `step` signature, e.g. the
+  hand-written modular walk in benchmarks/) timed exactly like the JAX variants;
+* one physics step of the batch: `jit(vmap(mjx.step))` on MJX, and E
+  sequential `mj_step` calls on C MuJoCo;
+* env-steps/s of each engine's whole control step (physics substeps, kernels,
+  resets): `MjxEnv.step` jitted, `MujocoEnv.step` with its worker threads.
+
+Ratios between these numbers come from the same run on the same machine.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ksimdsl.abi import TaskSpec
+from ksimdsl.errors import KsimError
+from ksimdsl.runtime.loader import load_module
+
+__all__ = ["KernelVariant", "BenchConfig", "StepInputs", "make_inputs", "bench_task", "format_report", "time_call"]
+
+_SUFFIX = re.compile(r"_[A-Z][A-Z0-9]*$")
+
+
+@dataclass(frozen=True)
+class KernelVariant:
+    """One generated module to measure: `name` as reported (e.g. "jax/cse"), its backend, CSE flag and source."""
+
+    name: str
+    backend: str  # "jax" | "numba"
+    cse: bool
+    source: str
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """envs: batch size E; repeats / warmup: timed and untimed calls per measurement;
+    env_steps: control steps per env-steps/s measurement; engines: which engines' env-steps/s to measure."""
+
+    envs: int = 1024
+    repeats: int = 20
+    warmup: int = 3
+    env_steps: int = 10
+    engines: tuple[str, ...] = ("mjx", "mujoco")
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.envs < 1 or self.repeats < 1 or self.warmup < 0 or self.env_steps < 1:
+            raise KsimError(f"bench: need envs, repeats, env_steps >= 1 and warmup >= 0 (got {self})")
+        unknown = set(self.engines) - {"mjx", "mujoco"}
+        if unknown:
+            raise KsimError(f"bench: unknown engine(s) {sorted(unknown)} (expected mjx or mujoco)")
+
+
+def time_call(fn: Callable[[], Any], *, repeats: int, warmup: int) -> float:
+    """Median wall time (s) of `fn()` (which must block until its work is done) over `repeats` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+@dataclass(frozen=True)
+class StepInputs:
+    """The `step` kernel's inputs for a batch of E envs, as float64 numpy arrays (numba's dtypes).
+
+    phys: {name: (E, ...)} for every key of SPEC["phys_inputs"]; action_EA,
+    level_E, mem_EM; rand_n_EN / rand_u_EU drawn for the step phase.
+    """
+
+    phys: Mapping[str, np.ndarray]
+    action_EA: np.ndarray
+    level_E: np.ndarray
+    mem_EM: np.ndarray
+    rand_n_EN: np.ndarray
+    rand_u_EU: np.ndarray
+
+    def jax_args(self) -> tuple:
+        """(phys, action, level, mem, rand_n, rand_u) as float32 device arrays, leading env axis."""
+        f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
+        phys = {k: f32(v) for k, v in self.phys.items()}
+        return phys, f32(self.action_EA), f32(self.level_E), f32(self.mem_EM), f32(self.rand_n_EN), f32(self.rand_u_EU)
+
+
+def make_inputs(spec: TaskSpec, numba_kernels: ModuleType, model_path: str | Path, *, envs: int, seed: int = 0) -> StepInputs:
+    """Realistic kernel inputs: E C-MuJoCo envs reset and stepped 5 times with uniform random actions."""
+    from ksimdsl.runtime.mujoco_env import MujocoEnv
+
+    rng = np.random.default_rng(seed)
+    env = MujocoEnv(spec, numba_kernels, model_path, num_envs=envs, seed=seed)
+    try:
+        env.reset_all()
+        for _ in range(5):
+            env.step(rng.uniform(-1.0, 1.0, (envs, spec.action_size)))
+        action_EA = rng.uniform(-1.0, 1.0, (envs, spec.action_size))
+        n, u = spec.rand["step"]
+        return StepInputs(
+            phys={k: np.array(env.phys[k]) for k in spec.phys_inputs},
+            action_EA=action_EA,
+            level_E=np.array(env.level_E),
+            mem_EM=np.array(env.mem_EM),
+            rand_n_EN=rng.standard_normal((envs, n)),
+            rand_u_EU=rng.random((envs, u)),
+        )
+    finally:
+        env.close()
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+def _bench_jax_step(step: Callable, inputs: StepInputs, config: BenchConfig) -> dict[str, float]:
+    """{compile_s, time_s} of jit(vmap(step)) on the batch."""
+    args = inputs.jax_args()
+    t0 = time.perf_counter()
+    compiled = jax.jit(jax.vmap(step)).lower(*args).compile()
+    compile_s = time.perf_counter() - t0
+    time_s = time_call(lambda: jax.block_until_ready(compiled(*args)), repeats=config.repeats, warmup=config.warmup)
+    return {"compile_s": compile_s, "time_s": time_s}
+
+
+def _numba_arg_list(names: Sequence[str], arrays: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """Positional arguments by base name (`qpos_out_EQ` -> `qpos_out`), as the C-MuJoCo engine resolves them."""
+    out = []
+    for name in names:
+        base = _SUFFIX.sub("", name)
+        if base not in arrays:
+            raise KsimError(f"bench: numba kernel argument '{name}' is not provided; recompile the task")
+        out.append(arrays[base])
+    return out
+
+
+def _bench_numba_step(kernels: ModuleType, spec: TaskSpec, inputs: StepInputs, config: BenchConfig) -> dict[str, float]:
+    """{compile_s (first call: compile or cache load), time_s} of the batched numba step kernel."""
+    E = config.envs
+    qpos, qvel = inputs.phys["qpos"], inputs.phys["qvel"]
+    arrays = dict(inputs.phys) | {
+        "action": inputs.action_EA,
+        "level": inputs.level_E,
+        "mem": inputs.mem_EM,
+        "rand_n": inputs.rand_n_EN,
+        "rand_u": inputs.rand_u_EU,
+        "actor": np.zeros((E, spec.obs_actor_size), np.float32),
+        "critic": np.zeros((E, spec.obs_critic_size), np.float32),
+        "reward_terms": np.zeros((E, len(spec.rewards))),
+        "reward_weights": np.zeros((E, len(spec.rewards))),
+        "terminations": np.zeros((E, len(spec.terminations)), np.bool_),
+        "mem_out": np.zeros_like(inputs.mem_EM),
+        "qpos_out": np.zeros_like(qpos),
+        "qvel_out": np.zeros_like(qvel),
+    }
+    args = _numba_arg_list(spec.numba_args["step"], arrays)
+    t0 = time.perf_counter()
+    kernels.step(*args)
+    compile_s = time.perf_counter() - t0
+    time_s = time_call(lambda: kernels.step(*args), repeats=config.repeats, warmup=config.warmup)
+    return {"compile_s": compile_s, "time_s": time_s}
+
+
+# --------------------------------------------------------------------------- physics and envs
+
+
+def _mjx_physics_step_s(spec: TaskSpec, jax_kernels: ModuleType, model_path: str | Path, config: BenchConfig) -> float:
+    from mujoco import mjx
+
+    from ksimdsl.runtime.mjx_env import MjxEnv
+
+    env = MjxEnv(spec, jax_kernels, model_path, num_envs=config.envs)
+    data = jax.jit(env.reset)(jax.random.PRNGKey(config.seed)).data
+    step = jax.jit(jax.vmap(lambda d: mjx.step(env.model, d)))
+    repeats = max(3, config.repeats // 4)  # a physics step of a large batch is slow on a CPU
+    return time_call(lambda: jax.block_until_ready(step(data)), repeats=repeats, warmup=1)
+
+
+def _mujoco_physics_step_s(spec: TaskSpec, model_path: str | Path, config: BenchConfig) -> float:
+    """E sequential mj_step calls (one thread), from states near the default pose."""
+    import mujoco
+
+    from ksimdsl.runtime.model import default_pose, load_model
+
+    model = load_model(spec, model_path)
+    qpos0, _ = default_pose(model)
+    rng = np.random.default_rng(config.seed)
+    datas = []
+    for _ in range(config.envs):
+        d = mujoco.MjData(model)
+        d.qpos[:] = qpos0
+        d.qvel[:] = 0.05 * rng.standard_normal(model.nv)
+        mujoco.mj_forward(model, d)
+        datas.append(d)
+
+    def run() -> None:
+        for d in datas:
+            mujoco.mj_step(model, d)
+
+    return time_call(run, repeats=max(3, config.repeats // 4), warmup=1)
+
+
+def _mjx_env_steps_per_s(spec: TaskSpec, jax_kernels: ModuleType, model_path: str | Path, config: BenchConfig) -> float:
+    from ksimdsl.runtime.mjx_env import MjxEnv
+
+    env = MjxEnv(spec, jax_kernels, model_path, num_envs=config.envs)
+    state = jax.jit(env.reset)(jax.random.PRNGKey(config.seed))
+    action = jnp.zeros((config.envs, spec.action_size), jnp.float32)
+    step = jax.jit(env.step)
+    state = jax.block_until_ready(step(state, action)[0])
+    t0 = time.perf_counter()
+    for _ in range(config.env_steps):
+        state, _ = step(state, action)
+    jax.block_until_ready(state)
+    return config.envs * config.env_steps / (time.perf_counter() - t0)
+
+
+def _mujoco_env_steps_per_s(spec: TaskSpec, numba_kernels: ModuleType, model_path: str | Path, config: BenchConfig) -> float:
+    from ksimdsl.runtime.mujoco_env import MujocoEnv
+
+    env = MujocoEnv(spec, numba_kernels, model_path, num_envs=config.envs, seed=config.seed)
+    try:
+        env.reset_all()
+        action = np.zeros((config.envs, spec.action_size))
+        env.step(action)
+        t0 = time.perf_counter()
+        for _ in range(config.env_steps):
+            env.step(action)
+        return config.envs * config.env_steps / (time.perf_counter() - t0)
+    finally:
+        env.close()
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def _machine() -> dict[str, Any]:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    devices = jax.devices()
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": cores,
+        "jax_device": f"{devices[0].platform}:{devices[0].device_kind}",
+        "jax": jax.__version__,
+    }
+
+
+def bench_task(
+    spec: TaskSpec,
+    *,
+    model_path: str | Path,
+    variants: Sequence[KernelVariant],
+    config: BenchConfig = BenchConfig(),
+    baselines: Mapping[str, Callable] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Measure kernels, physics and envs (see the module docstring); returns a JSON-compatible report.
+
+    `spec` is the task's spec (any variant's); every variant must be of the
+    same task. At least one numba variant is needed (it provides the inputs and
+    the C-MuJoCo engine); a JAX variant, for the MJX numbers.
+    """
+    say = progress or (lambda msg: None)
+    modules = {v.name: load_module(v.source, f"bench_{spec.task}_{v.name}") for v in variants}
+    specs = {v.name: TaskSpec.from_dict(modules[v.name].SPEC) for v in variants}
+    for v in variants:
+        if specs[v.name].task != spec.task:
+            raise KsimError(f"bench: variant '{v.name}' is task '{specs[v.name].task}', not '{spec.task}'")
+    numba_names = [v.name for v in variants if v.backend == "numba"]
+    jax_names = [v.name for v in variants if v.backend == "jax"]
+    if not numba_names:
+        raise KsimError("bench needs a numba variant of the task (it drives the C-MuJoCo engine)")
+    ref_numba = next((v.name for v in variants if v.backend == "numba" and v.cse), numba_names[0])
+    ref_jax = next((v.name for v in variants if v.backend == "jax" and v.cse), jax_names[0] if jax_names else None)
+
+    say(f"preparing {config.envs} states")
+    inputs = make_inputs(specs[ref_numba], modules[ref_numba], model_path, envs=config.envs, seed=config.seed)
+
+    kernels: dict[str, dict[str, Any]] = {}
+    for v in variants:
+        say(f"kernel {v.name}")
+        vspec = specs[v.name]
+        if v.backend == "jax":
+            result = _bench_jax_step(modules[v.name].step, inputs, config)
+        elif v.backend == "numba":
+            result = _bench_numba_step(modules[v.name], vspec, inputs, config)
+        else:
+            raise KsimError(f"bench: unknown backend '{v.backend}' of variant '{v.name}'")
+        ops = vspec.ops.get("step")
+        kernels[v.name] = {"backend": v.backend, "cse": v.cse, "step_ops": list(ops) if ops else None, **result}
+    for name, step in (baselines or {}).items():
+        say(f"baseline {name}")
+        kernels[name] = {"backend": "jax", "cse": None, "step_ops": None, "baseline": True}
+        kernels[name].update(_bench_jax_step(step, inputs, config))
+
+    physics: dict[str, float] = {}
+    env_sps: dict[str, float] = {}
+    if "mjx" in config.engines and ref_jax is not None:
+        say("MJX physics step")
+        physics["mjx"] = _mjx_physics_step_s(specs[ref_jax], modules[ref_jax], model_path, config)
+        say("MJX env steps")
+        env_sps["mjx"] = _mjx_env_steps_per_s(specs[ref_jax], modules[ref_jax], model_path, config)
+    if "mujoco" in config.engines:
+        say("C MuJoCo physics step")
+        physics["mujoco"] = _mujoco_physics_step_s(specs[ref_numba], model_path, config)
+        say("C MuJoCo env steps")
+        env_sps["mujoco"] = _mujoco_env_steps_per_s(specs[ref_numba], modules[ref_numba], model_path, config)
+
+    return {
+        "task": spec.task,
+        "envs": config.envs,
+        "substeps": spec.substeps,
+        "machine": _machine(),
+        "kernels": kernels,
+        "physics_step_s": physics,
+        "env_steps_per_s": env_sps,
+        "ratios": _ratios(kernels, physics, ref_jax, ref_numba, list(baselines or ())),
+    }
+
+
+def _ratios(
+    kernels: Mapping[str, Mapping[str, Any]],
+    physics: Mapping[str, float],
+    ref_jax: str | None,
+    ref_numba: str,
+    baselines: Sequence[str],
+) -> dict[str, float]:
+    """Named ratios between the numbers of one report (< 1: the first is faster / smaller)."""
+    out: dict[str, float] = {}
+    for name, k in kernels.items():
+        if k.get("baseline"):
+            continue
+        engine = "mjx" if k["backend"] == "jax" else "mujoco"
+        if engine in physics:
+            out[f"{name} kernel / {engine} physics step"] = k["time_s"] / physics[engine]
+        for base in baselines:
+            out[f"{name} kernel / {base} kernel"] = k["time_s"] / kernels[base]["time_s"]
+    for backend in ("jax", "numba"):
+        cse = next((n for n, k in kernels.items() if k["backend"] == backend and k["cse"] is True), None)
+        plain = next((n for n, k in kernels.items() if k["backend"] == backend and k["cse"] is False), None)
+        if cse and plain:
+            out[f"{cse} / {plain} kernel time"] = kernels[cse]["time_s"] / kernels[plain]["time_s"]
+            out[f"{cse} / {plain} compile time"] = kernels[cse]["compile_s"] / kernels[plain]["compile_s"]
+    for base in baselines:
+        if ref_jax is not None:
+            out[f"{ref_jax} / {base} compile time"] = kernels[ref_jax]["compile_s"] / kernels[base]["compile_s"]
+    return out
+
+
+def _fmt_s(seconds: float) -> str:
+    if seconds >= 1.0:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds * 1e6:.1f} µs"
+
+
+def format_report(report: Mapping[str, Any]) -> str:
+    """The report as Markdown tables (what README's figures are pasted from)."""
+    m = report["machine"]
+    lines = [
+        f"### `{report['task']}`: {report['envs']} envs, {report['substeps']} physics substeps per control step",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, JAX {m['jax']} on {m['jax_device']}.",
+        "",
+        "| kernel | step ops (before -> after CSE) | time per batch | per env | trace + compile |",
+        "|---|---|---|---|---|",
+    ]
+    for name, k in report["kernels"].items():
+        ops = " -> ".join(str(o) for o in k["step_ops"]) if k.get("step_ops") else "-"
+        compile_label = "first call" if k["backend"] == "numba" else "trace + compile"
+        lines.append(
+            f"| {name} | {ops} | {_fmt_s(k['time_s'])} | {_fmt_s(k['time_s'] / report['envs'])} "
+            f"| {_fmt_s(k['compile_s'])} ({compile_label}) |"
+        )
+    lines += ["", "| engine | one physics step of the batch | env-steps/s (whole control step) |", "|---|---|---|"]
+    for engine in ("mjx", "mujoco"):
+        if engine in report["physics_step_s"] or engine in report["env_steps_per_s"]:
+            phys = report["physics_step_s"].get(engine)
+            sps = report["env_steps_per_s"].get(engine)
+            lines.append(f"| {engine} | {_fmt_s(phys) if phys else '-'} | {f'{sps:,.0f}' if sps else '-'} |")
+    lines += ["", "| ratio (same run) | value |", "|---|---|"]
+    lines += [f"| {name} | {value:.3f} |" for name, value in report["ratios"].items()]
+    return "\n".join(lines) + "\n"

@@ -36,6 +36,7 @@ from ksimdsl.runtime.bench import (  # noqa: E402
     bench_task,
     format_report,
     make_inputs,
+    numba_step_args,
 )
 from ksimdsl.runtime.loader import load_module  # noqa: E402
 from ksimdsl.runtime.model import default_pose, load_model  # noqa: E402
@@ -102,21 +103,8 @@ def test_jax_step_kernel(benchmark, setup, name):
 
 @pytest.mark.parametrize("name", ["numba/cse", "numba/no-cse"])
 def test_numba_step_kernel(benchmark, setup, name):
-    from ksimdsl.runtime.bench import _numba_arg_list
-
     spec, modules, inputs = setup
-    E = ENVS
-    arrays = dict(inputs.phys) | {
-        "action": inputs.action_EA, "level": inputs.level_E, "mem": inputs.mem_EM,
-        "rand_n": inputs.rand_n_EN, "rand_u": inputs.rand_u_EU,
-        "actor": np.zeros((E, spec.obs_actor_size), np.float32),
-        "critic": np.zeros((E, spec.obs_critic_size), np.float32),
-        "reward_terms": np.zeros((E, len(spec.rewards))), "reward_weights": np.zeros((E, len(spec.rewards))),
-        "terminations": np.zeros((E, len(spec.terminations)), np.bool_),
-        "mem_out": np.zeros_like(inputs.mem_EM),
-        "qpos_out": np.zeros_like(inputs.phys["qpos"]), "qvel_out": np.zeros_like(inputs.phys["qvel"]),
-    }  # fmt: skip
-    args = _numba_arg_list(spec.numba_args["step"], arrays)
+    args = numba_step_args(spec, inputs)
     modules[name].step(*args)
     benchmark.group = f"walk step kernel, {ENVS} envs"
     benchmark(lambda: modules[name].step(*args))

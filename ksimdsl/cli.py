@@ -110,7 +110,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         result = start_training(
             args.task, overrides=list(args.overrides), run_dir=args.run_dir, progress=not args.no_progress
         )
-    print(f"run directory: {result.run_dir}")
+    print(f"{result.stop_reason}: {result.iterations} iterations, {result.env_steps:,} env steps in {result.wall_s:.0f} s; run directory {result.run_dir}")
     return EXIT_OK
 
 

@@ -152,7 +152,9 @@ def test_default_camera_tracks_the_floating_base_and_named_cameras_resolve():
 def run_dir(tmp_path, cartpole):
     spec, _, _, state = cartpole
     run = tmp_path / "run"
-    meta = CheckpointMeta(iteration=3, env_steps=30, wall_s=1.0, task=spec.task, spec_hash=spec_hash(spec), engine="mjx")
+    meta = CheckpointMeta(
+        iteration=3, env_steps=30, wall_s=1.0, task=spec.task, spec_hash=spec_hash(spec), engine="mjx"
+    )
     save_checkpoint(run, {"ppo": state}, meta)
     return run
 

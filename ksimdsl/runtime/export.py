@@ -127,7 +127,9 @@ class _GraphBuilder:
         self.initializers.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
         return name
 
-    def op(self, op_type: str, inputs: list[str], stem: str | None = None, *, output: str | None = None, **attrs: Any) -> str:
+    def op(
+        self, op_type: str, inputs: list[str], stem: str | None = None, *, output: str | None = None, **attrs: Any
+    ) -> str:
         out = output or self.fresh(stem or op_type.lower())
         self.nodes.append(helper.make_node(op_type, inputs, [out], name=self.fresh(f"node_{op_type}"), **attrs))
         return out
@@ -262,11 +264,13 @@ def _metadata(policy: ppo.Policy, spec: TaskSpec) -> dict[str, str]:
     actor = policy.actor
     recurrent = isinstance(actor, GRUActor)
     carry = list(actor.initial_carry().shape)
-    actuators = {k: v for k, v in spec_to_dict(spec)["actuators"].items() if k not in ("joint_qpos_adr", "joint_dof_adr")}
+    layout = [{"name": e.name, "size": e.size, "offset": e.offset} for e in spec.obs_actor]
+    internal = ("joint_qpos_adr", "joint_dof_adr")  # model addresses, meaningless outside ksimdsl
+    actuators = {k: v for k, v in spec_to_dict(spec)["actuators"].items() if k not in internal}
     return {
         "ksimdsl.version": __version__,
         "ksimdsl.task": spec.task,
-        "ksimdsl.obs_layout": json.dumps([{"name": e.name, "size": e.size, "offset": e.offset} for e in spec.obs_actor]),
+        "ksimdsl.obs_layout": json.dumps(layout),
         "ksimdsl.obs_size": str(spec.obs_actor_size),
         "ksimdsl.action_size": str(spec.action_size),
         "ksimdsl.actuators": json.dumps(actuators),

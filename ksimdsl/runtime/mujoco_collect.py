@@ -33,7 +33,7 @@ from ksimdsl.errors import KsimError
 from ksimdsl.runtime import ppo
 from ksimdsl.runtime.collect import RolloutStats, summarize_step
 from ksimdsl.runtime.evaluate import EpisodeResults
-from ksimdsl.runtime.mujoco_env import MujocoEnv
+from ksimdsl.runtime.mujoco_env import HostStepOutput, MujocoEnv
 
 __all__ = ["MujocoCollector", "MujocoCollectorState", "EnvSnapshot", "run_episodes_mujoco"]
 
@@ -135,7 +135,8 @@ class MujocoCollector:
         failure_TE = np.empty((T, E), bool)
         reset_TE = np.empty((T, E), bool)
         bootstrap_rows: list[tuple[int, np.ndarray, np.ndarray]] = []  # (t, env indices, final critic obs)
-        stats = None
+        outputs: list[HostStepOutput] = []
+        levels: list[np.ndarray] = []
 
         carry_E, reset_E = state.carry_E, np.asarray(state.reset_E, dtype=bool)
         for t, step_key in enumerate(jax.random.split(key, T)):
@@ -156,22 +157,8 @@ class MujocoCollector:
             boot = np.flatnonzero(out.done_E & ~out.failure_E)
             if boot.size:
                 bootstrap_rows.append((t, boot, out.final_obs_critic_EC[boot]))
-            step_stats = summarize_step(
-                reward_E=out.reward_E,
-                reward_terms_ER=out.reward_terms_ER,
-                reward_weights_ER=out.reward_weights_ER,
-                terminations_EK=out.terminations_EK,
-                done_E=out.done_E,
-                failure_E=out.failure_E,
-                success_E=out.success_E,
-                truncated_E=out.truncated_E,
-                nan_E=out.nan_E,
-                episode_return_E=out.episode_return_E,
-                episode_length_E=out.episode_length_E,
-                level_E=level_E,
-                xp=np,
-            )
-            stats = step_stats if stats is None else RolloutStats(*(a + b for a, b in zip(stats, step_stats)))
+            outputs.append(out)
+            levels.append(level_E)
             reset_E = out.done_E.copy()
 
         bootstrap_TE = np.zeros((T, E), np.float32)
@@ -198,7 +185,7 @@ class MujocoCollector:
             carry_E=state.carry_E,  # before step 0's reset; reset_TE[0] replays that reset
             reset_TE=jnp.asarray(reset_TE),
         )
-        stats = RolloutStats(*(jnp.asarray(np.asarray(x, np.float32)) for x in stats))
+        stats = _rollout_stats(outputs, levels)
         new_state = MujocoCollectorState(carry_E=carry_E, reset_E=reset_E, iteration=iteration + 1)
         return new_state, traj, stats
 
@@ -335,6 +322,30 @@ def run_episodes_mujoco(
             )
     env.close()
     return results
+
+
+def _rollout_stats(outputs: list[HostStepOutput], levels: list[np.ndarray]) -> RolloutStats:
+    """`RolloutStats` of a whole rollout: `summarize_step` over all T * E steps at once."""
+
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(out, name) for out in outputs])
+
+    stats = summarize_step(
+        reward_E=cat("reward_E"),
+        reward_terms_ER=cat("reward_terms_ER"),
+        reward_weights_ER=cat("reward_weights_ER"),
+        terminations_EK=cat("terminations_EK"),
+        done_E=cat("done_E"),
+        failure_E=cat("failure_E"),
+        success_E=cat("success_E"),
+        truncated_E=cat("truncated_E"),
+        nan_E=cat("nan_E"),
+        episode_return_E=cat("episode_return_E"),
+        episode_length_E=cat("episode_length_E"),
+        level_E=np.concatenate(levels),
+        xp=np,
+    )
+    return RolloutStats(*(jnp.asarray(np.asarray(x, np.float32)) for x in stats))
 
 
 def _policy_step(model, norm_a, norm_c, obs_actor_EO, obs_critic_EC, carry_E, reset_E, key):

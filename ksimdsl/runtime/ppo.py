@@ -381,15 +381,29 @@ def learning_rate(config: PPOConfig, opt_step: Array) -> Array:
 
 
 def make_optimizer(config: PPOConfig) -> optax.GradientTransformation:
-    """clip_by_global_norm(max_grad_norm) followed by adam or adamw(weight_decay)."""
+    """adam or adamw(weight_decay) with the warmup schedule; clipping is `clip_gradients`."""
     schedule = partial(learning_rate, config)
     if config.optimizer == "adamw":
-        opt = optax.adamw(schedule, weight_decay=config.weight_decay)
-    else:
-        opt = optax.adam(schedule)
-    if config.max_grad_norm > 0:
-        return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), opt)
-    return opt
+        return optax.adamw(schedule, weight_decay=config.weight_decay)
+    return optax.adam(schedule)
+
+
+def clip_gradients(grads: ActorCritic, max_norm: float) -> ActorCritic:
+    """Clip the actor's and the critic's gradients to global norm `max_norm`, each on its own.
+
+    One global norm over both networks lets the critic (whose loss scales with
+    the square of the returns) dominate it and shrink the actor's step by an
+    order of magnitude; clipping them separately keeps the policy learning.
+    `max_norm <= 0` disables clipping.
+    """
+    if max_norm <= 0:
+        return grads
+
+    def clip(tree: Any) -> Any:
+        scale = jnp.minimum(1.0, max_norm / (optax.tree.norm(tree) + 1e-6))
+        return jax.tree.map(lambda g: g * scale, tree)
+
+    return eqx.tree_at(lambda m: (m.actor, m.critic), grads, (clip(grads.actor), clip(grads.critic)))
 
 
 # --------------------------------------------------------------------------- init and update
@@ -494,9 +508,11 @@ def update(state: PPOState, traj: Trajectory, *, key: Array) -> tuple[PPOState, 
     def minibatch_step(carry: tuple[ActorCritic, optax.OptState], env_B: Array):
         model, opt_state = carry
         (_, metrics), grads = grad_fn(model, batch.take_envs(env_B), config)
+        grad_norm = optax.tree.norm(grads)
+        grads = clip_gradients(grads, config.max_grad_norm)
         updates, opt_state = optimizer.update(grads, opt_state, eqx.filter(model, eqx.is_inexact_array))
         model = eqx.apply_updates(model, updates)
-        return (model, opt_state), metrics | {"grad_norm": optax.tree.norm(grads)}
+        return (model, opt_state), metrics | {"grad_norm": grad_norm}
 
     def epoch(carry: tuple[ActorCritic, optax.OptState], epoch_key: Array):
         env_MB = jax.random.permutation(epoch_key, num_envs).reshape(config.minibatches, envs_per_minibatch)

@@ -178,7 +178,8 @@ class Recorder:
                 state, out = env.step(state, action_A[None])
                 actor_carry = policy.actor.reset(actor_carry, out.done_E[0])
                 done, final = out.done_E[0], out.episode_return_E[0]
-                return (state, actor_carry), (state.data.qpos[0], state.step_E[0], state.episode_return_E[0], done, final)
+                record = (state.data.qpos[0], state.step_E[0], state.episode_return_E[0], done, final)
+                return (state, actor_carry), record
 
             first = (state.data.qpos[0], state.step_E[0], state.episode_return_E[0], jnp.zeros((), bool), jnp.zeros(()))
             _, records = jax.lax.scan(step, (state, policy.initial_carry()), None, length=steps)
@@ -262,7 +263,8 @@ class _Offscreen:
         except Exception as exc:  # ImportError, RuntimeError, OpenGL errors: all mean "no GL here"
             raise _no_gl(exc) from None
         scales = mujoco.mjtFontScale
-        font = scales.mjFONTSCALE_150 if height >= 360 else scales.mjFONTSCALE_100 if height >= 200 else scales.mjFONTSCALE_50
+        small, medium, large = scales.mjFONTSCALE_50, scales.mjFONTSCALE_100, scales.mjFONTSCALE_150
+        font = small if height < 200 else medium if height < 360 else large
         self._scene = mujoco.MjvScene(model, maxgeom=10000)
         self._scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = int(shadows)
         self._scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = int(shadows)
@@ -319,7 +321,8 @@ def _camera(model: mujoco.MjModel, name: str | None) -> mujoco.MjvCamera:
         if cam_id < 0:
             names = [mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_CAMERA, i) for i in range(model.ncam)]
             known = ", ".join(n for n in names if n) or "none"
-            raise KsimError(f"the model has no camera '{name}'{did_you_mean(name, [n for n in names if n])} (cameras: {known})")
+            hint = did_you_mean(name, [n for n in names if n])
+            raise KsimError(f"the model has no camera '{name}'{hint} (cameras: {known})")
         cam.type = mujoco.mjtCamera.mjCAMERA_FIXED
         cam.fixedcamid = cam_id
         return cam
@@ -514,7 +517,11 @@ class TrainingMedia:
         cfg = self.render_config
         if self._recorder is None:
             self._recorder = Recorder(
-                self.spec, self.kernels, model_path=self.model_path, engine=self.engine, steps=cfg.control_steps(self.spec)
+                self.spec,
+                self.kernels,
+                model_path=self.model_path,
+                engine=self.engine,
+                steps=cfg.control_steps(self.spec),
             )
         rollout = self._recorder.record(policy, seed=cfg.seed)
         frames = render_frames(self.spec, self.model_path, rollout, cfg)

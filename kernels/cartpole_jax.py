@@ -76,7 +76,9 @@ SPEC = {'abi': 1,
            'seed': 0,
            'checkpoint_every': 50,
            'devices': 0,
-           'watchdog_s': 600.0},
+           'watchdog_s': 600.0,
+           'media_every_s': 600.0,
+           'video': True},
  'ops': {'reset': [6, 6], 'observe': [4, 2], 'step': [40, 36]}}
 
 

@@ -208,7 +208,9 @@ SPEC = {'abi': 1,
            'seed': 0,
            'checkpoint_every': 50,
            'devices': 0,
-           'watchdog_s': 600.0},
+           'watchdog_s': 600.0,
+           'media_every_s': 600.0,
+           'video': True},
  'ops': {'reset': [159, 41], 'observe': [65, 40], 'step': [105, 73]}}
 
 

@@ -81,6 +81,8 @@ DEFAULT_TRAIN: Mapping[str, Any] = MappingProxyType(
         "checkpoint_every": 50,  # iterations
         "devices": 0,  # 0: all local devices
         "watchdog_s": 600.0,  # a single jitted iteration slower than this is reported as a stall
+        "media_every_s": 600.0,  # write a video and plots into the run directory this often (0: only at the end)
+        "video": True,  # False: plots only
     }
 )
 

@@ -4,6 +4,10 @@
     ksimdsl compile TASK.ksim [--backend jax|numba] [-o FILE] [--no-cse]
     ksimdsl train   TASK.ksim [key=value ...] [--run-dir DIR] | ksimdsl train --resume RUN_DIR
     ksimdsl eval    TASK.ksim --run RUN_DIR [--episodes N] [--json]
+    ksimdsl render  TASK.ksim --run RUN_DIR -o OUT.mp4|OUT.gif [--seconds S] [--camera NAME]
+    ksimdsl export  TASK.ksim --run RUN_DIR -o POLICY.onnx
+    ksimdsl plot    RUN_DIR [RUN_DIR ...] [-o DIR]
+    ksimdsl bench   TASK.ksim [--envs N]
 
 Exit status: 0 on success, 2 on a user error (printed as FILE:LINE:COL: error:
 ..., never with a traceback), 3 on an internal error (a bug in ksimdsl; the
@@ -64,6 +68,32 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--episodes", type=int, default=10)
     c.add_argument("--engine", choices=("auto", "mjx", "mujoco"), default=None)
     c.add_argument("--json", action="store_true", help="print one JSON object")
+
+    c = sub.add_parser("render", help="render the deterministic policy of a run to a video")
+    c.add_argument("task")
+    c.add_argument("--run", required=True, metavar="RUN_DIR")
+    c.add_argument("-o", "--output", required=True, metavar="OUT.mp4|OUT.gif")
+    c.add_argument("--seconds", type=float, help="length of the video (default: one episode, at most 10 s)")
+    c.add_argument("--camera", metavar="NAME", help="a camera of the model (default: track the root body)")
+    c.add_argument("--width", type=int, default=640)
+    c.add_argument("--height", type=int, default=480)
+    c.add_argument("--engine", choices=("auto", "mjx", "mujoco"), default=None)
+
+    c = sub.add_parser("export", help="export the deterministic actor of a run to ONNX")
+    c.add_argument("task")
+    c.add_argument("--run", required=True, metavar="RUN_DIR")
+    c.add_argument("-o", "--output", required=True, metavar="POLICY.onnx")
+
+    c = sub.add_parser("plot", help="training curves of one or more runs (PNG)")
+    c.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    c.add_argument("-o", "--output", metavar="DIR", help="default: RUN_DIR/plots for one run, ./plots for several")
+
+    c = sub.add_parser("bench", help="kernel, physics and env-step throughput of a task")
+    c.add_argument("task")
+    c.add_argument("--envs", type=int, default=1024)
+    c.add_argument("--repeats", type=int, default=20)
+    c.add_argument("--engine", choices=("mjx", "mujoco", "both"), default="both")
+    c.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     return p
 
 
@@ -128,7 +158,93 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-_COMMANDS = {"check": _cmd_check, "compile": _cmd_compile, "train": _cmd_train, "eval": _cmd_eval}
+def _cmd_render(args: argparse.Namespace) -> int:
+    from ksimdsl.runtime.render import VIDEO_SUFFIXES, check_output_path, render_run
+    from ksimdsl.session import task_for_run
+
+    out = check_output_path(args.output, VIDEO_SUFFIXES)
+    task = task_for_run(args.task, args.run, engine=args.engine)
+    path = render_run(
+        task.spec,
+        task.kernels,
+        model_path=task.model_path,
+        run_dir=args.run,
+        out_path=out,
+        engine=task.engine,
+        seconds=args.seconds,
+        camera=args.camera,
+        width=args.width,
+        height=args.height,
+    )
+    print(f"wrote {path}")
+    return EXIT_OK
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from ksimdsl.runtime.export import check_output_path, export_onnx
+    from ksimdsl.session import task_for_run
+
+    out = check_output_path(args.output, (".onnx",))
+    task = task_for_run(args.task, args.run, engine="mjx")
+    print(f"wrote {export_onnx(task.spec, run_dir=args.run, out_path=out)}")
+    return EXIT_OK
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from ksimdsl.runtime.plots import plot_run, plot_runs
+
+    if len(args.runs) == 1:
+        paths = plot_run(args.runs[0], args.output)
+    else:
+        paths = plot_runs(args.runs, args.output or "plots")
+    for path in paths:
+        print(f"wrote {path}")
+    return EXIT_OK
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from ksimdsl.abi import TaskSpec
+    from ksimdsl.codegen import compile_checked
+    from ksimdsl.frontend.check import check_file
+    from ksimdsl.runtime.bench import BenchConfig, KernelVariant, bench_task, format_report
+
+    if args.envs < 1 or args.repeats < 1:
+        raise KsimError("--envs and --repeats must be at least 1")
+    checked = check_file(args.task)
+    variants = []
+    for backend in ("jax", "numba"):
+        for cse in (True, False):
+            compiled = compile_checked(checked, backend=backend, cse=cse)
+            variants.append(KernelVariant(f"{backend}/{'cse' if cse else 'no-cse'}", backend, cse, compiled.source))
+    engines = ("mjx", "mujoco") if args.engine == "both" else (args.engine,)
+    report = bench_task(
+        TaskSpec.from_dict(compile_checked(checked, backend="jax").spec),
+        model_path=checked.model.resolved_path,
+        variants=variants,
+        config=BenchConfig(envs=args.envs, repeats=args.repeats, engines=engines),
+        progress=lambda message: print(message, file=sys.stderr, flush=True),
+    )
+    print(format_report(report))
+    if args.json:
+        try:
+            Path(args.json).write_text(json.dumps(report, indent=2, default=str) + "\n")
+        except OSError as e:
+            raise KsimError(f"cannot write {args.json}: {e.strerror or e}") from None
+    return EXIT_OK
+
+
+_COMMANDS = {
+    "check": _cmd_check,
+    "compile": _cmd_compile,
+    "train": _cmd_train,
+    "eval": _cmd_eval,
+    "render": _cmd_render,
+    "export": _cmd_export,
+    "plot": _cmd_plot,
+    "bench": _cmd_bench,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

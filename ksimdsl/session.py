@@ -163,24 +163,37 @@ def _load_run_task(run_dir: str | Path, *, overrides: Sequence[str], engine: str
     return load_task(launch["task_path"], overrides=all_overrides, engine=chosen)
 
 
+def _media_hook(task: LoadedTask, run_dir: Path) -> Any:
+    """Videos and plots written into the run directory while training (train keys media_every_s, video)."""
+    from ksimdsl.runtime.render import MediaConfig, TrainingMedia
+
+    config = MediaConfig(every_s=float(task.spec.train["media_every_s"]), video=bool(task.spec.train["video"]))
+    media = TrainingMedia(task.spec, task.kernels, model_path=task.model_path, run_dir=run_dir, engine=task.engine, config=config)
+    return media.maybe_write
+
+
 def start_training(
     task_path: str, *, overrides: Sequence[str] = (), run_dir: str | None = None, progress: bool = True
 ) -> Any:
     """`ksimdsl train TASK.ksim key=value ...`"""
     from ksimdsl.runtime.train import train
 
+    from ksimdsl.runtime.runs import create_run_dir
+
     task = load_task(task_path, overrides=overrides)
+    run_path = create_run_dir(task.spec.task, path=run_dir)
     print(f"{task.spec.task}: engine {task.engine}, {task.spec.train['num_envs']} envs", flush=True)
     return train(
         task.spec,
         task.kernels,
         model_path=task.model_path,
-        run_dir=run_dir,
+        run_dir=run_path,
         task_text=task.task_text,
         generated_sources=task.generated_sources,
         engine=task.engine,
         progress=progress,
         extra={"launch": task.launch_info()},
+        on_iteration=_media_hook(task, run_path),
     )
 
 
@@ -201,6 +214,7 @@ def resume_training(run_dir: str, *, overrides: Sequence[str] = (), progress: bo
         resume=True,
         progress=progress,
         extra={"launch": task.launch_info()},
+        on_iteration=_media_hook(task, Path(run_dir)),
     )
 
 
@@ -210,12 +224,21 @@ def evaluate_run(
     """`ksimdsl eval TASK.ksim --run RUN_DIR`: the deterministic policy's returns."""
     from ksimdsl.runtime.evaluate import evaluate
 
-    launch = _read_launch(run_dir)
-    if task_path is not None and os.path.abspath(task_path) != launch["task_path"]:
-        # A different file may still be the same task; the checkpoint's own check decides.
-        task = load_task(task_path, overrides=launch.get("overrides", []), engine=engine and resolve_engine(engine))
-    else:
-        task = _load_run_task(run_dir, overrides=(), engine=engine and resolve_engine(engine))
+    task = task_for_run(task_path, run_dir, engine=engine)
     return evaluate(
         task.spec, task.kernels, model_path=task.model_path, run_dir=run_dir, episodes=episodes, engine=task.engine
     )
+
+
+def task_for_run(task_path: str | None, run_dir: str, *, engine: str | None = None) -> LoadedTask:
+    """The task a command on an existing run (eval, render, export) works with.
+
+    The run's own generated source when TASK is the file it was trained from
+    (or omitted); otherwise TASK is compiled afresh, and the checkpoint's
+    task check decides whether it fits the run.
+    """
+    launch = _read_launch(run_dir)
+    chosen = engine and resolve_engine(engine)
+    if task_path is not None and os.path.abspath(task_path) != launch["task_path"]:
+        return load_task(task_path, overrides=launch.get("overrides", []), engine=chosen)
+    return _load_run_task(run_dir, overrides=(), engine=chosen)

@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -46,6 +46,15 @@ from ksimdsl.runtime.runs import MetricsLog, create_run_dir, write_run_files
 from ksimdsl.runtime.watchdog import Watchdog
 
 __all__ = ["TrainConfig", "RunContext", "TrainResult", "train", "make_collector", "iteration_metrics", "TIMING_KEYS"]
+
+class IterationHook(Protocol):
+    """Called between iterations (`final=True` once after the last checkpoint).
+
+    It runs synchronously: `ppo_state`'s buffers are donated to the next step.
+    """
+
+    def __call__(self, ppo_state: ppo.PPOState, *, iteration: int, final: bool) -> Any: ...
+
 
 #: Metrics that depend on the machine's speed, not on the seed.
 TIMING_KEYS = ("wall_s", "sps", "iteration_s")
@@ -95,6 +104,7 @@ class RunContext:
     progress: bool = True
     task_text: str | None = None
     generated_sources: Mapping[str, str] = field(default_factory=dict)
+    on_iteration: "IterationHook | None" = None  # e.g. periodic videos and plots (render.TrainingMedia)
     extra: Mapping[str, Any] = field(default_factory=dict)  # more keys for config.json
 
 
@@ -252,6 +262,7 @@ def train(
     resume: bool = False,
     progress: bool = True,
     collector: Collector | None = None,
+    on_iteration: "IterationHook | None" = None,
     extra: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Train the task's policy with PPO, writing a run directory; see the module docstring.
@@ -278,6 +289,7 @@ def train(
         task_text=task_text,
         generated_sources=dict(generated_sources or {}),
         extra=dict(extra or {}),
+        on_iteration=on_iteration,
     )
     print(f"run directory: {ctx.run_dir}", flush=True)
     if collector is None:
@@ -363,9 +375,13 @@ def _run(spec: TaskSpec, config: TrainConfig, ctx: RunContext, collector: Collec
                 if record["episode_return"] is not None:
                     last_return = record["episode_return"]
                 bar.update(iteration, record, last_return)
+                if ctx.on_iteration is not None:
+                    ctx.on_iteration(ppo_state, iteration=iteration, final=False)
                 if config.checkpoint_every > 0 and iteration % config.checkpoint_every == 0 and iteration < config.steps:
                     ckpt_path = checkpoint(wall_s)
             ckpt_path = checkpoint(wall_offset + time.monotonic() - session_start)
+            if ctx.on_iteration is not None:
+                ctx.on_iteration(ppo_state, iteration=iteration, final=True)
     finally:
         bar.close()
         metrics_log.close()

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 import pytest
-from fixtures.cartpole import MODEL_PATH, cartpole_task
+from fixtures.cartpole import MODEL_PATH, cartpole_task, randomized_cartpole_task
 from fixtures.probe import probe_task, split_obs
 
 from ksimdsl.abi import ActuatorSpec
@@ -25,8 +25,13 @@ NUM_ENVS = 4
 
 @pytest.fixture(scope="module")
 def short_env():
-    """Cartpole with 5-step episodes, and its jitted reset/step."""
-    spec, kernels, path = cartpole_task()
+    """Cartpole with 5-step episodes, and its jitted reset/step.
+
+    The compiled fixture task tests/fixtures/cartpole_randomized.ksim rather than the
+    shipped one: these tests need actor noise, randomized masses and damping and a
+    second termination, which tasks/cartpole.ksim does not use.
+    """
+    spec, kernels, path = randomized_cartpole_task()
     spec = dataclasses.replace(spec, episode_steps=5)
     env = MjxEnv(spec, kernels, path, num_envs=NUM_ENVS)
     return env, jax.jit(env.reset), jax.jit(env.step)
@@ -135,6 +140,30 @@ def test_each_env_steps_its_own_randomized_model(short_env):
     cart_vel = np.asarray(state.data.qvel)[:, 0]
     assert cart_vel[0] > 0.95 and cart_vel[2] > 0.95
     assert cart_vel[1] < 0.5
+
+
+def test_shipped_cartpole_resets_rewards_and_terminates_as_written():
+    """tasks/cartpole.ksim through the compiler and the env: reset ranges, the balance reward, `fell`."""
+    spec, kernels, path = cartpole_task()
+    env = MjxEnv(spec, kernels, path, num_envs=NUM_ENVS)
+    state = jax.jit(env.reset)(jax.random.PRNGKey(6))
+    qpos = np.asarray(state.data.qpos)
+    assert np.all(np.abs(qpos[:, 0]) <= 0.1 + 1e-6)  # joint_pos["slider"] = uniform(-0.1, 0.1)
+    assert np.all(np.abs(qpos[:, 1]) <= 0.034 + 1e-6)  # joint_pos["hinge_1"] = uniform(-0.034, 0.034)
+    assert len(np.unique(qpos[:, 1])) == NUM_ENVS
+    np.testing.assert_array_equal(np.asarray(state.obs_actor_EO), np.asarray(state.obs_critic_EC))  # no noise
+
+    # at rest, centred: env 0 upright, env 1 at 45 deg (cos < 0.75: fell), envs 2 and 3 at 0.5 rad
+    angle_E = jnp.array([0.0, jnp.pi / 4, 0.5, -0.5])
+    data = state.data.replace(
+        qpos=jnp.zeros_like(state.data.qpos).at[:, 1].set(angle_E), qvel=jnp.zeros_like(state.data.qvel)
+    )
+    _, out = jax.jit(env.step)(state._replace(data=data), zeros_action(env))
+    assert out.failure_E.tolist() == [False, True, False, False]
+    assert out.terminations_EK[:, 0].tolist() == [False, True, False, False]
+    reward_E = np.asarray(out.reward_E)
+    # upright * centered * small_control * small_velocity: only `upright` = (cos + 1) / 2 is below 1 here
+    np.testing.assert_allclose(reward_E[[0, 2, 3]], (np.cos([0.0, 0.5, -0.5]) + 1) / 2, atol=5e-3)
 
 
 def test_position_actuators_become_pd_actuators():

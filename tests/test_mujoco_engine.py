@@ -14,6 +14,7 @@ import sys
 import types
 from pathlib import Path
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import mujoco
@@ -25,7 +26,8 @@ from ksimdsl.errors import InternalCompilerError, KsimError
 from ksimdsl.runtime import cstep, distributions, normalize, ppo
 from ksimdsl.runtime.actuators import ActuatorModel
 from ksimdsl.runtime.mujoco_collect import MujocoCollector
-from ksimdsl.runtime.mujoco_env import MujocoEnv, _HostActuators
+from ksimdsl.runtime.mujoco_env import MujocoEnv, _Actuation
+from ksimdsl.runtime.numba_policy import ACTIVATIONS, HostActor
 from tests.fixtures import cartpole_kernel_numba as KN
 from tests.fixtures.cartpole import MODEL_PATH
 
@@ -65,7 +67,9 @@ def test_contact_queries_match_python_contact_list():
     data = mujoco.MjData(model)
     for _ in range(40):
         mujoco.mj_step(model, data)
-    floor, ball_a, ball_b, box_c = (mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, n) for n in ("floor", "ball_a", "ball_b", "box_c"))
+    floor, ball_a, ball_b, box_c = (
+        mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, n) for n in ("floor", "ball_a", "ball_b", "box_c")
+    )
     queries = [([ball_a], [floor]), ([ball_b], [floor]), ([floor], [box_c]), ([ball_a, box_c], [floor])]
     in_a = np.zeros((len(queries), model.ngeom), np.uint8)
     in_b = np.zeros_like(in_a)
@@ -166,7 +170,7 @@ def test_step_is_mujoco_physics_plus_the_kernel():
     """One engine step equals mj_step on a copy of the env's data with the same ctrl."""
     env = make_env()
     twins = [copy.copy(d) for d in env.datas]
-    action = np.linspace(-2.0, 2.0, env.num_envs)[:, None]  # beyond [-1, 1]: clipped
+    action = np.linspace(-2.0, 2.0, env.num_envs, dtype=np.float32)[:, None]  # beyond [-1, 1]: clipped
     out = env.step(action)
     for e, twin in enumerate(twins):
         twin.ctrl[:] = np.clip(action[e], -1, 1)
@@ -248,7 +252,8 @@ def test_episode_return_accumulates_rewards():
     pytest.fail("no episode ended")
 
 
-def test_diverged_state_is_a_nan_reset():
+def test_diverged_state_is_a_nan_reset(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     env = make_env(num_envs=3)
     env.datas[1].qvel[:] = np.nan
     out = env.step(np.zeros((3, 1)))
@@ -259,6 +264,7 @@ def test_diverged_state_is_a_nan_reset():
     assert env.step_E[1] == 0 and np.isfinite(env.datas[1].qvel).all()
     out = env.step(np.zeros((3, 1)))
     assert not out.nan_E.any()
+    assert not (tmp_path / "MUJOCO_LOG.TXT").exists()  # MuJoCo's own warning printout is off
 
 
 def test_kernel_argument_names_are_checked():
@@ -304,7 +310,7 @@ def test_site_xpos_time_and_writes_phys_reach_the_kernel():
 # --------------------------------------------------------------------------- actuators
 
 
-def test_host_actuators_match_the_jax_actuator_model():
+def test_actuation_matches_the_jax_actuator_model():
     spec = SPEC.with_overrides(
         actuators=SPEC.actuators.__class__(
             kind="position", kp=(30.0,), kd=(2.0,), action_scale=0.5, default_pos=(0.2,), latency=(0.004, 0.016),
@@ -314,33 +320,64 @@ def test_host_actuators_match_the_jax_actuator_model():
     )  # fmt: skip
     model = mujoco.MjModel.from_xml_path(str(MODEL_PATH))
     jax_model = ActuatorModel.from_spec(spec, model)
-    host = _HostActuators(jax_model, spec.substeps)
+    actuation = _Actuation(jax_model)
     rng = np.random.default_rng(0)
-    latency_E, zero_EU = host.draw_episode(rng, 64)
+    E = 64
+    latency_E, zero_EU = actuation.draw_episode(rng, E)
     assert np.all((latency_E >= 0.004) & (latency_E <= 0.016)) and np.all(np.abs(zero_EU) <= 0.05)
-    action_EA = rng.uniform(-1.5, 1.5, (64, 1))
-    prev_EU = rng.normal(size=(64, 1))
-    new_EU = host.target(np.clip(action_EA, -1, 1), zero_EU)
-    ctrl_ESU = np.zeros((64, 4, 1))
-    host.fill_substeps(ctrl_ESU, prev_EU, new_EU, latency_E)
-    for e in range(64):
-        target = jax_model.target(jnp.asarray(action_EA[e], jnp.float32), jnp.asarray(zero_EU[e], jnp.float32))
-        np.testing.assert_allclose(new_EU[e], np.asarray(target), rtol=1e-6, atol=1e-7)
+    raw_EA = rng.uniform(-1.5, 1.5, (E, 1)).astype(np.float32)
+    prev_EU = rng.normal(size=(E, 1))
+    prev_before_EU = prev_EU.copy()
+    action_EA = np.zeros((E, 1))
+    ctrl_ESU = np.zeros((E, 4, 1))
+    actuation(0, E, raw_EA, action_EA, zero_EU, latency_E, prev_EU, ctrl_ESU)
+    np.testing.assert_array_equal(action_EA, np.clip(raw_EA, -1, 1))
+    for e in range(E):
+        target = jax_model.target(jnp.asarray(raw_EA[e]), jnp.asarray(zero_EU[e], jnp.float32))
+        np.testing.assert_allclose(prev_EU[e], np.asarray(target), rtol=1e-6, atol=1e-7)
         for s in range(4):
-            want = jax_model.substep_ctrl(jnp.asarray(prev_EU[e]), target, jnp.float32(latency_E[e]), s)
+            want = jax_model.substep_ctrl(jnp.asarray(prev_before_EU[e]), target, jnp.float32(latency_E[e]), s)
             np.testing.assert_allclose(ctrl_ESU[e, s], np.asarray(want), rtol=1e-6, atol=1e-7)
-    assert (ctrl_ESU[:, 0] == prev_EU).all()  # every latency is at least one substep
-    assert (ctrl_ESU[:, 2] == prev_EU).any() and (ctrl_ESU[:, 2] == new_EU).any()
+    assert (ctrl_ESU[:, 0] == prev_before_EU).all()  # every latency is at least one substep
+    assert (ctrl_ESU[:, 2] == prev_before_EU).any() and (ctrl_ESU[:, 2] == prev_EU).any()
+    rest = actuation.rest_target(zero_EU[:3])
+    for e in range(3):
+        np.testing.assert_allclose(rest[e], np.asarray(jax_model.rest_target(jnp.asarray(zero_EU[e]))), rtol=1e-6)
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_numba_actor_matches_the_jax_actor(activation):
+    spec = SPEC.with_overrides(policy=dict(SPEC.policy) | {"activation": activation, "hidden": [16, 8]})
+    state = ppo.init_ppo_from_spec(spec, key=jax.random.PRNGKey(3))
+    rng = np.random.default_rng(0)
+    obs_EO = rng.normal(size=(10, spec.obs_actor_size)).astype(np.float32) * 3
+    # non-trivial weights and normalizer: perturb the output layer and fold in a batch of observations
+    model = eqx.tree_at(lambda m: m.actor.net.layers[-1].weight, state.model,
+                        jnp.asarray(rng.normal(size=state.model.actor.net.layers[-1].weight.shape), jnp.float32))  # fmt: skip
+    norm = normalize.update(state.obs_norm_actor, jnp.asarray(rng.normal(size=(50, spec.obs_actor_size)) * 2 + 1))
+    actor = HostActor.from_model(model, norm)
+    eps_EA = rng.normal(size=(10, spec.action_size)).astype(np.float32)
+    action_EA = np.zeros((10, spec.action_size), np.float32)
+    log_prob_E = np.zeros(10, np.float32)
+    actor.act(0, 10, obs_EO, eps_EA, action_EA, log_prob_E)
+    dist, _ = jax.vmap(model.actor, in_axes=(0, None))(normalize.normalize(norm, obs_EO), jnp.zeros(0))
+    np.testing.assert_allclose(action_EA, np.asarray(dist.mean_A + dist.std_A * eps_EA), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(log_prob_E, np.asarray(distributions.log_prob(dist, action_EA)), rtol=1e-4, atol=1e-4)
+    assert HostActor.supports(model)
+    gru = ppo.init_ppo_from_spec(spec.with_overrides(policy=dict(spec.policy) | {"kind": "gru", "hidden": [8]}),
+                                 key=jax.random.PRNGKey(0))  # fmt: skip
+    assert not HostActor.supports(gru.model)
 
 
 # --------------------------------------------------------------------------- collector
 
 
-def test_collector_trajectory_and_stats():
+@pytest.mark.parametrize("numba_policy", [True, False], ids=["numba-actor", "jax-actor"])
+def test_collector_trajectory_and_stats(numba_policy):
     spec = SPEC.with_overrides(
         train=dict(SPEC.train) | {"rollout": 40, "num_envs": 6, "minibatches": 2}, episode_steps=15
     )
-    collector = MujocoCollector(spec, KN, MODEL_PATH, threads=2)
+    collector = MujocoCollector(spec, KN, MODEL_PATH, threads=2, numba_policy=numba_policy)
     key = jax.random.PRNGKey(0)
     state = ppo.init_ppo_from_spec(spec, key=key)
     cstate = collector.init_for(state, key=key)

@@ -37,7 +37,7 @@ from typing import Any
 import llvmlite.binding as llvm
 import mujoco
 import numpy as np
-from numba import carray, njit, types
+from numba import carray, cfunc, njit, types
 from numba.extending import intrinsic
 
 __all__ = [
@@ -51,6 +51,9 @@ __all__ = [
     "write_state",
     "write_model_fields",
     "BAD_STATE_WARNINGS",
+    "quiet_mujoco_warnings",
+    "actuate",
+    "ACTUATOR_KINDS",
 ]
 
 #: The shared library inside the installed `mujoco` wheel.
@@ -79,6 +82,31 @@ _mj_resetData = types.ExternalFunction("mj_resetData", types.void(types.voidptr,
 _mj_contactForce = types.ExternalFunction(
     "mj_contactForce", types.void(types.voidptr, types.voidptr, types.intc, types.CPointer(types.float64))
 )
+
+
+# --------------------------------------------------------------------------- MuJoCo's warning printout
+
+
+@cfunc(types.void(types.voidptr), cache=True)
+def _ignore_warning(message):  # pragma: no cover - runs inside libmujoco
+    return
+
+
+def quiet_mujoco_warnings() -> bool:
+    """Stop C MuJoCo from printing warnings and appending them to ./MUJOCO_LOG.TXT.
+
+    The engine detects diverged states itself (from `mjData.warning`, see
+    `advance`) and reports them as NaN resets, so MuJoCo's own printout of
+    "Nan, Inf or huge value in QACC ..." would only flood the terminal and
+    litter the working directory. Installs a no-op `mju_user_warning` for the
+    process, unless a handler is already installed (by the user or by another
+    library), which is then left alone. Returns whether the no-op is in place.
+    """
+    handler = ctypes.c_void_p.in_dll(ctypes.CDLL(LIBMUJOCO), "mju_user_warning")
+    if handler.value in (None, _ignore_warning.address):
+        handler.value = _ignore_warning.address
+        return True
+    return False
 
 
 # --------------------------------------------------------------------------- addresses as pointers
@@ -359,7 +387,8 @@ def _contacts(e, m_adr, d_adr, in_a_CG, in_b_CG, contact_EC, force_EC, layout, w
                 contact_EC[e, c] = 1.0
                 if want_force:
                     if not have_force:
-                        _mj_contactForce(_voidptr(m_adr), _voidptr(d_adr), np.intc(i), _f64ptr(np.uint64(wrench.ctypes.data)))
+                        wrench_ptr = _f64ptr(np.uint64(wrench.ctypes.data))
+                        _mj_contactForce(_voidptr(m_adr), _voidptr(d_adr), np.intc(i), wrench_ptr)
                         have_force = True
                     force_EC[e, c] += wrench[0]
 
@@ -484,3 +513,39 @@ def write_state(idx_K, qpos_adr_E, qvel_adr_E, qpos_KQ, qvel_KV):
             qpos[i] = qpos_KQ[k, i]
         for i in range(nv):
             qvel[i] = qvel_KV[k, i]
+
+
+#: Actuator kinds of `actuate` (see docs/architecture.md, "Actuators").
+ACTUATOR_KINDS = {"position": 0, "torque": 1, "ctrl": 2}
+
+
+@njit(nogil=True, cache=True)
+def actuate(lo, hi, raw_EA, action_EA, kind, default_pos_U, action_scale, scale, zero_offset_EU, clip_lo_U,
+            clip_hi_U, latency_E, dt, prev_ctrl_EU, ctrl_ESU):  # fmt: skip
+    """Actions -> the ctrl of every physics substep, for envs [lo, hi).
+
+    action_EA = clip(raw_EA, -1, 1) (what the kernels see); the target is
+    `default_pos + action_scale * action + zero_offset` (kind 0, position),
+    `scale * action` (1, torque) or `action` (2, ctrl), clipped to
+    [clip_lo_U, clip_hi_U] (+-inf where unlimited). Substep s keeps the
+    previous target while `s * dt < latency_E[e]`. prev_ctrl_EU becomes the new
+    target. Same formulas as `ksimdsl.runtime.actuators.ActuatorModel`.
+    """
+    n_act = raw_EA.shape[1]
+    n_sub = ctrl_ESU.shape[1]
+    nu = ctrl_ESU.shape[2]
+    for e in range(lo, hi):
+        for a in range(n_act):
+            action_EA[e, a] = min(max(raw_EA[e, a], -1.0), 1.0)
+        for u in range(nu):
+            a = action_EA[e, u]
+            if kind == 0:
+                target = default_pos_U[u] + action_scale * a + zero_offset_EU[e, u]
+            elif kind == 1:
+                target = scale * a
+            else:
+                target = a
+            target = min(max(target, clip_lo_U[u]), clip_hi_U[u])
+            for s in range(n_sub):
+                ctrl_ESU[e, s, u] = prev_ctrl_EU[e, u] if s * dt < latency_E[e] else target
+            prev_ctrl_EU[e, u] = target

@@ -1,9 +1,14 @@
 """Rollouts on C MuJoCo: the host-side `Collector` for `engine mujoco`.
 
 The environments (`ksimdsl.runtime.mujoco_env.MujocoEnv`) step on native
-threads; the policy runs batched in one jitted JAX call per control step
-(`_policy_step`: carry reset, action sample, log-prob and value for all E envs
-at once). The collector is not jittable (`jittable = False`): the training loop
+threads. The actor runs where it is cheapest: an MLP actor with a normal head
+is evaluated by numba inside the worker threads, each for its own chunk of
+envs right before their physics (`numba_policy.HostActor`, `MujocoEnv.step_actor`;
+its standard-normal draws come from a generator seeded by the rollout's key);
+any other actor (GRU, mixture) runs batched in one jitted JAX call per control
+step (`_policy_step`: carry reset, action sample and log-prob for all E envs).
+The critic's values of the whole rollout are computed afterwards in one
+batched JAX call. The collector is not jittable (`jittable = False`): the training loop
 calls `collect` from Python and jits only the PPO update.
 
 Per control step the only host <-> JAX traffic is the observation batch in and
@@ -34,6 +39,7 @@ from ksimdsl.runtime import ppo
 from ksimdsl.runtime.collect import RolloutStats, summarize_step
 from ksimdsl.runtime.evaluate import EpisodeResults
 from ksimdsl.runtime.mujoco_env import HostStepOutput, MujocoEnv
+from ksimdsl.runtime.numba_policy import HostActor
 
 __all__ = ["MujocoCollector", "MujocoCollectorState", "EnvSnapshot", "run_episodes_mujoco"]
 
@@ -75,7 +81,11 @@ class _CollectorCheckpoint(NamedTuple):
 
 
 class MujocoCollector:
-    """Rollouts on C MuJoCo, stepped on `threads` native threads (default: all usable cores)."""
+    """Rollouts on C MuJoCo, stepped on `threads` native threads (default: all usable cores).
+
+    `numba_policy`: evaluate a supported actor with numba in the worker threads
+    (default); False always uses the batched JAX call.
+    """
 
     jittable = False
 
@@ -87,8 +97,10 @@ class MujocoCollector:
         *,
         num_envs: int | None = None,
         threads: int | None = None,
+        numba_policy: bool = True,
     ):
         self.spec = spec
+        self.numba_policy = numba_policy
         self.num_envs = int(num_envs if num_envs is not None else spec.train["num_envs"])
         self.rollout = int(spec.train["rollout"])
         self.env = MujocoEnv(spec, kernels, model_path, num_envs=self.num_envs, threads=threads)
@@ -129,7 +141,6 @@ class MujocoCollector:
         obs_critic_TEC = np.empty((T, E, spec.obs_critic_size), np.float32)
         action_TEA = np.empty((T, E, spec.action_size), np.float32)
         log_prob_TE = np.empty((T, E), np.float32)
-        value_TE = np.empty((T, E), np.float32)
         reward_TE = np.empty((T, E), np.float32)
         done_TE = np.empty((T, E), bool)
         failure_TE = np.empty((T, E), bool)
@@ -139,18 +150,23 @@ class MujocoCollector:
         levels: list[np.ndarray] = []
 
         carry_E, reset_E = state.carry_E, np.asarray(state.reset_E, dtype=bool)
+        host_actor = HostActor.from_model(model, norm_a) if self.numba_policy and HostActor.supports(model) else None
+        noise = np.random.default_rng(np.asarray(jax.random.bits(key, (4,), jnp.uint32)))
         for t, step_key in enumerate(jax.random.split(key, T)):
             obs_actor_TEO[t] = env.obs_actor_EO
             obs_critic_TEC[t] = env.obs_critic_EC
             reset_TE[t] = reset_E
-            action, log_prob, value, carry_E = self._policy_step(
-                model, norm_a, norm_c, obs_actor_TEO[t], obs_critic_TEC[t], carry_E, reset_E, step_key
-            )
-            action_TEA[t] = np.asarray(action)
             level_E = env.level_E.copy()
-            out = env.step(action_TEA[t])
-            log_prob_TE[t] = np.asarray(log_prob)
-            value_TE[t] = np.asarray(value)
+            if host_actor is not None:
+                eps_EA = noise.standard_normal((E, spec.action_size), dtype=np.float32)
+                out, action_TEA[t], log_prob_TE[t] = env.step_actor(host_actor, eps_EA)
+            else:
+                action, log_prob, carry_E = self._policy_step(
+                    model, norm_a, obs_actor_TEO[t], carry_E, reset_E, step_key
+                )
+                action_TEA[t] = np.asarray(action)
+                out = env.step(action_TEA[t])
+                log_prob_TE[t] = np.asarray(log_prob)
             reward_TE[t] = out.reward_E
             done_TE[t] = out.done_E
             failure_TE[t] = out.failure_E
@@ -169,7 +185,10 @@ class MujocoCollector:
             for t, idx, _ in bootstrap_rows:
                 bootstrap_TE[t, idx] = values_N[n : n + idx.size]
                 n += idx.size
-        last_value_E = np.asarray(self._values(model, norm_c, env.obs_critic_EC))
+        # critic values of every observation the actions were taken on, and of the last one, in one call
+        critic_NC = np.concatenate([obs_critic_TEC.reshape(T * E, -1), env.obs_critic_EC])
+        values_N = np.asarray(self._values(model, norm_c, critic_NC))
+        value_TE, last_value_E = values_N[: T * E].reshape(T, E), values_N[T * E :]
 
         traj = ppo.Trajectory(
             obs_actor_TEO=jnp.asarray(obs_actor_TEO),
@@ -348,15 +367,15 @@ def _rollout_stats(outputs: list[HostStepOutput], levels: list[np.ndarray]) -> R
     return RolloutStats(*(jnp.asarray(np.asarray(x, np.float32)) for x in stats))
 
 
-def _policy_step(model, norm_a, norm_c, obs_actor_EO, obs_critic_EC, carry_E, reset_E, key):
-    """One batched policy step: (action_EA, log_prob_E, value_E, carry_E) (jitted by the collector)."""
+def _policy_step(model, norm_a, obs_actor_EO, carry_E, reset_E, key):
+    """One batched actor step: (action_EA, log_prob_E, carry_E) (jitted by the collector).
+
+    The critic is not evaluated here: its values are computed for the whole
+    rollout at once afterwards (one large batch is cheaper than T small ones).
+    """
     carry_E = jax.vmap(ppo.reset_carry, in_axes=(None, 0, 0))(model, carry_E, reset_E)
     keys_E = jax.random.split(key, obs_actor_EO.shape[0])
-    action_EA, log_prob_E, carry_E = jax.vmap(lambda o, c, k: ppo.act(model, norm_a, o, c, key=k))(
-        obs_actor_EO, carry_E, keys_E
-    )
-    value_E = jax.vmap(ppo.value, in_axes=(None, None, 0))(model, norm_c, obs_critic_EC)
-    return action_EA, log_prob_E, value_E, carry_E
+    return jax.vmap(lambda o, c, k: ppo.act(model, norm_a, o, c, key=k))(obs_actor_EO, carry_E, keys_E)
 
 
 def _values(model, norm_c, obs_NC):

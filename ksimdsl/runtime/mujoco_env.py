@@ -11,19 +11,24 @@ state lives in preallocated numpy arrays.
     out = env.step(action_EA)             # one control step, auto-reset of done envs
     env.obs_actor_EO                      # what the policy acts on next
 
+    out, action_EA, log_prob_E = env.step_actor(actor, eps_EA)   # the same, with the policy
+                                                                  # evaluated in the worker threads
+
 One control step:
 
-1. the actuator model turns the clipped actions into the `ctrl` of every
-   physics substep (`ctrl_ESU`, with per-episode latency and zero offset);
-2. `threads` worker threads each take a contiguous range of envs and run
-   `cstep.advance` (substeps through `mj_step`, divergence check, gather of the
-   physics arrays in `SPEC["phys_inputs"]` and of the contact queries), then
-   the task's numba `step` kernel on the same range. Both release the GIL, so
-   the threads run in parallel;
-3. reward, failure / success / truncation, NaN resets (C MuJoCo's
+1. `threads` worker threads take contiguous chunks of envs on demand; for each
+   chunk they (with `step_actor`) sample the actions with the numba actor
+   (`numba_policy.HostActor`), turn the clipped actions into the `ctrl` of
+   every physics substep (`cstep.actuate`: per-episode latency and zero
+   offset), run `cstep.advance` (substeps through `mj_step`, divergence check,
+   gather of the physics arrays in `SPEC["phys_inputs"]` and of the contact
+   queries), then the task's numba `step` kernel on the same chunk. All of it
+   releases the GIL (the kernel when compiled with `nogil=True`), so the
+   threads run in parallel;
+2. reward, failure / success / truncation, NaN resets (C MuJoCo's
    bad-qpos/qvel/qacc warnings or a non-finite value: a failure with zero
    reward) and the curriculum are computed on the whole batch in numpy;
-4. the envs that are done start a new episode: the `reset` kernel, model
+3. the envs that are done start a new episode: the `reset` kernel, model
    field writes, `mj_resetData` + `mj_forward`, and the `observe` kernel, on
    the done envs only.
 
@@ -41,6 +46,7 @@ Random numbers come from one numpy `Generator` per env batch (seeded by
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -57,6 +63,7 @@ from ksimdsl.runtime import cstep
 from ksimdsl.runtime.actuators import ActuatorModel
 from ksimdsl.runtime.curriculum import Curriculum
 from ksimdsl.runtime.model import default_pose, load_model
+from ksimdsl.runtime.numba_policy import HostActor
 
 __all__ = ["MujocoEnv", "HostStepOutput", "default_threads"]
 
@@ -76,6 +83,10 @@ _DATA_FIELDS = (
     "sensordata",
 )
 _SUFFIX = re.compile(r"_[A-Z][A-Z0-9]*$")
+#: Envs are stepped in chunks handed to the threads on demand: up to this many chunks per thread,
+CHUNKS_PER_THREAD = 4
+#: of at least this many envs (a chunk costs a few microseconds of dispatch).
+MIN_CHUNK = 8
 
 
 class HostStepOutput(NamedTuple):
@@ -107,16 +118,23 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-class _HostActuators:
-    """`actuators.ActuatorModel` for a whole batch in numpy (same formulas, see that module)."""
+class _Actuation:
+    """The actuator model's constants for `cstep.actuate`, and its per-episode draws (numpy).
 
-    def __init__(self, model: ActuatorModel, substeps: int):
-        self.m = model
-        self.substep_time_S = np.arange(substeps, dtype=np.float64) * model.dt
+    Same semantics as `ksimdsl.runtime.actuators.ActuatorModel` (which this is built from).
+    """
+
+    def __init__(self, model: ActuatorModel):
+        self.model = model
+        self.kind = cstep.ACTUATOR_KINDS[model.kind]
+        self.default_pos_U = np.asarray(model.default_pos_U, np.float64)
+        nu = model.nu
+        self.clip_lo_U = np.full(nu, -np.inf) if model.ctrl_lo_U is None else np.asarray(model.ctrl_lo_U, np.float64)
+        self.clip_hi_U = np.full(nu, np.inf) if model.ctrl_hi_U is None else np.asarray(model.ctrl_hi_U, np.float64)
 
     def draw_episode(self, rng: np.random.Generator, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(latency_K seconds, zero_offset_KU) for k new episodes."""
-        m = self.m
+        m = self.model
         latency_K = np.zeros(k) if m.latency is None else rng.uniform(m.latency[0], m.latency[1], k)
         zero_KU = np.zeros((k, m.nu))
         if m.kind == "position" and m.zero_offset_dist is not None:
@@ -129,26 +147,19 @@ class _HostActuators:
                 zero_KU = rng.uniform(lo, hi, (k, m.nu))
         return latency_K, zero_KU
 
-    def target(self, action_EA: np.ndarray, zero_offset_EU: np.ndarray) -> np.ndarray:
-        """ctrl (E, nu) the (already clipped) actions ask for, before latency."""
-        m = self.m
-        if m.kind == "position":
-            ctrl_EU = m.default_pos_U + m.action_scale * action_EA + zero_offset_EU
-        elif m.kind == "torque":
-            ctrl_EU = m.scale * action_EA
-        else:
-            ctrl_EU = action_EA
-        if m.ctrl_lo_U is not None:
-            ctrl_EU = np.clip(ctrl_EU, m.ctrl_lo_U, m.ctrl_hi_U)
-        return ctrl_EU
+    def rest_target(self, zero_offset_KU: np.ndarray) -> np.ndarray:
+        """ctrl (K, nu) of a zero action: the "previous target" right after a reset."""
+        m = self.model
+        base = self.default_pos_U + zero_offset_KU if m.kind == "position" else np.zeros_like(zero_offset_KU)
+        return np.clip(base, self.clip_lo_U, self.clip_hi_U)
 
-    def fill_substeps(self, ctrl_ESU: np.ndarray, prev_EU: np.ndarray, new_EU: np.ndarray, latency_E: np.ndarray):
-        """ctrl of every substep: the previous target while `substep * dt < latency`, then the new one."""
-        if self.m.latency is None:
-            ctrl_ESU[:] = new_EU[:, None, :]
-            return
-        use_prev_ES = self.substep_time_S[None, :] < latency_E[:, None]
-        np.copyto(ctrl_ESU, np.where(use_prev_ES[:, :, None], prev_EU[:, None, :], new_EU[:, None, :]))
+    def __call__(self, lo: int, hi: int, raw_EA, action_EA, zero_offset_EU, latency_EU, prev_ctrl_EU, ctrl_ESU):
+        """`cstep.actuate` for envs [lo, hi)."""
+        m = self.model
+        cstep.actuate(
+            lo, hi, raw_EA, action_EA, self.kind, self.default_pos_U, m.action_scale, m.scale, zero_offset_EU,
+            self.clip_lo_U, self.clip_hi_U, latency_EU, m.dt, prev_ctrl_EU, ctrl_ESU,
+        )  # fmt: skip
 
 
 class _KernelArgs:
@@ -200,11 +211,12 @@ class MujocoEnv:
         self.threads = max(1, min(E, threads or default_threads()))
         self.rng = np.random.default_rng(seed)
         self.layout_L = cstep.struct_layout().as_array()
+        cstep.quiet_mujoco_warnings()  # diverged states are counted as NaN resets instead
         self.warnings_W = np.array(cstep.BAD_STATE_WARNINGS, dtype=np.int64)
 
         self.mj_model = load_model(spec, model_path)
         m = self.mj_model
-        self.actuators = _HostActuators(ActuatorModel.from_spec(spec, m), spec.substeps)
+        self.actuation = _Actuation(ActuatorModel.from_spec(spec, m))
         self.curriculum = Curriculum.from_spec(spec.curriculum)
         qpos0, qvel0 = default_pose(m)
         self.success_K = np.asarray(spec.success, dtype=bool)
@@ -225,7 +237,7 @@ class MujocoEnv:
         self.default_fields = {n: np.array(getattr(m, n), dtype=np.float64) for n in spec.randomize_fields}
 
         # ---- physics batch arrays the kernels read (float64, natural per-env shapes)
-        unknown = [p for p in spec.phys_inputs if p not in _DATA_FIELDS and p not in ("time", "contact", "contact_force")]
+        unknown = [p for p in spec.phys_inputs if p not in _DATA_FIELDS + ("time", "contact", "contact_force")]
         if unknown:
             raise KsimError(f"the C-MuJoCo engine cannot provide physics input(s) {unknown}; recompile the task")
         gathered = tuple(dict.fromkeys(("qpos", "qvel") + tuple(p for p in spec.phys_inputs if p in _DATA_FIELDS)))
@@ -271,7 +283,11 @@ class MujocoEnv:
         self.obs_critic_EC = np.zeros((E, OC), dtype=np.float32)
 
         # ---- step buffers
-        self.action_EA = np.zeros((E, A))
+        self.raw_action_EA = np.zeros((E, A), dtype=np.float32)  # the policy's actions
+        self.action_EA = np.zeros((E, A))  # clipped to [-1, 1]: what kernels and actuators see
+        self.eps_EA = np.zeros((E, A), dtype=np.float32)  # standard-normal draws of `step_actor`
+        self.log_prob_E = np.zeros(E, dtype=np.float32)
+        self._actor: HostActor | None = None
         self.ctrl_ESU = np.zeros((E, spec.substeps, U))
         self.bad_E = np.zeros(E, dtype=np.bool_)
         n_s, u_s = spec.rand["step"]
@@ -307,10 +323,13 @@ class MujocoEnv:
                 "qvel_out": self.qvel_out_EV,
             }
         )
-        bounds = np.linspace(0, E, self.threads + 1).astype(int)
-        self._ranges = [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
-        self._step_args_by_range = [[a[lo:hi] for a in full] for lo, hi in self._ranges]
-        self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="ksimdsl-mujoco") if self.threads > 1 else None
+        n_chunks = 1 if self.threads == 1 else min(self.threads * CHUNKS_PER_THREAD, max(self.threads, E // MIN_CHUNK))
+        bounds = np.linspace(0, E, n_chunks + 1).astype(int)
+        self._chunks = [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        self._step_args_by_chunk = [[a[lo:hi] for a in full] for lo, hi in self._chunks]
+        self._pool = (
+            ThreadPoolExecutor(self.threads - 1, thread_name_prefix="ksimdsl-mujoco") if self.threads > 1 else None
+        )
         self._all_E = np.arange(E, dtype=np.int64)
 
     # ------------------------------------------------------------------ lifecycle
@@ -340,14 +359,28 @@ class MujocoEnv:
         `self.obs_actor_EO` / `self.obs_critic_EC` then hold the observations the
         policy acts on next.
         """
-        spec = self.spec
-        np.clip(action_EA, -1.0, 1.0, out=self.action_EA)
-        new_ctrl_EU = self.actuators.target(self.action_EA, self.zero_offset_EU)
-        self.actuators.fill_substeps(self.ctrl_ESU, self.prev_ctrl_EU, new_ctrl_EU, self.latency_E)
-        self.prev_ctrl_EU[:] = new_ctrl_EU
-        self._draw(self.rand_n_step, self.rand_u_step)
+        self.raw_action_EA[:] = action_EA
+        self._actor = None
+        return self._step()
 
-        self._run_parallel(self._advance_and_step)
+    def step_actor(self, actor: HostActor, eps_EA: np.ndarray) -> tuple[HostStepOutput, np.ndarray, np.ndarray]:
+        """`step` with the actions sampled by `actor` from the current observations, inside the worker
+        threads (each for its own chunk of envs): action = mean + std * eps_EA.
+
+        Returns (step output, action_EA (raw, unclipped, float32), log_prob_E).
+        """
+        self.eps_EA[:] = eps_EA
+        self._actor = actor
+        try:
+            out = self._step()
+        finally:
+            self._actor = None
+        return out, self.raw_action_EA.copy(), self.log_prob_E.copy()
+
+    def _step(self) -> HostStepOutput:
+        spec = self.spec
+        self._draw(self.rand_n_step, self.rand_u_step)
+        self._run_parallel(self._control_step)
 
         nan_E = self.bad_E.copy()
         if spec.writes_phys:
@@ -414,16 +447,27 @@ class MujocoEnv:
     # ------------------------------------------------------------------ internals
 
     def _run_parallel(self, work: Callable[[int], None]) -> None:
+        """Run work(chunk) for every chunk of envs, on all threads; chunks are handed out on demand
+        so that a thread slowed down by the OS or by costlier envs (more contacts) does not hold
+        the others up at the end of the control step."""
         if self._pool is None:
-            work(0)
+            for i in range(len(self._chunks)):
+                work(i)
             return
-        futures = [self._pool.submit(work, i) for i in range(1, self.threads)]
-        work(0)
+        counter = itertools.count()  # next() is atomic under the GIL
+        n = len(self._chunks)
+
+        def worker() -> None:
+            while (i := next(counter)) < n:
+                work(i)
+
+        futures = [self._pool.submit(worker) for _ in range(1, self.threads)]
+        worker()
         for f in futures:
             f.result()
 
-    def _advance(self, part: int) -> None:
-        lo, hi = self._ranges[part]
+    def _advance(self, chunk: int) -> None:
+        lo, hi = self._chunks[chunk]
         cstep.advance(
             lo,
             hi,
@@ -445,9 +489,15 @@ class MujocoEnv:
             self.warnings_W,
         )
 
-    def _advance_and_step(self, part: int) -> None:
-        self._advance(part)
-        self.kernels.step(*self._step_args_by_range[part])
+    def _control_step(self, chunk: int) -> None:
+        """Everything of one control step that is independent per env, for one chunk of envs."""
+        lo, hi = self._chunks[chunk]
+        if self._actor is not None:
+            self._actor.act(lo, hi, self.obs_actor_EO, self.eps_EA, self.raw_action_EA, self.log_prob_E)
+        self.actuation(lo, hi, self.raw_action_EA, self.action_EA, self.zero_offset_EU, self.latency_E,
+                       self.prev_ctrl_EU, self.ctrl_ESU)  # fmt: skip
+        self._advance(chunk)
+        self.kernels.step(*self._step_args_by_chunk[chunk])
 
     def _draw(self, rand_n: np.ndarray, rand_u: np.ndarray) -> None:
         if rand_n.size:
@@ -491,8 +541,8 @@ class MujocoEnv:
                 self.field_size_R,
                 np.array([v.ctypes.data for v in values], dtype=np.uint64),
             )
-        latency_K, zero_KU = self.actuators.draw_episode(self.rng, k)
-        rest_KU = self.actuators.target(np.zeros((k, spec.action_size)), zero_KU)
+        latency_K, zero_KU = self.actuation.draw_episode(self.rng, k)
+        rest_KU = self.actuation.rest_target(zero_KU)
         self.latency_E[idx_K] = latency_K
         self.zero_offset_EU[idx_K] = zero_KU
         self.prev_ctrl_EU[idx_K] = rest_KU

@@ -15,6 +15,13 @@ sessions of the same run), after `train.max_seconds` of wall time, or on Ctrl-C
 stop writes a final checkpoint. A watchdog reports an iteration that stalls
 longer than `train.watchdog_s` (see `ksimdsl.runtime.watchdog`).
 
+Devices: with the MJX engine the environments are split over the local JAX
+devices (`train devices=N`, default all) and, in a multi-process run, over the
+devices of every process; the PPO state is replicated and XLA combines the
+statistics and gradients across devices (see `ksimdsl.runtime.sharding`). Only
+the main process writes the run directory. The results match a single-device
+run with the same seed and `num_envs` up to the order of floating-point sums.
+
 Randomness: the key of iteration i is `fold_in(PRNGKey(seed), i)` and the
 collector state (env physics, episode counters, actor carry) is part of every
 checkpoint, so the same seed gives the same metrics, and a resumed run continues
@@ -43,6 +50,7 @@ from ksimdsl.runtime import ppo
 from ksimdsl.runtime.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint, spec_hash
 from ksimdsl.runtime.collect import Collector, MjxCollector, RolloutStats
 from ksimdsl.runtime.runs import MetricsLog, create_run_dir, write_run_files
+from ksimdsl.runtime.sharding import EnvMesh, is_main_process
 from ksimdsl.runtime.watchdog import Watchdog
 
 __all__ = ["TrainConfig", "RunContext", "TrainResult", "train", "make_collector", "iteration_metrics", "TIMING_KEYS"]
@@ -71,6 +79,7 @@ class TrainConfig:
     watchdog_s: float
     num_envs: int
     rollout: int
+    devices: int  # local devices to shard the environments over (0: all); see ksimdsl.runtime.sharding
 
     @staticmethod
     def from_spec(spec: TaskSpec) -> "TrainConfig":
@@ -83,6 +92,7 @@ class TrainConfig:
             watchdog_s=float(t["watchdog_s"]),
             num_envs=int(t["num_envs"]),
             rollout=int(t["rollout"]),
+            devices=int(t["devices"]),
         )
         if config.num_envs < 1 or config.rollout < 1 or config.steps < 0:
             raise KsimError(f"train: need num_envs >= 1, rollout >= 1, steps >= 0 (got {config})")
@@ -187,8 +197,22 @@ class _StopFlag:
             signal.signal(signal.SIGINT, previous)
 
 
-def _make_train_step(collector: Collector):
-    """(ppo_state, collector_state, key) -> (ppo_state, collector_state, stats, update_metrics)."""
+#: Stop requests the main process broadcasts to the others each iteration (by index).
+_STOP_REQUESTS = (None, "interrupted", "max_seconds")
+
+
+def _local(mesh: EnvMesh | None, ppo_state: ppo.PPOState) -> ppo.PPOState:
+    """The PPO state as arrays on one local device, for host-side hooks (videos) of one process."""
+    return ppo_state if mesh is None else mesh.local(ppo_state)
+
+
+def _make_train_step(collector: Collector, shardings: tuple[Any, Any] | None = None):
+    """(ppo_state, collector_state, key) -> (ppo_state, collector_state, stats, update_metrics).
+
+    `shardings` (in_shardings, out_shardings) from `EnvMesh.step_shardings` lay a
+    jittable step out on the environments' device mesh; XLA then inserts the
+    cross-device reductions (statistics, normalizers, gradients) itself.
+    """
 
     def collect_and_update(ppo_state, collector_state, key):
         k_collect, k_update = jax.random.split(key)
@@ -197,7 +221,12 @@ def _make_train_step(collector: Collector):
         return ppo_state, collector_state, stats, metrics
 
     if collector.jittable:
-        return jax.jit(collect_and_update, donate_argnums=(0, 1))
+        if shardings is None:
+            return jax.jit(collect_and_update, donate_argnums=(0, 1))
+        in_shardings, out_shardings = shardings
+        return jax.jit(
+            collect_and_update, in_shardings=in_shardings, out_shardings=out_shardings, donate_argnums=(0, 1)
+        )
 
     update = jax.jit(lambda s, traj, key: ppo.update(s, traj, key=key), donate_argnums=(0,))
 
@@ -271,6 +300,11 @@ def train(
     same task; `train` settings such as `steps` may differ). `collector` replaces
     the engine's default collector (tests, custom engines). `extra` adds
     JSON-compatible keys to the run's config.json.
+
+    In a multi-process run (`ksimdsl.runtime.sharding.init_distributed`) every
+    process calls `train` alike; only the main process creates and writes the
+    run directory (pass the same `run_dir` to all of them: a resume reads it
+    everywhere, so it must lie on a shared file system).
     """
     config = TrainConfig.from_spec(spec)
     if resume:
@@ -279,8 +313,10 @@ def train(
         run_path = Path(run_dir)
         if not run_path.is_dir():
             raise KsimError(f"run directory {run_path} does not exist")
-    else:
+    elif is_main_process():
         run_path = create_run_dir(spec.task, root=runs_root, path=run_dir)
+    else:
+        run_path = Path(run_dir) if run_dir is not None else Path(runs_root) / spec.task  # written by process 0 only
     ctx = RunContext(
         run_dir=run_path,
         engine=engine,
@@ -291,7 +327,8 @@ def train(
         extra=dict(extra or {}),
         on_iteration=on_iteration,
     )
-    print(f"run directory: {ctx.run_dir}", flush=True)
+    if is_main_process():
+        print(f"run directory: {ctx.run_dir}", flush=True)
     if collector is None:
         collector = make_collector(spec, kernels, model_path, engine=engine, num_envs=config.num_envs)
     return _run(spec, config, ctx, collector)
@@ -299,9 +336,14 @@ def train(
 
 def _run(spec: TaskSpec, config: TrainConfig, ctx: RunContext, collector: Collector) -> TrainResult:
     session_start = time.monotonic()
+    main = is_main_process()  # the one process (of a multi-process run) that writes anything
+    mesh = EnvMesh.for_collector(collector, devices=config.devices, num_envs=config.num_envs)
     k_ppo, k_env, base_key = jax.random.split(jax.random.PRNGKey(config.seed), 3)
     ppo_state = ppo.init_ppo_from_spec(spec, key=k_ppo)
-    collector_state = collector.init_for(ppo_state, key=k_env)
+    if mesh is None:
+        collector_state = collector.init_for(ppo_state, key=k_env)
+    else:
+        collector_state = mesh.init_collector(collector, ppo_state, key=k_env)
     iteration, env_steps, wall_offset = 0, 0, 0.0
     if ctx.resume:
         ckpt = load_checkpoint(
@@ -310,17 +352,20 @@ def _run(spec: TaskSpec, config: TrainConfig, ctx: RunContext, collector: Collec
         ppo_state = ckpt.trees["ppo"]
         collector_state = collector.from_checkpoint(collector_state, ckpt.trees["collector"])
         iteration, env_steps, wall_offset = ckpt.meta.iteration, ckpt.meta.env_steps, ckpt.meta.wall_s
-        print(f"resuming from {ckpt.path.name} (iteration {iteration}, {env_steps:,} env steps)", flush=True)
-    write_run_files(
-        ctx.run_dir,
-        spec,
-        engine=ctx.engine,
-        task_text=ctx.task_text,
-        generated_sources=ctx.generated_sources,
-        extra={**ctx.extra, **({"resumed_from_iteration": iteration} if ctx.resume else {})},
-    )
+        if main:
+            print(f"resuming from {ckpt.path.name} (iteration {iteration}, {env_steps:,} env steps)", flush=True)
+    if main:
+        write_run_files(
+            ctx.run_dir,
+            spec,
+            engine=ctx.engine,
+            task_text=ctx.task_text,
+            generated_sources=ctx.generated_sources,
+            extra={**ctx.extra, **({"resumed_from_iteration": iteration} if ctx.resume else {})},
+        )
 
-    def checkpoint(wall_s: float) -> Path:
+    def checkpoint(wall_s: float) -> Path | None:
+        """Every process calls this (gathering the shards is collective); the main process writes."""
         meta = CheckpointMeta(
             iteration=iteration,
             env_steps=env_steps,
@@ -330,17 +375,27 @@ def _run(spec: TaskSpec, config: TrainConfig, ctx: RunContext, collector: Collec
             engine=ctx.engine,
         )
         trees = {"ppo": ppo_state, "collector": collector.to_checkpoint(collector_state)}
-        return save_checkpoint(ctx.run_dir, trees, meta)
+        if mesh is not None:
+            trees = mesh.to_host(trees)
+        return save_checkpoint(ctx.run_dir, trees, meta) if main else None
 
-    if collector.jittable:
+    def iteration_key(i: int) -> jax.Array:
+        key = jax.random.fold_in(base_key, i)
+        return key if mesh is None else mesh.replicate(key)
+
+    if mesh is None:
         # donated buffers must be distinct: eager initialization may share one buffer between leaves
-        ppo_state, collector_state = jax.tree.map(lambda x: jnp.array(x, copy=True), (ppo_state, collector_state))
-    else:
         ppo_state = jax.tree.map(lambda x: jnp.array(x, copy=True), ppo_state)
-    train_step = _make_train_step(collector)
+        train_step = _make_train_step(collector)
+    else:
+        # on the mesh, in fresh buffers: PPO state replicated, environments split over the devices
+        ppo_state = mesh.replicate(ppo_state)
+        collector_state = mesh.place(collector_state, mesh.collector_shardings(collector_state))
+        train_step = _make_train_step(collector, mesh.step_shardings(ppo_state, collector_state))
     watchdog = Watchdog(config.watchdog_s)
-    metrics_log = MetricsLog(ctx.run_dir, start_after=iteration if ctx.resume else 0)
-    bar = _Progress(ctx.progress, config.steps, iteration, f"train {spec.task}")
+    metrics_log = MetricsLog(ctx.run_dir, start_after=iteration if ctx.resume else 0) if main else None
+    on_iteration = ctx.on_iteration if main else None
+    bar = _Progress(ctx.progress and main, config.steps, iteration, f"train {spec.task}")
     stop_reason = "steps"
     last_metrics: dict[str, Any] | None = None
     last_return: float | None = None
@@ -350,16 +405,20 @@ def _run(spec: TaskSpec, config: TrainConfig, ctx: RunContext, collector: Collec
         with _StopFlag().installed() as stop:
             if collector.jittable and iteration < config.steps:
                 with watchdog.watch("compiling the training step"):
-                    train_step = train_step.lower(ppo_state, collector_state, base_key).compile()
+                    train_step = train_step.lower(ppo_state, collector_state, iteration_key(iteration)).compile()
             while iteration < config.steps:
+                request = None
                 if stop.requested:
-                    stop_reason = "interrupted"
-                    break
-                if config.max_seconds > 0 and time.monotonic() - session_start >= config.max_seconds:
-                    stop_reason = "max_seconds"
+                    request = "interrupted"
+                elif config.max_seconds > 0 and time.monotonic() - session_start >= config.max_seconds:
+                    request = "max_seconds"
+                if mesh is not None:  # processes see different clocks and signals: the main process decides
+                    request = _STOP_REQUESTS[mesh.decide(_STOP_REQUESTS.index(request))]
+                if request is not None:
+                    stop_reason = request
                     break
                 t0 = time.monotonic()
-                key = jax.random.fold_in(base_key, iteration)
+                key = iteration_key(iteration)
                 with watchdog.watch(f"training iteration {iteration + 1} (jax/MJX step)"):
                     ppo_state, collector_state, stats, update_metrics = train_step(ppo_state, collector_state, key)
                     stats, update_metrics = jax.device_get((stats, update_metrics))
@@ -370,25 +429,27 @@ def _run(spec: TaskSpec, config: TrainConfig, ctx: RunContext, collector: Collec
                 record = {"iteration": iteration, "env_steps": env_steps, "wall_s": wall_s, "iteration_s": dt}
                 record["sps"] = steps_per_iteration / dt if dt > 0 else math.inf
                 record.update(iteration_metrics(spec, stats, update_metrics))
-                metrics_log.write(record)
+                if metrics_log is not None:
+                    metrics_log.write(record)
                 last_metrics = record
                 if record["episode_return"] is not None:
                     last_return = record["episode_return"]
                 bar.update(iteration, record, last_return)
-                if ctx.on_iteration is not None:
-                    ctx.on_iteration(ppo_state, iteration=iteration, final=False)
+                if on_iteration is not None:
+                    on_iteration(_local(mesh, ppo_state), iteration=iteration, final=False)
                 if config.checkpoint_every > 0 and iteration % config.checkpoint_every == 0 and iteration < config.steps:
                     ckpt_path = checkpoint(wall_s)
             ckpt_path = checkpoint(wall_offset + time.monotonic() - session_start)
-            if ctx.on_iteration is not None:
-                ctx.on_iteration(ppo_state, iteration=iteration, final=True)
+            if on_iteration is not None:
+                on_iteration(_local(mesh, ppo_state), iteration=iteration, final=True)
     finally:
         bar.close()
-        metrics_log.close()
+        if metrics_log is not None:
+            metrics_log.close()
         watchdog.close()
-    if stop_reason == "interrupted":
+    if stop_reason == "interrupted" and main:
         print(f"interrupted; checkpoint written to {ckpt_path}", flush=True)
-    elif stop_reason == "max_seconds":
+    elif stop_reason == "max_seconds" and main:
         print(f"stopped after max_seconds={config.max_seconds:g}; checkpoint written to {ckpt_path}", flush=True)
     return TrainResult(
         run_dir=ctx.run_dir,

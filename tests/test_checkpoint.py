@@ -25,7 +25,7 @@ from ksimdsl.runtime.checkpoint import (
 
 @pytest.fixture(scope="module")
 def spec():
-    return cartpole_task()[0]
+    return cartpole_task().spec
 
 
 def make_tree(seed: int = 0, envs: int = 4):

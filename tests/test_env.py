@@ -37,6 +37,23 @@ def short_env():
     return env, jax.jit(env.reset), jax.jit(env.step)
 
 
+@pytest.fixture(scope="module")
+def shipped_env():
+    """The shipped tasks/cartpole.ksim with 3-step episodes and an episode-length curriculum, jitted.
+
+    Its reward and termination do not depend on the level, so one compiled env
+    serves both the task test and the curriculum test.
+    """
+    spec, kernels, path = cartpole_task()
+    spec = dataclasses.replace(
+        spec,
+        episode_steps=3,
+        curriculum={"kind": "episode_length", "levels": 10, "up": 0.8, "down": 0.3, "min_steps": 0},
+    )
+    env = MjxEnv(spec, kernels, path, num_envs=NUM_ENVS)
+    return env, jax.jit(env.reset), jax.jit(env.step)
+
+
 def zeros_action(env):
     return jnp.zeros((env.num_envs, env.spec.action_size), jnp.float32)
 
@@ -142,11 +159,10 @@ def test_each_env_steps_its_own_randomized_model(short_env):
     assert cart_vel[1] < 0.5
 
 
-def test_shipped_cartpole_resets_rewards_and_terminates_as_written():
+def test_shipped_cartpole_resets_rewards_and_terminates_as_written(shipped_env):
     """tasks/cartpole.ksim through the compiler and the env: reset ranges, the balance reward, `fell`."""
-    spec, kernels, path = cartpole_task()
-    env = MjxEnv(spec, kernels, path, num_envs=NUM_ENVS)
-    state = jax.jit(env.reset)(jax.random.PRNGKey(6))
+    env, reset, step = shipped_env
+    state = reset(jax.random.PRNGKey(6))
     qpos = np.asarray(state.data.qpos)
     assert np.all(np.abs(qpos[:, 0]) <= 0.1 + 1e-6)  # joint_pos["slider"] = uniform(-0.1, 0.1)
     assert np.all(np.abs(qpos[:, 1]) <= 0.034 + 1e-6)  # joint_pos["hinge_1"] = uniform(-0.034, 0.034)
@@ -158,7 +174,7 @@ def test_shipped_cartpole_resets_rewards_and_terminates_as_written():
     data = state.data.replace(
         qpos=jnp.zeros_like(state.data.qpos).at[:, 1].set(angle_E), qvel=jnp.zeros_like(state.data.qvel)
     )
-    _, out = jax.jit(env.step)(state._replace(data=data), zeros_action(env))
+    _, out = step(state._replace(data=data), zeros_action(env))
     assert out.failure_E.tolist() == [False, True, False, False]
     assert out.terminations_EK[:, 0].tolist() == [False, True, False, False]
     reward_E = np.asarray(out.reward_E)
@@ -300,17 +316,10 @@ def test_linear_and_constant_curricula():
         Curriculum.from_spec({"kind": "exponential"})
 
 
-def test_episode_length_curriculum_runs_inside_the_env():
-    spec, kernels, path = cartpole_task()
-    spec = dataclasses.replace(
-        spec,
-        episode_steps=3,
-        curriculum={"kind": "episode_length", "levels": 10, "up": 0.8, "down": 0.3, "min_steps": 0},
-    )
-    env = MjxEnv(spec, kernels, path, num_envs=2)
-    state = jax.jit(env.reset)(jax.random.PRNGKey(0))
-    assert np.asarray(state.level_E).tolist() == [0.0, 0.0]
-    step = jax.jit(env.step)
+def test_episode_length_curriculum_runs_inside_the_env(shipped_env):
+    env, reset, step = shipped_env
+    state = reset(jax.random.PRNGKey(0))
+    assert np.asarray(state.level_E).tolist() == [0.0] * NUM_ENVS
     for _ in range(6):  # two full-length (truncated) episodes: two levels up
-        state, _ = step(state, jnp.zeros((2, 1)))
-    np.testing.assert_allclose(np.asarray(state.level_E), [0.2, 0.2], atol=1e-6)
+        state, _ = step(state, zeros_action(env))
+    np.testing.assert_allclose(np.asarray(state.level_E), [0.2] * NUM_ENVS, atol=1e-6)

@@ -25,6 +25,7 @@ from ksimdsl.abi import TaskSpec
 from ksimdsl.errors import InternalCompilerError, KsimError
 from ksimdsl.runtime import cstep, distributions, normalize, ppo
 from ksimdsl.runtime.actuators import ActuatorModel
+from ksimdsl.runtime.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint, spec_hash
 from ksimdsl.runtime.mujoco_collect import MujocoCollector
 from ksimdsl.runtime.mujoco_env import MujocoEnv, _Actuation
 from ksimdsl.runtime.numba_policy import ACTIVATIONS, HostActor
@@ -412,20 +413,24 @@ def test_collector_trajectory_and_stats(numba_policy):
     assert np.isfinite(float(metrics["loss"]))
 
 
-def test_checkpoint_restores_the_exact_continuation():
+def test_checkpoint_restores_the_exact_continuation(tmp_path):
+    """Through the run directory's checkpoint files, like `ksimdsl train --resume`."""
     spec = SPEC.with_overrides(train=dict(SPEC.train) | {"rollout": 8, "num_envs": 4})
     key = jax.random.PRNGKey(0)
     a = MujocoCollector(spec, KN, MODEL_PATH, threads=2)
     state = ppo.init_ppo_from_spec(spec, key=key)
     ca = a.init_for(state, key=key)
     ca, _, _ = a.collect(state, ca, key=jax.random.PRNGKey(1))
-    tree = a.to_checkpoint(ca)
+    meta = CheckpointMeta(iteration=1, env_steps=32, wall_s=1.0, task=spec.task, spec_hash=spec_hash(spec),
+                          engine="mujoco")  # fmt: skip
+    save_checkpoint(tmp_path, {"collector": a.to_checkpoint(ca)}, meta)
     _, traj_a, _ = a.collect(state, ca, key=jax.random.PRNGKey(2))
 
     b = MujocoCollector(spec, KN, MODEL_PATH, threads=1)
-    template = b.to_checkpoint(b.init_for(state, key=jax.random.PRNGKey(9)))
-    assert jax.tree.structure(template) == jax.tree.structure(tree)
-    cb = b.from_checkpoint(template, tree)
+    fresh = b.init_for(state, key=jax.random.PRNGKey(9))
+    loaded = load_checkpoint(tmp_path, {"collector": b.to_checkpoint(fresh)}, spec=spec)
+    cb = b.from_checkpoint(fresh, loaded.trees["collector"])
     _, traj_b, _ = b.collect(state, cb, key=jax.random.PRNGKey(2))
-    for name in ("obs_actor_TEO", "reward_TE", "done_TE", "action_TEA"):
+    for name in ("obs_actor_TEO", "obs_critic_TEC", "reward_TE", "done_TE", "action_TEA", "log_prob_TE"):
         np.testing.assert_array_equal(np.asarray(getattr(traj_a, name)), np.asarray(getattr(traj_b, name)))
+    assert np.asarray(traj_a.done_TE).any() or np.abs(np.asarray(traj_a.obs_critic_TEC)).max() > 0

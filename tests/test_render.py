@@ -14,10 +14,8 @@ import jax
 import mujoco
 import numpy as np
 import pytest
-from fixtures import cartpole_kernel_numba
 from fixtures.cartpole import MODEL_PATH, REPO, cartpole_task
 
-from ksimdsl.abi import TaskSpec
 from ksimdsl.errors import KsimError
 from ksimdsl.runtime import ppo
 from ksimdsl.runtime.checkpoint import CheckpointMeta, save_checkpoint, spec_hash
@@ -42,16 +40,18 @@ EPISODE = 4  # control steps per episode in these tests
 
 @pytest.fixture(scope="module")
 def cartpole():
-    """(spec with 4-step episodes, JAX kernels, a policy with O(1) actions)."""
+    """(spec with 4-step episodes, JAX kernels, a policy with O(1) actions, its PPO state): tasks/cartpole.ksim."""
     spec, kernels, _ = cartpole_task()
     spec = dataclasses.replace(spec, episode_steps=EPISODE)
     state = ppo.init_ppo_from_spec(spec, key=jax.random.PRNGKey(0))
     return spec, kernels, ppo.make_policy(state), state
 
 
-def _numba_spec() -> TaskSpec:
-    """The spec of the numba fixture kernels, with the same short episodes."""
-    return dataclasses.replace(TaskSpec.from_dict(cartpole_kernel_numba.SPEC), episode_steps=EPISODE)
+@pytest.fixture(scope="module")
+def cartpole_numba():
+    """(spec with the same short episodes, numba kernels) of tasks/cartpole.ksim, for the C MuJoCo engine."""
+    spec, kernels, _ = cartpole_task("numba")
+    return dataclasses.replace(spec, episode_steps=EPISODE), kernels
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +64,8 @@ def test_rollout_records_every_control_step_with_auto_resets(cartpole, rollout):
     spec, _, _, _ = cartpole
     ctrl_dt = float(spec.physics["ctrl_dt"])
     assert rollout.qpos_TQ.shape == (11, 2)
-    # the fixture's reset block: joint_pos += uniform(-0.1, 0.1)
-    assert np.all(np.abs(rollout.qpos_TQ[[0, 4, 8]]) <= 0.1 + 1e-6)
+    # the task's reset block: slider uniform(-0.1, 0.1), hinge uniform(-0.034, 0.034)
+    assert np.all(np.abs(rollout.qpos_TQ[[0, 4, 8]]) <= [0.1 + 1e-6, 0.034 + 1e-6])
     # episodes of 4 steps: the state after steps 4 and 8 is a fresh episode at time 0
     np.testing.assert_allclose(rollout.time_T, ctrl_dt * np.array([0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2]), atol=1e-9)
     assert list(rollout.episode_T) == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2]
@@ -79,10 +79,10 @@ def test_rollout_records_every_control_step_with_auto_resets(cartpole, rollout):
     np.testing.assert_allclose(rollout.last_return_T[4:8], rollout.last_return_T[4])
 
 
-def test_mujoco_engine_rollout_has_the_same_structure(cartpole):
-    spec = _numba_spec()
+def test_mujoco_engine_rollout_has_the_same_structure(cartpole, cartpole_numba):
+    spec, kernels = cartpole_numba
     _, _, policy, _ = cartpole
-    ro = record_rollout(spec, cartpole_kernel_numba, policy, model_path=MODEL_PATH, engine="mujoco", steps=6)
+    ro = record_rollout(spec, kernels, policy, model_path=MODEL_PATH, engine="mujoco", steps=6)
     assert ro.qpos_TQ.shape == (7, 2)
     assert list(ro.episode_T) == [0, 0, 0, 0, 1, 1, 1]
     rewards = np.diff(ro.return_T[:4])
@@ -162,11 +162,11 @@ def run_dir(tmp_path, cartpole):
 @needs_gl
 @pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")  # imageio reads the mp4 through an ffmpeg subprocess
 @pytest.mark.parametrize("suffix", [".gif", ".mp4"])
-def test_render_run_writes_a_playable_video(tmp_path, run_dir, suffix):
+def test_render_run_writes_a_playable_video(tmp_path, run_dir, cartpole_numba, suffix):
     # the C-MuJoCo engine (numba kernels) renders a checkpoint trained on either engine
-    spec = _numba_spec()
+    spec, kernels = cartpole_numba
     out = render_run(
-        spec, cartpole_kernel_numba, model_path=MODEL_PATH, run_dir=run_dir,
+        spec, kernels, model_path=MODEL_PATH, run_dir=run_dir,
         out_path=tmp_path / "v" / f"cartpole{suffix}", engine="mujoco", seconds=0.12, width=64, height=48,
     )  # fmt: skip
     assert out == tmp_path / "v" / f"cartpole{suffix}" and out.stat().st_size > 0
@@ -205,8 +205,8 @@ def test_render_run_bad_input_is_one_line_error(tmp_path, cartpole, run_dir):
 
 
 @needs_gl
-def test_training_media_writes_on_schedule_and_at_the_end(tmp_path, cartpole):
-    spec = _numba_spec()
+def test_training_media_writes_on_schedule_and_at_the_end(tmp_path, cartpole, cartpole_numba):
+    spec, kernels = cartpole_numba
     _, _, _, state = cartpole
     run = tmp_path / "run"
     run.mkdir()
@@ -214,7 +214,7 @@ def test_training_media_writes_on_schedule_and_at_the_end(tmp_path, cartpole):
         log.write({"iteration": 1, "env_steps": 10, "episode_return": 1.0, "loss": 0.5})
     now = [0.0]
     media = TrainingMedia(
-        spec, cartpole_kernel_numba, model_path=MODEL_PATH, run_dir=run, engine="mujoco",
+        spec, kernels, model_path=MODEL_PATH, run_dir=run, engine="mujoco",
         config=MediaConfig(every_s=60.0, video_seconds=0.05, width=64, height=48), clock=lambda: now[0],
     )  # fmt: skip
     assert media.maybe_write(state, iteration=1) == []  # not due yet

@@ -43,14 +43,12 @@ _LOG_SQRT_2PI = np.float32(0.5 * np.log(2.0 * np.pi))
 class HostActor:
     """A float32 snapshot of an MLP actor with a normal head, evaluated by numba.
 
-    params_P: every layer's weight (out, in) row-major then bias, concatenated;
-    shapes_L2: (out, in) per layer; offsets_L: where each layer starts in params_P;
+    weights: per layer (out, in); biases: per layer (out,);
     norm_*: the actor normalizer as `(obs - mean) * inv_std`, clipped, when active.
     """
 
-    params_P: np.ndarray
-    shapes_L2: np.ndarray
-    offsets_L: np.ndarray
+    weights: tuple[np.ndarray, ...]
+    biases: tuple[np.ndarray, ...]
     activation: int
     std_A: np.ndarray
     norm_mean_O: np.ndarray
@@ -72,22 +70,15 @@ class HostActor:
         if not HostActor.supports(model):
             raise TypeError(f"no numba forward pass for {type(model.actor).__name__} with this head")
         actor = model.actor
-        chunks, shapes, offsets, at = [], [], [], 0
-        for layer in actor.net.layers:
-            weight = np.asarray(layer.weight, np.float32)
-            bias = np.asarray(layer.bias, np.float32)
-            shapes.append(weight.shape)
-            offsets.append(at)
-            chunks += [weight.reshape(-1), bias]
-            at += weight.size + bias.size
+        weights = tuple(np.ascontiguousarray(layer.weight, np.float32) for layer in actor.net.layers)
+        biases = tuple(np.ascontiguousarray(layer.bias, np.float32) for layer in actor.net.layers)
         head = actor.head
         std_A = np.asarray(D.std_from_raw(head.std_raw_A, head.min_std, head.max_std), np.float32)
         active = bool(obs_norm.enabled) and float(obs_norm.count) > 0
         inv_std = np.asarray(1.0 / jnp.sqrt(N.variance(obs_norm) + N.EPS), np.float32)
         return HostActor(
-            params_P=np.concatenate(chunks).astype(np.float32),
-            shapes_L2=np.asarray(shapes, np.int64).reshape(-1, 2),
-            offsets_L=np.asarray(offsets, np.int64),
+            weights=weights,
+            biases=biases,
             activation=ACTIVATIONS[actor.net.activation],
             std_A=std_A,
             norm_mean_O=np.asarray(obs_norm.mean_O, np.float32),
@@ -105,7 +96,7 @@ class HostActor:
         """Rows [lo, hi): action_EA = mean + std * eps_EA (raw, unclipped), log_prob_E = its log density."""
         _act_range(
             lo, hi, obs_EO, self.norm_mean_O, self.norm_inv_std_O, self.norm_active, np.float32(self.norm_clip),
-            self.params_P, self.shapes_L2, self.offsets_L, self.activation, self.std_A, eps_EA, action_EA, log_prob_E,
+            self.weights, self.biases, self.activation, self.std_A, eps_EA, action_EA, log_prob_E,
         )  # fmt: skip
 
 
@@ -123,13 +114,15 @@ def _activate(x, kind):
     return np.float32(0.5 * x * (1.0 + np.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))))
 
 
-@njit(nogil=True, cache=True)
-def _act_range(lo, hi, obs_EO, norm_mean_O, norm_inv_std_O, norm_active, norm_clip, params_P, shapes_L2, offsets_L,
-               activation, std_A, eps_EA, action_EA, log_prob_E):  # fmt: skip
-    n_layers = shapes_L2.shape[0]
+# Re-association lets LLVM vectorize the dot products (8 float32 lanes): ~5x faster, and the
+# result differs from a sequential sum only in rounding.
+@njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
+def _act_range(lo, hi, obs_EO, norm_mean_O, norm_inv_std_O, norm_active, norm_clip, weights, biases, activation,
+               std_A, eps_EA, action_EA, log_prob_E):  # fmt: skip
+    n_layers = len(weights)
     width = obs_EO.shape[1]
     for layer in range(n_layers):
-        width = max(width, shapes_L2[layer, 0])
+        width = max(width, weights[layer].shape[0])
     x = np.empty(width, np.float32)
     y = np.empty(width, np.float32)
     n_obs = obs_EO.shape[1]
@@ -144,21 +137,18 @@ def _act_range(lo, hi, obs_EO, norm_mean_O, norm_inv_std_O, norm_active, norm_cl
                 v = (v - norm_mean_O[i]) * norm_inv_std_O[i]
                 v = min(max(v, -norm_clip), norm_clip)
             x[i] = v
-        n_in = n_obs
         for layer in range(n_layers):
-            n_out = shapes_L2[layer, 0]
-            w = offsets_L[layer]
-            b = w + n_out * n_in
+            w = weights[layer]
+            b = biases[layer]
+            n_out, n_in = w.shape
+            for o in range(n_out):
+                acc = np.float32(0.0)
+                for i in range(n_in):
+                    acc += w[o, i] * x[i]
+                y[o] = acc + b[o]
             last = layer == n_layers - 1
             for o in range(n_out):
-                acc = params_P[b + o]
-                row = w + o * n_in
-                for i in range(n_in):
-                    acc += params_P[row + i] * x[i]
-                y[o] = acc if last else _activate(acc, activation)
-            for o in range(n_out):
-                x[o] = y[o]
-            n_in = n_out
+                x[o] = y[o] if last else _activate(y[o], activation)
         log_prob = np.float32(0.0)
         for a in range(n_act):
             action = x[a] + std_A[a] * np.float32(eps_EA[e, a])

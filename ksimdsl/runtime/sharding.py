@@ -37,6 +37,8 @@ gathers the shards), so a run restores onto any device count that divides
 from __future__ import annotations
 
 import re
+import socket
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,32 +114,52 @@ class DistributedConfig:
         return DistributedConfig(str(coordinator), int(num_processes), int(process_id))  # type: ignore[arg-type]
 
 
-def init_distributed(config: DistributedConfig, *, timeout_s: int = 300) -> None:
+def init_distributed(config: DistributedConfig, *, timeout_s: float = 300.0) -> None:
     """Start `jax.distributed` for this process; call it before anything touches JAX devices.
 
     Every process sees all its local devices (automatic cluster detection is
     off: the three settings are explicit). CPU devices exchange data with gloo
     collectives, so the same code runs multi-process tests on one machine.
-    Waits up to `timeout_s` for the other processes to connect.
+    A process other than 0 first waits up to `timeout_s` for the coordinator
+    to accept connections and reports a clear KsimError if it never does (a
+    failure inside `jax.distributed` itself ends the process from C++, with
+    XLA's own message).
     """
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if config.process_id != 0:
+        _wait_for_coordinator(config, timeout_s)
     try:
         jax.distributed.initialize(
             coordinator_address=config.coordinator,
             num_processes=config.num_processes,
             process_id=config.process_id,
             cluster_detection_method="deactivate",
-            initialization_timeout=timeout_s,
+            initialization_timeout=max(1, int(timeout_s)),
         )
     except RuntimeError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if "before any JAX computations" in str(err) or "called once" in str(err):
-            raise InternalCompilerError(f"jax.distributed started too late or twice: {first}") from err
-        raise KsimError(
-            f"process {config.process_id} of {config.num_processes} could not join the coordinator at "
-            f"{config.coordinator} within {timeout_s} s ({first}); check that every process was started with "
-            "the same --coordinator and --num-processes and that process 0 is reachable"
-        ) from None
+        text = " ".join(str(err).split())
+        if "must be called before" in text or "only be called once" in text:
+            raise InternalCompilerError(f"jax.distributed started too late or twice: {text}") from err
+        raise KsimError(f"process {config.process_id}: cannot start jax.distributed: {text}") from None
+
+
+def _wait_for_coordinator(config: DistributedConfig, timeout_s: float) -> None:
+    """Block until process 0's coordinator accepts TCP connections, or raise a KsimError after `timeout_s`."""
+    host, port = parse_coordinator(config.coordinator)
+    host = host.strip("[]")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=min(5.0, max(0.1, timeout_s))):
+                return
+        except OSError as err:
+            if time.monotonic() >= deadline:
+                raise KsimError(
+                    f"process {config.process_id} of {config.num_processes}: no coordinator at {config.coordinator} "
+                    f"after {timeout_s:g} s ({err.strerror or err}); start process 0 with the same --coordinator, "
+                    "and check that this host can reach it"
+                ) from None
+            time.sleep(0.25)
 
 
 def is_main_process() -> bool:

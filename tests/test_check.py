@@ -284,6 +284,102 @@ reward
     assert lit.value == t.Const((3.0, 2.0), t.Type("float", (2,)))  # constants fold
 
 
+def _model_limits(path: str) -> list[tuple[str, float, float]]:
+    """(name, lower, upper) of every hinge and slide joint, read from MuJoCo directly."""
+    model = load_model_info(resolve_model_path(path, None)).model
+    out = []
+    for j in range(model.njnt):
+        if int(model.jnt_type[j]) in (2, 3):  # slide, hinge
+            lo, hi = model.jnt_range[j] if model.jnt_limited[j] else (-math.inf, math.inf)
+            out.append((model.joint(j).name, float(lo), float(hi)))
+    return out
+
+
+def _known_values(e: t.Expr) -> tuple[float, ...]:
+    """Values of a selection from a constant built-in (Gather of a Quantity holding a Const)."""
+    if isinstance(e, t.Gather):
+        base = strip_lets(e.base)
+        assert isinstance(base, t.Const)
+        return tuple(base.values[i] for i in e.indices)
+    base = strip_lets(e)
+    assert isinstance(base, t.Const)
+    return base.values
+
+
+@pytest.mark.parametrize("model", [CARTPOLE, HUMANOID], ids=["cartpole", "humanoid"])
+def test_joint_limits_are_constants_shaped_like_joint_pos(model: str) -> None:
+    task = check(
+        "",
+        model=model,
+        body="""observe actor
+    q = joint_pos
+    lo = joint_lower
+    hi = joint_upper
+reward
+    alive 1 : 1
+""",
+    )
+    q, lo, hi = task.obs_actor
+    limits = _model_limits(model)
+    assert lo.value.type == hi.value.type == q.value.type == t.Type("float", (len(limits),))
+    assert isinstance(lo.value, t.Quantity) and lo.value.labels == q.value.labels == tuple(n for n, _, _ in limits)
+    assert strip_lets(lo.value) == t.Const(tuple(l for _, l, _ in limits), lo.value.type)
+    assert strip_lets(hi.value) == t.Const(tuple(h for _, _, h in limits), hi.value.type)
+
+
+def test_joint_limits_select_like_joint_pos() -> None:
+    task = check(
+        "",
+        model=HUMANOID,
+        body="""observe actor
+    knees_lo = joint_lower["knee_*"]
+    knee_hi = joint_upper["knee_left"]
+    first = joint_lower[0]
+    tail = joint_upper[-3:]
+reward
+    alive joint_upper["knee_left"] - joint_lower["knee_left"] : 1
+""",
+    )
+    limits = {n: (lo, hi) for n, lo, hi in _model_limits(HUMANOID)}
+    names = list(limits)
+    knees_lo, knee_hi, first, tail = (o.value for o in task.obs_actor)
+    assert knees_lo.type.shape == (2,) and _known_values(knees_lo) == (limits["knee_right"][0], limits["knee_left"][0])
+    assert knee_hi.type == t.FLOAT and _known_values(knee_hi) == (limits["knee_left"][1],)
+    assert first.type == t.FLOAT and _known_values(first) == (limits[names[0]][0],)
+    assert _known_values(tail) == tuple(limits[n][1] for n in names[-3:])
+    # a constant: allowed where only numbers and `level` are
+    weight = task.rewards[0].weight
+    assert isinstance(weight, t.Binary) and weight.type == t.FLOAT
+
+
+def test_joint_limits_of_unlimited_joints_are_infinite() -> None:
+    task = check(
+        "",
+        body="""observe actor
+    q = joint_pos
+reward
+    over -1 : sum(max(joint_pos - joint_upper, 0) + max(joint_lower - joint_pos, 0))
+    slider -1 : abs(joint_pos["slider"] - (joint_upper["slider"] + joint_lower["slider"]) / 2)
+""",
+    )
+    (_, hinge_lo, hinge_hi), = [x for x in _model_limits(CARTPOLE) if x[0] == "hinge_1"]
+    assert (hinge_lo, hinge_hi) == (-math.inf, math.inf)
+    assert len(task.rewards) == 2
+    # inf - inf has no value: an error naming the joint, with the fix
+    out = errors(
+        "",
+        body="observe actor\n    q = joint_pos\nreward\n    mid 1 : sum((joint_upper + joint_lower) / 2)\n",
+    )
+    assert "t.ksim:5:18: error: this constant expression has no real value for joint 'hinge_1'" in out
+    assert "note: joint_lower and joint_upper are -inf and inf for a joint without a range" in out
+    out = errors("let w = 0 * joint_upper\n")
+    assert "this constant expression has no real value for joint 'hinge_1'" in out and "'slider'" not in out
+    # no infinity involved: the same error, without the note on joint ranges
+    out = errors('let r = 1 / (joint_upper["slider"] - joint_upper["slider"])\n')
+    assert "t.ksim:2:9: error: this constant expression has no real value\n" in out
+    assert "note:" not in out
+
+
 def test_vector_literals_concatenate() -> None:
     task = check(
         "let a = joint_pos[0]",

@@ -7,6 +7,7 @@ its SPEC literal). Refresh with `pytest tests/test_codegen.py --update-goldens`.
 
 from __future__ import annotations
 
+import json
 import traceback
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from ksimdsl.codegen import compile_checked, compile_task
 from ksimdsl.codegen.jax_printer import JaxPrinter
 from ksimdsl.codegen.numba_printer import NumbaPrinter
 from ksimdsl.codegen.printer import float_literal
-from ksimdsl.errors import Source
+from ksimdsl.errors import KsimError, Source
 from ksimdsl.frontend.check import check_source
 from ksimdsl.ir import vec
 from ksimdsl.runtime.loader import load_module
@@ -52,6 +53,8 @@ def test_float_literals_are_short_and_python_floats():
     assert float_literal(1e-20) == "1e-20"
     assert float_literal(1.2 - 0.8) == "0.4"
     assert float(float_literal(np.pi)) == pytest.approx(np.pi, rel=1e-14)
+    assert float_literal(float("inf"), "jnp") == "jnp.inf" and float_literal(float("-inf")) == "-np.inf"
+    assert float_literal(float("nan"), "jnp") == "jnp.nan"
 
 
 def test_jax_printer_emits_traceable_array_code():
@@ -164,6 +167,53 @@ def test_let_names_survive_into_generated_code():
     src = compile_checked(task, backend="jax").source
     assert "lean = jnp.sin(qpos[1]) + qpos[0]" in src or "lean = qpos[0] + jnp.sin(qpos[1])" in src
     assert "reward_a = lean**2" in src and "reward_b = jnp.exp(lean)" in src
+
+
+WALKER = ROOT / "tasks" / "models" / "walker.xml"  # rootz, rootx, rooty have no range
+
+
+def test_joint_limits_fold_and_infinite_limits_print_as_array_constants():
+    body = """
+let beyond = max(abs(joint_pos - (joint_upper + joint_lower) / 2) - 0.9 * (joint_upper - joint_lower) / 2, 0)
+observe actor
+    lo = joint_lower
+    hi = joint_upper[0:2]
+reward
+    soft -1.0 : sum(beyond[3:])
+    hard -1.0 : sum(max(joint_pos - joint_upper, 0))
+"""
+    text = f'task t\nmodel "{WALKER}"\nactuators ctrl\nepisode 10 steps\n{body}'
+    with pytest.raises(KsimError, match="no real value for joints 'rootz', 'rootx', 'rooty'"):
+        check_source(Source("/virtual/t.ksim", text))
+    # the midpoint and half-width are computed only for the limited joints
+    text = text.replace("(joint_upper + joint_lower) / 2", "(joint_upper[3:] + joint_lower[3:]) / 2")
+    text = text.replace("(joint_upper - joint_lower) / 2", "(joint_upper[3:] - joint_lower[3:]) / 2")
+    text = text.replace("abs(joint_pos -", "abs(joint_pos[3:] -").replace("beyond[3:]", "beyond")
+    task = check_source(Source("/virtual/t.ksim", text))
+    for backend, arr in (("jax", "jnp"), ("numba", "np")):
+        c = compile_checked(task, backend=backend)
+        consts = {line.split(" = ")[0]: line for line in c.source.splitlines() if f" = {arr}.array(" in line}
+        assert f"[-{arr}.inf, -{arr}.inf, -{arr}.inf, " in consts["JOINT_LOWER"]
+        assert f"[{arr}.inf, {arr}.inf, {arr}.inf, " in consts["JOINT_UPPER"]
+        assert "inf," not in consts["JOINT_LOWER"].replace(f"{arr}.inf,", "")
+        # (upper + lower) / 2 and 0.9 * (upper - lower) / 2 are folded: two constant arrays, no arithmetic on limits
+        beyond = next(line for line in c.source.splitlines() if line.strip().startswith("beyond = "))
+        assert "JOINT_" not in beyond and beyond.count("CONST") == 2, beyond
+        json.dumps(c.spec, allow_nan=False)  # SPEC stays plain JSON
+        module = load_module(c.source, f"limits:{backend}")
+        lower = np.asarray(module.JOINT_LOWER)
+        assert np.isneginf(lower[:3]).all() and np.isfinite(lower[3:]).all()
+
+
+def test_function_of_constants_without_a_real_value_is_a_user_error():
+    task = _task("observe actor\n    s = sin(joint_upper)\n", model=str(WALKER))
+    with pytest.raises(KsimError, match=r"t.ksim:6:9: error: sin\(\) has no real value for these constants") as err:
+        compile_checked(task, backend="jax")
+    assert "note: joint_lower and joint_upper are -inf and inf for a joint without a range" in str(err.value)
+    # a small vector (sympy folds it inline) too
+    task = _task("observe actor\n    s = sqrt(joint_lower[0:2])\n", model=str(WALKER))
+    with pytest.raises(KsimError, match=r"sqrt\(\) has no real value"):
+        compile_checked(task, backend="numba")
 
 
 def test_unknown_backend_is_rejected():

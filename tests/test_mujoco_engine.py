@@ -26,7 +26,7 @@ from ksimdsl.errors import InternalCompilerError, KsimError
 from ksimdsl.runtime import cstep, distributions, normalize, ppo
 from ksimdsl.runtime.actuators import ActuatorModel
 from ksimdsl.runtime.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint, spec_hash
-from ksimdsl.runtime.mujoco_collect import MujocoCollector
+from ksimdsl.runtime.mujoco_collect import MujocoCollector, run_episodes_mujoco
 from ksimdsl.runtime.mujoco_env import MujocoEnv, _Actuation
 from ksimdsl.runtime.numba_policy import ACTIVATIONS, HostActor
 from tests.fixtures import cartpole_kernel_numba as KN
@@ -434,3 +434,16 @@ def test_checkpoint_restores_the_exact_continuation(tmp_path):
     for name in ("obs_actor_TEO", "obs_critic_TEC", "reward_TE", "done_TE", "action_TEA", "log_prob_TE"):
         np.testing.assert_array_equal(np.asarray(getattr(traj_a, name)), np.asarray(getattr(traj_b, name)))
     assert np.asarray(traj_a.done_TE).any() or np.abs(np.asarray(traj_a.obs_critic_TEC)).max() > 0
+
+
+def test_run_episodes_records_each_envs_first_episode():
+    spec = SPEC.with_overrides(episode_steps=40)
+    policy = ppo.make_policy(ppo.init_ppo_from_spec(spec, key=jax.random.PRNGKey(0)))
+    results = run_episodes_mujoco(spec, KN, MODEL_PATH, policy, episodes=5, seed=1, threads=2)
+    assert results.return_E.shape == (5,) and np.all(np.isfinite(results.return_E))
+    assert np.all((results.length_E >= 1) & (results.length_E <= 40))
+    ended_by_term = results.termination_EK.any(axis=1)
+    np.testing.assert_array_equal(results.truncated_E, ~ended_by_term)
+    np.testing.assert_array_equal(results.length_E[results.truncated_E], 40)
+    # per-step reward of this task lies in [-0.06, 1.5]: the return is bounded by the length
+    assert np.all(results.return_E <= 1.5 * results.length_E) and np.all(results.return_E >= -0.06 * results.length_E)

@@ -73,9 +73,12 @@ def test_two_processes_train_together_and_agree_with_one(tmp_path):
         for process_id in (0, 1):
             log_path = tmp_path / f"process{process_id}.log"
             logs.append(log_path)
-            argv = [sys.executable, "-c", WORKER, str(TESTS_DIR), coordinator, str(process_id), str(run_dir), json.dumps(TINY)]
+            argv = [sys.executable, "-c", WORKER, str(TESTS_DIR), coordinator, str(process_id), str(run_dir)]
+            argv.append(json.dumps(TINY))
             with open(log_path, "w") as log:
-                procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env))
+                procs.append(
+                    subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+                )
         # meanwhile, the single-process reference: same seed, same 8 environments on one device
         spec, kernels, path = tiny_task("steps=3")
         train(spec, kernels, model_path=path, run_dir=tmp_path / "reference", progress=False)
@@ -86,8 +89,11 @@ def test_two_processes_train_together_and_agree_with_one(tmp_path):
                 p.kill()
                 p.wait()
     texts = [p.read_text() for p in logs]
-    for process_id, (code, text) in enumerate(zip(codes, texts)):
-        assert code == 0, f"process {process_id} failed (exit {code}):\n{text[-6000:]}"
+    if codes != [0, 0]:  # one process failing makes the other time out in a collective: show both
+        tails = "\n".join(
+            f"--- process {i} (exit {code}):\n{text[-4000:]}" for i, (code, text) in enumerate(zip(codes, texts))
+        )
+        raise AssertionError(f"the two-process run failed:\n{tails}")
 
     main, other = result_line(texts[0]), result_line(texts[1])
     assert (main["process"], other["process"]) == (0, 1)
@@ -120,7 +126,8 @@ NO_COORDINATOR = textwrap.dedent(
 def test_a_process_without_a_coordinator_reports_it_clearly():
     coordinator = f"127.0.0.1:{free_port()}"  # nothing listens there
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-c", NO_COORDINATOR, coordinator], capture_output=True, text=True, env=env, timeout=120)
+    argv = [sys.executable, "-c", NO_COORDINATOR, coordinator]
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert f"process 1 of 2: no coordinator at {coordinator} after 1 s" in proc.stdout
     assert "start process 0 with the same --coordinator" in proc.stdout

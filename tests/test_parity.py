@@ -374,6 +374,51 @@ def test_builtin_quantities_agree_across_backends():
     check_task_parity(task, E=4, seed=6, phases=("observe",))  # step computes the same observations
 
 
+def _hinge_slide_limits(model_path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(qpos address, lower, upper) of every hinge and slide joint from MuJoCo; +-inf where not limited."""
+    from ksimdsl.frontend.model_info import resolve_model_path
+
+    m = mujoco.MjModel.from_xml_path(resolve_model_path(model_path, None))
+    joints = [j for j in range(m.njnt) if m.jnt_type[j] in (mujoco.mjtJoint.mjJNT_HINGE, mujoco.mjtJoint.mjJNT_SLIDE)]
+    limited = m.jnt_limited[joints].astype(bool)
+    lower = np.where(limited, m.jnt_range[joints, 0], -np.inf)
+    upper = np.where(limited, m.jnt_range[joints, 1], np.inf)
+    return m.jnt_qposadr[joints], lower, upper
+
+
+@pytest.mark.parametrize("model", [str(ROOT / "tasks" / "models" / "walker.xml"), HUMANOID], ids=["walker", "humanoid"])
+def test_joint_limits_equal_the_model_ranges_on_both_backends(model):
+    qpos_adr, lower, upper = _hinge_slide_limits(model)
+    n = len(lower)
+    limited = np.isfinite(lower) & np.isfinite(upper)
+    first = int(np.argmax(limited))  # the walker's first three joints (its root) have no range
+    assert limited[first:].all()
+    body = f"""
+let mid = (joint_upper[{first}:] + joint_lower[{first}:]) / 2
+let half = 0.9 * (joint_upper[{first}:] - joint_lower[{first}:]) / 2
+observe actor
+    lo = joint_lower
+    hi = joint_upper
+    last_hi = joint_upper[-1]
+    beyond = max(abs(joint_pos[{first}:] - mid) - half, 0)
+    over = max(joint_pos - joint_upper, 0)
+"""
+    task = task_source(body, model=model, actuators="position kp=50" if model == HUMANOID else "ctrl")
+    _, results = check_task_parity(task, E=4, seed=11, phases=("observe",))
+    inputs, out = results["observe"]
+    actor = out["actor"]
+    f32 = np.float32
+    np.testing.assert_array_equal(actor[:, :n], np.broadcast_to(lower.astype(f32), (4, n)))
+    np.testing.assert_array_equal(actor[:, n : 2 * n], np.broadcast_to(upper.astype(f32), (4, n)))
+    np.testing.assert_array_equal(actor[:, 2 * n], np.full(4, upper[-1], f32))
+    q = inputs["qpos"][:, qpos_adr]
+    mid, half = (upper[first:] + lower[first:]) / 2, 0.9 * (upper[first:] - lower[first:]) / 2
+    k = n - first
+    beyond = np.maximum(np.abs(q[:, first:] - mid) - half, 0)
+    np.testing.assert_allclose(actor[:, 2 * n + 1 : 2 * n + 1 + k], beyond, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(actor[:, 2 * n + 1 + k :], np.maximum(q - upper, 0), rtol=1e-5, atol=1e-6)
+
+
 def _quat_to_mat(q):
     w, x, y, z = q
     return np.array(

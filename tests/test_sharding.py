@@ -49,7 +49,8 @@ def assert_metrics_match(actual: list[dict], expected: list[dict], *, rtol: floa
             if key in TIMING_KEYS:
                 continue
             if isinstance(value, float) and got[key] is not None:
-                np.testing.assert_allclose(got[key], value, rtol=rtol, atol=atol, err_msg=f"iteration {want['iteration']}: {key}")
+                where = f"iteration {want['iteration']}: {key}"
+                np.testing.assert_allclose(got[key], value, rtol=rtol, atol=atol, err_msg=where)
             else:
                 assert got[key] == value, (want["iteration"], key, got[key], value)
 

@@ -20,6 +20,7 @@ named variable per term (`actor_joint_pos`, `reward_alive`, `done_fell`).
 
 from __future__ import annotations
 
+import math
 import pprint
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -30,7 +31,7 @@ from ksimdsl import __version__
 from ksimdsl.abi import ABI_VERSION, PHYS_FIELDS
 from ksimdsl.codegen.jax_printer import JaxPrinter
 from ksimdsl.codegen.numba_printer import NumbaPrinter
-from ksimdsl.codegen.printer import KernelPrinter
+from ksimdsl.codegen.printer import KernelPrinter, float_literal
 from ksimdsl.errors import InternalCompilerError
 from ksimdsl.ir import vec
 from ksimdsl.ir.program import Output, PhaseIR, TaskIR
@@ -179,7 +180,7 @@ class _Constants:
         out: list[str] = []
         arr = "jnp" if backend == "jax" else "np"
         for node, name in self.arrays.items():
-            vals = ", ".join(repr(v) for v in node.values)
+            vals = ", ".join(repr(v) if math.isfinite(v) else float_literal(v, arr) for v in node.values)
             out.append(f"{name} = {arr}.array([{vals}], dtype={arr}.float32)")
         for idx, name in self.indices.items():
             out.append(f"{name} = np.array([{', '.join(str(i) for i in idx)}], dtype=np.int32)")

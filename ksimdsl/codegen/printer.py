@@ -52,12 +52,15 @@ def shape_in(expr: sp.Basic, symbol_shapes: Mapping[sp.Symbol, int], memo: dict 
     return n
 
 
-def float_literal(x: float) -> str:
-    """The shortest float literal within 15 significant digits (`0.4`, not `0.3999999999999999`)."""
+def float_literal(x: float, alias: str = "np") -> str:
+    """The shortest float literal within 15 significant digits (`0.4`, not `0.3999999999999999`).
+
+    Non-finite values name the array module's constants (`jnp.inf`, `-np.inf`, `np.nan`).
+    """
     if math.isinf(x):
-        return "float('inf')" if x > 0 else "float('-inf')"
+        return f"{alias}.inf" if x > 0 else f"-{alias}.inf"
     if math.isnan(x):
-        return "float('nan')"
+        return f"{alias}.nan"
     text = f"{x:.15g}"
     if "." not in text and "e" not in text and "n" not in text:
         text += ".0"
@@ -113,7 +116,7 @@ class KernelPrinter(NumPyPrinter):
         return super().doprint(expr, assign_to)
 
     def _print_Float(self, expr: sp.Float) -> str:
-        return float_literal(float(expr))
+        return float_literal(float(expr), self.alias)
 
     def _print_Integer(self, expr: sp.Integer) -> str:
         return float_literal(float(int(expr)))

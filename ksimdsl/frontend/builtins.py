@@ -17,6 +17,7 @@ from ksimdsl.abi import DEFAULT_PHYSICS, DEFAULT_POLICY, DEFAULT_TRAIN
 __all__ = [
     "QUANTITIES",
     "ROOT_QUANTITIES",
+    "INFINITE_LIMITS_NOTE",
     "LOOKUPS",
     "Param",
     "FunctionSig",
@@ -49,6 +50,8 @@ QUANTITIES: Mapping[str, str] = MappingProxyType(
         "joint_acc": "accelerations of the hinge and slide joints",
         "actuator_force": "actuator forces, (nu,)",
         "default_joint_pos": "joint_pos of the default pose (keyframe 0, else qpos0)",
+        "joint_lower": "lower limit of each joint_pos element (MJCF range; -inf where the joint is unlimited)",
+        "joint_upper": "upper limit of each joint_pos element (MJCF range; +inf where the joint is unlimited)",
         "base_pos": "root position, world frame, [3]",
         "base_quat": "root orientation quaternion (wxyz), [4]",
         "base_lin_vel": "root linear velocity, world frame, [3]",
@@ -65,6 +68,12 @@ QUANTITIES: Mapping[str, str] = MappingProxyType(
         "level": "curriculum level in [0, 1]",
         "action": "the policy's action, [action_size]",
     }
+)
+
+#: Note for a constant with no value because a joint has no range (checker and lowering).
+INFINITE_LIMITS_NOTE = (
+    "joint_lower and joint_upper are -inf and inf for a joint without a range; "
+    'select the limited joints, e.g. joint_upper["name"] or joint_upper[i:j]'
 )
 
 #: Quantities that need a root free joint.

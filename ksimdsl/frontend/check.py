@@ -56,6 +56,8 @@ _LABEL_KINDS = {
     "joint_vel": "joint",
     "joint_acc": "joint",
     "default_joint_pos": "joint",
+    "joint_lower": "joint",
+    "joint_upper": "joint",
     "actuator_force": "actuator",
     "action": "actuator",
 }
@@ -176,6 +178,60 @@ def _const_pairs(a: t.Const, b: t.Const) -> list[tuple[float, float]]:
     av, bv = a.values, b.values
     n = max(len(av), len(bv))
     return list(zip(av * n if len(av) == 1 else av, bv * n if len(bv) == 1 else bv))
+
+
+def _joint_limits(m: ModelInfo, joint: int) -> tuple[float, float]:
+    """(lower, upper) of a 1-dof joint from `jnt_range`; (-inf, inf) when `jnt_limited` is false."""
+    if not m.model.jnt_limited[joint]:
+        return -math.inf, math.inf
+    lo, hi = m.model.jnt_range[joint]
+    return float(lo), float(hi)
+
+
+def _arith(op: str, x: float, y: float) -> float:
+    """`x op y` on floats; NaN where it has no real value (inf - inf, 0 * inf, x / 0, (-1) ^ 0.5)."""
+    if op == "+":
+        return x + y
+    if op == "-":
+        return x - y
+    if op == "*":
+        return x * y
+    if op == "/":
+        return math.nan if y == 0 else x / y
+    try:
+        v = x**y
+    except ZeroDivisionError:
+        return math.nan
+    except OverflowError:
+        return math.inf
+    return math.nan if isinstance(v, complex) else float(v)
+
+
+def _static_values(e: t.Expr) -> tuple[float, ...] | None:
+    """The element values of `e` when they are known at compile time, else None.
+
+    Known: constants, constant built-ins (default_joint_pos, joint_lower,
+    joint_upper), lets of them, selections, negation and `+ - * / ^` of those.
+    """
+    if isinstance(e, t.Const):
+        return e.values
+    if isinstance(e, (t.Let, t.Quantity)):
+        return _static_values(e.value)
+    if isinstance(e, t.Gather):
+        base = _static_values(e.base)
+        return None if base is None else tuple(base[i] for i in e.indices)
+    if isinstance(e, t.Unary) and e.op == "-":
+        inner = _static_values(e.operand)
+        return None if inner is None else tuple(-v for v in inner)
+    if isinstance(e, t.Binary):
+        a = _static_values(e.left)
+        b = None if a is None else _static_values(e.right)
+        if a is None or b is None:
+            return None
+        n = max(len(a), len(b))
+        a, b = (a * n if len(a) == 1 else a), (b * n if len(b) == 1 else b)
+        return tuple(_arith(e.op, x, y) for x, y in zip(a, b))
+    return None
 
 
 def _range_units(rng: ast.Range) -> ast.Range:
@@ -1393,6 +1449,10 @@ class _Checker:
         elif name == "default_joint_pos":
             vals = tuple(m.default_qpos[m.jnt_qpos_adr(j)] for j in joints)
             value, labels = t.Const(vals, t.Type("float", (len(vals),)), span), joint_labels
+        elif name in ("joint_lower", "joint_upper"):
+            side = 0 if name == "joint_lower" else 1
+            vals = tuple(_joint_limits(m, j)[side] for j in joints)
+            value, labels = t.Const(vals, t.Type("float", (len(vals),)), span), joint_labels
         elif name == "com_inertia":
             value = self._read("cinert", ((b, k) for b in range(1, m.nbody) for k in range(10)), span)
         elif name == "com_vel":
@@ -1503,7 +1563,7 @@ class _Checker:
                 self.fail(
                     sel.span,
                     f"cannot select from {what} by name; name selection works on joint_pos, joint_vel, qpos, qvel, "
-                    "actuator_force, action, default_joint_pos and commands",
+                    "actuator_force, action, default_joint_pos, joint_lower, joint_upper and commands",
                 )
             positions = match_names(sel.value, labels)
             if not positions:
@@ -1629,8 +1689,34 @@ class _Checker:
             typ = t.Type("float", shape)
             if isinstance(left, t.Const) and isinstance(right, t.Const):
                 return self._fold(op, left, right, typ, node)
-            return t.Binary(op, left, right, typ, node.span)
+            out = t.Binary(op, left, right, typ, node.span)
+            self._require_defined(out)
+            return out
         raise InternalCompilerError(f"unknown binary operator {op!r}", node.span, self.source)
+
+    def _require_defined(self, e: t.Binary) -> None:
+        """Reject arithmetic on known constants that has no real value (`inf - inf`, `x / 0`).
+
+        Known vector constants come from built-ins such as `joint_upper` (+inf
+        for a joint without a range). The lowering folds them at compile time,
+        so a NaN here would silently become a NaN in every step.
+        """
+        values = _static_values(e)
+        if values is None:
+            return
+        bad = [i for i, v in enumerate(values) if math.isnan(v)]
+        if not bad:
+            return
+        labels = self._labels(e)  # known constants with labels are per-joint built-ins
+        if e.type.is_scalar:
+            where = ""
+        elif labels:
+            where = f" for joint{'s' if len(bad) > 1 else ''} " + ", ".join(f"'{labels[i]}'" for i in bad)
+        else:
+            where = f" for element{'s' if len(bad) > 1 else ''} " + ", ".join(str(i) for i in bad)
+        operands = (*(_static_values(e.left) or ()), *(_static_values(e.right) or ()))
+        notes = [bi.INFINITE_LIMITS_NOTE] if any(math.isinf(v) for v in operands) else []
+        self.fail(e.span, f"this constant expression has no real value{where}", *notes)
 
     def _fold(self, op: str, a: t.Const, b: t.Const, typ: t.Type, node: ast.Binary) -> t.Const:
         n = typ.size

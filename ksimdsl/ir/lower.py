@@ -34,6 +34,7 @@ import sympy as sp
 
 from ksimdsl.errors import InternalCompilerError, KsimError, Source, Span
 from ksimdsl.frontend import typed as T
+from ksimdsl.frontend.builtins import INFINITE_LIMITS_NOTE
 from ksimdsl.ir import vec
 from ksimdsl.ir.program import LEVEL, TIME, MemSlot, Output, PhaseIR, Segment, TaskIR
 from ksimdsl.ir.vec import SMALL, Val
@@ -346,14 +347,14 @@ class Lowerer:
 
     # ------------------------------------------------------------ errors
 
-    def error(self, span: Span | None, message: str) -> KsimError:
+    def error(self, span: Span | None, message: str, *notes: str) -> KsimError:
         if self._source is None:
             try:
                 text = Path(self.task.source_path).read_text()
             except OSError:
                 text = ""
             self._source = Source(self.task.source_path, text)
-        return KsimError.at(self._source, span, message)
+        return KsimError.at(self._source, span, message, *notes)
 
     # ------------------------------------------------------------ naming
 
@@ -416,7 +417,7 @@ class Lowerer:
             self._name(val, node.name if node.arg is None else f"{node.name}_{_ident(node.arg)}", is_let=False)
             return val
         if isinstance(node, T.Apply):
-            return self._apply(node)
+            return self._require_real(node, self._apply(node))
         if isinstance(node, T.Gather):
             base = self.lower(node.base)
             if node.type.shape == ():
@@ -571,6 +572,14 @@ class Lowerer:
         if f == "tolerance":
             return self._tolerance(node, args)
         raise InternalCompilerError(f"unknown function {f!r}")
+
+    def _require_real(self, node: T.Apply, val: Val) -> Val:
+        """`val`, the value of `node`, unless sympy folded it to a constant with no real value."""
+        if val.boolean or not any(vec.has_no_real_value(item) for item in val.items):
+            return val
+        infinite = any(vec.has_infinity(item) for a in node.args for item in self.lower(a).items)
+        notes = (INFINITE_LIMITS_NOTE,) if infinite else ()
+        raise self.error(node.span, f"{node.func}() has no real value for these constants", *notes)
 
     def _one_hot(self, i: Val, n: int) -> Val:
         x = i.items[0]

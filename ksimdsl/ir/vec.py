@@ -24,6 +24,7 @@ element is the sympy `Indexed` `qpos[3]` (2-D: `xpos[1, 2]`).
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
@@ -62,6 +63,8 @@ __all__ = [
     "reduce_max",
     "reduce_min",
     "rename_const",
+    "has_no_real_value",
+    "has_infinity",
 ]
 
 #: Vectors up to this many elements are expanded into scalar components.
@@ -492,10 +495,35 @@ def _fold_const(f: Callable[..., sp.Basic], items: Sequence[sp.Basic], size: int
     for i in range(size):
         args = [a.element(i) if isinstance(a, PackedLeaf) else a for a in items]
         out = f(*args)
-        if not out.is_number:
+        if out.free_symbols:
             raise InternalCompilerError(f"constant folding produced {out}")
-        values.append(float(out))
+        # sin(inf), sqrt(-1), ... have no real value: NaN here, reported by the lowering.
+        values.append(float(out) if out.is_comparable else math.nan)
     return const_array("const", values)
+
+
+def has_no_real_value(e: sp.Basic) -> bool:
+    """True for a constant without a real value: NaN, a complex number, sin(inf)'s AccumBounds.
+
+    Infinities are real values (`joint_upper` of a joint without a range is +inf).
+    A packed constant qualifies when any of its elements does.
+    """
+    if isinstance(e, ConstArr):
+        return any(math.isnan(v) for v in e.values)
+    if isinstance(e, Fill):
+        e = e.value
+    if isinstance(e, sp.AccumBounds):
+        return True
+    return bool(e.is_number) and not e.is_comparable
+
+
+def has_infinity(e: sp.Basic) -> bool:
+    """True for the constant +-inf, or a packed constant with an infinite element."""
+    if isinstance(e, ConstArr):
+        return any(math.isinf(v) for v in e.values)
+    if isinstance(e, Fill):
+        e = e.value
+    return e in (sp.oo, sp.S.NegativeInfinity)
 
 
 def rename_const(v: Val, name: str) -> Val:

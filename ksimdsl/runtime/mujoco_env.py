@@ -52,7 +52,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import mujoco
 import numpy as np
@@ -153,12 +153,12 @@ class _Actuation:
         base = self.default_pos_U + zero_offset_KU if m.kind == "position" else np.zeros_like(zero_offset_KU)
         return np.clip(base, self.clip_lo_U, self.clip_hi_U)
 
-    def __call__(self, lo: int, hi: int, raw_EA, action_EA, zero_offset_EU, latency_EU, prev_ctrl_EU, ctrl_ESU):
+    def __call__(self, lo: int, hi: int, raw_EA, action_EA, zero_offset_EU, latency_E, prev_ctrl_EU, ctrl_ESU):
         """`cstep.actuate` for envs [lo, hi)."""
         m = self.model
         cstep.actuate(
             lo, hi, raw_EA, action_EA, self.kind, self.default_pos_U, m.action_scale, m.scale, zero_offset_EU,
-            self.clip_lo_U, self.clip_hi_U, latency_EU, m.dt, prev_ctrl_EU, ctrl_ESU,
+            self.clip_lo_U, self.clip_hi_U, latency_E, m.dt, prev_ctrl_EU, ctrl_ESU,
         )  # fmt: skip
 
 

@@ -100,7 +100,9 @@ class DistributedConfig:
             )
 
     @staticmethod
-    def from_args(coordinator: str | None, num_processes: int | None, process_id: int | None) -> "DistributedConfig | None":
+    def from_args(
+        coordinator: str | None, num_processes: int | None, process_id: int | None
+    ) -> "DistributedConfig | None":
         """The three CLI options together, or None when none is given (a single-process run)."""
         given = {"--coordinator": coordinator, "--num-processes": num_processes, "--process-id": process_id}
         if all(v is None for v in given.values()):
@@ -186,7 +188,9 @@ def mesh_devices(requested: int) -> list[jax.Device]:
             if platform == "cpu"
             else ""
         )
-        raise KsimError(f"train: devices={requested}, but this process sees only {len(local)} {platform} device(s){hint}")
+        raise KsimError(
+            f"train: devices={requested}, but this process sees only {len(local)} {platform} device(s){hint}"
+        )
     chosen: list[jax.Device] = []
     for process in range(jax.process_count()):
         mine = sorted((d for d in jax.devices() if d.process_index == process), key=lambda d: d.id)
@@ -201,7 +205,6 @@ class EnvMesh:
     """The environments' device mesh and the shardings of everything the training step carries."""
 
     mesh: Mesh
-    num_envs: int
 
     @staticmethod
     def create(*, devices: int, num_envs: int) -> "EnvMesh":
@@ -215,7 +218,7 @@ class EnvMesh:
                 f"train: num_envs={num_envs} does not split evenly over {n} devices "
                 f"(each device steps num_envs / {n} environments); use {options}, or set devices= to a divisor"
             )
-        return EnvMesh(mesh=Mesh(np.asarray(chosen), (ENV_AXIS,)), num_envs=num_envs)
+        return EnvMesh(mesh=Mesh(np.asarray(chosen), (ENV_AXIS,)))
 
     @staticmethod
     def for_collector(collector: Collector, *, devices: int, num_envs: int) -> "EnvMesh | None":
@@ -313,7 +316,7 @@ class EnvMesh:
         """
         if not self.spans_processes:
             return jax.device_get(tree)
-        gathered = jax.jit(lambda t: t, out_shardings=self.replicated)(tree)
+        gathered = jax.jit(_identity, out_shardings=self.replicated)(tree)
         return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), gathered)
 
     def local(self, tree: Any) -> Any:
@@ -337,3 +340,8 @@ class EnvMesh:
         if not self.spans_processes:
             return value
         return int(multihost_utils.broadcast_one_to_all(np.asarray(value, np.int32)))
+
+
+def _identity(tree: Any) -> Any:
+    """Module-level so that jit caches the gathering copy of `EnvMesh.to_host` between checkpoints."""
+    return tree

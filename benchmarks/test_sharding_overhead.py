@@ -61,7 +61,7 @@ def compiled_step(task_path: str, *, num_envs: int, layout: str) -> tuple[Callab
     return run, num_envs * int(spec.train["rollout"])
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("layout", LAYOUTS, ids=lambda layout: layout.replace(" ", "-"))
 def test_training_step_throughput(benchmark, layout):
     run, steps = compiled_step(str(REPO / "tasks" / "cartpole.ksim"), num_envs=64, layout=layout)
     benchmark.pedantic(run, rounds=5, iterations=1)

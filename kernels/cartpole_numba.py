@@ -113,7 +113,7 @@ SPEC = {'abi': 1,
  'ops': {'reset': [6, 6], 'observe': [4, 2], 'step': [40, 36]}}
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def reset(qpos_EQ, qvel_EV, level_E, rand_n_EN, rand_u_EU, qpos_out_EQ, qvel_out_EV, mem_out_EM):
     """Start an episode: reset writes, randomized model fields and the initial memory. Batched over the leading env axis."""
     for e in range(level_E.shape[0]):
@@ -132,7 +132,7 @@ def reset(qpos_EQ, qvel_EV, level_E, rand_n_EN, rand_u_EU, qpos_out_EQ, qvel_out
         mem_out_EM[e, 0] = 1.0  # first
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def observe(qpos_EQ, qvel_EV, action_EA, level_E, mem_EM, rand_n_EN, rand_u_EU, actor_EO, critic_EC):
     """Observations of the current state (memory unchanged). Batched over the leading env axis."""
     for e in range(level_E.shape[0]):
@@ -156,7 +156,7 @@ def observe(qpos_EQ, qvel_EV, action_EA, level_E, mem_EM, rand_n_EN, rand_u_EU, 
         critic_EC[e, 4] = qvel[1]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def step(qpos_EQ, qvel_EV, action_EA, level_E, mem_EM, rand_n_EN, rand_u_EU, actor_EO, critic_EC, reward_terms_ER, reward_weights_ER, terminations_EK, mem_out_EM):
     """Observations, rewards, terminations and the next memory after one control step. Batched over the leading env axis."""
     for e in range(level_E.shape[0]):

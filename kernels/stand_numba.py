@@ -249,7 +249,7 @@ SPEC = {'abi': 1,
  'ops': {'reset': [159, 41], 'observe': [65, 40], 'step': [105, 73]}}
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def reset(qpos_EQ, qvel_EV, level_E, rand_n_EN, rand_u_EU, qpos_out_EQ, qvel_out_EV, mem_out_EM):
     """Start an episode: reset writes, randomized model fields and the initial memory. Batched over the leading env axis."""
     for e in range(level_E.shape[0]):
@@ -280,7 +280,7 @@ def reset(qpos_EQ, qvel_EV, level_E, rand_n_EN, rand_u_EU, qpos_out_EQ, qvel_out
         mem_out_EM[e, 21] = 1.0  # first
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def observe(qpos_EQ, qvel_EV, xmat_EB9, sensordata_ED, action_EA, level_E, mem_EM, rand_n_EN, rand_u_EU, actor_EO, critic_EC):
     """Observations of the current state (memory unchanged). Batched over the leading env axis."""
     for e in range(level_E.shape[0]):
@@ -326,7 +326,7 @@ def observe(qpos_EQ, qvel_EV, xmat_EB9, sensordata_ED, action_EA, level_E, mem_E
         critic_EC[e, 72] = qvel[2]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def step(qpos_EQ, qvel_EV, xmat_EB9, sensordata_ED, action_EA, level_E, mem_EM, rand_n_EN, rand_u_EU, actor_EO, critic_EC, reward_terms_ER, reward_weights_ER, terminations_EK, mem_out_EM):
     """Observations, rewards, terminations and the next memory after one control step. Batched over the leading env axis."""
     for e in range(level_E.shape[0]):

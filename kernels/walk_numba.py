@@ -284,7 +284,7 @@ CONST_2 = np.array([0.0, -0.3926990816987242, 0.0, -0.17453292519943292, -0.2181
 IDX_RAND_U_0 = np.array([22, 22, 22, 23, 23, 23, 24, 24, 24, 25, 25, 25, 26, 26, 26, 27, 27, 27, 28, 28, 28, 29, 29, 29, 30, 30, 30, 31, 31, 31, 32, 32, 32, 33, 33, 33, 34, 34, 34, 35, 35, 35, 36, 36, 36, 37, 37, 37, 38, 38, 38, 39, 39, 39, 40, 40, 40, 41, 41, 41], dtype=np.int32)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def reset(qpos_EQ, qvel_EV, geom_friction_EG3, body_mass_EB, dof_armature_EV, dof_damping_EV, level_E, rand_n_EN, rand_u_EU, qpos_out_EQ, qvel_out_EV, geom_friction_out_EG3, body_mass_out_EB, dof_armature_out_EV, dof_damping_out_EV, mem_out_EM):
     """Start an episode: reset writes, randomized model fields and the initial memory. Batched over the leading env axis."""
     for e in range(level_E.shape[0]):
@@ -349,7 +349,7 @@ def reset(qpos_EQ, qvel_EV, geom_friction_EG3, body_mass_EB, dof_armature_EV, do
         mem_out_EM[e, 40] = 1.0  # first
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def observe(qpos_EQ, qvel_EV, actuator_force_EU, sensordata_ED, contact_EC, action_EA, level_E, mem_EM, rand_n_EN, rand_u_EU, actor_EO, critic_EC):
     """Observations of the current state (memory unchanged). Batched over the leading env axis."""
     for e in range(level_E.shape[0]):
@@ -420,7 +420,7 @@ def observe(qpos_EQ, qvel_EV, actuator_force_EU, sensordata_ED, contact_EC, acti
         critic_EC[e, 83:104] = 0.01*actuator_force[0:21]  # torque
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def step(qpos_EQ, qvel_EV, actuator_force_EU, sensordata_ED, contact_EC, action_EA, level_E, mem_EM, rand_n_EN, rand_u_EU, actor_EO, critic_EC, reward_terms_ER, reward_weights_ER, terminations_EK, mem_out_EM, qpos_out_EQ, qvel_out_EV):
     """Observations, rewards, terminations and the next memory after one control step. Batched over the leading env axis."""
     for e in range(level_E.shape[0]):

@@ -119,7 +119,7 @@ SPEC = {'abi': 1,
  'ops': {'reset': [15, 15], 'observe': [4, 2], 'step': [39, 37]}}
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def reset(qpos_EQ, qvel_EV, level_E, rand_n_EN, rand_u_EU, qpos_out_EQ, qvel_out_EV, mem_out_EM):
     """Start an episode: reset writes, randomized model fields and the initial memory. Batched over the leading env axis."""
     for e in range(level_E.shape[0]):
@@ -145,7 +145,7 @@ def reset(qpos_EQ, qvel_EV, level_E, rand_n_EN, rand_u_EU, qpos_out_EQ, qvel_out
         mem_out_EM[e, 0] = 1.0  # first
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def observe(qvel_EV, xpos_EB3, xmat_EB9, sensordata_ED, action_EA, level_E, mem_EM, rand_n_EN, rand_u_EU, actor_EO, critic_EC):
     """Observations of the current state (memory unchanged). Batched over the leading env axis."""
     for e in range(level_E.shape[0]):
@@ -166,7 +166,7 @@ def observe(qvel_EV, xpos_EB3, xmat_EB9, sensordata_ED, action_EA, level_E, mem_
         critic_EC[e, 15:24] = x1  # velocity
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def step(qvel_EV, xpos_EB3, xmat_EB9, sensordata_ED, action_EA, level_E, mem_EM, rand_n_EN, rand_u_EU, actor_EO, critic_EC, reward_terms_ER, reward_weights_ER, terminations_EK, mem_out_EM):
     """Observations, rewards, terminations and the next memory after one control step. Batched over the leading env axis."""
     for e in range(level_E.shape[0]):

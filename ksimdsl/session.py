@@ -48,6 +48,27 @@ class LoadedTask:
         }
 
 
+def enable_compilation_cache() -> None:
+    """Keep XLA's compiled training step on disk, so a second run of a task starts in seconds.
+
+    The cache lives under $KSIMDSL_CACHE_DIR (default ~/.cache/ksimdsl)/jax;
+    `KSIMDSL_JAX_CACHE=0` turns it off.
+    """
+    if os.environ.get("KSIMDSL_JAX_CACHE", "1") == "0":
+        return
+    import jax
+
+    from ksimdsl.runtime.loader import cache_dir
+
+    try:
+        path = cache_dir().parent / "jax"
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return  # an unwritable cache only costs start-up time
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
 def has_accelerator() -> bool:
     """True when JAX sees a GPU or TPU."""
     import jax
@@ -180,6 +201,7 @@ def start_training(
 
     from ksimdsl.runtime.runs import create_run_dir
 
+    enable_compilation_cache()
     task = load_task(task_path, overrides=overrides)
     run_path = create_run_dir(task.spec.task, path=run_dir)
     print(f"{task.spec.task}: engine {task.engine}, {task.spec.train['num_envs']} envs", flush=True)
@@ -201,6 +223,7 @@ def resume_training(run_dir: str, *, overrides: Sequence[str] = (), progress: bo
     """`ksimdsl train --resume RUN_DIR [key=value ...]`"""
     from ksimdsl.runtime.train import train
 
+    enable_compilation_cache()
     engine_override, rest = _split_engine_override(overrides)
     task = _load_run_task(run_dir, overrides=rest, engine=engine_override)
     return train(
@@ -224,6 +247,7 @@ def evaluate_run(
     """`ksimdsl eval TASK.ksim --run RUN_DIR`: the deterministic policy's returns."""
     from ksimdsl.runtime.evaluate import evaluate
 
+    enable_compilation_cache()
     task = task_for_run(task_path, run_dir, engine=engine)
     return evaluate(
         task.spec, task.kernels, model_path=task.model_path, run_dir=run_dir, episodes=episodes, engine=task.engine

@@ -8,7 +8,7 @@ the source for one backend:
   `observe(phys, action, level, mem, rand_n, rand_u)`,
   `step(phys, action, level, mem, rand_n, rand_u)`, one env per call,
   returning dicts;
-* numba: the same three functions batched, `@njit(cache=True)`, a
+* numba: the same three functions batched, `@njit(cache=True, nogil=True)`, a
   `for e in range(E)` loop and positional arrays in the order of
   `SPEC["numba_args"][phase]` (inputs, then preallocated outputs).
 
@@ -343,7 +343,7 @@ def _render_phase_numba(
     phase = code.phase
     printer = NumbaPrinter(code.elim.shapes, consts.arrays, consts.indices)
     body = _Body(printer, "        ", {str(s) for s, _ in code.elim.temps} | _RESERVED | set(args))
-    lines = ["@njit(cache=True)"]
+    lines = ["@njit(cache=True, nogil=True)"]
     lines.append(f"def {phase.name}(" + ", ".join(args) + "):")
     lines.append(f'    """{_PHASE_DOCS[phase.name]} Batched over the leading env axis."""')
     lines.append(f"    for e in range({numba_arg('level')}.shape[0]):")

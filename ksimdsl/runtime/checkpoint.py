@@ -231,6 +231,9 @@ def load_checkpoint(
                 )
             if typed_key:
                 leaves.append(jax.random.wrap_key_data(jnp.asarray(arr), impl=jax.random.key_impl(leaf)))
+            elif isinstance(leaf, np.ndarray):
+                # host-side state (the CPU engine) keeps its numpy dtype, float64 included
+                leaves.append(np.asarray(arr, dtype=leaf.dtype))
             else:
                 leaves.append(jnp.asarray(arr, dtype=np.result_type(leaf)))
         trees[prefix] = jax.tree_util.tree_unflatten(treedef, leaves)

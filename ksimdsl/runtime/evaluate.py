@@ -116,7 +116,7 @@ def evaluate(
         results = run_episodes_mjx(spec, kernels, model_path, policy, episodes=episodes, seed=seed)
     elif engine == "mujoco":
         try:
-            from ksimdsl.runtime.mujoco_env import run_episodes_mujoco
+            from ksimdsl.runtime.mujoco_collect import run_episodes_mujoco
         except ImportError:
             raise KsimError("engine=mujoco is not available in this build of ksimdsl; use engine=mjx") from None
         results = run_episodes_mujoco(spec, kernels, model_path, policy, episodes=episodes, seed=seed)

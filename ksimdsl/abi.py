@@ -88,6 +88,20 @@ DEFAULT_TRAIN: Mapping[str, Any] = MappingProxyType(
 
 ENGINES = ("auto", "mjx", "mujoco")
 
+#: Scalars the PPO update reports each iteration (runtime.ppo.update; plotted by runtime.plots).
+PPO_METRICS = (
+    "loss",
+    "policy_loss",
+    "value_loss",
+    "entropy",
+    "approx_kl",
+    "clip_fraction",
+    "explained_variance",
+    "grad_norm",
+    "action_std",
+    "lr",
+)
+
 
 @dataclass(frozen=True)
 class ObsEntry:

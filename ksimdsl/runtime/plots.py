@@ -24,6 +24,7 @@ from typing import Any, Iterable, Sequence
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ksimdsl.abi import PPO_METRICS
 from ksimdsl.errors import KsimError
 from ksimdsl.runtime.runs import METRICS_FILE, read_metrics
 
@@ -31,20 +32,8 @@ __all__ = ["plot_run", "plot_runs", "load_run_metrics", "PLOTS_DIR", "FIGURES"]
 
 PLOTS_DIR = "plots"
 
-#: PPO diagnostics shown in losses.png (the keys of `ppo.METRICS`, spelled out: the
-#: runtime's PPO module imports jax, which plotting should not need).
-LOSS_KEYS = (
-    "loss",
-    "policy_loss",
-    "value_loss",
-    "entropy",
-    "approx_kl",
-    "clip_fraction",
-    "explained_variance",
-    "grad_norm",
-    "action_std",
-    "lr",
-)
+#: PPO diagnostics shown in losses.png.
+LOSS_KEYS = PPO_METRICS
 RETURN_KEYS = ("episode_return", "episode_length", "reward", "level")
 RATE_KEYS = ("failure_rate", "success_rate", "truncation_rate")
 SPEED_KEYS = ("sps", "wall_s")

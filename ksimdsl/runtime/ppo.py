@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import optax
 from jax import Array
 
-from ksimdsl.abi import DEFAULT_TRAIN, TaskSpec
+from ksimdsl.abi import DEFAULT_TRAIN, PPO_METRICS, TaskSpec
 from ksimdsl.errors import KsimError
 from ksimdsl.runtime import distributions as D
 from ksimdsl.runtime import normalize as N
@@ -72,18 +72,7 @@ __all__ = [
 ]
 
 #: Keys of the metrics dict returned by `update` (all scalars).
-METRICS = (
-    "loss",
-    "policy_loss",
-    "value_loss",
-    "entropy",
-    "approx_kl",
-    "clip_fraction",
-    "explained_variance",
-    "grad_norm",
-    "action_std",
-    "lr",
-)
+METRICS = PPO_METRICS
 
 
 @dataclass(frozen=True)

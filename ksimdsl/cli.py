@@ -61,6 +61,9 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     c.add_argument("--run-dir", metavar="DIR", help="where to write the run (default runs/<task>/<timestamp>)")
     c.add_argument("--no-progress", action="store_true", help="plain log lines instead of a progress bar")
+    c.add_argument("--coordinator", metavar="HOST:PORT", help="multi-process training: address of process 0 (jax.distributed)")
+    c.add_argument("--num-processes", type=int, metavar="P", help="number of processes of a multi-process run")
+    c.add_argument("--process-id", type=int, metavar="I", help="index of this process, 0..P-1")
 
     c = sub.add_parser("eval", help="score the deterministic policy of a run")
     c.add_argument("task")
@@ -129,6 +132,13 @@ def _cmd_compile(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from ksimdsl.session import resume_training, start_training
 
+    if args.coordinator is not None or args.num_processes is not None or args.process_id is not None:
+        # before anything asks JAX for its devices
+        from ksimdsl.runtime.sharding import DistributedConfig, init_distributed
+
+        dist = DistributedConfig.from_args(args.coordinator, args.num_processes, args.process_id)
+        if dist is not None:
+            init_distributed(dist)
     if args.resume:
         if args.task and args.task.endswith(".ksim"):
             raise KsimError("give either TASK.ksim or --resume RUN_DIR, not both")

@@ -201,9 +201,12 @@ def start_training(
 
     from ksimdsl.runtime.runs import create_run_dir
 
+    from ksimdsl.runtime.sharding import is_main_process
+
     enable_compilation_cache()
     task = load_task(task_path, overrides=overrides)
-    run_path = create_run_dir(task.spec.task, path=run_dir)
+    main = is_main_process()  # in a multi-process run only process 0 writes the run directory
+    run_path = create_run_dir(task.spec.task, path=run_dir) if main else run_dir
     print(f"{task.spec.task}: engine {task.engine}, {task.spec.train['num_envs']} envs", flush=True)
     return train(
         task.spec,
@@ -215,13 +218,15 @@ def start_training(
         engine=task.engine,
         progress=progress,
         extra={"launch": task.launch_info()},
-        on_iteration=_media_hook(task, run_path),
+        on_iteration=_media_hook(task, run_path) if main else None,
     )
 
 
 def resume_training(run_dir: str, *, overrides: Sequence[str] = (), progress: bool = True) -> Any:
     """`ksimdsl train --resume RUN_DIR [key=value ...]`"""
     from ksimdsl.runtime.train import train
+
+    from ksimdsl.runtime.sharding import is_main_process
 
     enable_compilation_cache()
     engine_override, rest = _split_engine_override(overrides)
@@ -237,7 +242,7 @@ def resume_training(run_dir: str, *, overrides: Sequence[str] = (), progress: bo
         resume=True,
         progress=progress,
         extra={"launch": task.launch_info()},
-        on_iteration=_media_hook(task, Path(run_dir)),
+        on_iteration=_media_hook(task, Path(run_dir)) if is_main_process() else None,
     )
 
 

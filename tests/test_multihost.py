@@ -2,8 +2,9 @@
 
 Two processes on 127.0.0.1, one CPU device each, exchange data with gloo
 collectives: the environments are split between them, only process 0 writes
-the run directory, and the metrics match a single-process run with the same
-seed and `num_envs` (trained in this process meanwhile) to float tolerance.
+the run directory and runs the iteration hook (on a copy of the policy of its
+own), and the metrics match a single-process run with the same seed and
+`num_envs` (trained in this process meanwhile) to float tolerance.
 """
 
 from __future__ import annotations
@@ -36,16 +37,28 @@ WORKER = textwrap.dedent(
 
     init_distributed(DistributedConfig(coordinator, num_processes=2, process_id=process_id), timeout_s=120)
     import jax
+    import jax.numpy as jnp
     from fixtures.cartpole import cartpole_task
+    from ksimdsl.runtime import ppo
     from ksimdsl.runtime.overrides import apply_overrides
     from ksimdsl.runtime.train import train
 
     spec, kernels, path = cartpole_task()
-    result = train(apply_overrides(spec, tiny + ["steps=3"]), kernels, model_path=path, run_dir=run_dir, progress=False)
+    hook_calls = []
+
+    def hook(ppo_state, *, iteration, final):
+        # like the training videos: this process alone runs the policy, so the state must be its own
+        policy = ppo.make_policy(ppo_state)
+        action, _ = policy(jnp.zeros(spec.obs_actor_size), policy.initial_carry())
+        hook_calls.append([iteration, final, bool(jnp.all(jnp.isfinite(action))), len(action.devices())])
+
+    result = train(apply_overrides(spec, tiny + ["steps=3"]), kernels, model_path=path, run_dir=run_dir,
+                   progress=False, on_iteration=hook)
     print("RESULT " + json.dumps({"process": jax.process_index(), "processes": jax.process_count(),
                                   "devices": jax.device_count(), "local_devices": jax.local_device_count(),
                                   "iterations": result.iterations,
-                                  "checkpoint": None if result.checkpoint is None else result.checkpoint.name}),
+                                  "checkpoint": None if result.checkpoint is None else result.checkpoint.name,
+                                  "hook_calls": hook_calls}),
           flush=True)
     """
 )
@@ -104,6 +117,9 @@ def test_two_processes_train_together_and_agree_with_one(tmp_path):
     assert main["checkpoint"] == "ckpt_00000003.safetensors" and other["checkpoint"] is None
     assert [p.name for p in list_checkpoints(run_dir)] == ["ckpt_00000002.safetensors", "ckpt_00000003.safetensors"]
     assert "run directory:" in texts[0] and "run directory:" not in texts[1]
+    # the iteration hook (videos, plots) runs in process 0 only, on a single-device copy of the policy
+    assert main["hook_calls"] == [[1, False, True, 1], [2, False, True, 1], [3, False, True, 1], [3, True, True, 1]]
+    assert other["hook_calls"] == []
 
     assert_metrics_match(read_metrics(run_dir), read_metrics(tmp_path / "reference"))
 

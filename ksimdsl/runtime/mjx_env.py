@@ -156,12 +156,13 @@ class MjxEnv:
         self.kernels = kernels
         self.num_envs = int(num_envs)
         self.mj_model = load_model(spec, model_path)
-        self.model = mjx.put_model(self.mj_model)
+        device = jax.local_devices()[0]  # jax.devices()[0] belongs to process 0 in a multi-process run
+        self.model = mjx.put_model(self.mj_model, device=device)
         self.actuators = ActuatorModel.from_spec(spec, self.mj_model)
         self.curriculum = Curriculum.from_spec(spec.curriculum)
         qpos0, qvel0 = default_pose(self.mj_model)
         self.qpos0_Q, self.qvel0_V = jnp.asarray(qpos0), jnp.asarray(qvel0)
-        self.template = mjx.make_data(self.model)
+        self.template = mjx.make_data(self.model, device=device)
         self.contacts = ContactQueries(spec.contact_queries, self.mj_model, self.template)
         for name in spec.randomize_fields:
             if not hasattr(self.model, name):

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import equinox as eqx
 import jax
@@ -470,13 +470,21 @@ def make_batch(state: PPOState, traj: Trajectory) -> tuple[Batch, N.RunningStats
     return batch, obs_norm_actor, obs_norm_critic
 
 
-def update(state: PPOState, traj: Trajectory, *, key: Array) -> tuple[PPOState, dict[str, Array]]:
+def update(
+    state: PPOState,
+    traj: Trajectory,
+    *,
+    key: Array,
+    shard_minibatch: Callable[[Batch], Batch] | None = None,
+) -> tuple[PPOState, dict[str, Array]]:
     """One PPO iteration on a rollout: normalizers, GAE, epochs x minibatches of optimizer steps.
 
     Returns the new state and `METRICS` (scalars): losses, entropy, approx_kl,
     clip_fraction and action_std averaged over all minibatch steps; grad_norm
     (before clipping) averaged likewise; explained_variance of the rollout's
-    values; lr of the last optimizer step. jit-able as a whole.
+    values; lr of the last optimizer step. jit-able as a whole. `shard_minibatch`
+    (multi-device runs) lays each minibatch out over the devices so that the
+    gradient computation is data-parallel.
     """
     config = state.config
     num_envs = traj.reward_TE.shape[1]
@@ -496,7 +504,10 @@ def update(state: PPOState, traj: Trajectory, *, key: Array) -> tuple[PPOState, 
 
     def minibatch_step(carry: tuple[ActorCritic, optax.OptState], env_B: Array):
         model, opt_state = carry
-        (_, metrics), grads = grad_fn(model, batch.take_envs(env_B), config)
+        minibatch = batch.take_envs(env_B)
+        if shard_minibatch is not None:
+            minibatch = shard_minibatch(minibatch)
+        (_, metrics), grads = grad_fn(model, minibatch, config)
         grad_norm = optax.tree.norm(grads)
         grads = clip_gradients(grads, config.max_grad_norm)
         updates, opt_state = optimizer.update(grads, opt_state, eqx.filter(model, eqx.is_inexact_array))

@@ -42,6 +42,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import equinox as eqx
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
@@ -256,6 +257,21 @@ class EnvMesh:
     def envs(self) -> NamedSharding:
         """Leading (env) axis split over the devices."""
         return NamedSharding(self.mesh, PartitionSpec(ENV_AXIS))
+
+    def constrain_minibatch(self, batch: ppo.Batch) -> ppo.Batch:
+        """Keep a PPO minibatch split over the devices along its env axis.
+
+        Each device then computes the loss and gradients of its own share of the
+        minibatch and XLA all-reduces the gradients: the update is data-parallel
+        instead of every device recomputing the whole minibatch. A minibatch whose
+        env count does not divide by the device count is left to XLA.
+        """
+        if batch.carry_E.shape[0] % self.num_devices:
+            return batch
+        time_env = NamedSharding(self.mesh, PartitionSpec(None, ENV_AXIS))
+        constrained = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, time_env), batch)
+        carry_E = jax.lax.with_sharding_constraint(batch.carry_E, self.envs)
+        return eqx.tree_at(lambda b: b.carry_E, constrained, carry_E)
 
     def ppo_shardings(self, ppo_state: ppo.PPOState) -> Any:
         """The PPO state's shardings: every leaf replicated."""

@@ -206,7 +206,9 @@ def _local(mesh: EnvMesh | None, ppo_state: ppo.PPOState) -> ppo.PPOState:
     return ppo_state if mesh is None else mesh.local(ppo_state)
 
 
-def _make_train_step(collector: Collector, shardings: tuple[Any, Any] | None = None):
+def _make_train_step(
+    collector: Collector, mesh: EnvMesh | None = None, shardings: tuple[Any, Any] | None = None
+):
     """(ppo_state, collector_state, key) -> (ppo_state, collector_state, stats, update_metrics).
 
     `shardings` (in_shardings, out_shardings) from `EnvMesh.step_shardings` lay a
@@ -217,7 +219,8 @@ def _make_train_step(collector: Collector, shardings: tuple[Any, Any] | None = N
     def collect_and_update(ppo_state, collector_state, key):
         k_collect, k_update = jax.random.split(key)
         collector_state, traj, stats = collector.collect(ppo_state, collector_state, key=k_collect)
-        ppo_state, metrics = ppo.update(ppo_state, traj, key=k_update)
+        shard_minibatch = None if mesh is None or mesh.num_devices == 1 else mesh.constrain_minibatch
+        ppo_state, metrics = ppo.update(ppo_state, traj, key=k_update, shard_minibatch=shard_minibatch)
         return ppo_state, collector_state, stats, metrics
 
     if collector.jittable:
@@ -391,7 +394,7 @@ def _run(spec: TaskSpec, config: TrainConfig, ctx: RunContext, collector: Collec
         # on the mesh, in fresh buffers: PPO state replicated, environments split over the devices
         ppo_state = mesh.replicate(ppo_state)
         collector_state = mesh.place(collector_state, mesh.collector_shardings(collector_state))
-        train_step = _make_train_step(collector, mesh.step_shardings(ppo_state, collector_state))
+        train_step = _make_train_step(collector, mesh, mesh.step_shardings(ppo_state, collector_state))
     watchdog = Watchdog(config.watchdog_s)
     metrics_log = MetricsLog(ctx.run_dir, start_after=iteration if ctx.resume else 0) if main else None
     on_iteration = ctx.on_iteration if main else None

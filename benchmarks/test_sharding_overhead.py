@@ -49,7 +49,7 @@ def compiled_step(task_path: str, *, num_envs: int, layout: str) -> tuple[Callab
         collector_state = mesh.init_collector(collector, ppo_state, key=k_env)
         ppo_state = mesh.replicate(ppo_state)
         key = mesh.replicate(key)
-        step = _make_train_step(collector, mesh.step_shardings(ppo_state, collector_state))
+        step = _make_train_step(collector, mesh, mesh.step_shardings(ppo_state, collector_state))
     step = step.lower(ppo_state, collector_state, key).compile()
     state: dict[str, Any] = {"ppo": ppo_state, "collector": collector_state}
 

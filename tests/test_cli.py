@@ -27,8 +27,11 @@ TASKS = REPO / "tasks"
 CARTPOLE = TASKS / "cartpole.ksim"
 SHIPPED = sorted(TASKS.glob("*.ksim"))
 
-#: The tiny training settings of these tests (the same program as test_train's tiny runs).
-TINY_TRAIN = ("engine=mjx", "num_envs=8", "minibatches=2", "rollout=8", "epochs=1", "hidden=[16,16]", "video=false")
+#: Tiny training settings: the same training program as test_train.py's tiny runs, and the task's own
+#: policy, so the session's persistent JAX cache compiles training and evaluation once for both files.
+TINY_TRAIN = ("engine=mjx", "num_envs=8", "minibatches=2", "rollout=8", "epochs=1", "video=false")
+#: Evaluation episodes: as many as test_train.py's learning test evaluates (the same compiled program).
+EVAL_EPISODES = 16
 
 
 def ksimdsl(*args: object, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -139,7 +142,9 @@ def test_unreadable_task_files_are_one_clear_user_error(capsys, tmp_path, make_t
 # --------------------------------------------------------------------------- compile
 
 
-@pytest.mark.parametrize("backend,marker", [("jax", "import jax.numpy as jnp"), ("numba", "@njit(cache=True")])
+@pytest.mark.parametrize(
+    "backend,marker", [("jax", "import jax.numpy as jnp"), ("numba", "@njit(cache=True")], ids=["jax", "numba"]
+)
 def test_compile_prints_the_generated_module_and_writes_it_with_o(capsys, tmp_path, monkeypatch, backend, marker):
     monkeypatch.chdir(REPO)
     printed = run_main(capsys, "compile", "tasks/cartpole.ksim", "--backend", backend)
@@ -221,7 +226,7 @@ def test_train_writes_a_complete_run_directory(tiny_run, monkeypatch):
     config = json.loads((run_dir / "config.json").read_text())
     assert config["launch"]["task_path"] == str(CARTPOLE)
     assert config["launch"]["engine"] == "mjx"
-    assert config["spec"]["train"]["num_envs"] == 8 and config["spec"]["policy"]["hidden"] == [16, 16]
+    assert config["spec"]["train"]["num_envs"] == 8 and config["spec"]["train"]["epochs"] == 1
     assert (run_dir / "task.ksim").read_text() == CARTPOLE.read_text()
     monkeypatch.chdir(REPO)  # the generated header names the task relative to the working directory
     assert (run_dir / "generated" / "kernels_jax.py").read_text() == compile_task("tasks/cartpole.ksim").source
@@ -238,11 +243,13 @@ def test_train_resume_continues_from_the_last_checkpoint(tiny_run):
 
 
 def test_eval_json_reports_the_deterministic_policy(tiny_run):
-    result = ksimdsl("eval", "tasks/cartpole.ksim", "--run", tiny_run.dir, "--json", "--episodes", "2", "--engine", "mjx")
+    result = ksimdsl(
+        "eval", "tasks/cartpole.ksim", "--run", tiny_run.dir, "--json", "--episodes", EVAL_EPISODES, "--engine", "mjx"
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["episodes"] == 2 and report["iteration"] == 3
-    assert len(report["returns"]) == 2 and len(report["lengths"]) == 2
+    assert report["episodes"] == EVAL_EPISODES and report["iteration"] == 3
+    assert len(report["returns"]) == len(report["lengths"]) == EVAL_EPISODES
     assert 1 <= report["mean_length"] <= 1000
     # the balance reward lies in (0, 1] per step
     assert 0 < report["mean_return"] <= report["mean_length"]

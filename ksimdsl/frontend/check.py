@@ -127,12 +127,9 @@ def check_source(source: Source, *, model_path: str | None = None) -> t.CheckedT
 
 def check_file(path: str, *, model_path: str | None = None) -> t.CheckedTask:
     """Read, parse and check a `.ksim` file."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise KsimError(f"cannot read task file '{path}': {e.strerror}") from None
-    return check_source(Source(path, text), model_path=model_path)
+    from ksimdsl.frontend.parse import read_source
+
+    return check_source(read_source(path), model_path=model_path)
 
 
 # --------------------------------------------------------------------------- helpers

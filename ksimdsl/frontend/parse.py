@@ -50,7 +50,7 @@ from ksimdsl.frontend.grammar import (
     terminal_display,
 )
 
-__all__ = ["parse_source", "parse_file", "MAX_NESTING"]
+__all__ = ["parse_source", "parse_file", "read_source", "MAX_NESTING"]
 
 #: Deepest syntax tree accepted. The AST builder and the later stages walk
 #: expressions recursively; this keeps them far from Python's recursion limit.
@@ -69,8 +69,8 @@ _BAD_CHARACTER = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]|\
 # --------------------------------------------------------------------------- public API
 
 
-def parse_file(path: str | os.PathLike[str]) -> ast.Module:
-    """Read and parse a task file. The file must be UTF-8 text."""
+def read_source(path: str | os.PathLike[str]) -> Source:
+    """A task file's text; a KsimError if it is missing, a directory, binary or not UTF-8."""
     name = os.fspath(path)
     try:
         data = Path(path).read_bytes()
@@ -80,7 +80,12 @@ def parse_file(path: str | os.PathLike[str]) -> ast.Module:
         raise _file_error(name, "is a directory, not a task file") from None
     except OSError as exc:
         raise _file_error(name, f"cannot read file ({exc.strerror or exc})") from None
-    return parse_source(Source(name, _decode(name, data)))
+    return Source(name, _decode(name, data))
+
+
+def parse_file(path: str | os.PathLike[str]) -> ast.Module:
+    """Read and parse a task file. The file must be UTF-8 text."""
+    return parse_source(read_source(path))
 
 
 def parse_source(source: Source) -> ast.Module:

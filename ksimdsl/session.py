@@ -20,6 +20,8 @@ from ksimdsl.abi import TaskSpec
 from ksimdsl.errors import KsimError
 
 ENGINE_BACKEND = {"mjx": "jax", "mujoco": "numba"}
+#: physics settings the compiler folds into the kernels; overriding them recompiles the task
+COMPILED_PHYSICS = ("dt", "ctrl_dt", "solver", "iterations", "ls_iterations")
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,12 @@ def load_task(task_path: str, *, overrides: Sequence[str] = (), engine: str | No
     chosen = resolve_engine(engine or engine_override or checked.engine)
     compiled = compile_checked(checked, backend=ENGINE_BACKEND[chosen])
     spec = apply_overrides(TaskSpec.from_dict(compiled.spec), list(overrides))  # validates every key
+    physics = {k: spec.physics[k] for k in COMPILED_PHYSICS}
+    if physics != {k: getattr(checked.physics, k) for k in COMPILED_PHYSICS}:
+        # dt/ctrl_dt are folded into the kernels (episode steps, timers, `ctrl_dt`): compile again with them
+        checked = check_file(task_path, physics=physics)
+        compiled = compile_checked(checked, backend=ENGINE_BACKEND[chosen])
+        spec = apply_overrides(TaskSpec.from_dict(compiled.spec), list(overrides))
     kernels = load_module(compiled.source, f"{checked.name}:{ENGINE_BACKEND[chosen]}")
     try:
         text = Path(task_path).read_text()
@@ -168,6 +176,13 @@ def _load_run_task(run_dir: str | Path, *, overrides: Sequence[str], engine: str
         kernels = load_module(source, f"{Path(run_dir).name}:{ENGINE_BACKEND[chosen]}")
         all_overrides = list(launch.get("overrides", [])) + list(overrides)
         spec = apply_overrides(TaskSpec.from_dict(kernels.SPEC), all_overrides)
+        base = apply_overrides(TaskSpec.from_dict(kernels.SPEC), list(launch.get("overrides", [])))
+        changed = [k for k in COMPILED_PHYSICS if spec.physics[k] != base.physics[k]]
+        if changed:
+            raise KsimError(
+                f"cannot change {', '.join(changed)} when resuming: the run's kernels were compiled with "
+                f"{', '.join(f'{k}={base.physics[k]}' for k in changed)}"
+            )
         task_file = Path(run_dir) / TASK_FILE
         return LoadedTask(
             spec=spec,

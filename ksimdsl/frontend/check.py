@@ -24,7 +24,7 @@ import os
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 from types import MappingProxyType
-from typing import Any, Callable, Iterable, NoReturn, TypeVar
+from typing import Any, Callable, Iterable, Mapping, NoReturn, TypeVar
 
 from ksimdsl import abi
 from ksimdsl.errors import DiagnosticSink, InternalCompilerError, KsimError, Source, Span, did_you_mean
@@ -100,13 +100,22 @@ class _StateEntry:
 # --------------------------------------------------------------------------- public API
 
 
-def check_module(module: ast.Module, source: Source, *, model_path: str | None = None) -> t.CheckedTask:
+def check_module(
+    module: ast.Module,
+    source: Source,
+    *,
+    model_path: str | None = None,
+    physics: Mapping[str, Any] | None = None,
+) -> t.CheckedTask:
     """Check a parsed task against its MJCF model.
 
     `model_path` overrides the task's `model` line (relative to the current
-    directory, or `pkg:...`). Raises KsimError with every independent error.
+    directory, or `pkg:...`). `physics` overrides `physics` settings (dt and
+    ctrl_dt in seconds, solver, iterations, ls_iterations) as `ksimdsl train
+    key=value` does: everything derived from ctrl_dt (episode steps, timers,
+    `ctrl_dt` in expressions) follows. Raises KsimError with every independent error.
     """
-    checker = _Checker(module, source, model_path)
+    checker = _Checker(module, source, model_path, physics or {})
     try:
         return checker.run()
     except (KsimError, InternalCompilerError):
@@ -118,18 +127,22 @@ def check_module(module: ast.Module, source: Source, *, model_path: str | None =
         raise InternalCompilerError(f"the checker crashed: {type(e).__name__}: {e}") from e
 
 
-def check_source(source: Source, *, model_path: str | None = None) -> t.CheckedTask:
+def check_source(
+    source: Source, *, model_path: str | None = None, physics: Mapping[str, Any] | None = None
+) -> t.CheckedTask:
     """Parse and check the text of a task file."""
     from ksimdsl.frontend.parse import parse_source
 
-    return check_module(parse_source(source), source, model_path=model_path)
+    return check_module(parse_source(source), source, model_path=model_path, physics=physics)
 
 
-def check_file(path: str, *, model_path: str | None = None) -> t.CheckedTask:
+def check_file(
+    path: str, *, model_path: str | None = None, physics: Mapping[str, Any] | None = None
+) -> t.CheckedTask:
     """Read, parse and check a `.ksim` file."""
     from ksimdsl.frontend.parse import read_source
 
-    return check_source(read_source(path), model_path=model_path)
+    return check_source(read_source(path), model_path=model_path, physics=physics)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -301,10 +314,11 @@ def _names_note(kind: str, names: Iterable[str], limit: int = 30) -> str:
 
 
 class _Checker:
-    def __init__(self, module: ast.Module, source: Source, model_path: str | None):
+    def __init__(self, module: ast.Module, source: Source, model_path: str | None, physics: Mapping[str, Any]):
         self.module = module
         self.source = source
         self.model_path_override = model_path
+        self.physics_overrides = dict(physics)
         self.sink = DiagnosticSink(source)
         self.info: ModelInfo | None = None
         self.ctrl_dt = float(abi.DEFAULT_PHYSICS["ctrl_dt"])
@@ -354,6 +368,8 @@ class _Checker:
             raise InternalCompilerError("model failed to load without a diagnostic")
 
         physics = self.attempt(self._physics, singles.get("physics")) or self._default_physics()
+        if self.physics_overrides:
+            physics = self._override_physics(physics)
         self.ctrl_dt = physics.ctrl_dt
         engine = self.attempt(self._engine, singles.get("engine")) or "auto"
         episode_steps = self.attempt(self._episode, singles.get("episode")) or round(20.0 / self.ctrl_dt)
@@ -611,6 +627,21 @@ class _Checker:
             iterations=int(get("iterations", base.iterations)),
             ls_iterations=int(get("ls_iterations", base.ls_iterations)),
         )
+
+    def _override_physics(self, physics: t.Physics) -> t.Physics:
+        """`physics` with command-line overrides (validated like the task's own settings)."""
+        unknown = sorted(set(self.physics_overrides) - {"dt", "ctrl_dt", "solver", "iterations", "ls_iterations"})
+        if unknown:
+            raise InternalCompilerError(f"unknown physics override(s) {unknown}")
+        new = dataclasses.replace(physics, **self.physics_overrides)
+        if new.dt <= 0 or new.ctrl_dt <= 0:
+            raise KsimError("physics dt and ctrl_dt must be positive")
+        substeps = round(new.ctrl_dt / new.dt)
+        if substeps < 1 or abs(substeps * new.dt - new.ctrl_dt) > 1e-6 * new.ctrl_dt + 1e-12:
+            raise KsimError(
+                f"ctrl_dt ({_fmt_num(new.ctrl_dt * 1000)}ms) must be a whole multiple of dt ({_fmt_num(new.dt * 1000)}ms)"
+            )
+        return dataclasses.replace(new, substeps=substeps)
 
     def _engine(self, stmt: ast.Statement | None) -> str:
         if stmt is None:

@@ -209,22 +209,21 @@ class MujocoCollector:
         return new_state, traj, stats
 
     def to_checkpoint(self, state: MujocoCollectorState) -> _CollectorCheckpoint:
-        """The collector state and a snapshot of every env, as a pytree of 32-bit arrays.
+        """The collector state and a snapshot of every env.
 
-        64-bit arrays (the float64 physics state, the generator state) are stored
-        as their raw bits in uint32 words: checkpoint loading goes through JAX,
-        which would otherwise round them to 32 bits and break exact resumption.
+        The snapshot's numpy arrays keep their 64-bit dtypes (the float64 physics
+        state, the generator state) through the checkpoint, so resumption is exact.
         """
         return _CollectorCheckpoint(
             carry_E=state.carry_E,
             reset_E=np.asarray(state.reset_E),
             iteration=np.asarray(state.iteration, np.int32),
-            env=jax.tree.map(_to_words, self.snapshot()),
+            env=self.snapshot(),
         )
 
     def from_checkpoint(self, template: Any, tree: _CollectorCheckpoint) -> MujocoCollectorState:
         """Restore the environments from `tree` (a `to_checkpoint` result) and return the collector state."""
-        self.restore(jax.tree.map(_from_words, self.snapshot(), EnvSnapshot(*tree.env)))
+        self.restore(jax.tree.map(np.array, EnvSnapshot(*tree.env)))  # writable copies of the loaded arrays
         return MujocoCollectorState(
             carry_E=jnp.asarray(tree.carry_E),
             reset_E=np.asarray(tree.reset_E, dtype=bool),
@@ -387,20 +386,6 @@ def _policy_step(model, norm_a, obs_actor_EO, carry_E, reset_E, key):
 def _values(model, norm_c, obs_NC):
     """Critic values (N,) of raw critic observations (N, C) (jitted by the collector)."""
     return jax.vmap(ppo.value, in_axes=(None, None, 0))(model, norm_c, obs_NC)
-
-
-def _to_words(a: np.ndarray) -> np.ndarray:
-    """A 64-bit array as the uint32 words of its bits (last axis doubled); others unchanged."""
-    a = np.ascontiguousarray(a)
-    return a.view(np.uint32) if a.dtype.itemsize == 8 else a
-
-
-def _from_words(like: np.ndarray, words: Any) -> np.ndarray:
-    """Inverse of `_to_words`, given an array `like` of the original dtype and shape."""
-    words = np.array(words)  # a writable copy (arrays loaded through JAX are read-only)
-    if like.dtype.itemsize == 8:
-        return words.astype(np.uint32, copy=False).view(like.dtype).reshape(like.shape)
-    return words.astype(like.dtype, copy=False).reshape(like.shape)
 
 
 def _rng_to_array(rng: np.random.Generator) -> np.ndarray:

@@ -110,11 +110,13 @@ def _split_engine_override(overrides: Sequence[str]) -> tuple[str | None, list[s
 def load_task(task_path: str, *, overrides: Sequence[str] = (), engine: str | None = None) -> LoadedTask:
     """Compile `task_path`, apply `key=value` overrides and load the kernels for the chosen engine."""
     from ksimdsl.codegen import compile_checked
-    from ksimdsl.frontend.check import check_file
+    from ksimdsl.frontend.check import check_source
+    from ksimdsl.frontend.parse import read_source
     from ksimdsl.runtime.loader import load_module
     from ksimdsl.runtime.overrides import apply_overrides
 
-    checked = check_file(task_path)
+    source = read_source(task_path)
+    checked = check_source(source)
     engine_override, _ = _split_engine_override(overrides)
     chosen = resolve_engine(engine or engine_override or checked.engine)
     compiled = compile_checked(checked, backend=ENGINE_BACKEND[chosen])
@@ -122,21 +124,17 @@ def load_task(task_path: str, *, overrides: Sequence[str] = (), engine: str | No
     physics = {k: spec.physics[k] for k in COMPILED_PHYSICS}
     if physics != {k: getattr(checked.physics, k) for k in COMPILED_PHYSICS}:
         # dt/ctrl_dt are folded into the kernels (episode steps, timers, `ctrl_dt`): compile again with them
-        checked = check_file(task_path, physics=physics)
+        checked = check_source(source, physics=physics)
         compiled = compile_checked(checked, backend=ENGINE_BACKEND[chosen])
         spec = apply_overrides(TaskSpec.from_dict(compiled.spec), list(overrides))
     kernels = load_module(compiled.source, f"{checked.name}:{ENGINE_BACKEND[chosen]}")
-    try:
-        text = Path(task_path).read_text()
-    except (OSError, UnicodeDecodeError):
-        text = None
     return LoadedTask(
         spec=spec,
         kernels=kernels,
         engine=chosen,
         model_path=checked.model.resolved_path,
         task_path=task_path,
-        task_text=text,
+        task_text=source.text,
         source=compiled.source,
         overrides=tuple(overrides),
     )

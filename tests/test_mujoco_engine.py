@@ -365,9 +365,44 @@ def test_numba_actor_matches_the_jax_actor(activation):
     np.testing.assert_allclose(action_EA, np.asarray(dist.mean_A + dist.std_A * eps_EA), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(log_prob_E, np.asarray(distributions.log_prob(dist, action_EA)), rtol=1e-4, atol=1e-4)
     assert HostActor.supports(model)
+    mixture = ppo.init_ppo_from_spec(spec.with_overrides(policy=dict(spec.policy) | {"dist": "mixture", "mixtures": 3}),
+                                     key=jax.random.PRNGKey(0))  # fmt: skip
+    assert HostActor.supports(mixture.model)
     gru = ppo.init_ppo_from_spec(spec.with_overrides(policy=dict(spec.policy) | {"kind": "gru", "hidden": [8]}),
                                  key=jax.random.PRNGKey(0))  # fmt: skip
     assert not HostActor.supports(gru.model)
+
+
+def test_numba_mixture_actor_matches_the_jax_actor():
+    spec = SPEC.with_overrides(
+        policy=dict(SPEC.policy) | {"hidden": [16], "dist": "mixture", "mixtures": 3, "min_std": 0.05, "max_std": 2.0}
+    )
+    state = ppo.init_ppo_from_spec(spec, key=jax.random.PRNGKey(5))
+    rng = np.random.default_rng(1)
+    E, A = 400, spec.action_size
+    obs_EO = rng.normal(size=(E, spec.obs_actor_size)).astype(np.float32) * 3
+    # spread-out logits, means and stds, so every component is picked and the stds hit both clip bounds
+    last = state.model.actor.net.layers[-1]
+    model = eqx.tree_at(lambda m: (m.actor.net.layers[-1].weight, m.actor.net.layers[-1].bias), state.model,
+                        (jnp.asarray(rng.normal(size=last.weight.shape), jnp.float32),
+                         jnp.asarray(rng.normal(size=last.bias.shape) * 2, jnp.float32)))  # fmt: skip
+    norm = normalize.update(state.obs_norm_actor, jnp.asarray(rng.normal(size=(50, spec.obs_actor_size))))
+    actor = HostActor.from_model(model, norm)
+    eps_EN = actor.draw_noise(rng, E)
+    assert eps_EN.shape == (E, A + 1) and (0 <= eps_EN[:, -1]).all() and (eps_EN[:, -1] < 1).all()
+    action_EA = np.zeros((E, A), np.float32)
+    log_prob_E = np.zeros(E, np.float32)
+    actor.act(0, E, obs_EO, eps_EN, action_EA, log_prob_E)
+
+    dist, _ = jax.vmap(model.actor, in_axes=(0, None))(normalize.normalize(norm, obs_EO), jnp.zeros(0))
+    # the component each env drew: inverse CDF of its weights at the uniform draw
+    cdf_EK = np.cumsum(np.asarray(jax.nn.softmax(dist.logits_K, axis=-1)), axis=-1)
+    k_E = np.minimum((eps_EN[:, -1:] >= cdf_EK).sum(axis=-1), 2)
+    assert len(set(k_E.tolist())) == 3
+    mean_EA = np.take_along_axis(np.asarray(dist.mean_KA), k_E[:, None, None], axis=1)[:, 0]
+    std_EA = np.take_along_axis(np.asarray(dist.std_KA), k_E[:, None, None], axis=1)[:, 0]
+    np.testing.assert_allclose(action_EA, mean_EA + std_EA * eps_EN[:, :A], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(log_prob_E, np.asarray(distributions.log_prob(dist, action_EA)), rtol=1e-4, atol=1e-3)
 
 
 # --------------------------------------------------------------------------- collector

@@ -158,8 +158,7 @@ class MujocoCollector:
             reset_TE[t] = reset_E
             level_E = env.level_E.copy()
             if host_actor is not None:
-                eps_EA = noise.standard_normal((E, spec.action_size), dtype=np.float32)
-                out, action_TEA[t], log_prob_TE[t] = env.step_actor(host_actor, eps_EA)
+                out, action_TEA[t], log_prob_TE[t] = env.step_actor(host_actor, host_actor.draw_noise(noise, E))
             else:
                 action, log_prob, carry_E = self._policy_step(
                     model, norm_a, obs_actor_TEO[t], carry_E, reset_E, step_key

@@ -11,7 +11,7 @@ state lives in preallocated numpy arrays.
     out = env.step(action_EA)             # one control step, auto-reset of done envs
     env.obs_actor_EO                      # what the policy acts on next
 
-    out, action_EA, log_prob_E = env.step_actor(actor, eps_EA)   # the same, with the policy
+    out, action_EA, log_prob_E = env.step_actor(actor, eps_EN)   # the same, with the policy
                                                                   # evaluated in the worker threads
 
 One control step:
@@ -285,7 +285,7 @@ class MujocoEnv:
         # ---- step buffers
         self.raw_action_EA = np.zeros((E, A), dtype=np.float32)  # the policy's actions
         self.action_EA = np.zeros((E, A))  # clipped to [-1, 1]: what kernels and actuators see
-        self.eps_EA = np.zeros((E, A), dtype=np.float32)  # standard-normal draws of `step_actor`
+        self.eps_EN = np.zeros((E, A), dtype=np.float32)  # the actor's random draws in `step_actor`
         self.log_prob_E = np.zeros(E, dtype=np.float32)
         self._actor: HostActor | None = None
         self.ctrl_ESU = np.zeros((E, spec.substeps, U))
@@ -363,13 +363,15 @@ class MujocoEnv:
         self._actor = None
         return self._step()
 
-    def step_actor(self, actor: HostActor, eps_EA: np.ndarray) -> tuple[HostStepOutput, np.ndarray, np.ndarray]:
+    def step_actor(self, actor: HostActor, eps_EN: np.ndarray) -> tuple[HostStepOutput, np.ndarray, np.ndarray]:
         """`step` with the actions sampled by `actor` from the current observations, inside the worker
-        threads (each for its own chunk of envs): action = mean + std * eps_EA.
+        threads (each for its own chunk of envs), from the random draws eps_EN (`actor.draw_noise`).
 
         Returns (step output, action_EA (raw, unclipped, float32), log_prob_E).
         """
-        self.eps_EA[:] = eps_EA
+        if self.eps_EN.shape != eps_EN.shape:
+            self.eps_EN = np.zeros(eps_EN.shape, dtype=np.float32)
+        self.eps_EN[:] = eps_EN
         self._actor = actor
         try:
             out = self._step()
@@ -493,7 +495,7 @@ class MujocoEnv:
         """Everything of one control step that is independent per env, for one chunk of envs."""
         lo, hi = self._chunks[chunk]
         if self._actor is not None:
-            self._actor.act(lo, hi, self.obs_actor_EO, self.eps_EA, self.raw_action_EA, self.log_prob_E)
+            self._actor.act(lo, hi, self.obs_actor_EO, self.eps_EN, self.raw_action_EA, self.log_prob_E)
         self.actuation(lo, hi, self.raw_action_EA, self.action_EA, self.zero_offset_EU, self.latency_E,
                        self.prev_ctrl_EU, self.ctrl_ESU)  # fmt: skip
         self._advance(chunk)

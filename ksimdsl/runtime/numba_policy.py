@@ -2,21 +2,26 @@
 
 On a CPU the collector's per-step JAX call (a few small matrix products) costs
 more in dispatch than in arithmetic, and it runs while the physics threads
-wait. For the common actor, an MLP with a `normal` head, `HostActor` holds a
-float32 snapshot of the weights and the observation normalizer, and
-`HostActor.act` evaluates
+wait. For MLP actors, `HostActor` holds a float32 snapshot of the weights and
+the observation normalizer, and `HostActor.act` evaluates, with a `normal` head,
 
     action = mean(normalize(obs)) + std * eps,     log_prob = log N(action; mean, std)
 
+and with a `mixture(K)` head (components joint over the action dims)
+
+    k ~ categorical(softmax(logits)),  action = mean_k + std_k * eps,
+    log_prob = logsumexp_k(log_softmax(logits)_k + log N(action; mean_k, std_k))
+
 for a range of envs inside `@njit(nogil=True)`, so every worker thread runs
 the policy for its own chunk of envs right before stepping their physics. The
-standard-normal draws `eps_EA` come from the caller (the env's seeded numpy
-generator), keeping rollouts reproducible.
+random draws come from the caller (`draw_noise`, the collector's seeded numpy
+generator), keeping rollouts reproducible: A standard-normal values per env,
+plus one uniform value that picks the mixture component.
 
 The formulas are those of `ksimdsl.runtime.normalize.normalize`,
-`networks.MLP` / `networks.DistHead` (normal) and `distributions.log_prob`;
+`networks.MLP` / `networks.DistHead` and `distributions.log_prob`;
 tests/test_mujoco_engine.py checks the two implementations against each other.
-Other actors (GRU, mixture heads) keep using the JAX path (`HostActor.supports`).
+GRU actors keep using the JAX path (`HostActor.supports`).
 """
 
 from __future__ import annotations
@@ -39,18 +44,29 @@ ACTIVATIONS = {"elu": 0, "relu": 1, "tanh": 2, "silu": 3, "gelu": 4}
 _LOG_SQRT_2PI = np.float32(0.5 * np.log(2.0 * np.pi))
 
 
+#: Distribution head name -> code understood by `_act_range`.
+HEADS = {"normal": 0, "mixture": 1}
+
+
 @dataclass(frozen=True)
 class HostActor:
-    """A float32 snapshot of an MLP actor with a normal head, evaluated by numba.
+    """A float32 snapshot of an MLP actor with a normal or mixture head, evaluated by numba.
 
     weights: per layer (out, in); biases: per layer (out,);
+    std_A: the normal head's std (ones for a mixture, whose stds are network outputs);
+    mixtures, min_std, max_std, std_offset: the mixture head's settings (`networks.DistHead`);
     norm_*: the actor normalizer as `(obs - mean) * inv_std`, clipped, when active.
     """
 
     weights: tuple[np.ndarray, ...]
     biases: tuple[np.ndarray, ...]
     activation: int
+    head: int
     std_A: np.ndarray
+    mixtures: int
+    min_std: float
+    max_std: float
+    std_offset: float
     norm_mean_O: np.ndarray
     norm_inv_std_O: np.ndarray
     norm_active: bool
@@ -58,11 +74,9 @@ class HostActor:
 
     @staticmethod
     def supports(model: ActorCritic) -> bool:
-        """True for actors this module can evaluate (MLP, normal head, a known activation)."""
+        """True for actors this module can evaluate (MLP, normal or mixture head, a known activation)."""
         actor = model.actor
-        return (
-            isinstance(actor, MLPActor) and actor.head.kind == "normal" and actor.net.activation in ACTIVATIONS
-        )
+        return isinstance(actor, MLPActor) and actor.head.kind in HEADS and actor.net.activation in ACTIVATIONS
 
     @staticmethod
     def from_model(model: ActorCritic, obs_norm: N.RunningStats) -> "HostActor":
@@ -73,14 +87,22 @@ class HostActor:
         weights = tuple(np.ascontiguousarray(layer.weight, np.float32) for layer in actor.net.layers)
         biases = tuple(np.ascontiguousarray(layer.bias, np.float32) for layer in actor.net.layers)
         head = actor.head
-        std_A = np.asarray(D.std_from_raw(head.std_raw_A, head.min_std, head.max_std), np.float32)
+        if head.kind == "normal":
+            std_A = np.asarray(D.std_from_raw(head.std_raw_A, head.min_std, head.max_std), np.float32)
+        else:
+            std_A = np.ones(head.action_size, np.float32)
         active = bool(obs_norm.enabled) and float(obs_norm.count) > 0
         inv_std = np.asarray(1.0 / jnp.sqrt(N.variance(obs_norm) + N.EPS), np.float32)
         return HostActor(
             weights=weights,
             biases=biases,
             activation=ACTIVATIONS[actor.net.activation],
+            head=HEADS[head.kind],
             std_A=std_A,
+            mixtures=int(head.mixtures) if head.kind == "mixture" else 1,
+            min_std=float(head.min_std),
+            max_std=float(head.max_std),
+            std_offset=float(head.std_offset),
             norm_mean_O=np.asarray(obs_norm.mean_O, np.float32),
             norm_inv_std_O=inv_std,
             norm_active=active,
@@ -88,15 +110,27 @@ class HostActor:
         )
 
     @property
-    def log_std_sum(self) -> float:
-        return float(np.sum(np.log(self.std_A)))
+    def noise_size(self) -> int:
+        """Random values `act` reads per env: A standard normals, plus a uniform one for a mixture."""
+        return len(self.std_A) + (1 if self.head == HEADS["mixture"] else 0)
 
-    def act(self, lo: int, hi: int, obs_EO: np.ndarray, eps_EA: np.ndarray, action_EA: np.ndarray,
+    def draw_noise(self, rng: np.random.Generator, num_envs: int) -> np.ndarray:
+        """(E, noise_size) float32: standard normals, then (mixture) a uniform [0, 1) column."""
+        eps_EN = np.empty((num_envs, self.noise_size), np.float32)
+        eps_EN[:, : len(self.std_A)] = rng.standard_normal((num_envs, len(self.std_A)), dtype=np.float32)
+        if self.noise_size > len(self.std_A):
+            eps_EN[:, -1] = rng.random(num_envs, dtype=np.float32)
+        return eps_EN
+
+    def act(self, lo: int, hi: int, obs_EO: np.ndarray, eps_EN: np.ndarray, action_EA: np.ndarray,
             log_prob_E: np.ndarray) -> None:  # fmt: skip
-        """Rows [lo, hi): action_EA = mean + std * eps_EA (raw, unclipped), log_prob_E = its log density."""
+        """Rows [lo, hi): action_EA = a sample (raw, unclipped) from the draws `eps_EN` (see `draw_noise`),
+        log_prob_E = its log density."""
         _act_range(
             lo, hi, obs_EO, self.norm_mean_O, self.norm_inv_std_O, self.norm_active, np.float32(self.norm_clip),
-            self.weights, self.biases, self.activation, self.std_A, eps_EA, action_EA, log_prob_E,
+            self.weights, self.biases, self.activation, self.head, self.std_A, self.mixtures,
+            np.float32(self.min_std), np.float32(self.max_std), np.float32(self.std_offset),
+            eps_EN, action_EA, log_prob_E,
         )  # fmt: skip
 
 
@@ -118,7 +152,7 @@ def _activate(x, kind):
 # result differs from a sequential sum only in rounding.
 @njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
 def _act_range(lo, hi, obs_EO, norm_mean_O, norm_inv_std_O, norm_active, norm_clip, weights, biases, activation,
-               std_A, eps_EA, action_EA, log_prob_E):  # fmt: skip
+               head, std_A, mixtures, min_std, max_std, std_offset, eps_EN, action_EA, log_prob_E):  # fmt: skip
     n_layers = len(weights)
     width = obs_EO.shape[1]
     for layer in range(n_layers):
@@ -130,6 +164,7 @@ def _act_range(lo, hi, obs_EO, norm_mean_O, norm_inv_std_O, norm_active, norm_cl
     log_norm = np.float32(0.0)
     for a in range(n_act):
         log_norm += np.float32(np.log(std_A[a])) + _LOG_SQRT_2PI
+    std_KA = np.empty((mixtures, n_act), np.float32)
     for e in range(lo, hi):
         for i in range(n_obs):
             v = obs_EO[e, i]
@@ -149,10 +184,60 @@ def _act_range(lo, hi, obs_EO, norm_mean_O, norm_inv_std_O, norm_active, norm_cl
             last = layer == n_layers - 1
             for o in range(n_out):
                 x[o] = y[o] if last else _activate(y[o], activation)
-        log_prob = np.float32(0.0)
-        for a in range(n_act):
-            action = x[a] + std_A[a] * np.float32(eps_EA[e, a])
-            action_EA[e, a] = action
-            z = (action - x[a]) / std_A[a]
-            log_prob += np.float32(-0.5) * z * z
-        log_prob_E[e] = log_prob - log_norm
+        if head == 0:
+            log_prob = np.float32(0.0)
+            for a in range(n_act):
+                action = x[a] + std_A[a] * np.float32(eps_EN[e, a])
+                action_EA[e, a] = action
+                z = (action - x[a]) / std_A[a]
+                log_prob += np.float32(-0.5) * z * z
+            log_prob_E[e] = log_prob - log_norm
+        else:
+            _mixture(x, mixtures, n_act, min_std, max_std, std_offset, eps_EN[e], action_EA[e], log_prob_E, e, std_KA)
+
+
+@njit(nogil=True, cache=True)
+def _softplus(v):
+    return v + np.log1p(np.exp(-v)) if v > 0 else np.log1p(np.exp(v))
+
+
+@njit(nogil=True, cache=True)
+def _mixture(x, K, A, min_std, max_std, std_offset, eps_N, action_A, log_prob_E, e, std_KA):
+    """Mixture head on the network output x = [logits (K) | means (K*A) | raw stds (K*A)]."""
+    top = x[0]
+    for k in range(1, K):
+        top = max(top, x[k])
+    total = np.float32(0.0)
+    for k in range(K):
+        total += np.float32(np.exp(x[k] - top))
+    log_total = np.float32(np.log(total))
+    for k in range(K):
+        for a in range(A):
+            raw = x[K + K * A + k * A + a] + std_offset
+            std_KA[k, a] = min(max(np.float32(_softplus(raw)), min_std), max_std)
+    # the component: inverse CDF of softmax(logits) at the uniform draw (last column)
+    u = eps_N[A]
+    chosen = K - 1
+    cdf = np.float32(0.0)
+    for k in range(K):
+        cdf += np.float32(np.exp(x[k] - top - log_total))
+        if u < cdf:
+            chosen = k
+            break
+    for a in range(A):
+        action_A[a] = x[K + chosen * A + a] + std_KA[chosen, a] * np.float32(eps_N[a])
+    # log density: logsumexp over components of log w_k + log N(action; mean_k, std_k)
+    terms = np.empty(K, np.float32)
+    for k in range(K):
+        lp = x[k] - top - log_total
+        for a in range(A):
+            z = (action_A[a] - x[K + k * A + a]) / std_KA[k, a]
+            lp += np.float32(-0.5) * z * z - np.float32(np.log(std_KA[k, a])) - _LOG_SQRT_2PI
+        terms[k] = lp
+    best = terms[0]
+    for k in range(1, K):
+        best = max(best, terms[k])
+    acc = np.float32(0.0)
+    for k in range(K):
+        acc += np.float32(np.exp(terms[k] - best))
+    log_prob_E[e] = best + np.float32(np.log(acc))

@@ -34,7 +34,9 @@ from ksimdsl.runtime.bench import (  # noqa: E402
     BenchConfig,
     KernelVariant,
     bench_task,
+    copy_floor,
     format_report,
+    in_rollout,
     make_inputs,
     numba_step_args,
 )
@@ -90,14 +92,25 @@ def test_baseline_matches_the_generated_kernel(setup):
     np.testing.assert_array_equal(np.asarray(got["terminations"]), np.asarray(want["terminations"]))
 
 
-@pytest.mark.parametrize("name", ["jax/cse", "jax/no-cse", "baseline"])
+LOOP_CALLS = 20
+
+
+def _jax_step(spec, modules, inputs, name):
+    if name == "baseline":
+        return walk_baseline(spec)
+    if name == "copy floor":
+        return copy_floor(modules["jax/cse"].step, inputs)
+    return modules[name].step
+
+
+@pytest.mark.parametrize("name", ["jax/cse", "jax/no-cse", "baseline", "copy floor"])
 def test_jax_step_kernel(benchmark, setup, name):
+    """LOOP_CALLS chained kernel calls in one jitted loop, as in a rollout (see `in_rollout`)."""
     spec, modules, inputs = setup
-    step = walk_baseline(spec) if name == "baseline" else modules[name].step
     args = inputs.jax_args()
-    fn = jax.jit(jax.vmap(step))
+    fn = in_rollout(_jax_step(spec, modules, inputs, name), LOOP_CALLS)
     jax.block_until_ready(fn(*args))
-    benchmark.group = f"walk step kernel, {ENVS} envs"
+    benchmark.group = f"walk step kernel, {ENVS} envs, {LOOP_CALLS} calls in a jitted loop"
     benchmark(lambda: jax.block_until_ready(fn(*args)))
 
 
@@ -106,14 +119,14 @@ def test_numba_step_kernel(benchmark, setup, name):
     spec, modules, inputs = setup
     args = numba_step_args(spec, inputs)
     modules[name].step(*args)
-    benchmark.group = f"walk step kernel, {ENVS} envs"
+    benchmark.group = f"walk step kernel (numba, batched), {ENVS} envs, one call"
     benchmark(lambda: modules[name].step(*args))
 
 
 @pytest.mark.parametrize("name", ["jax/cse", "jax/no-cse", "baseline"])
 def test_jax_trace_and_compile(benchmark, setup, name):
     spec, modules, inputs = setup
-    step = walk_baseline(spec) if name == "baseline" else modules[name].step
+    step = _jax_step(spec, modules, inputs, name)
     args = inputs.jax_args()
     benchmark.group = "walk step kernel: jit trace + XLA compile"
     benchmark.pedantic(lambda: jax.jit(jax.vmap(step)).lower(*args).compile(), rounds=3, iterations=1)

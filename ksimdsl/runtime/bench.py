@@ -8,8 +8,12 @@ compiles the task into the `KernelVariant`s to compare (JAX and numba, with and
 without CSE). Measured on the same batch of E realistic states (E environments
 of the C-MuJoCo engine after a few steps of random actions):
 
-* kernel time per batch of every variant's `step`: JAX as `jit(vmap(step))`,
-  numba as the batched kernel; the median of `repeats` calls after warm-up;
+* kernel time per batch of every variant's `step`: JAX per call of `vmap(step)`
+  inside a jitted loop that chains the calls as a rollout does (the time of
+  one `jit(vmap(step))` call from Python, dispatch included, is reported
+  too), numba as the batched kernel; the median of `repeats` after warm-up;
+* the data-movement floor: a JAX `step` with the same inputs and outputs that
+  only copies (`copy_floor`), timed like the kernels;
 * JAX trace + XLA compile time of each JAX variant; numba compile time of
   each numba variant (a copy of the module with numba's on-disk cache off);
 * any `baselines` (JAX functions with the kernel's `step` signature, e.g. the
@@ -51,9 +55,12 @@ __all__ = [
     "bench_task",
     "format_report",
     "time_call",
+    "copy_floor",
+    "in_rollout",
 ]
 
 _SUFFIX = re.compile(r"_[A-Z][A-Z0-9]*$")
+FLOOR = "copy floor"
 
 
 @dataclass(frozen=True)
@@ -69,18 +76,20 @@ class KernelVariant:
 @dataclass(frozen=True)
 class BenchConfig:
     """envs: batch size E; repeats / warmup: timed and untimed calls per measurement;
-    env_steps: control steps per env-steps/s measurement; engines: which engines' env-steps/s to measure."""
+    loop_calls: JAX kernel calls per timed jitted loop; env_steps: control steps per env-steps/s
+    measurement; engines: which engines' env-steps/s to measure."""
 
     envs: int = 1024
     repeats: int = 20
     warmup: int = 3
+    loop_calls: int = 20
     env_steps: int = 10
     engines: tuple[str, ...] = ("mjx", "mujoco")
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.envs < 1 or self.repeats < 1 or self.warmup < 0 or self.env_steps < 1:
-            raise KsimError(f"bench: need envs, repeats, env_steps >= 1 and warmup >= 0 (got {self})")
+        if self.envs < 1 or self.repeats < 1 or self.warmup < 0 or self.env_steps < 1 or self.loop_calls < 1:
+            raise KsimError(f"bench: need envs, repeats, loop_calls, env_steps >= 1 and warmup >= 0 (got {self})")
         unknown = set(self.engines) - {"mjx", "mujoco"}
         if unknown:
             raise KsimError(f"bench: unknown engine(s) {sorted(unknown)} (expected mjx or mujoco)")
@@ -149,10 +158,57 @@ def make_inputs(
 # --------------------------------------------------------------------------- kernels
 
 
-def _bench_jax_step(step: Callable, inputs: StepInputs, config: BenchConfig) -> dict[str, float]:
-    """{trace_s, compile_s (trace + XLA compile), time_s} of jit(vmap(step)) on the batch.
+def in_rollout(step: Callable, calls: int) -> Callable:
+    """jit of `calls` chained `vmap(step)` calls, as the kernel runs inside a rollout's `lax.scan`.
 
-    Measured once: a second compile of the same program would hit JAX's in-memory cache.
+    Each call's qpos, qvel and memory outputs feed the next call, the other
+    inputs are rolled along the env axis, and every output is carried out of
+    the loop: nothing is loop-invariant or dead, and each call reads and writes
+    what it would in a rollout. Dispatch overhead is paid once per `calls`.
+    """
+    vstep = jax.vmap(step)
+    roll = lambda tree: jax.tree.map(lambda a: jnp.roll(a, 1, axis=0), tree)  # noqa: E731
+
+    def run(phys, action, level, mem, rand_n, rand_u):
+        shapes = jax.eval_shape(vstep, phys, action, level, mem, rand_n, rand_u)
+        out0 = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+        def body(_, carry):
+            phys, action, level, mem, rand_n, rand_u, _ = carry
+            out = vstep(phys, action, level, mem, rand_n, rand_u)
+            phys = roll(phys) | {k: out[k] for k in ("qpos", "qvel") if k in out and k in phys}
+            return (phys, roll(action), roll(level), out["mem"], roll(rand_n), roll(rand_u), out)
+
+        return jax.lax.fori_loop(0, calls, body, (phys, action, level, mem, rand_n, rand_u, out0))[-1]
+
+    return jax.jit(run)
+
+
+def copy_floor(step: Callable, inputs: StepInputs) -> Callable:
+    """A `step` with the same inputs and outputs that only moves data: every output is the
+    concatenation of all inputs, tiled to its size (no arithmetic). Its time is the floor that
+    any implementation of the kernel pays for reading and writing its arrays."""
+    args1 = jax.tree.map(lambda a: a[0], inputs.jax_args())
+    shapes = jax.eval_shape(step, *args1)
+
+    def floor(phys, action, level, mem, rand_n, rand_u):
+        leaves = jax.tree.leaves((phys, action, level, mem, rand_n, rand_u))
+        flat = jnp.concatenate([jnp.ravel(x).astype(jnp.float32) for x in leaves])
+        out = {}
+        for key, s in shapes.items():
+            tiled = jnp.resize(flat, s.shape)
+            out[key] = tiled > 0 if s.dtype == jnp.bool_ else tiled.astype(s.dtype)
+        return out
+
+    return floor
+
+
+def _bench_jax_step(step: Callable, inputs: StepInputs, config: BenchConfig) -> dict[str, float]:
+    """{trace_s, compile_s (trace + XLA compile) of jit(vmap(step)), time_s (per call inside a jitted
+    loop of `config.loop_calls` calls, see `in_rollout`), call_s (one jit(vmap(step)) call from Python,
+    dispatch included)} on the batch.
+
+    Compiled once: a second compile of the same program would hit JAX's in-memory cache.
     """
     args = inputs.jax_args()
     t0 = time.perf_counter()
@@ -160,8 +216,10 @@ def _bench_jax_step(step: Callable, inputs: StepInputs, config: BenchConfig) -> 
     t1 = time.perf_counter()
     compiled = lowered.compile()
     t2 = time.perf_counter()
-    time_s = time_call(lambda: jax.block_until_ready(compiled(*args)), repeats=config.repeats, warmup=config.warmup)
-    return {"trace_s": t1 - t0, "compile_s": t2 - t0, "time_s": time_s}
+    call_s = time_call(lambda: jax.block_until_ready(compiled(*args)), repeats=config.repeats, warmup=config.warmup)
+    looped = in_rollout(step, config.loop_calls).lower(*args).compile()
+    loop_s = time_call(lambda: jax.block_until_ready(looped(*args)), repeats=config.repeats, warmup=config.warmup)
+    return {"trace_s": t1 - t0, "compile_s": t2 - t0, "time_s": loop_s / config.loop_calls, "call_s": call_s}
 
 
 def _numba_arg_list(names: Sequence[str], arrays: Mapping[str, np.ndarray]) -> list[np.ndarray]:
@@ -361,6 +419,10 @@ def bench_task(
         say(f"baseline {name}")
         kernels[name] = {"backend": "jax", "cse": None, "step_ops": None, "baseline": True}
         kernels[name].update(_bench_jax_step(step, inputs, config))
+    if ref_jax is not None:
+        say("data-movement floor")
+        kernels[FLOOR] = {"backend": "jax", "cse": None, "step_ops": None, "baseline": True}
+        kernels[FLOOR].update(_bench_jax_step(copy_floor(modules[ref_jax].step, inputs), inputs, config))
 
     physics: dict[str, float] = {}
     env_sps: dict[str, float] = {}
@@ -404,6 +466,9 @@ def _ratios(
             out[f"{name} kernel / {engine} physics step"] = k["time_s"] / physics[engine]
         for base in baselines:
             out[f"{name} kernel / {base} kernel"] = k["time_s"] / kernels[base]["time_s"]
+    for name, k in kernels.items():
+        if FLOOR in kernels and k["backend"] == "jax" and name != FLOOR:
+            out[f"{name} kernel / {FLOOR}"] = k["time_s"] / kernels[FLOOR]["time_s"]
     for backend in ("jax", "numba"):
         cse = next((n for n, k in kernels.items() if k["backend"] == backend and k["cse"] is True), None)
         plain = next((n for n, k in kernels.items() if k["backend"] == backend and k["cse"] is False), None)
@@ -432,14 +497,16 @@ def format_report(report: Mapping[str, Any]) -> str:
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, JAX {m['jax']} on {m['jax_device']}.",
         "",
-        "| kernel | step ops (before -> after CSE) | time per batch | per env | trace + compile |",
-        "|---|---|---|---|---|",
+        "| kernel | step ops (before -> after CSE) | time per batch | per env | one call from Python "
+        "| trace + compile |",
+        "|---|---|---|---|---|---|",
     ]
     for name, k in report["kernels"].items():
         ops = " -> ".join(str(o) for o in k["step_ops"]) if k.get("step_ops") else "-"
         compile_label = f"trace {_fmt_s(k['trace_s'])} + XLA" if "trace_s" in k else "numba, no cache"
+        call = _fmt_s(k["call_s"]) if "call_s" in k else "-"
         lines.append(
-            f"| {name} | {ops} | {_fmt_s(k['time_s'])} | {_fmt_s(k['time_s'] / report['envs'])} "
+            f"| {name} | {ops} | {_fmt_s(k['time_s'])} | {_fmt_s(k['time_s'] / report['envs'])} | {call} "
             f"| {_fmt_s(k['compile_s'])} ({compile_label}) |"
         )
     lines += ["", "| engine | one physics step of the batch | env-steps/s (whole control step) |", "|---|---|---|"]

@@ -6,7 +6,7 @@
     ksimdsl eval    TASK.ksim --run RUN_DIR [--episodes N] [--json]
     ksimdsl render  TASK.ksim --run RUN_DIR -o OUT.mp4|OUT.gif [--seconds S] [--camera NAME]
     ksimdsl export  TASK.ksim --run RUN_DIR -o POLICY.onnx
-    ksimdsl plot    RUN_DIR [RUN_DIR ...] [-o DIR]
+    ksimdsl plot    RUN_DIR [RUN_DIR ...] [-o DIR] [--x steps|minutes]
     ksimdsl bench   TASK.ksim [--envs N]
 
 Exit status: 0 on success, 2 on a user error (printed as FILE:LINE:COL: error:
@@ -89,6 +89,7 @@ def _build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("plot", help="training curves of one or more runs (PNG)")
     c.add_argument("runs", nargs="+", metavar="RUN_DIR")
     c.add_argument("-o", "--output", metavar="DIR", help="default: RUN_DIR/plots for one run, ./plots for several")
+    c.add_argument("--x", choices=("steps", "minutes"), default="steps", help="x axis: env steps or wall-clock minutes")
 
     c = sub.add_parser("bench", help="kernel, physics and env-step throughput of a task")
     c.add_argument("task")
@@ -203,9 +204,9 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     from ksimdsl.runtime.plots import plot_run, plot_runs
 
     if len(args.runs) == 1:
-        paths = plot_run(args.runs[0], args.output)
+        paths = plot_run(args.runs[0], args.output, x=args.x)
     else:
-        paths = plot_runs(args.runs, args.output or "plots")
+        paths = plot_runs(args.runs, args.output or "plots", x=args.x)
     for path in paths:
         print(f"wrote {path}")
     return EXIT_OK
@@ -256,8 +257,24 @@ _COMMANDS = {
 }
 
 
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse argv; `key=value` overrides may also follow the options (`train T --run-dir D steps=10`).
+
+    argparse stops collecting a `nargs="*"` positional at the first option and cannot
+    intermix with subcommands, so overrides left over after the options are appended here.
+    """
+    parser = _build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        stray = [a for a in extra if a.startswith("-") or "=" not in a]
+        if stray or not hasattr(args, "overrides"):
+            parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+        args.overrides = list(args.overrides) + extra
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _build_parser().parse_args(argv)
+    args = _parse(argv)
     try:
         return _COMMANDS[args.command](args)
     except KsimError as err:

@@ -183,6 +183,21 @@ def test_unknown_override_key_lists_the_valid_keys(capsys, tmp_path):
     assert not run_dir.exists()  # nothing is written before the settings are valid
 
 
+def test_overrides_may_follow_the_options():
+    from ksimdsl.cli import _parse
+
+    args = _parse(["train", "t.ksim", "lr=1e-3", "--run-dir", "d", "steps=3", "--no-progress", "num_envs=8"])
+    assert (args.task, args.run_dir, args.no_progress) == ("t.ksim", "d", True)
+    assert args.overrides == ["lr=1e-3", "steps=3", "num_envs=8"]
+
+
+def test_stray_arguments_are_still_refused(capsys):
+    result = run_main(capsys, "train", CARTPOLE, "--run-dir", "d", "steps=3", "oops")
+    assert result.returncode == 2 and "unrecognized arguments: oops" in result.stderr
+    result = run_main(capsys, "check", CARTPOLE, "steps=3")  # check takes no overrides
+    assert result.returncode == 2 and "unrecognized arguments: steps=3" in result.stderr
+
+
 def test_an_internal_error_exits_3_and_says_it_is_a_bug(capsys, monkeypatch):
     import ksimdsl.frontend.check
 

@@ -59,7 +59,7 @@ def test_plot_run_writes_pngs_into_the_run_directory(tmp_path):
 
 def test_one_panel_per_reward_term_and_termination(tmp_path):
     run = plots._Run("a", plots.load_run_metrics(_write_run(tmp_path / "r", rewards=("alive", "track", "height"))))
-    figs = plots._figures([run])
+    figs = plots._figures([run], "steps")
     assert _titles(figs["rewards"]) == ["reward/alive", "reward/track", "reward/height"]
     assert _titles(figs["terminations"]) == ["termination/fell", "failure_rate"]
     assert _titles(figs["losses"]) == ["loss", "entropy"]  # only what the run logged
@@ -71,7 +71,7 @@ def test_one_panel_per_reward_term_and_termination(tmp_path):
 
 def test_raw_reward_values_go_on_a_dashed_twin_axis(tmp_path):
     run = plots._Run("a", plots.load_run_metrics(_write_run(tmp_path / "r", rewards=("alive",))))
-    fig = plots._figures([run])["rewards"]
+    fig = plots._figures([run], "steps")["rewards"]
     dashed = [line for ax in fig.axes for line in ax.get_lines() if line.get_linestyle() == "--"]
     assert len(dashed) == 1
     np.testing.assert_allclose(dashed[0].get_ydata(), [0.02 * i for i in range(1, 13)])
@@ -86,10 +86,20 @@ def test_plot_runs_overlays_one_line_per_run(tmp_path):
     assert all(p.parent == out for p in written)
 
     runs = [plots._Run(label, plots.load_run_metrics(p)) for label, p in zip(plots._labels([a, b]), [a, b])]
-    ax = plots._figures(runs)["returns"].axes[0]
+    ax = plots._figures(runs, "steps")["returns"].axes[0]
     lines = ax.get_lines()
     assert [line.get_label() for line in lines] == ["run_a", "run_b"]
     assert max(lines[1].get_ydata()) == 10.0  # run b: scale 2, 5 iterations
+
+
+def test_wall_clock_x_axis_in_minutes(tmp_path):
+    run = plots._Run("a", plots.load_run_metrics(_write_run(tmp_path / "r")))
+    ax = plots._figures([run], "minutes")["returns"].axes[0]
+    assert ax.get_xlabel() == "wall-clock minutes"
+    (line,) = ax.get_lines()
+    np.testing.assert_allclose(line.get_xdata(), [0.5 * i / 60.0 for i in range(2, 13)])
+    with pytest.raises(KsimError, match="unknown x axis 'hours'"):
+        plots.plot_runs([tmp_path / "r"], tmp_path / "out", x="hours")
 
 
 def test_labels_disambiguate_runs_with_the_same_timestamp(tmp_path):

@@ -38,6 +38,8 @@ RETURN_KEYS = ("episode_return", "episode_length", "reward", "level")
 RATE_KEYS = ("failure_rate", "success_rate", "truncation_rate")
 SPEED_KEYS = ("sps", "wall_s")
 FIGURES = ("returns", "rewards", "terminations", "losses", "speed")
+# x axis name -> (metrics key, label, scale)
+X_AXES = {"steps": ("env_steps", "env steps", 1.0), "minutes": ("wall_s", "wall-clock minutes", 1.0 / 60.0)}
 
 
 class _Run:
@@ -53,13 +55,14 @@ class _Run:
             seen.update(dict.fromkeys(r))
         return list(seen)
 
-    def series(self, key: str) -> tuple[list[float], list[float]]:
+    def series(self, key: str, x: str = "steps") -> tuple[list[float], list[float]]:
+        x_key, _, scale = X_AXES[x]
         xs, ys = [], []
         for r in self.records:
             value = r.get(key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 continue
-            xs.append(float(r.get("env_steps", r.get("iteration", len(xs)))))
+            xs.append(scale * float(r.get(x_key, r.get("iteration", len(xs)))))
             ys.append(float(value))
         return xs, ys
 
@@ -92,9 +95,12 @@ def _grid(n: int) -> tuple[int, int]:
 
 
 def _panels(
-    runs: Sequence[_Run], keys: Sequence[str], title: str, *, secondary: dict[str, str] | None = None
+    runs: Sequence[_Run], keys: Sequence[str], title: str, *, x: str = "steps", secondary: dict[str, str] | None = None
 ) -> Figure | None:
-    """One panel per key that some run logged; one line per run. `secondary`: key -> key drawn dashed on a twin axis."""
+    """One panel per key that some run logged; one line per run, against `x` (a key of X_AXES).
+
+    `secondary`: key -> key drawn dashed on a twin axis.
+    """
     keys = [k for k in keys if any(run.series(k)[0] for run in runs)]
     if not keys:
         return None
@@ -107,17 +113,17 @@ def _panels(
         ax = fig.add_subplot(rows, cols, i + 1)
         twin = None
         for run, color in zip(runs, colors):
-            xs, ys = run.series(key)
+            xs, ys = run.series(key, x)
             if xs:
                 ax.plot(xs, ys, color=color, label=run.label, linewidth=1.2)
             other = (secondary or {}).get(key)
             if other:
-                xs2, ys2 = run.series(other)
+                xs2, ys2 = run.series(other, x)
                 if xs2:
                     twin = twin or ax.twinx()
                     twin.plot(xs2, ys2, color=color, linestyle="--", linewidth=0.9, alpha=0.7)
         ax.set_title(key, fontsize=9)
-        ax.set_xlabel("env steps", fontsize=8)
+        ax.set_xlabel(X_AXES[x][1], fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(True, alpha=0.3)
         if twin is not None:
@@ -136,23 +142,26 @@ def _prefixed(runs: Iterable[_Run], prefix: str) -> list[str]:
     return list(seen)
 
 
-def _figures(runs: Sequence[_Run]) -> dict[str, Figure | None]:
+def _figures(runs: Sequence[_Run], x: str) -> dict[str, Figure | None]:
     rewards = _prefixed(runs, "reward/")
     terminations = _prefixed(runs, "termination/")
     raw = {k: "reward_raw/" + k.split("/", 1)[1] for k in rewards}
     return {
-        "returns": _panels(runs, RETURN_KEYS, "Episodes"),
-        "rewards": _panels(runs, rewards, "Reward terms per step (weighted; raw dashed)", secondary=raw),
-        "terminations": _panels(runs, terminations + list(RATE_KEYS), "Terminations per episode"),
-        "losses": _panels(runs, LOSS_KEYS, "PPO"),
-        "speed": _panels(runs, SPEED_KEYS, "Speed"),
+        "returns": _panels(runs, RETURN_KEYS, "Episodes", x=x),
+        "rewards": _panels(runs, rewards, "Reward terms per step (weighted; raw dashed)", x=x, secondary=raw),
+        "terminations": _panels(runs, terminations + list(RATE_KEYS), "Terminations per episode", x=x),
+        "losses": _panels(runs, LOSS_KEYS, "PPO", x=x),
+        "speed": _panels(runs, SPEED_KEYS, "Speed", x=x),
     }
 
 
-def plot_runs(run_dirs: Sequence[str | Path], out_dir: str | Path) -> list[Path]:
-    """Overlay the metrics of `run_dirs` (one line each) and write the PNGs into `out_dir`; returns their paths."""
+def plot_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, x: str = "steps") -> list[Path]:
+    """Overlay the metrics of `run_dirs` (one line each) against `x` ("steps": env steps, "minutes":
+    wall-clock minutes) and write the PNGs into `out_dir`; returns their paths."""
     if not run_dirs:
         raise KsimError("plot needs at least one run directory")
+    if x not in X_AXES:
+        raise KsimError(f"plot: unknown x axis '{x}' (expected one of {', '.join(X_AXES)})")
     paths = [Path(p) for p in run_dirs]
     runs = [_Run(label, load_run_metrics(p)) for label, p in zip(_labels(paths), paths)]
     out = Path(out_dir)
@@ -161,7 +170,7 @@ def plot_runs(run_dirs: Sequence[str | Path], out_dir: str | Path) -> list[Path]
     except OSError as exc:
         raise KsimError(f"cannot write plots to {out}: {exc.strerror or exc}") from None
     written = []
-    for name, fig in _figures(runs).items():
+    for name, fig in _figures(runs, x).items():
         if fig is None:
             continue
         target = out / f"{name}.png"
@@ -176,6 +185,6 @@ def plot_runs(run_dirs: Sequence[str | Path], out_dir: str | Path) -> list[Path]
     return written
 
 
-def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
+def plot_run(run_dir: str | Path, out_dir: str | Path | None = None, *, x: str = "steps") -> list[Path]:
     """The figures of one run, written to `out_dir` (default RUN_DIR/plots)."""
-    return plot_runs([run_dir], Path(run_dir) / PLOTS_DIR if out_dir is None else out_dir)
+    return plot_runs([run_dir], Path(run_dir) / PLOTS_DIR if out_dir is None else out_dir, x=x)

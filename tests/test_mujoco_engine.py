@@ -437,11 +437,11 @@ def test_collector_trajectory_and_stats(numba_policy):
         traj.obs_actor_TEO, traj.action_TEA
     )
     np.testing.assert_allclose(np.asarray(traj.log_prob_TE), np.asarray(lp), rtol=1e-4, atol=1e-4)
-    values = jax.vmap(jax.vmap(lambda o: ppo.value(state.model, state.obs_norm_critic, o)))(traj.obs_critic_TEC)
-    np.testing.assert_allclose(np.asarray(traj.value_TE), np.asarray(values), rtol=1e-4, atol=1e-5)
-    boot = np.asarray(traj.bootstrap_value_TE)
+    # the state each step reached: the next observation, unless the episode ended and the env reset
+    final, obs = np.asarray(traj.final_obs_critic_TEC), np.asarray(traj.obs_critic_TEC)
     done, failure = np.asarray(traj.done_TE), np.asarray(traj.failure_TE)
-    assert np.all(boot[~done | failure] == 0) and np.all(boot[done & ~failure] != 0)
+    np.testing.assert_array_equal(final[:-1][~done[:-1]], obs[1:][~done[:-1]])
+    assert not np.array_equal(final[:-1][done[:-1]], obs[1:][done[:-1]])
     assert float(stats.truncations) == np.sum(done & ~failure) > 0
     # one PPO update consumes it
     new_state, metrics = ppo.update(state, traj, key=jax.random.PRNGKey(2))

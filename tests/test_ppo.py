@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 from ksimdsl.abi import TaskSpec
 from ksimdsl.errors import KsimError
 from ksimdsl.runtime import distributions as D
-from ksimdsl.runtime import ppo
+from ksimdsl.runtime import normalize, ppo
 from ksimdsl.runtime.networks import PolicyConfig
 
 KEY = jax.random.key(0)
@@ -183,14 +184,12 @@ def _random_trajectory(state: ppo.PPOState, T: int, E: int, key: jax.Array) -> p
     return ppo.Trajectory(
         obs_actor_TEO=obs_TEO,
         obs_critic_TEC=obs_TEO,
+        final_obs_critic_TEC=jnp.concatenate([obs_TEO[1:], obs_TEO[-1:]]),
         action_TEA=action_TEA,
         log_prob_TE=log_prob_TE,
-        value_TE=jnp.zeros((T, E)),
         reward_TE=jax.random.normal(k_rew, (T, E)) + action_TEA[..., 0],
         done_TE=done_TE,
         failure_TE=done_TE & (obs_TEO[..., 0] > 1.0),
-        bootstrap_value_TE=jnp.zeros((T, E)),
-        last_value_E=jnp.zeros(E),
         carry_E=carry_E,
         reset_TE=reset_TE,
     )
@@ -218,6 +217,27 @@ def test_update_reduces_the_loss_on_a_fixed_batch(name: str):
     assert all(np.isfinite(float(v)) for v in metrics.values())
     assert int(new_state.step) == 1 and int(new_state.opt_step) == 8
     assert float(new_state.obs_norm_actor.count) == 64
+
+
+def test_make_batch_values_every_state_under_the_updated_normalizer():
+    """Values and bootstrap values both come from the critic on observations normalized with
+    the statistics updated by this rollout, so GAE never mixes two normalizers."""
+    config = ppo.PPOConfig(gamma=0.9, lam=0.8)
+    state = _init(SMALL_CONFIGS["mlp-normal"], config)
+    traj = _random_trajectory(state, T=6, E=5, key=jax.random.key(7))
+    # every episode ends at the last step by truncation: its return bootstraps from the final state
+    final_TEO = traj.final_obs_critic_TEC.at[-1].set(traj.obs_critic_TEC[-1] * 2.0 - 3.0)
+    traj = eqx.tree_at(
+        lambda t: (t.final_obs_critic_TEC, t.done_TE, t.failure_TE),
+        traj,
+        (final_TEO, traj.done_TE.at[-1].set(True), traj.failure_TE.at[-1].set(False)),
+    )
+    batch, _, norm_c = ppo.make_batch(state, traj)
+    assert float(norm_c.count) > float(state.obs_norm_critic.count)  # the normalizer did change
+    value = lambda o: state.model.critic(normalize.normalize(norm_c, o))  # noqa: E731
+    want_E = traj.reward_TE[-1] + 0.9 * jax.vmap(value)(final_TEO[-1])
+    np.testing.assert_allclose(batch.return_TE[-1], want_E, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(batch.value_TE, jax.vmap(jax.vmap(value))(traj.obs_critic_TEC), rtol=1e-5, atol=1e-5)
 
 
 def test_gru_recomputation_reproduces_rollout_log_probs():
@@ -313,14 +333,12 @@ def test_ppo_learns_a_one_step_continuous_task():
         traj = ppo.Trajectory(
             obs_actor_TEO=obs_TEO,
             obs_critic_TEC=obs_TEO,
+            final_obs_critic_TEC=obs_TEO,
             action_TEA=action_TEA,
             log_prob_TE=log_prob_TE,
-            value_TE=jnp.zeros((T, E)),
             reward_TE=reward_TE,
             done_TE=done_TE,
             failure_TE=done_TE,
-            bootstrap_value_TE=jnp.zeros((T, E)),
-            last_value_E=jnp.zeros(E),
             carry_E=carry_E,
             reset_TE=reset_TE,
         )

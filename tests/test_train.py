@@ -127,9 +127,9 @@ class FakeCollector:
         f = lambda *shape: jnp.asarray(rng.normal(size=shape), jnp.float32)  # noqa: E731
         traj = ppo.Trajectory(
             obs_actor_TEO=f(T, E, spec.obs_actor_size), obs_critic_TEC=f(T, E, spec.obs_critic_size),
-            action_TEA=f(T, E, spec.action_size), log_prob_TE=f(T, E), value_TE=f(T, E), reward_TE=f(T, E),
-            done_TE=jnp.zeros((T, E), bool), failure_TE=jnp.zeros((T, E), bool), bootstrap_value_TE=f(T, E),
-            last_value_E=f(E), carry_E=jnp.zeros((E, 0)), reset_TE=jnp.zeros((T, E), bool),
+            final_obs_critic_TEC=f(T, E, spec.obs_critic_size), action_TEA=f(T, E, spec.action_size),
+            log_prob_TE=f(T, E), reward_TE=f(T, E), done_TE=jnp.zeros((T, E), bool),
+            failure_TE=jnp.zeros((T, E), bool), carry_E=jnp.zeros((E, 0)), reset_TE=jnp.zeros((T, E), bool),
         )
         R, K = len(spec.rewards), len(spec.terminations)
         stats = RolloutStats(*(np.float32(T * E) if i == 0 else np.float32(1.0) for i in range(4)),

@@ -124,13 +124,12 @@ class MjxCollectorState(NamedTuple):
 class _StepRecord(NamedTuple):
     obs_actor_EO: jax.Array
     obs_critic_EC: jax.Array
+    final_obs_critic_EC: jax.Array
     action_EA: jax.Array
     log_prob_E: jax.Array
-    value_E: jax.Array
     reward_E: jax.Array
     done_E: jax.Array
     failure_E: jax.Array
-    bootstrap_value_E: jax.Array
     reset_E: jax.Array
 
 
@@ -174,7 +173,6 @@ class MjxCollector:
         norm_a, norm_c = ppo_state.obs_norm_actor, ppo_state.obs_norm_critic
         curriculum = self.env.curriculum
         env = state.env._replace(level_E=curriculum.at_iteration(state.env.level_E, state.iteration))
-        value_fn = jax.vmap(ppo.value, in_axes=(None, None, 0))
 
         def step(carry, step_key):
             env, carry_E, reset_E = carry
@@ -183,19 +181,16 @@ class MjxCollector:
             action_EA, log_prob_E, carry_E = jax.vmap(
                 lambda o, c, k: ppo.act(model, norm_a, o, c, key=k)
             )(env.obs_actor_EO, carry_E, keys_E)
-            value_E = value_fn(model, norm_c, env.obs_critic_EC)
             next_env, out = self.env.step(env, action_EA)
-            bootstrap_E = value_fn(model, norm_c, out.final_obs_critic_EC)
             record = _StepRecord(
                 obs_actor_EO=env.obs_actor_EO,
                 obs_critic_EC=env.obs_critic_EC,
+                final_obs_critic_EC=out.final_obs_critic_EC,
                 action_EA=action_EA,
                 log_prob_E=log_prob_E,
-                value_E=value_E,
                 reward_E=out.reward_E,
                 done_E=out.done_E,
                 failure_E=out.failure_E,
-                bootstrap_value_E=bootstrap_E,
                 reset_E=reset_E,
             )
             stats = summarize_step(
@@ -220,14 +215,12 @@ class MjxCollector:
         traj = ppo.Trajectory(
             obs_actor_TEO=rec.obs_actor_EO,
             obs_critic_TEC=rec.obs_critic_EC,
+            final_obs_critic_TEC=rec.final_obs_critic_EC,
             action_TEA=rec.action_EA,
             log_prob_TE=rec.log_prob_E,
-            value_TE=rec.value_E,
             reward_TE=rec.reward_E,
             done_TE=rec.done_E,
             failure_TE=rec.failure_E,
-            bootstrap_value_TE=rec.bootstrap_value_E,
-            last_value_E=value_fn(model, norm_c, env.obs_critic_EC),
             carry_E=state.carry_E,  # before step 0's reset; reset_TE[0] replays that reset
             reset_TE=rec.reset_E,
         )

@@ -1,22 +1,20 @@
 """Rollouts on C MuJoCo: the host-side `Collector` for `engine mujoco`.
 
 The environments (`ksimdsl.runtime.mujoco_env.MujocoEnv`) step on native
-threads. The actor runs where it is cheapest: an MLP actor with a normal head
-is evaluated by numba inside the worker threads, each for its own chunk of
-envs right before their physics (`numba_policy.HostActor`, `MujocoEnv.step_actor`;
-its standard-normal draws come from a generator seeded by the rollout's key);
-any other actor (GRU, mixture) runs batched in one jitted JAX call per control
+threads. The actor runs where it is cheapest: an MLP actor (normal or mixture
+head) is evaluated by numba inside the worker threads, each for its own chunk
+of envs right before their physics (`numba_policy.HostActor`,
+`MujocoEnv.step_actor`; its random draws come from a generator seeded by the
+rollout's key); a GRU actor runs batched in one jitted JAX call per control
 step (`_policy_step`: carry reset, action sample and log-prob for all E envs).
-The critic's values of the whole rollout are computed afterwards in one
-batched JAX call. The collector is not jittable (`jittable = False`): the training loop
-calls `collect` from Python and jits only the PPO update.
+The critic is not evaluated during the rollout: the trajectory carries the
+critic observations of every state reached (`final_obs_critic_TEC`), and the
+PPO update values them under its updated normalizer. The collector is not
+jittable (`jittable = False`): the training loop calls `collect` from Python
+and jits only the PPO update.
 
-Per control step the only host <-> JAX traffic is the observation batch in and
-the action / log-prob / value batch out; the trajectory is recorded in
-preallocated numpy buffers (T, E, ...) and handed to JAX once per rollout.
-Bootstrap values (the critic's value of the final state of episodes that ended
-by success or truncation) are computed after the rollout in one batched call
-over just those final states.
+The trajectory is recorded in preallocated numpy buffers (T, E, ...) and
+handed to JAX once per rollout.
 
 Outputs match `MjxCollector` exactly in structure: a `ppo.Trajectory` of JAX
 arrays and `collect.RolloutStats` sums (via the shared `summarize_step`).
@@ -105,7 +103,6 @@ class MujocoCollector:
         self.rollout = int(spec.train["rollout"])
         self.env = MujocoEnv(spec, kernels, model_path, num_envs=self.num_envs, threads=threads)
         self._policy_step = jax.jit(_policy_step)
-        self._values = jax.jit(_values)
 
     # ------------------------------------------------------------------ Collector protocol
 
@@ -133,19 +130,19 @@ class MujocoCollector:
         env, spec = self.env, self.spec
         T, E = self.rollout, self.num_envs
         model = ppo_state.model
-        norm_a, norm_c = ppo_state.obs_norm_actor, ppo_state.obs_norm_critic
+        norm_a = ppo_state.obs_norm_actor
         iteration = int(state.iteration)  # the training loop may hand back JAX scalars / arrays
         env.level_E[:] = env.curriculum.at_iteration(env.level_E, iteration, xp=np)
 
         obs_actor_TEO = np.empty((T, E, spec.obs_actor_size), np.float32)
         obs_critic_TEC = np.empty((T, E, spec.obs_critic_size), np.float32)
+        final_obs_critic_TEC = np.empty((T, E, spec.obs_critic_size), np.float32)
         action_TEA = np.empty((T, E, spec.action_size), np.float32)
         log_prob_TE = np.empty((T, E), np.float32)
         reward_TE = np.empty((T, E), np.float32)
         done_TE = np.empty((T, E), bool)
         failure_TE = np.empty((T, E), bool)
         reset_TE = np.empty((T, E), bool)
-        bootstrap_rows: list[tuple[int, np.ndarray, np.ndarray]] = []  # (t, env indices, final critic obs)
         outputs: list[HostStepOutput] = []
         levels: list[np.ndarray] = []
 
@@ -169,37 +166,20 @@ class MujocoCollector:
             reward_TE[t] = out.reward_E
             done_TE[t] = out.done_E
             failure_TE[t] = out.failure_E
-            boot = np.flatnonzero(out.done_E & ~out.failure_E)
-            if boot.size:
-                bootstrap_rows.append((t, boot, out.final_obs_critic_EC[boot]))
+            final_obs_critic_TEC[t] = out.final_obs_critic_EC
             outputs.append(out)
             levels.append(level_E)
             reset_E = out.done_E.copy()
 
-        bootstrap_TE = np.zeros((T, E), np.float32)
-        if bootstrap_rows:
-            final_NC = np.concatenate([rows for _, _, rows in bootstrap_rows])
-            values_N = self._batched_values(model, norm_c, final_NC)
-            n = 0
-            for t, idx, _ in bootstrap_rows:
-                bootstrap_TE[t, idx] = values_N[n : n + idx.size]
-                n += idx.size
-        # critic values of every observation the actions were taken on, and of the last one, in one call
-        critic_NC = np.concatenate([obs_critic_TEC.reshape(T * E, -1), env.obs_critic_EC])
-        values_N = np.asarray(self._values(model, norm_c, critic_NC))
-        value_TE, last_value_E = values_N[: T * E].reshape(T, E), values_N[T * E :]
-
         traj = ppo.Trajectory(
             obs_actor_TEO=jnp.asarray(obs_actor_TEO),
             obs_critic_TEC=jnp.asarray(obs_critic_TEC),
+            final_obs_critic_TEC=jnp.asarray(final_obs_critic_TEC),
             action_TEA=jnp.asarray(action_TEA),
             log_prob_TE=jnp.asarray(log_prob_TE),
-            value_TE=jnp.asarray(value_TE),
             reward_TE=jnp.asarray(reward_TE),
             done_TE=jnp.asarray(done_TE),
             failure_TE=jnp.asarray(failure_TE),
-            bootstrap_value_TE=jnp.asarray(bootstrap_TE),
-            last_value_E=jnp.asarray(last_value_E),
             carry_E=state.carry_E,  # before step 0's reset; reset_TE[0] replays that reset
             reset_TE=jnp.asarray(reset_TE),
         )
@@ -289,16 +269,6 @@ class MujocoCollector:
             getattr(env, name)[...] = getattr(snap, name)
         env.rng = _rng_from_array(np.asarray(snap.rng_state))
 
-    # ------------------------------------------------------------------ internals
-
-    def _batched_values(self, model: Any, norm_c: Any, obs_NC: np.ndarray) -> np.ndarray:
-        """Critic values of N observations, padded to a power of two (>= E) to bound recompiles."""
-        n = obs_NC.shape[0]
-        size = max(self.num_envs, 1 << (n - 1).bit_length())
-        padded = np.zeros((size, obs_NC.shape[1]), np.float32)
-        padded[:n] = obs_NC
-        return np.asarray(self._values(model, norm_c, padded))[:n]
-
 
 def run_episodes_mujoco(
     spec: TaskSpec,
@@ -372,19 +342,10 @@ def _rollout_stats(outputs: list[HostStepOutput], levels: list[np.ndarray]) -> R
 
 
 def _policy_step(model, norm_a, obs_actor_EO, carry_E, reset_E, key):
-    """One batched actor step: (action_EA, log_prob_E, carry_E) (jitted by the collector).
-
-    The critic is not evaluated here: its values are computed for the whole
-    rollout at once afterwards (one large batch is cheaper than T small ones).
-    """
+    """One batched actor step: (action_EA, log_prob_E, carry_E) (jitted by the collector)."""
     carry_E = jax.vmap(ppo.reset_carry, in_axes=(None, 0, 0))(model, carry_E, reset_E)
     keys_E = jax.random.split(key, obs_actor_EO.shape[0])
     return jax.vmap(lambda o, c, k: ppo.act(model, norm_a, o, c, key=k))(obs_actor_EO, carry_E, keys_E)
-
-
-def _values(model, norm_c, obs_NC):
-    """Critic values (N,) of raw critic observations (N, C) (jitted by the collector)."""
-    return jax.vmap(ppo.value, in_axes=(None, None, 0))(model, norm_c, obs_NC)
 
 
 def _rng_to_array(rng: np.random.Generator) -> np.ndarray:

@@ -151,30 +151,27 @@ class Trajectory(eqx.Module):
     """One rollout of T control steps in E environments, as the collector records it.
 
     obs_actor_TEO, obs_critic_TEC: raw (unnormalized) observations the actions were taken on.
+    final_obs_critic_TEC: raw critic observation of the state step t reached, before any
+                       auto-reset: obs_critic_TEC[t + 1] unless the episode ended at t, then
+                       its final state. `make_batch` values it with the same (updated)
+                       normalizer as obs_critic_TEC, for the GAE bootstrap.
     action_TEA:        the sampled (unclipped) actions.
     log_prob_TE:       log pi_old(action | obs) at collection time.
-    value_TE:          critic value at collection time (update recomputes it with the
-                       updated normalizer; kept for diagnostics and custom collectors).
     reward_TE:         reward of step t.
     done_TE:           the episode ended after step t, for any reason.
     failure_TE:        it ended by a failure termination (no bootstrap).
-    bootstrap_value_TE: critic value of the final state of an episode that ended by
-                       success or truncation at step t; ignored elsewhere.
-    last_value_E:      critic value of the observation after the last step.
     carry_E:           the actor carry before step 0, (E, *carry shape).
     reset_TE:          the actor carry was reset to its initial value BEFORE step t.
     """
 
     obs_actor_TEO: Array
     obs_critic_TEC: Array
+    final_obs_critic_TEC: Array
     action_TEA: Array
     log_prob_TE: Array
-    value_TE: Array
     reward_TE: Array
     done_TE: Array
     failure_TE: Array
-    bootstrap_value_TE: Array
-    last_value_E: Array
     carry_E: Array
     reset_TE: Array
 
@@ -436,23 +433,26 @@ def make_batch(state: PPOState, traj: Trajectory) -> tuple[Batch, N.RunningStats
     """Steps 1 and 2 of `update`: -> (batch, new obs_norm_actor, new obs_norm_critic).
 
     The normalizers merge the rollout's observations first; the batch holds the
-    observations normalized with the updated statistics, the critic's values
-    recomputed under them, and GAE advantages and returns (`gae`).
-    `bootstrap_value_TE` and `last_value_E` are used as collected.
+    observations normalized with the updated statistics, the critic's values of
+    them and of the states each step reached (`final_obs_critic_TEC`, the
+    bootstrap), both under the same statistics, and GAE advantages and returns
+    (`gae`).
     """
     config = state.config
     num_steps, num_envs = traj.reward_TE.shape
     obs_norm_actor = N.update(state.obs_norm_actor, traj.obs_actor_TEO.reshape(num_steps * num_envs, -1))
     obs_norm_critic = N.update(state.obs_norm_critic, traj.obs_critic_TEC.reshape(num_steps * num_envs, -1))
     obs_critic_TEC = N.normalize(obs_norm_critic, traj.obs_critic_TEC)
-    value_TE = jax.vmap(jax.vmap(state.model.critic))(obs_critic_TEC)
+    critic_TE = jax.vmap(jax.vmap(state.model.critic))
+    value_TE = critic_TE(obs_critic_TEC)
+    next_value_TE = critic_TE(N.normalize(obs_norm_critic, traj.final_obs_critic_TEC))
     advantage_TE, return_TE = gae(
         traj.reward_TE,
         value_TE,
         traj.done_TE,
         traj.failure_TE,
-        traj.bootstrap_value_TE,
-        traj.last_value_E,
+        next_value_TE,
+        next_value_TE[-1],
         config.gamma,
         config.lam,
     )

@@ -164,7 +164,8 @@ def _act_range(lo, hi, obs_EO, norm_mean_O, norm_inv_std_O, norm_active, norm_cl
     log_norm = np.float32(0.0)
     for a in range(n_act):
         log_norm += np.float32(np.log(std_A[a])) + _LOG_SQRT_2PI
-    std_KA = np.empty((mixtures, n_act), np.float32)
+    std_KA = np.empty((mixtures, n_act), np.float32)  # mixture scratch, reused for every env
+    terms_K = np.empty(mixtures, np.float32)
     for e in range(lo, hi):
         for i in range(n_obs):
             v = obs_EO[e, i]
@@ -193,7 +194,8 @@ def _act_range(lo, hi, obs_EO, norm_mean_O, norm_inv_std_O, norm_active, norm_cl
                 log_prob += np.float32(-0.5) * z * z
             log_prob_E[e] = log_prob - log_norm
         else:
-            _mixture(x, mixtures, n_act, min_std, max_std, std_offset, eps_EN[e], action_EA[e], log_prob_E, e, std_KA)
+            _mixture(x, mixtures, n_act, min_std, max_std, std_offset, eps_EN[e], action_EA[e], log_prob_E, e, std_KA,
+                     terms_K)  # fmt: skip
 
 
 @njit(nogil=True, cache=True)
@@ -202,7 +204,7 @@ def _softplus(v):
 
 
 @njit(nogil=True, cache=True)
-def _mixture(x, K, A, min_std, max_std, std_offset, eps_N, action_A, log_prob_E, e, std_KA):
+def _mixture(x, K, A, min_std, max_std, std_offset, eps_N, action_A, log_prob_E, e, std_KA, terms_K):
     """Mixture head on the network output x = [logits (K) | means (K*A) | raw stds (K*A)]."""
     top = x[0]
     for k in range(1, K):
@@ -227,17 +229,16 @@ def _mixture(x, K, A, min_std, max_std, std_offset, eps_N, action_A, log_prob_E,
     for a in range(A):
         action_A[a] = x[K + chosen * A + a] + std_KA[chosen, a] * np.float32(eps_N[a])
     # log density: logsumexp over components of log w_k + log N(action; mean_k, std_k)
-    terms = np.empty(K, np.float32)
     for k in range(K):
         lp = x[k] - top - log_total
         for a in range(A):
             z = (action_A[a] - x[K + k * A + a]) / std_KA[k, a]
             lp += np.float32(-0.5) * z * z - np.float32(np.log(std_KA[k, a])) - _LOG_SQRT_2PI
-        terms[k] = lp
-    best = terms[0]
+        terms_K[k] = lp
+    best = terms_K[0]
     for k in range(1, K):
-        best = max(best, terms[k])
+        best = max(best, terms_K[k])
     acc = np.float32(0.0)
     for k in range(K):
-        acc += np.float32(np.exp(terms[k] - best))
+        acc += np.float32(np.exp(terms_K[k] - best))
     log_prob_E[e] = best + np.float32(np.log(acc))

@@ -1,5 +1,6 @@
 """Engine benchmarks: env-steps/s of the FULL training loop on C MuJoCo (`engine=mujoco`) and on
-MJX (`engine=mjx`), for the cart-pole, the planar walker and the humanoid, against raw physics.
+MJX (`engine=mjx`), for the cart-pole, the planar walker and the humanoid (standing and walking),
+against raw physics.
 
     .venv/bin/pytest benchmarks/test_engines.py                 # pytest-benchmark, one case per task/engine
     .venv/bin/python benchmarks/test_engines.py --envs 128      # one run, every number, Markdown table
@@ -52,7 +53,7 @@ from ksimdsl.runtime.mujoco_collect import MujocoCollector  # noqa: E402
 from ksimdsl.runtime.mujoco_env import MujocoEnv  # noqa: E402
 from ksimdsl.runtime.train import train  # noqa: E402
 
-TASKS = {"cartpole": "cartpole.ksim", "walker": "walker.ksim", "humanoid": "stand.ksim"}
+TASKS = {"cartpole": "cartpole.ksim", "walker": "walker.ksim", "humanoid": "stand.ksim", "walk": "walk.ksim"}
 ENVS = int(os.environ.get("KSIMDSL_BENCH_ENVS", "128"))
 ITERATIONS = int(os.environ.get("KSIMDSL_BENCH_ITERATIONS", "4"))
 THREADS = 2

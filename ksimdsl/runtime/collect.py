@@ -170,7 +170,7 @@ class MjxCollector:
     ) -> tuple[MjxCollectorState, ppo.Trajectory, RolloutStats]:
         """T control steps of the stochastic policy in every env (pure; jit it)."""
         model = ppo_state.model
-        norm_a, norm_c = ppo_state.obs_norm_actor, ppo_state.obs_norm_critic
+        norm_a = ppo_state.obs_norm_actor
         curriculum = self.env.curriculum
         env = state.env._replace(level_E=curriculum.at_iteration(state.env.level_E, state.iteration))
 

@@ -194,8 +194,8 @@ def _act_range(lo, hi, obs_EO, norm_mean_O, norm_inv_std_O, norm_active, norm_cl
                 log_prob += np.float32(-0.5) * z * z
             log_prob_E[e] = log_prob - log_norm
         else:
-            _mixture(x, mixtures, n_act, min_std, max_std, std_offset, eps_EN[e], action_EA[e], log_prob_E, e, std_KA,
-                     terms_K)  # fmt: skip
+            log_prob_E[e] = _mixture(x, mixtures, n_act, min_std, max_std, std_offset, eps_EN[e], action_EA[e],
+                                     std_KA, terms_K)  # fmt: skip
 
 
 @njit(nogil=True, cache=True)
@@ -204,15 +204,22 @@ def _softplus(v):
 
 
 @njit(nogil=True, cache=True)
-def _mixture(x, K, A, min_std, max_std, std_offset, eps_N, action_A, log_prob_E, e, std_KA, terms_K):
-    """Mixture head on the network output x = [logits (K) | means (K*A) | raw stds (K*A)]."""
-    top = x[0]
-    for k in range(1, K):
-        top = max(top, x[k])
+def _logsumexp(v, n):
+    """log(sum(exp(v[:n]))), shifted by the maximum so that no term overflows."""
+    top = v[0]
+    for k in range(1, n):
+        top = max(top, v[k])
     total = np.float32(0.0)
-    for k in range(K):
-        total += np.float32(np.exp(x[k] - top))
-    log_total = np.float32(np.log(total))
+    for k in range(n):
+        total += np.float32(np.exp(v[k] - top))
+    return top + np.float32(np.log(total))
+
+
+@njit(nogil=True, cache=True)
+def _mixture(x, K, A, min_std, max_std, std_offset, eps_N, action_A, std_KA, terms_K):
+    """Mixture head on the network output x = [logits (K) | means (K*A) | raw stds (K*A)]:
+    writes the sampled action into action_A and returns its log density."""
+    log_norm = _logsumexp(x, K)  # log_softmax(logits)_k = x[k] - log_norm
     for k in range(K):
         for a in range(A):
             raw = x[K + K * A + k * A + a] + std_offset
@@ -222,7 +229,7 @@ def _mixture(x, K, A, min_std, max_std, std_offset, eps_N, action_A, log_prob_E,
     chosen = K - 1
     cdf = np.float32(0.0)
     for k in range(K):
-        cdf += np.float32(np.exp(x[k] - top - log_total))
+        cdf += np.float32(np.exp(x[k] - log_norm))
         if u < cdf:
             chosen = k
             break
@@ -230,15 +237,9 @@ def _mixture(x, K, A, min_std, max_std, std_offset, eps_N, action_A, log_prob_E,
         action_A[a] = x[K + chosen * A + a] + std_KA[chosen, a] * np.float32(eps_N[a])
     # log density: logsumexp over components of log w_k + log N(action; mean_k, std_k)
     for k in range(K):
-        lp = x[k] - top - log_total
+        lp = x[k] - log_norm
         for a in range(A):
             z = (action_A[a] - x[K + k * A + a]) / std_KA[k, a]
             lp += np.float32(-0.5) * z * z - np.float32(np.log(std_KA[k, a])) - _LOG_SQRT_2PI
         terms_K[k] = lp
-    best = terms_K[0]
-    for k in range(1, K):
-        best = max(best, terms_K[k])
-    acc = np.float32(0.0)
-    for k in range(K):
-        acc += np.float32(np.exp(terms_K[k] - best))
-    log_prob_E[e] = best + np.float32(np.log(acc))
+    return _logsumexp(terms_K, K)

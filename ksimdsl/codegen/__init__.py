@@ -38,12 +38,19 @@ def _display_path(path: str) -> str:
     return path if rel.startswith("..") else rel.replace(os.sep, "/")
 
 
-def compile_checked(task: CheckedTask, *, backend: str = "jax", cse: bool = True) -> CompiledTask:
-    """Generate the kernel module of an already checked task."""
+def compile_checked(
+    task: CheckedTask, *, backend: str = "jax", cse: bool = True, source_file: str | None = None
+) -> CompiledTask:
+    """Generate the kernel module of an already checked task.
+
+    `source_file` is the task's name in the header and in SPEC (default: its path relative to the
+    working directory when it lies below it).
+    """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r} (expected one of {', '.join(BACKENDS)})")
     ir = lower_task(task)
-    source, spec = render_module(task, ir, backend=backend, cse=cse, source_file=_display_path(task.source_path))
+    shown = _display_path(task.source_path) if source_file is None else source_file
+    source, spec = render_module(task, ir, backend=backend, cse=cse, source_file=shown)
     return CompiledTask(source, spec, backend)
 
 

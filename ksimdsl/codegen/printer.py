@@ -24,7 +24,16 @@ from sympy.printing.precedence import PRECEDENCE, precedence
 from ksimdsl.errors import InternalCompilerError
 from ksimdsl.ir import vec
 
-__all__ = ["KernelPrinter", "shape_in", "float_literal"]
+__all__ = ["KernelPrinter", "shape_in", "float_literal", "comment"]
+
+
+def comment(text: str) -> str:
+    """A Python comment line holding `text`, which may come from the user (a file name, a task line).
+
+    Everything but printable ASCII is escaped (`\\n`, `\\x0c`, `\\u2028`, ...), so no text can end
+    the comment and start a line of code in a generated module.
+    """
+    return "# " + "".join(c if " " <= c <= "~" else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def shape_in(expr: sp.Basic, symbol_shapes: Mapping[sp.Symbol, int], memo: dict | None = None) -> int:

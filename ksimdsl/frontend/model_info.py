@@ -78,8 +78,14 @@ def resolve_model_path(written: str, relative_to: str | None) -> str:
         package, _, rel = rest.partition("/")
         if not package or not rel:
             raise ModelLoadError(f"bad package model path '{written}'; write pkg:PACKAGE/path/inside/it.xml")
+        if not package.isidentifier():
+            # find_spec("a.b") imports the package `a` (its code runs): only a top-level name is looked up
+            raise ModelLoadError(
+                f"bad package name '{package}' in model path '{written}': write the top-level package "
+                "(pkg:PACKAGE/sub/dir/model.xml), not a dotted module name"
+            )
         try:
-            spec = importlib.util.find_spec(package)
+            spec = importlib.util.find_spec(package)  # a top-level name is located, never imported
         except (ImportError, ValueError):
             spec = None
         if spec is None or not spec.submodule_search_locations:

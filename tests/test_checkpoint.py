@@ -126,3 +126,87 @@ def test_mismatched_shapes_name_the_array(tmp_path, spec):
         load_checkpoint(tmp_path, {"state": make_tree(0, envs=8)}, spec=spec)
     with pytest.raises(KsimError, match="has no array"):
         load_checkpoint(tmp_path, {"state": {**make_tree(0), "new": jnp.zeros(2)}}, spec=spec)
+
+
+# --------------------------------------------------------------------------- hostile files and faults (issue 18)
+
+
+def test_non_finite_parameters_are_never_written(tmp_path, spec):
+    save_checkpoint(tmp_path, {"ppo": make_tree(1)}, meta_for(spec, 1))
+    poisoned = make_tree(2)
+    poisoned["weights"][0] = poisoned["weights"][0].at[1, 2].set(jnp.nan)
+    with pytest.raises(KsimError, match=r"parameters are not finite \(ppo\['weights'\]\[0\]\)"):
+        save_checkpoint(tmp_path, {"ppo": poisoned}, meta_for(spec, 2))
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt_00000001.safetensors"]
+    assert not list((tmp_path / "checkpoints").glob(".ckpt-*"))
+    # the collector's state is data, not parameters: a NaN observation there is kept as it is
+    save_checkpoint(tmp_path, {"ppo": make_tree(3), "collector": {"obs": jnp.full(3, jnp.nan)}}, meta_for(spec, 3))
+
+
+def _rewrite_meta(path, **changes) -> None:
+    """Change metadata fields of a checkpoint file in place, keeping its (array) checksum valid."""
+    import json
+    import struct
+
+    data = path.read_bytes()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8 : 8 + n])
+    meta = json.loads(header["__metadata__"]["ksimdsl"])
+    meta.update(changes)
+    header["__metadata__"]["ksimdsl"] = json.dumps(meta)
+    text = json.dumps(header).encode()
+    text += b" " * ((8 - len(text) % 8) % 8)
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data[8 + n :])
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"iteration": "seven"}, {"iteration": -1}, {"wall_s": None}, {"env_steps": True}, {"task": 3}, {"extra": 1}],
+    ids=["iteration-str", "iteration-negative", "wall-null", "steps-bool", "task-int", "unknown-field"],
+)
+def test_tampered_metadata_is_a_one_line_error(tmp_path, spec, changes):
+    path = save_checkpoint(tmp_path, {"state": make_tree(1)}, meta_for(spec, 4))
+    _rewrite_meta(path, **changes)
+    with pytest.raises(KsimError, match="truncated or corrupt"):
+        load_checkpoint(tmp_path, {"state": make_tree(2)}, spec=spec)
+
+
+def test_checkpoint_symlinked_to_a_device_is_refused_before_reading(tmp_path, spec):
+    path = save_checkpoint(tmp_path, {"state": make_tree(1)}, meta_for(spec, 5))
+    path.unlink()
+    os.symlink("/dev/zero", path)
+    with pytest.raises(KsimError, match="not a regular file"):
+        load_checkpoint(tmp_path, {"state": make_tree(2)}, spec=spec)
+
+
+def test_oversized_checkpoint_is_refused_before_reading(tmp_path, spec):
+    path = save_checkpoint(tmp_path, {"state": make_tree(1)}, meta_for(spec, 6))
+    with pytest.raises(KsimError, match="more than a checkpoint"):
+        read_checkpoint(path, max_bytes=64)
+
+
+def test_failed_write_is_a_user_error_and_leaves_no_partial_file(tmp_path, spec):
+    ckpt_dir = tmp_path / "checkpoints"
+    ckpt_dir.mkdir()
+    ckpt_dir.chmod(0o500)  # read-only (root ignores modes: then make the directory a file instead)
+    try:
+        if os.access(ckpt_dir, os.W_OK):
+            ckpt_dir.chmod(0o700)
+            ckpt_dir.rmdir()
+            ckpt_dir.write_text("not a directory")
+        with pytest.raises(KsimError, match="cannot write checkpoint"):
+            save_checkpoint(tmp_path, {"state": make_tree(1)}, meta_for(spec, 1))
+    finally:
+        if ckpt_dir.is_dir():
+            ckpt_dir.chmod(0o700)
+    if ckpt_dir.is_dir():
+        assert list(ckpt_dir.iterdir()) == []
+
+
+def test_temporary_files_of_a_killed_write_are_removed(tmp_path, spec):
+    from ksimdsl.runtime.checkpoint import remove_temporary_files
+
+    save_checkpoint(tmp_path, {"state": make_tree(1)}, meta_for(spec, 1))
+    (tmp_path / "checkpoints" / ".ckpt-abc123.tmp").write_bytes(b"partial")
+    assert remove_temporary_files(tmp_path) == 1
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["ckpt_00000001.safetensors"]

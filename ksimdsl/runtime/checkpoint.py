@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ __all__ = [
     "load_checkpoint",
     "read_checkpoint",
     "latest_checkpoint",
+    "remove_temporary_files",
     "list_checkpoints",
     "spec_hash",
     "CHECKPOINT_DIR",
@@ -53,6 +55,10 @@ __all__ = [
 CHECKPOINT_DIR = "checkpoints"
 KEEP = 3
 FORMAT = 1
+#: Largest checkpoint file read (the arrays of a big policy and 16k envs' state are far smaller).
+MAX_BYTES = 4 << 30
+#: Arrays whose values must be finite in every checkpoint: the PPO state (parameters, optimizer, normalizers).
+PARAMETERS_PREFIX = "ppo"
 _NAME = re.compile(r"^ckpt_(\d{8})\.safetensors$")
 
 #: TaskSpec fields that may change between a checkpoint and its resume (training
@@ -131,25 +137,70 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return files[-1] if files else None
 
 
+def _non_finite(arrays: Mapping[str, np.ndarray], prefix: str) -> list[str]:
+    """Names of the floating-point arrays under `prefix` that hold a NaN or an infinity."""
+    return [
+        name
+        for name, a in sorted(arrays.items())
+        if name.startswith(prefix) and np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a))
+    ]
+
+
+def _names_list(names: list[str], limit: int = 3) -> str:
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def remove_temporary_files(run_dir: str | Path) -> int:
+    """Delete the temporary files a killed checkpoint write leaves (`.ckpt-*.tmp`); returns how many."""
+    d = checkpoint_dir(run_dir)
+    if not d.is_dir():
+        return 0
+    removed = 0
+    for p in d.glob(".ckpt-*.tmp"):
+        try:
+            p.unlink()
+            removed += 1
+        except OSError:
+            pass
+    return removed
+
+
 def save_checkpoint(run_dir: str | Path, trees: Mapping[str, Any], meta: CheckpointMeta, *, keep: int = KEEP) -> Path:
-    """Write `trees` ({prefix: pytree}) atomically; drop all but the newest `keep` checkpoints."""
+    """Write `trees` ({prefix: pytree}) atomically; drop all but the newest `keep` checkpoints.
+
+    Refuses (KsimError) parameters that are not finite, and reports a write that fails (a full
+    disk, a read-only directory) as a KsimError that leaves no partial file behind.
+    """
     arrays: dict[str, np.ndarray] = {}
     for prefix, tree in trees.items():
         arrays.update(_flatten(prefix, tree))
+    bad = _non_finite(arrays, PARAMETERS_PREFIX)
+    if bad:
+        raise KsimError(
+            f"refusing to write checkpoint {meta.iteration}: the policy's parameters are not finite "
+            f"({_names_list(bad)}); the last good checkpoint is kept"
+        )
     meta = CheckpointMeta(**{**asdict(meta), "sha256": _digest(arrays)})
     payload = st_save(arrays, metadata={"ksimdsl": json.dumps(asdict(meta))})
     d = checkpoint_dir(run_dir)
-    d.mkdir(parents=True, exist_ok=True)
     final = d / f"ckpt_{meta.iteration:08d}.safetensors"
-    fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".tmp", dir=d)
+    tmp: str | None = None
     try:
+        d.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".tmp", dir=d)
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, final)
+    except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise KsimError(f"cannot write checkpoint {final}: {exc.strerror or exc}") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(d)
     for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
@@ -170,24 +221,70 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
-def read_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], CheckpointMeta]:
-    """Raw arrays and metadata of one checkpoint file, verified against its checksum."""
+#: Field name -> the JSON types its value may have in a checkpoint's metadata.
+_META_TYPES: Mapping[str, tuple[type, ...]] = {
+    "iteration": (int,),
+    "env_steps": (int,),
+    "wall_s": (int, float),
+    "task": (str,),
+    "spec_hash": (str,),
+    "engine": (str,),
+    "ksimdsl_version": (str,),
+    "format": (int,),
+    "sha256": (str,),
+}
+
+
+def _parse_meta(text: Any) -> CheckpointMeta:
+    """The metadata JSON of a checkpoint, every field of the right type and in range (else ValueError)."""
+    raw = json.loads(text)
+    if not isinstance(raw, dict) or set(raw) != set(_META_TYPES):
+        raise ValueError("metadata fields differ from a ksimdsl checkpoint's")
+    for name, types in _META_TYPES.items():
+        value = raw[name]
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise ValueError(f"metadata field '{name}' has the wrong type")
+    if raw["iteration"] < 0 or raw["env_steps"] < 0 or not 0 <= raw["wall_s"] < float("inf"):
+        raise ValueError("metadata iteration, env_steps or wall_s out of range")
+    return CheckpointMeta(**raw)
+
+
+def read_checkpoint(path: str | Path, *, max_bytes: int = MAX_BYTES) -> tuple[dict[str, np.ndarray], CheckpointMeta]:
+    """Raw arrays and metadata of one checkpoint file, verified against its checksum.
+
+    The file must be a regular file of at most `max_bytes` (a symlink to /dev/zero, a FIFO or a
+    huge file is refused before anything is read), with valid metadata and finite parameters.
+    """
     path = Path(path)
     try:
-        payload = path.read_bytes()
+        info = path.stat()
     except OSError as exc:
         raise KsimError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise KsimError(f"checkpoint {path} is not a regular file")
+    if info.st_size > max_bytes:
+        raise KsimError(f"checkpoint {path} is {info.st_size:,} bytes, more than a checkpoint of this run can be")
+    try:
+        with open(path, "rb") as f:
+            payload = f.read(max_bytes + 1)
+    except OSError as exc:
+        raise KsimError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
+    if len(payload) > max_bytes:
+        raise KsimError(f"checkpoint {path} grew past {max_bytes:,} bytes while being read")
     try:
         arrays = st_load(payload)
         header_len = int.from_bytes(payload[:8], "little")
         header = json.loads(payload[8 : 8 + header_len])
-        meta = CheckpointMeta(**json.loads(header["__metadata__"]["ksimdsl"]))
+        meta = _parse_meta(header["__metadata__"]["ksimdsl"])
     except (SafetensorError, ValueError, KeyError, TypeError) as exc:
         raise KsimError(f"checkpoint {path} is truncated or corrupt ({' '.join(str(exc).split())})") from None
     if meta.format != FORMAT:
         raise KsimError(f"checkpoint {path} has format {meta.format}; this ksimdsl reads format {FORMAT}")
     if _digest(arrays) != meta.sha256:
         raise KsimError(f"checkpoint {path} is corrupt (checksum mismatch)")
+    bad = _non_finite(arrays, PARAMETERS_PREFIX)
+    if bad:
+        raise KsimError(f"checkpoint {path} holds non-finite parameters ({_names_list(bad)}); use an earlier one")
     return arrays, meta
 
 

@@ -98,6 +98,7 @@ PPO_METRICS = (
     "clip_fraction",
     "explained_variance",
     "grad_norm",
+    "skipped_steps",
     "action_std",
     "lr",
 )

@@ -219,6 +219,29 @@ def test_update_reduces_the_loss_on_a_fixed_batch(name: str):
     assert float(new_state.obs_norm_actor.count) == 64
 
 
+def test_non_finite_rewards_and_observations_never_reach_the_parameters():
+    """A NaN reward or observation (e.g. `log(x)` at x = 0) skips the optimizer steps it poisons
+    and leaves the normalizers as they were; the steps are counted in `skipped_steps`."""
+    config = ppo.PPOConfig(epochs=2, minibatches=2, lr=1e-3)
+    state = _init(SMALL_CONFIGS["mlp-normal"], config)
+    traj = _random_trajectory(state, T=8, E=8, key=jax.random.key(1))
+    # env 0 (the first minibatch of some permutations) gets a NaN reward; env 5 an inf observation
+    poisoned = eqx.tree_at(
+        lambda t: (t.reward_TE, t.obs_actor_TEO),
+        traj,
+        (traj.reward_TE.at[3, 0].set(jnp.nan), traj.obs_actor_TEO.at[2, 5, 1].set(jnp.inf)),
+    )
+    new_state, metrics = jax.jit(ppo.update)(state, poisoned, key=jax.random.key(2))
+    leaves = jax.tree.leaves(eqx.filter(new_state, eqx.is_inexact_array))
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in leaves)
+    assert 1 <= float(metrics["skipped_steps"]) <= config.epochs * config.minibatches
+    # the actor's normalizer saw an inf: its statistics are kept, not merged
+    assert float(new_state.obs_norm_actor.count) == float(state.obs_norm_actor.count)
+    clean_state, clean = jax.jit(ppo.update)(state, traj, key=jax.random.key(2))
+    assert float(clean["skipped_steps"]) == 0.0
+    assert float(clean_state.obs_norm_actor.count) == 64
+
+
 def test_make_batch_values_every_state_under_the_updated_normalizer():
     """Values and bootstrap values both come from the critic on observations normalized with
     the statistics updated by this rollout, so GAE never mixes two normalizers."""

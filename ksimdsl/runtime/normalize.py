@@ -22,7 +22,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jax import Array
 
-__all__ = ["RunningStats", "init", "update", "variance", "normalize", "CLIP", "EPS"]
+__all__ = ["RunningStats", "init", "update", "is_finite", "variance", "normalize", "CLIP", "EPS"]
 
 #: Normalized observations are clipped to [-CLIP, CLIP].
 CLIP = 10.0
@@ -78,3 +78,8 @@ def normalize(stats: RunningStats, obs_O: Array, *, clip: float = CLIP, eps: flo
         return obs_O
     z = (obs_O - stats.mean_O) / jnp.sqrt(variance(stats) + eps)
     return jnp.where(stats.count > 0, jnp.clip(z, -clip, clip), obs_O)
+
+
+def is_finite(stats: RunningStats) -> Array:
+    """() bool: every statistic is finite (a NaN or inf observation makes them NaN)."""
+    return jnp.isfinite(stats.count) & jnp.all(jnp.isfinite(stats.mean_O)) & jnp.all(jnp.isfinite(stats.m2_O))

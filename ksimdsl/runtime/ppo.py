@@ -374,6 +374,14 @@ def make_optimizer(config: PPOConfig) -> optax.GradientTransformation:
     return optax.adam(schedule)
 
 
+def keep_if(condition: Array, new: Any, old: Any) -> Any:
+    """`new` where the scalar `condition` holds, else `old` (two pytrees of one structure)."""
+    new_arrays, static = eqx.partition(new, eqx.is_array)
+    old_arrays, _ = eqx.partition(old, eqx.is_array)
+    chosen = jax.tree.map(lambda a, b: jnp.where(condition, a, b), new_arrays, old_arrays)
+    return eqx.combine(chosen, static)
+
+
 def clip_gradients(grads: ActorCritic, max_norm: float) -> ActorCritic:
     """Clip the actor's and the critic's gradients to global norm `max_norm`, each on its own.
 
@@ -442,6 +450,9 @@ def make_batch(state: PPOState, traj: Trajectory) -> tuple[Batch, N.RunningStats
     num_steps, num_envs = traj.reward_TE.shape
     obs_norm_actor = N.update(state.obs_norm_actor, traj.obs_actor_TEO.reshape(num_steps * num_envs, -1))
     obs_norm_critic = N.update(state.obs_norm_critic, traj.obs_critic_TEC.reshape(num_steps * num_envs, -1))
+    # Statistics that a non-finite observation would poison keep their previous values.
+    obs_norm_actor = keep_if(N.is_finite(obs_norm_actor), obs_norm_actor, state.obs_norm_actor)
+    obs_norm_critic = keep_if(N.is_finite(obs_norm_critic), obs_norm_critic, state.obs_norm_critic)
     obs_critic_TEC = N.normalize(obs_norm_critic, traj.obs_critic_TEC)
     critic_TE = jax.vmap(jax.vmap(state.model.critic))
     value_TE = critic_TE(obs_critic_TEC)
@@ -481,7 +492,9 @@ def update(
 
     Returns the new state and `METRICS` (scalars): losses, entropy, approx_kl,
     clip_fraction and action_std averaged over all minibatch steps; grad_norm
-    (before clipping) averaged likewise; explained_variance of the rollout's
+    (before clipping) averaged likewise; skipped_steps, how many optimizer steps
+    were skipped because their loss or gradient was not finite (the parameters
+    and the optimizer state stay as they were); explained_variance of the rollout's
     values; lr of the last optimizer step. jit-able as a whole. `shard_minibatch`
     (multi-device runs) lays each minibatch out over the devices so that the
     gradient computation is data-parallel.
@@ -507,12 +520,15 @@ def update(
         minibatch = batch.take_envs(env_B)
         if shard_minibatch is not None:
             minibatch = shard_minibatch(minibatch)
-        (_, metrics), grads = grad_fn(model, minibatch, config)
+        (loss, metrics), grads = grad_fn(model, minibatch, config)
         grad_norm = optax.tree.norm(grads)
         grads = clip_gradients(grads, config.max_grad_norm)
-        updates, opt_state = optimizer.update(grads, opt_state, eqx.filter(model, eqx.is_inexact_array))
-        model = eqx.apply_updates(model, updates)
-        return (model, opt_state), metrics | {"grad_norm": grad_norm}
+        updates, new_opt_state = optimizer.update(grads, opt_state, eqx.filter(model, eqx.is_inexact_array))
+        # A non-finite loss or gradient would make every parameter NaN: skip the step, count it.
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        model, opt_state = keep_if(finite, (eqx.apply_updates(model, updates), new_opt_state), (model, opt_state))
+        skipped = 1.0 - finite.astype(jnp.float32)
+        return (model, opt_state), metrics | {"grad_norm": grad_norm, "skipped_steps": skipped}
 
     def epoch(carry: tuple[ActorCritic, optax.OptState], epoch_key: Array):
         env_MB = jax.random.permutation(epoch_key, num_envs).reshape(config.minibatches, envs_per_minibatch)
@@ -525,6 +541,7 @@ def update(
     num_opt_steps = config.epochs * config.minibatches
     opt_step = state.opt_step + num_opt_steps
     metrics = {name: jnp.mean(m) for name, m in metrics_EM.items()}
+    metrics["skipped_steps"] = jnp.sum(metrics_EM["skipped_steps"])
     metrics["explained_variance"] = explained_variance(batch.value_TE, batch.return_TE)
     metrics["lr"] = learning_rate(config, opt_step - 1)
     new_state = PPOState(

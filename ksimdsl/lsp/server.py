@@ -17,8 +17,9 @@ import traceback
 from typing import Any, Callable, Sequence
 
 from lsprotocol import types as lsp
-from pygls.exceptions import JsonRpcException, JsonRpcInternalError, JsonRpcInvalidRequest
+from pygls.exceptions import JsonRpcException, JsonRpcInternalError, JsonRpcInvalidParams, JsonRpcInvalidRequest
 from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
 from pygls.uris import to_fs_path
 
 from ksimdsl import __version__
@@ -35,11 +36,29 @@ logger = logging.getLogger("ksimdsl.lsp")
 TRIGGER_CHARACTERS = ['"', ".", "[", "(", "=", " "]
 
 
+class _Protocol(LanguageServerProtocol):
+    """pygls's protocol, but a request whose params do not deserialize is answered with an error.
+
+    (pygls logs such a request and drops it, leaving the client waiting.)
+    """
+
+    def structure_message(self, data: dict[str, Any]):
+        try:
+            return super().structure_message(data)
+        except JsonRpcException as err:
+            if isinstance(data, dict) and "id" in data and "method" in data:
+                error = err.to_response_error()
+                error.message = f"invalid request {data.get('method')!r}: {error.message or 'bad params'}"
+                self._send_response(data["id"], error=error)
+            raise
+
+
 class KsimLanguageServer(LanguageServer):
     """Holds one `Document` (the latest analysis) per open file."""
 
     def __init__(self, debounce_s: float = 0.2, poll_s: float = 1.0):
-        super().__init__("ksimdsl", __version__, text_document_sync_kind=lsp.TextDocumentSyncKind.Incremental)
+        super().__init__("ksimdsl", __version__, text_document_sync_kind=lsp.TextDocumentSyncKind.Incremental,
+                         protocol_cls=_Protocol)
         self.debounce_s = debounce_s
         self.poll_s = poll_s
         self.docs: dict[str, Document] = {}
@@ -71,6 +90,8 @@ class KsimLanguageServer(LanguageServer):
     def current(self, uri: str) -> Document:
         """The analysis of the current text (checked now if an edit is still waiting for its debounce)."""
         doc = self.docs.get(uri)
+        if uri not in self.workspace.text_documents:
+            raise JsonRpcInvalidParams(f"document not open: {uri}")
         text_doc = self.workspace.get_text_document(uri)
         if doc is None or doc.analysis.version != text_doc.version or doc.analysis.text != text_doc.source:
             doc = self.refresh(uri)
@@ -223,7 +244,8 @@ def build_server(debounce_s: float = 0.2, poll_s: float = 1.0) -> KsimLanguageSe
     @_guard(lsp.TEXT_DOCUMENT_COMPLETION)
     def on_completion(ls: KsimLanguageServer, params: lsp.CompletionParams) -> lsp.CompletionList:
         uri = params.text_document.uri
-        doc = ls.docs.get(uri) or ls.current(uri)  # the line being typed is read from the live text
+        doc = ls.docs.get(uri) if uri in ls.workspace.text_documents else None
+        doc = doc or ls.current(uri)  # the line being typed is read from the live text
         lines = ls.workspace.get_text_document(uri).source.split("\n")
         return doc.completion([ln.rstrip("\r") for ln in lines], params.position)
 

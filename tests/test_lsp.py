@@ -1,0 +1,316 @@
+"""`ksimdsl lsp`: a real client exchange over the server's stdio pipes, plus fuzzed edits.
+
+One server process serves the whole module (starting it imports the checker
+and MuJoCo); each test opens its own document URI.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pygls")
+pytest.importorskip("lsprotocol")
+
+from lsp_client import ROOT, LspClient, LspError  # noqa: E402
+
+TASKS = ROOT / "tasks"
+SHIPPED = sorted(TASKS.glob("*.ksim"))
+
+
+@pytest.fixture(scope="module")
+def client():
+    c = LspClient("--debounce-ms", "30")
+    caps = c.initialize()["capabilities"]
+    assert caps["hoverProvider"] and caps["definitionProvider"] and caps["renameProvider"]
+    assert '"' in caps["completionProvider"]["triggerCharacters"]
+    yield c
+    assert c.close() == 0, "".join(c.stderr_lines)
+
+
+def _pos(text: str, needle: str, offset: int = 0, nth: int = 0) -> tuple[int, int]:
+    """0-based (line, character) of the `nth` occurrence of `needle` in `text`, plus `offset`."""
+    at = -1
+    for _ in range(nth + 1):
+        at = text.index(needle, at + 1)
+    line = text.count("\n", 0, at)
+    return line, at - (text.rfind("\n", 0, at) + 1) + offset
+
+
+def _range(text: str, needle: str, nth: int = 0) -> dict:
+    line, ch = _pos(text, needle, nth=nth)
+    return {"start": {"line": line, "character": ch}, "end": {"line": line, "character": ch + len(needle)}}
+
+
+def _doc(tmp_path: Path, name: str, text: str) -> Path:
+    """A task file next to a copy of the shipped models (so `model` lines resolve)."""
+    models = tmp_path / "models"
+    if not models.exists():
+        shutil.copytree(TASKS / "models", models)
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def _hover_text(client: LspClient, uri: str, line: int, ch: int) -> str:
+    h = client.request("textDocument/hover", client.at(uri, line, ch))
+    assert h is not None
+    return h["contents"]["value"]
+
+
+# --------------------------------------------------------------------------- the exchange
+
+
+def test_diagnostics_match_check_and_clear_after_fix(client, tmp_path):
+    from ksimdsl.errors import KsimError
+    from ksimdsl.frontend.check import check_file
+
+    good = (TASKS / "cartpole.ksim").read_text()
+    bad = good.replace('joint_pos["hinge_1"]    # pole', 'joint_pos["hinge_l"]    # pole').replace(
+        "cos(pole) < 0.75", "cos(pol) < 0.75"
+    )
+    path = _doc(tmp_path, "cartpole.ksim", bad)
+    with pytest.raises(KsimError) as err:
+        check_file(str(path))
+    expected = err.value.diagnostics
+    assert len(expected) == 2  # two independent errors, both reported
+
+    uri = client.open(path, bad)
+    diags = client.diagnostics(uri, 1)
+    assert [d["message"] for d in diags] == [d.message + "".join(f"\nnote: {n}" for n in d.notes) for d in expected]
+    assert diags[0]["range"] == _range(bad, '"hinge_l"')
+    assert diags[1]["range"] == _range(bad, "pol", nth=bad.index("cos(pol)") and bad[: bad.index("cos(pol)")].count("pol"))  # the name only
+    assert "did you mean 'hinge_1'" in diags[0]["message"]
+
+    # quick fix: replace with the suggestion
+    actions = client.request(
+        "textDocument/codeAction",
+        {"textDocument": {"uri": uri}, "range": diags[0]["range"], "context": {"diagnostics": [diags[0]]}},
+    )
+    assert actions[0]["kind"] == "quickfix"
+    (edit,) = actions[0]["edit"]["changes"][uri]
+    assert edit["newText"] == "hinge_1"
+    line, ch = _pos(bad, "hinge_l")
+    assert edit["range"] == {"start": {"line": line, "character": ch}, "end": {"line": line, "character": ch + 7}}
+
+    client.change(uri, 2, good)
+    assert client.diagnostics(uri, 2) == []
+
+
+def test_model_failure_is_on_the_model_line(client, tmp_path):
+    text = (TASKS / "cartpole.ksim").read_text().replace("models/cartpole.xml", "models/nope.xml")
+    path = _doc(tmp_path, "nomodel.ksim", text)
+    uri = client.open(path, text)
+    (diag,) = client.diagnostics(uri, 1)
+    assert "model file 'models/nope.xml' not found" in diag["message"]
+    assert diag["range"] == _range(text, '"models/nope.xml"')
+
+
+def test_syntax_errors_keep_the_rest_navigable(client, tmp_path):
+    text = (TASKS / "cartpole.ksim").read_text().replace("reward\n", "rewrad\n")
+    path = _doc(tmp_path, "syntax.ksim", text)
+    uri = client.open(path, text)
+    (diag,) = client.diagnostics(uri, 1)
+    assert "did you mean 'reward'" in diag["message"]
+    # the other statements still parse: definitions and the outline work
+    line, ch = _pos(text, "pole)", nth=0)
+    (loc,) = client.request("textDocument/definition", client.at(uri, line, ch))
+    assert loc["range"]["start"]["line"] == _pos(text, "let pole")[0]
+
+
+def test_hover(client):
+    path = TASKS / "walk.ksim"
+    text = path.read_text()
+    uri = client.open(path)
+    assert client.diagnostics(uri, 1) == []
+    # an expression: shape, type and unit
+    line, ch = _pos(text, "joint_pos - default_joint_pos")
+    assert "vector[21] rad" in _hover_text(client, uri, line, ch)
+    assert "positions of the hinge and slide joints" in _hover_text(client, uri, line, ch)
+    # a let
+    assert "let height: scalar m" in _hover_text(client, uri, *_pos(text, "let height", 4))
+    # a built-in function's documentation and signature
+    hv = _hover_text(client, uri, *_pos(text, "exp_kernel(local_lin"))
+    assert "exp_kernel(x, s)" in hv and "exp(-|x|^2" in hv
+    # quoted MJCF names and globs
+    assert "sensor 'imu_gyro'" in _hover_text(client, uri, *_pos(text, '"imu_gyro"', 2))
+    hv = _hover_text(client, uri, *_pos(text, '"hip_y_*"', 2))
+    assert "matches 2 joints" in hv and "hip_y_left" in hv
+    hv = _hover_text(client, uri, *_pos(text, '"foot_left"', 2))
+    assert "body 'foot_left'" in hv
+    # a unit literal
+    assert "60deg = 1.0472 rad" in _hover_text(client, uri, *_pos(text, "60deg", 1))
+
+
+def test_hover_joint_range(client):
+    path = TASKS / "cartpole.ksim"
+    text = path.read_text()
+    uri = client.open(path)
+    hv = _hover_text(client, uri, *_pos(text, '"slider"', 3))
+    assert hv.startswith("joint 'slider': slide")
+
+
+def _labels(result: dict) -> list[str]:
+    return [i["label"] for i in result["items"]]
+
+
+def test_completion(client, tmp_path):
+    base = (TASKS / "cartpole.ksim").read_text()
+    text = base.replace("let pole = ", 'let probe = joint_pos["\nlet pole = ')
+    path = _doc(tmp_path, "complete.ksim", text)
+    uri = client.open(path, text)
+    client.diagnostics(uri, 1)
+    line, ch = _pos(text, 'joint_pos["', 11)
+    labels = _labels(client.request("textDocument/completion", client.at(uri, line, ch)))
+    assert labels == ["slider", "hinge_1"]
+    # statement keywords at the start of a line
+    labels = _labels(client.request("textDocument/completion", client.at(uri, line + 1, 0)))
+    assert {"let", "state", "reward", "observe"} <= set(labels)
+    # expressions: built-ins with signatures, lets in scope
+    line, ch = _pos(text, "(cos(pole) + 1)", 1)
+    items = client.request("textDocument/completion", client.at(uri, line, ch))["items"]
+    byname = {i["label"]: i for i in items}
+    assert byname["tolerance"]["detail"].startswith("tolerance(x, lo=0, hi=0, margin=0")
+    assert {"cart", "pole", "joint_vel", "uniform"} <= set(byname)
+    assert "upright" not in byname  # not yet declared at this line
+
+
+def test_completion_in_lookups_and_contact(client, tmp_path):
+    base = (TASKS / "walk.ksim").read_text()
+    text = base.replace("let moving", 'let s = sensor("\nlet c = contact(["foot_left", "\nlet moving')
+    path = _doc(tmp_path, "lookups.ksim", text)
+    uri = client.open(path, text)
+    client.diagnostics(uri, 1)
+    line, ch = _pos(text, 'sensor("\n', 8)
+    assert "imu_gyro" in _labels(client.request("textDocument/completion", client.at(uri, line, ch)))
+    line, ch = _pos(text, '"foot_left", "\n', 14)
+    labels = _labels(client.request("textDocument/completion", client.at(uri, line, ch)))
+    assert "floor" in labels and "torso" in labels  # geoms and bodies
+    line, ch = _pos(text, "cmd.vel.xy) > 0.1", 4)
+    assert _labels(client.request("textDocument/completion", client.at(uri, line, ch))) == ["vel"]
+
+
+def test_definition_references_symbols(client):
+    path = TASKS / "walk.ksim"
+    text = path.read_text()
+    uri = client.open(path)
+    # a state used in a reward -> its declaration
+    line, ch = _pos(text, "air_time - 0.4", 1)
+    (loc,) = client.request("textDocument/definition", client.at(uri, line, ch))
+    assert loc["range"] == _range(text, "air_time[2]".split("[")[0], nth=_nth_decl(text, "state air_time") )
+    refs = client.request("textDocument/references", client.at(uri, line, ch, context={"includeDeclaration": True}))
+    assert len(refs) == 4  # declaration, its update, the critic observation, the reward
+    # a command
+    line, ch = _pos(text, "cmd.vel.z", 5)
+    (loc,) = client.request("textDocument/definition", client.at(uri, line, ch))
+    assert loc["range"]["start"]["line"] == _pos(text, "command vel")[0]
+    # an observation: the same name in both groups
+    refs = client.request("textDocument/references", client.at(uri, *_pos(text, "    height    = height", 5),
+                                                                context={"includeDeclaration": True}))
+    assert len(refs) == 1
+    symbols = client.request("textDocument/documentSymbol", {"textDocument": {"uri": uri}})
+    names = [s["name"] for s in symbols]
+    assert {"task walk", "height", "air_time", "vel", "observe actor", "reward", "terminate", "push"} <= set(names)
+    reward = next(s for s in symbols if s["name"] == "reward")
+    assert [c["name"] for c in reward["children"]][:3] == ["alive", "track_lin", "track_yaw"]
+
+
+def _nth_decl(text: str, decl: str) -> int:
+    """Which occurrence of the declared name (the part after the keyword) the declaration is."""
+    name = decl.split()[1]
+    at = text.index(decl) + len(decl) - len(name)
+    return text.count(name, 0, at)
+
+
+def test_rename(client, tmp_path):
+    text = (TASKS / "cartpole.ksim").read_text()
+    path = _doc(tmp_path, "rename.ksim", text)
+    uri = client.open(path, text)
+    line, ch = _pos(text, "let pole", 5)
+    prep = client.request("textDocument/prepareRename", client.at(uri, line, ch))
+    assert prep["placeholder"] == "pole"
+    edit = client.request("textDocument/rename", client.at(uri, line, ch, newName="theta"))
+    edits = edit["changes"][uri]
+    assert len(edits) == text.count("(pole)") + 1 and all(e["newText"] == "theta" for e in edits)
+    with pytest.raises(LspError, match="built-in"):
+        client.request("textDocument/rename", client.at(uri, line, ch, newName="joint_pos"))
+    with pytest.raises(LspError, match="let"):
+        client.request("textDocument/rename", client.at(uri, *_pos(text, "balance"), newName="x"))
+
+
+def test_model_file_reload(client, tmp_path):
+    text = (TASKS / "cartpole.ksim").read_text()
+    path = _doc(tmp_path, "reload.ksim", text)
+    uri = client.open(path, text)
+    assert client.diagnostics(uri, 1) == []
+    xml = tmp_path / "models" / "cartpole.xml"
+    original = xml.read_text()
+    assert 'name="hinge_1"' in original
+    xml.write_text(original.replace('name="hinge_1"', 'name="hinge_A"'))
+    client.notify("workspace/didChangeWatchedFiles", {"changes": [{"uri": xml.as_uri(), "type": 2}]})
+    diags = client.diagnostics(uri, 1)
+    assert diags and "hinge_1" in diags[0]["message"]
+    xml.write_text(original)
+    time.sleep(0.01)
+    assert client.diagnostics(uri, 1, timeout=10) == []  # the poll notices the file came back
+
+
+def test_bad_requests_are_answered_not_fatal(client):
+    # unknown document, out-of-range positions, garbage params: errors or nulls, never a dead server
+    with pytest.raises(LspError):
+        client.request("textDocument/hover", {"textDocument": {"uri": "file:///nope/x.ksim"}, "position": {"line": 0, "character": 0}})
+    path = TASKS / "cartpole.ksim"
+    uri = client.open(path)
+    for line, ch in [(10_000, 0), (0, 10_000), (3, 5)]:
+        client.request("textDocument/hover", client.at(uri, line, ch))
+        client.request("textDocument/completion", client.at(uri, line, ch))
+        client.request("textDocument/definition", client.at(uri, line, ch))
+    with pytest.raises(LspError):
+        client.request("textDocument/hover", {"bogus": 1})
+    assert client.request("textDocument/documentSymbol", {"textDocument": {"uri": uri}})
+
+
+# --------------------------------------------------------------------------- fuzzing
+
+_SNIPPETS = ['"', "(", ")", "[", "]", "=", ":", "..", "~", "\n", "    ", "\t", "#", "deg", "*", ".x", "cmd.", "é", "let ", "\x00"]
+
+
+@pytest.mark.parametrize("task", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_fuzzed_edits_never_crash(client, task, tmp_path):
+    rng = random.Random(f"lsp-fuzz-{task.stem}")
+    text = task.read_text()
+    path = _doc(tmp_path, task.name, text)
+    uri = client.open(path, text)
+    logged = len(client.stderr_lines)
+    version = 1
+    for step in range(40):
+        lines = text.split("\n")
+        line = rng.randrange(len(lines))
+        a = rng.randrange(len(lines[line]) + 1)
+        if rng.random() < 0.5 and lines[line]:
+            b = min(len(lines[line]), a + rng.randrange(1, 8))
+            new = ""
+        else:
+            b = a
+            new = rng.choice(_SNIPPETS) if rng.random() < 0.7 else text[rng.randrange(len(text)) :][: rng.randrange(1, 12)]
+        lines[line] = lines[line][:a] + new + lines[line][b:]
+        text = "\n".join(lines)
+        version += 1
+        client.edit(uri, version, {"start": {"line": line, "character": a}, "end": {"line": line, "character": b}}, new)
+        if step % 4 == 0:  # requests against the live, unchecked text too
+            pos = client.at(uri, line, a)
+            client.request("textDocument/hover", pos)
+            client.request("textDocument/completion", pos)
+            client.request("textDocument/definition", pos)
+            client.request("textDocument/references", {**pos, "context": {"includeDeclaration": True}})
+            client.request("textDocument/documentSymbol", {"textDocument": {"uri": uri}})
+            client.request("textDocument/codeAction", {"textDocument": {"uri": uri},
+                           "range": {"start": pos["position"], "end": pos["position"]}, "context": {"diagnostics": []}})
+    client.diagnostics(uri, version)
+    assert client.proc.poll() is None
+    new_log = client.stderr_lines[logged:]
+    assert not any("internal error" in ln for ln in new_log), "".join(new_log)

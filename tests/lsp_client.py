@@ -135,7 +135,8 @@ class LspClient:
     def initialize(self, root: Path = ROOT) -> dict:
         result = self.request(
             "initialize",
-            {"processId": os.getpid(), "rootUri": root.as_uri(), "capabilities": {}},
+            {"processId": os.getpid(), "rootUri": root.as_uri(),
+             "capabilities": {"textDocument": {"rename": {"prepareSupport": True}}}},
             timeout=60,
         )
         self.notify("initialized", {})

@@ -28,6 +28,7 @@ def client():
     caps = c.initialize()["capabilities"]
     assert caps["hoverProvider"] and caps["definitionProvider"] and caps["renameProvider"]
     assert '"' in caps["completionProvider"]["triggerCharacters"]
+    assert caps["renameProvider"] == {"prepareProvider": True}
     yield c
     assert c.close() == 0, "".join(c.stderr_lines)
 
@@ -272,6 +273,33 @@ def test_bad_requests_are_answered_not_fatal(client):
     with pytest.raises(LspError):
         client.request("textDocument/hover", {"bogus": 1})
     assert client.request("textDocument/documentSymbol", {"textDocument": {"uri": uri}})
+
+
+def test_edits_are_debounced(client, tmp_path):
+    text = (TASKS / "cartpole.ksim").read_text()
+    path = _doc(tmp_path, "debounce.ksim", text)
+    uri = client.open(path, text)
+    assert client.diagnostics(uri, 1) == []
+    for version in range(2, 7):  # a burst of keystrokes, faster than the debounce
+        client.change(uri, version, text.replace("cos(pole) < 0.75", "cos(pole) < 0.75" + " + x" * version))
+    diags = client.diagnostics(uri, 6)
+    assert len(diags) == 1 and "unknown name 'x'" in diags[0]["message"]
+    published = [n for n in client.notifications if n["params"].get("uri") == uri]
+    assert len(published) <= 1  # the intermediate versions were not all checked
+
+
+def test_the_server_never_imports_the_runtime():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from ksimdsl.lsp.server import build_server; from ksimdsl.lsp.analysis import analyze; "
+        f"build_server(); analyze({str(TASKS / 'walk.ksim')!r}, open({str(TASKS / 'walk.ksim')!r}).read()); "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'numba', 'sympy') "
+        "or m.startswith(('ksimdsl.runtime', 'ksimdsl.codegen', 'ksimdsl.ir'))); print(bad); assert not bad"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 # --------------------------------------------------------------------------- fuzzing

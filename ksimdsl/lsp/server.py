@@ -169,118 +169,89 @@ def _safely(ls: KsimLanguageServer, what: str, fn: Callable[[], Any]) -> Any:
         return None
 
 
-def _guard(method: str) -> Callable:
+def _guard(method: str, fn: Callable) -> Callable:
     """Wrap a request handler: internal errors are logged and answered as JSON-RPC errors."""
 
-    def deco(fn: Callable) -> Callable:
-        @functools.wraps(fn)
-        def handler(ls: KsimLanguageServer, params: Any) -> Any:
-            try:
-                return fn(ls, params)
-            except JsonRpcException:
-                raise
-            except RenameRefused as err:
-                raise JsonRpcInvalidRequest(str(err)) from None
-            except Exception as err:  # noqa: BLE001
-                raise JsonRpcInternalError(_log_internal(ls, method, err)) from None
+    @functools.wraps(fn)
+    def handler(ls: KsimLanguageServer, params: Any) -> Any:
+        try:
+            return fn(ls, params)
+        except JsonRpcException:
+            raise
+        except RenameRefused as err:
+            raise JsonRpcInvalidRequest(str(err)) from None
+        except Exception as err:  # noqa: BLE001
+            raise JsonRpcInternalError(_log_internal(ls, method, err)) from None
 
-        return handler
-
-    return deco
+    return handler
 
 
-def _notification(method: str) -> Callable:
-    def deco(fn: Callable) -> Callable:
-        @functools.wraps(fn)
-        def handler(ls: KsimLanguageServer, params: Any) -> None:
-            _safely(ls, method, lambda: fn(ls, params))
+def _notification(method: str, fn: Callable) -> Callable:
+    """Wrap a notification handler: there is nobody to answer, so errors are logged."""
 
-        return handler
+    @functools.wraps(fn)
+    def handler(ls: KsimLanguageServer, params: Any) -> None:
+        _safely(ls, method, lambda: fn(ls, params))
 
-    return deco
+    return handler
+
+
+def _initialized(ls: KsimLanguageServer, params: lsp.InitializedParams) -> None:
+    if ls._watcher is None:
+        ls._watcher = asyncio.get_running_loop().create_task(ls.watch_models())
+
+
+def _watched_files(ls: KsimLanguageServer, params: lsp.DidChangeWatchedFilesParams) -> None:
+    ls.reload_models({os.path.abspath(to_fs_path(c.uri) or c.uri) for c in params.changes})
+
+
+def _completion(ls: KsimLanguageServer, params: lsp.CompletionParams) -> lsp.CompletionList:
+    uri = params.text_document.uri
+    doc = ls.docs.get(uri) if uri in ls.workspace.text_documents else None
+    doc = doc or ls.current(uri)  # names from the last check; the line being typed from the live text
+    lines = ls.workspace.get_text_document(uri).source.split("\n")
+    return doc.completion([ln.rstrip("\r") for ln in lines], params.position)
+
+
+def _doc(ls: KsimLanguageServer, params: Any) -> Document:
+    return ls.current(params.text_document.uri)
+
+
+_NOTIFICATIONS: dict[str, Callable] = {
+    lsp.INITIALIZED: _initialized,
+    lsp.TEXT_DOCUMENT_DID_OPEN: lambda ls, p: ls.refresh(p.text_document.uri),
+    lsp.TEXT_DOCUMENT_DID_CHANGE: lambda ls, p: ls.schedule(p.text_document.uri),
+    lsp.TEXT_DOCUMENT_DID_SAVE: lambda ls, p: ls.refresh(p.text_document.uri),
+    lsp.TEXT_DOCUMENT_DID_CLOSE: lambda ls, p: ls.close(p.text_document.uri),
+    lsp.WORKSPACE_DID_CHANGE_WATCHED_FILES: _watched_files,
+}
+
+#: method -> (options, handler)
+_REQUESTS: dict[str, tuple[Any, Callable]] = {
+    lsp.TEXT_DOCUMENT_HOVER: (None, lambda ls, p: _doc(ls, p).hover(p.position)),
+    lsp.TEXT_DOCUMENT_COMPLETION: (lsp.CompletionOptions(trigger_characters=TRIGGER_CHARACTERS), _completion),
+    lsp.TEXT_DOCUMENT_DEFINITION: (None, lambda ls, p: _doc(ls, p).definition(p.position)),
+    lsp.TEXT_DOCUMENT_REFERENCES: (
+        None,
+        lambda ls, p: _doc(ls, p).references(p.position, p.context.include_declaration),
+    ),
+    lsp.TEXT_DOCUMENT_PREPARE_RENAME: (None, lambda ls, p: _doc(ls, p).prepare_rename(p.position)),
+    lsp.TEXT_DOCUMENT_RENAME: (None, lambda ls, p: _doc(ls, p).rename(p.position, p.new_name)),
+    lsp.TEXT_DOCUMENT_DOCUMENT_SYMBOL: (None, lambda ls, p: _doc(ls, p).symbols()),
+    lsp.TEXT_DOCUMENT_CODE_ACTION: (
+        lsp.CodeActionOptions(code_action_kinds=[lsp.CodeActionKind.QuickFix]),
+        lambda ls, p: _doc(ls, p).code_actions(p.range),
+    ),
+}
 
 
 def build_server(debounce_s: float = 0.2, poll_s: float = 1.0) -> KsimLanguageServer:
+    """A server with every feature registered (not started)."""
     server = KsimLanguageServer(debounce_s, poll_s)
-
-    @server.feature(lsp.INITIALIZED)
-    @_notification(lsp.INITIALIZED)
-    def initialized(ls: KsimLanguageServer, params: lsp.InitializedParams) -> None:
-        if ls._watcher is None:
-            ls._watcher = asyncio.get_running_loop().create_task(ls.watch_models())
-
-    @server.feature(lsp.TEXT_DOCUMENT_DID_OPEN)
-    @_notification(lsp.TEXT_DOCUMENT_DID_OPEN)
-    def did_open(ls: KsimLanguageServer, params: lsp.DidOpenTextDocumentParams) -> None:
-        ls.refresh(params.text_document.uri)
-
-    @server.feature(lsp.TEXT_DOCUMENT_DID_CHANGE)
-    @_notification(lsp.TEXT_DOCUMENT_DID_CHANGE)
-    def did_change(ls: KsimLanguageServer, params: lsp.DidChangeTextDocumentParams) -> None:
-        ls.schedule(params.text_document.uri)
-
-    @server.feature(lsp.TEXT_DOCUMENT_DID_SAVE)
-    @_notification(lsp.TEXT_DOCUMENT_DID_SAVE)
-    def did_save(ls: KsimLanguageServer, params: lsp.DidSaveTextDocumentParams) -> None:
-        ls.refresh(params.text_document.uri)
-
-    @server.feature(lsp.TEXT_DOCUMENT_DID_CLOSE)
-    @_notification(lsp.TEXT_DOCUMENT_DID_CLOSE)
-    def did_close(ls: KsimLanguageServer, params: lsp.DidCloseTextDocumentParams) -> None:
-        ls.close(params.text_document.uri)
-
-    @server.feature(lsp.WORKSPACE_DID_CHANGE_WATCHED_FILES)
-    @_notification(lsp.WORKSPACE_DID_CHANGE_WATCHED_FILES)
-    def watched(ls: KsimLanguageServer, params: lsp.DidChangeWatchedFilesParams) -> None:
-        changed = {os.path.abspath(to_fs_path(c.uri) or c.uri) for c in params.changes}
-        ls.reload_models(changed)
-
-    @server.feature(lsp.TEXT_DOCUMENT_HOVER)
-    @_guard(lsp.TEXT_DOCUMENT_HOVER)
-    def on_hover(ls: KsimLanguageServer, params: lsp.HoverParams) -> lsp.Hover | None:
-        return ls.current(params.text_document.uri).hover(params.position)
-
-    @server.feature(lsp.TEXT_DOCUMENT_COMPLETION, lsp.CompletionOptions(trigger_characters=TRIGGER_CHARACTERS))
-    @_guard(lsp.TEXT_DOCUMENT_COMPLETION)
-    def on_completion(ls: KsimLanguageServer, params: lsp.CompletionParams) -> lsp.CompletionList:
-        uri = params.text_document.uri
-        doc = ls.docs.get(uri) if uri in ls.workspace.text_documents else None
-        doc = doc or ls.current(uri)  # the line being typed is read from the live text
-        lines = ls.workspace.get_text_document(uri).source.split("\n")
-        return doc.completion([ln.rstrip("\r") for ln in lines], params.position)
-
-    @server.feature(lsp.TEXT_DOCUMENT_DEFINITION)
-    @_guard(lsp.TEXT_DOCUMENT_DEFINITION)
-    def on_definition(ls: KsimLanguageServer, params: lsp.DefinitionParams) -> list[lsp.Location]:
-        return ls.current(params.text_document.uri).definition(params.position)
-
-    @server.feature(lsp.TEXT_DOCUMENT_REFERENCES)
-    @_guard(lsp.TEXT_DOCUMENT_REFERENCES)
-    def on_references(ls: KsimLanguageServer, params: lsp.ReferenceParams) -> list[lsp.Location]:
-        return ls.current(params.text_document.uri).references(params.position, params.context.include_declaration)
-
-    @server.feature(lsp.TEXT_DOCUMENT_PREPARE_RENAME)
-    @_guard(lsp.TEXT_DOCUMENT_PREPARE_RENAME)
-    def on_prepare_rename(ls: KsimLanguageServer, params: lsp.PrepareRenameParams):
-        return ls.current(params.text_document.uri).prepare_rename(params.position)
-
-    @server.feature(lsp.TEXT_DOCUMENT_RENAME)
-    @_guard(lsp.TEXT_DOCUMENT_RENAME)
-    def on_rename(ls: KsimLanguageServer, params: lsp.RenameParams) -> lsp.WorkspaceEdit:
-        return ls.current(params.text_document.uri).rename(params.position, params.new_name)
-
-    @server.feature(lsp.TEXT_DOCUMENT_DOCUMENT_SYMBOL)
-    @_guard(lsp.TEXT_DOCUMENT_DOCUMENT_SYMBOL)
-    def on_symbols(ls: KsimLanguageServer, params: lsp.DocumentSymbolParams) -> list[lsp.DocumentSymbol]:
-        return ls.current(params.text_document.uri).symbols()
-
-    @server.feature(
-        lsp.TEXT_DOCUMENT_CODE_ACTION, lsp.CodeActionOptions(code_action_kinds=[lsp.CodeActionKind.QuickFix])
-    )
-    @_guard(lsp.TEXT_DOCUMENT_CODE_ACTION)
-    def on_code_action(ls: KsimLanguageServer, params: lsp.CodeActionParams) -> list[lsp.CodeAction]:
-        return ls.current(params.text_document.uri).code_actions(params.range)
-
+    for method, fn in _NOTIFICATIONS.items():
+        server.feature(method)(_notification(method, fn))
+    for method, (options, fn) in _REQUESTS.items():
+        server.feature(method, options)(_guard(method, fn))
     return server
 
 

@@ -153,6 +153,8 @@ def test_hover_joint_range(client):
     uri = client.open(path)
     hv = _hover_text(client, uri, *_pos(text, '"slider"', 3))
     assert hv.startswith("joint 'slider': slide")
+    assert "setting `dt`: a duration" in _hover_text(client, uri, *_pos(text, "dt=10ms"))
+    assert "`margin` (default 0.0)" in _hover_text(client, uri, *_pos(text, "margin=2", 1))
 
 
 def _labels(result: dict) -> list[str]:

@@ -140,6 +140,69 @@ def _model_hover(an: Analysis, stmt: ast.ModelStmt) -> Hover:
     return Hover(text, stmt.path_span)
 
 
+_SETTING_TABLES = {
+    "physics": bi.PHYSICS_SETTINGS,
+    "train": bi.TRAIN_SETTINGS,
+    "policy": bi.POLICY_SETTINGS,
+    "command": bi.COMMAND_SETTINGS,
+}
+_KIND_TEXT = {"time": "a duration (with a unit: 5ms, 0.02s)", "int_list": "an int or [int, ...]",
+              "policy_dist": "normal | mixture(k)", "name": "one of"}
+
+
+def _settings_of(st: ast.Statement) -> tuple[str, tuple[ast.Setting, ...]]:
+    if isinstance(st, ast.SettingsStmt):
+        return st.keyword, st.settings
+    if isinstance(st, (ast.PolicyStmt, ast.ActuatorsStmt, ast.CurriculumStmt)):
+        head = {ast.PolicyStmt: "policy", ast.ActuatorsStmt: "actuators", ast.CurriculumStmt: "curriculum"}[type(st)]
+        return f"{head} {st.kind}", st.settings
+    if isinstance(st, ast.CommandStmt):
+        return "command", st.settings
+    return "", ()
+
+
+def _setting_hover(module: ast.Module, pos: Pos) -> Hover | None:
+    for st in module.statements:
+        where, settings = _settings_of(st)
+        for s in settings:
+            if not contains(s.key_span, pos, end_inclusive=True):
+                continue
+            spec = _SETTING_TABLES.get(where.split()[0], {}).get(s.key)
+            if spec is not None:
+                what = _KIND_TEXT.get(spec.kind, f"{'an' if spec.kind[0] in 'aeiou' else 'a'} {spec.kind}")
+                if spec.choices:
+                    what += " " + " | ".join(spec.choices)
+                if spec.minimum is not None:
+                    what += f", at least {spec.minimum:g}"
+            elif where.startswith("actuators") and s.key in bi.ACTUATOR_KINDS.get(where.split()[1], {}):
+                default = bi.ACTUATOR_KINDS[where.split()[1]][s.key]
+                what = "a float" + (", required" if default is None else f", default {default:g}")
+            elif where.startswith("curriculum"):
+                d = bi.CURRICULUM_DEFAULTS.get(where.split()[1], {}).get(s.key)
+                what = "a number" + (f", default {d:g}" if d is not None else "")
+            else:
+                return None
+            return Hover(f"`{where}` setting `{s.key}`: {what}", s.key_span)
+    return None
+
+
+def _keyword_hover(chain: list[object], pos: Pos) -> Hover | None:
+    """`margin=` in `tolerance(x, margin=2)`: the parameter and its default."""
+    call = next((n for n in reversed(chain) if isinstance(n, ast.Call)), None)
+    if call is None or call.func not in bi.FUNCTIONS:
+        return None
+    for kw in call.kwargs:
+        name_end = Span(kw.span.line, kw.span.col, kw.span.line, kw.span.col + len(kw.name))
+        if contains(name_end, pos, end_inclusive=True):
+            p = next((p for p in bi.FUNCTIONS[call.func].params if p.name == kw.name), None)
+            if p is None:
+                return None
+            default = "required" if p.required else f"default {p.default}"
+            extra = f": {' | '.join(bi.TOLERANCE_SIGMOIDS)}" if p.mode else ""
+            return Hover(f"{_code(function_signature(call.func))}\n\n`{kw.name}` ({default}){extra}", name_end)
+    return None
+
+
 def hover(an: Analysis, index: SymbolIndex, pos: Pos) -> Hover | None:
     """The hover at 1-based `pos`, or None."""
     module = an.module
@@ -148,12 +211,13 @@ def hover(an: Analysis, index: SymbolIndex, pos: Pos) -> Hover | None:
     for st in module.statements:
         if isinstance(st, ast.ModelStmt) and contains(st.path_span, pos):
             return _model_hover(an, st)
-    decl = _decl_hover(an, index, pos)
+    decl = _decl_hover(an, index, pos) or _setting_hover(module, pos)
     if decl is not None:
         return decl
     chain = nodes_at(module, pos)
-    if not chain:
-        return None
+    kw = _keyword_hover(chain, pos) if chain else None
+    if kw is not None or not chain:
+        return kw
     node = chain[-1]
     typed = _typed_in_chain(an, chain)
     if isinstance(node, ast.Str):

@@ -147,6 +147,16 @@ def test_hover(client):
     assert "60deg = 1.0472 rad" in _hover_text(client, uri, *_pos(text, "60deg", 1))
 
 
+def test_hover_types_while_the_file_has_errors(client, tmp_path):
+    text = (TASKS / "walk.ksim").read_text().replace("norm2(actuator_force)", "norm2(actuator_forc)")
+    path = _doc(tmp_path, "broken.ksim", text)
+    uri = client.open(path, text)
+    (diag,) = client.diagnostics(uri, 1)
+    assert "unknown name 'actuator_forc'" in diag["message"]
+    line, ch = _pos(text, "joint_pos - default_joint_pos")
+    assert "vector[21] rad" in _hover_text(client, uri, line, ch)  # from the check of the other items
+
+
 def test_hover_joint_range(client):
     path = TASKS / "cartpole.ksim"
     text = path.read_text()

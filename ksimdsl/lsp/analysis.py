@@ -9,6 +9,7 @@ the rest parsed again) and the MJCF model named on the `model` line.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 
@@ -19,10 +20,14 @@ from ksimdsl.frontend.check import check_module
 from ksimdsl.frontend.model_info import ModelInfo, ModelLoadError, load_model_info, resolve_model_path
 from ksimdsl.frontend.parse import parse_source
 
-__all__ = ["Analysis", "analyze", "tolerant_parse", "typed_roots"]
+__all__ = ["Analysis", "analyze", "tolerant_parse", "partial_check", "typed_roots"]
 
 #: How many rounds of blanking broken statements a partial parse tries.
 _MAX_BLANK_ROUNDS = 8
+#: How many rounds of leaving out items with errors a partial check tries.
+_MAX_DROP_ROUNDS = 3
+#: Statements a check cannot do without.
+_REQUIRED = (ast.TaskStmt, ast.ModelStmt)
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,11 +39,17 @@ class Analysis:
     version: int | None
     module: ast.Module | None  # the syntax tree; partial when the file has syntax errors
     checked: t.CheckedTask | None  # None when the file has errors
+    partial: t.CheckedTask | None  # the check of the items without errors (hover types), or None
     diagnostics: tuple[Diagnostic, ...]
     model: ModelInfo | None  # the model of the `model` line, when it loads
     model_path: str | None  # its resolved file path
     model_mtime_ns: int | None
     typed_by_span: dict[Span, t.Expr] = field(default_factory=dict)
+
+    @property
+    def typed_task(self) -> t.CheckedTask | None:
+        """The checked task, or the partial one of a file with errors."""
+        return self.checked or self.partial
 
     @property
     def lines(self) -> list[str]:
@@ -99,6 +110,73 @@ def _load_model(module: ast.Module | None, path: str) -> tuple[ModelInfo | None,
         return None, None, None
 
 
+def _hit(node: object, spans: list[Span]) -> bool:
+    sp = getattr(node, "span", None)
+    return sp is not None and any(sp.merge(e) == sp for e in spans)
+
+
+def _keep(items: tuple, spans: list[Span]) -> tuple:
+    return tuple(i for i in items if not _hit(i, spans))
+
+
+def _drop_items(module: ast.Module, spans: list[Span]) -> ast.Module | None:
+    """`module` without the items (terms, observations, assignments, declarations) holding an error span."""
+    out: list[ast.Statement] = []
+    for st in module.statements:
+        if not _hit(st, spans):
+            out.append(st)
+            continue
+        if isinstance(st, _REQUIRED):
+            return None
+        new: ast.Statement | None = None
+        if isinstance(st, ast.ActuatorsStmt):
+            if any(_hit(s, spans) for s in st.settings) or _hit(st.latency, spans) or _hit(st.zero_offset, spans):
+                return None
+            new = dataclasses.replace(st, overrides=_keep(st.overrides, spans))
+        elif isinstance(st, ast.ObserveStmt):
+            new = dataclasses.replace(st, items=_keep(st.items, spans))
+        elif isinstance(st, ast.RewardStmt):
+            new = dataclasses.replace(st, terms=_keep(st.terms, spans))
+        elif isinstance(st, ast.TerminateStmt):
+            new = dataclasses.replace(st, terms=_keep(st.terms, spans))
+        elif isinstance(st, (ast.RandomizeStmt, ast.ResetStmt)):
+            new = dataclasses.replace(st, assigns=_keep(st.assigns, spans))
+        if new is not None and any(getattr(new, f, ()) for f in ("overrides", "items", "terms", "assigns")):
+            out.append(new)
+        elif isinstance(new, ast.ActuatorsStmt):
+            out.append(new)
+    return ast.Module(tuple(out), module.path)
+
+
+def partial_check(module: ast.Module, source: Source, diagnostics: tuple[Diagnostic, ...]) -> t.CheckedTask | None:
+    """A check of `module` without the items that have errors (for hover types while a file is broken)."""
+    for _ in range(_MAX_DROP_ROUNDS):
+        spans = [d.span for d in diagnostics if d.span is not None]
+        if len(spans) != len(diagnostics):
+            return None  # a file-level error: nothing to leave out
+        smaller = _drop_items(module, spans)
+        if smaller is None or len(smaller.statements) == 0:
+            return None
+        module = smaller
+        try:
+            return check_module(module, source)
+        except KsimError as err:
+            diagnostics = err.diagnostics
+        except Exception:  # noqa: BLE001 - types for hover are a convenience
+            return None
+    return None
+
+
+def _check_partial_tree(module: ast.Module, source: Source) -> t.CheckedTask | None:
+    """Types of a tree whose broken statements were blanked."""
+    try:
+        return check_module(module, source)
+    except KsimError as err:
+        return partial_check(module, source, err.diagnostics)
+    except Exception:  # noqa: BLE001
+        return None
+
+
 def typed_roots(task: t.CheckedTask) -> list[t.Expr]:
     """Every typed expression tree of a checked task."""
     roots: list[t.Expr | None] = [d.value for d in task.lets]
@@ -155,16 +233,21 @@ def analyze(path: str, text: str, version: int | None = None) -> Analysis:
             diagnostics = err.diagnostics
         except InternalCompilerError as err:
             diagnostics = (Diagnostic(str(err), None, source),)
+    partial = None
+    if checked is None and module is not None:
+        partial = _check_partial_tree(module, source) if parse_err is not None else partial_check(module, source, diagnostics)
     model, model_path, mtime = _load_model(module, path)
+    typed = checked or partial
     return Analysis(
         path=path,
         text=text,
         version=version,
         module=module,
         checked=checked,
+        partial=partial,
         diagnostics=diagnostics,
         model=model,
         model_path=model_path,
         model_mtime_ns=mtime,
-        typed_by_span=_index_typed(checked) if checked is not None else {},
+        typed_by_span=_index_typed(typed) if typed is not None else {},
     )

@@ -142,9 +142,9 @@ def _settings_keys(block: str) -> dict[str, str]:
 def _expression_items(an: Analysis, index: SymbolIndex, line1: int, start: int) -> list[Item]:
     items: list[Item] = []
     types = {}
-    if an.checked is not None:
-        types = {d.name: str(d.value.type) for d in an.checked.lets}
-        types.update({s.name: str(s.type) for s in an.checked.states})
+    if an.typed_task is not None:
+        types = {d.name: str(d.value.type) for d in an.typed_task.lets}
+        types.update({s.name: str(s.type) for s in an.typed_task.states})
     for sym in index.of_kind("let", "state"):
         if sym.kind == "let" and sym.name_span.line >= line1:
             continue  # a let is visible after its declaration

@@ -96,7 +96,7 @@ def _decl_hover(an: Analysis, index: SymbolIndex, pos: Pos) -> Hover | None:
     for sym in index.symbols:
         if not contains(sym.name_span, pos, end_inclusive=True):
             continue
-        task, typ = an.checked, ""
+        task, typ = an.typed_task, ""
         if task is not None:
             if sym.kind == "let":
                 d = next((x for x in task.lets if x.name == sym.name), None)

@@ -93,6 +93,16 @@ def _string_kind(before: str) -> str | None:
     return modelnames.kind_for_call(_word_before(before, i))
 
 
+def _in_comment(prefix: str) -> bool:
+    in_str = False
+    for ch in prefix:
+        if ch == '"':
+            in_str = not in_str
+        elif ch == "#" and not in_str:
+            return True
+    return False
+
+
 def _in_string(an: Analysis, prefix: str) -> list[Item] | None:
     quotes = [i for i, c in enumerate(prefix) if c == '"']
     if len(quotes) % 2 == 0:
@@ -171,7 +181,8 @@ def _attr_items(an: Analysis, index: SymbolIndex, base: str, start: int) -> list
             if f.group == base[4:]:
                 items.append(Item(f.name, "Field", f"field of command {f.group}", "", start))
     for sw in ("x", "y", "z", "w", "xy", "xyz"):
-        items.append(Item(sw, "Property", "swizzle", "", start))
+        if all(i.label != sw for i in items):
+            items.append(Item(sw, "Property", "swizzle", "", start))
     return items
 
 
@@ -179,11 +190,11 @@ def complete(an: Analysis, index: SymbolIndex, lines: list[str], line0: int, col
     """Completions at 0-based (line, column) of the current text `lines`."""
     line = lines[line0] if 0 <= line0 < len(lines) else ""
     prefix = line[:col0]
+    if _in_comment(prefix):
+        return []
     in_str = _in_string(an, prefix)
     if in_str is not None:
         return in_str
-    if "#" in prefix:
-        return []
     word = _WORD_END.search(prefix)
     start = word.start() if word else col0
     before = prefix[:start]

@@ -235,7 +235,10 @@ def analyze(path: str, text: str, version: int | None = None) -> Analysis:
             diagnostics = (Diagnostic(str(err), None, source),)
     partial = None
     if checked is None and module is not None:
-        partial = _check_partial_tree(module, source) if parse_err is not None else partial_check(module, source, diagnostics)
+        if parse_err is not None:
+            partial = _check_partial_tree(module, source)
+        else:
+            partial = partial_check(module, source, diagnostics)
     model, model_path, mtime = _load_model(module, path)
     typed = checked or partial
     return Analysis(

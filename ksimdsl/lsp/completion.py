@@ -186,6 +186,61 @@ def _attr_items(an: Analysis, index: SymbolIndex, base: str, start: int) -> list
     return items
 
 
+_SETTINGS_HEADS = ("physics", "train", "policy", "actuators", "curriculum", "command")
+_CONTINUED_HEADS = ("physics", "train", "policy", "curriculum")  # settings may go on over indented lines
+
+
+def _line_start_items(an: Analysis, lines: list[str], line0: int, start: int) -> list[Item] | None:
+    """At the start of a line: statement keywords, or what an indented line of the block begins with."""
+    if start == 0:
+        return [Item(k, "Keyword", _STATEMENT_SNIPPETS.get(k, ""), "", start) for k in STATEMENT_KEYWORDS]
+    block = _block_keyword(lines, line0 - 1)
+    head = block.split()[0] if block else ""
+    if head in ("reset", "event"):
+        return [Item(n, "Variable", "reset target", bi.QUANTITIES.get(n, ""), start) for n in bi.RESET_TARGETS]
+    if head == "randomize" and an.model is not None:
+        return [Item(n, "Field", "MjModel field", "", start) for n in an.model.array_fields]
+    if head == "actuators":
+        return [Item(n, "Keyword", "", "", start) for n in ("kp", "kd", "latency", "zero_offset")]
+    if block == "observe critic":
+        return [Item("actor", "Keyword", "every actor observation, clean", "", start)]
+    if head in _CONTINUED_HEADS:
+        return [Item(k, "Property", kind, "", start, f"{k}=") for k, kind in _settings_keys(block).items()]
+    if head in ("reward", "terminate", "observe", "command"):
+        return []  # the name of a new term, observation or field
+    return None
+
+
+def _choice_items(head: str, before: str, start: int) -> list[Item] | None:
+    """Kinds after a statement keyword and the named choices of a setting."""
+    kinds = {"engine": bi.ENGINES, "policy": bi.POLICY_KINDS, "actuators": tuple(bi.ACTUATOR_KINDS),
+             "curriculum": tuple(bi.CURRICULUM_KINDS)}
+    if head in kinds and not before[len(head):].strip():
+        return [Item(k, "EnumMember", head, "", start) for k in kinds[head]]
+    if re.search(r"\bsigmoid\s*=\s*$", before):
+        return [Item(s, "EnumMember", "tolerance sigmoid", "", start) for s in bi.TOLERANCE_SIGMOIDS]
+    if head == "policy" and re.search(r"\bdist\s*=\s*$", before):
+        return [Item("normal", "EnumMember", "", "", start),
+                Item("mixture", "EnumMember", "mixture(k)", "", start, "mixture(")]
+    for key, spec in (*bi.PHYSICS_SETTINGS.items(), *bi.POLICY_SETTINGS.items(), *bi.TRAIN_SETTINGS.items()):
+        if spec.choices and re.search(rf"\b{key}\s*=\s*$", before):
+            return [Item(c, "EnumMember", key, "", start) for c in spec.choices]
+    return None
+
+
+def _keyword_arg_items(before: str, start: int) -> list[Item]:
+    """`margin=` and the like inside the parentheses of a function call."""
+    br = _open_bracket(before)
+    func = _word_before(before, br[1]) if br and br[0] == "(" else ""
+    if func not in bi.FUNCTIONS:
+        return []
+    return [
+        Item(f"{p.name}=", "Property", f"{func} argument", "" if p.required else f"default {p.default}", start,
+             f"{p.name}=")
+        for p in bi.FUNCTIONS[func].params[1:]
+    ]
+
+
 def complete(an: Analysis, index: SymbolIndex, lines: list[str], line0: int, col0: int) -> list[Item]:
     """Completions at 0-based (line, column) of the current text `lines`."""
     line = lines[line0] if 0 <= line0 < len(lines) else ""
@@ -202,47 +257,17 @@ def complete(an: Analysis, index: SymbolIndex, lines: list[str], line0: int, col
     if attr:
         return _attr_items(an, index, attr.group(1), attr.start(2))
     if not before.strip():
-        if not before:  # a new top-level statement
-            return [Item(k, "Keyword", _STATEMENT_SNIPPETS.get(k, ""), "", start) for k in STATEMENT_KEYWORDS]
-        block = _block_keyword(lines, line0 - 1)
-        head = block.split()[0] if block else ""
-        if head in ("reset", "event"):
-            return [Item(n, "Variable", "reset target", bi.QUANTITIES.get(n, ""), start) for n in bi.RESET_TARGETS]
-        if head == "randomize" and an.model is not None:
-            return [Item(n, "Field", "MjModel field", "", start) for n in an.model.array_fields]
-        if head == "actuators":
-            return [Item(n, "Keyword", "", "", start) for n in ("kp", "kd", "latency", "zero_offset")]
-        if block == "observe critic":
-            return [Item("actor", "Keyword", "every actor observation, clean", "", start)]
-        keys = _settings_keys(block)
-        if keys:
-            return [Item(k, "Property", kind, "", start, f"{k}=") for k, kind in keys.items()]
-        if head in ("reward", "terminate", "observe", "command"):
-            return []  # a new term's name
+        at_start = _line_start_items(an, lines, line0, start)
+        if at_start is not None:
+            return at_start
     first = re.match(r"([A-Za-z_]+)\s+", line)
-    head = first.group(1) if first and not line[:1].isspace() else ""
-    if head == "engine" and not before[len(head):].strip():
-        return [Item(e, "EnumMember", "engine", "", start) for e in bi.ENGINES]
-    if head in ("policy", "actuators", "curriculum") and not before[len(head):].strip():
-        kinds = {"policy": bi.POLICY_KINDS, "actuators": tuple(bi.ACTUATOR_KINDS), "curriculum": tuple(bi.CURRICULUM_KINDS)}
-        return [Item(k, "EnumMember", head, "", start) for k in kinds[head]]
-    if re.search(r"\bsigmoid\s*=\s*$", before):
-        return [Item(s, "EnumMember", "tolerance sigmoid", "", start) for s in bi.TOLERANCE_SIGMOIDS]
-    if re.search(r"\bdist\s*=\s*$", before) and head == "policy":
-        return [Item("normal", "EnumMember", "", "", start), Item("mixture", "EnumMember", "mixture(k)", "", start, "mixture(")]
-    if re.search(r"\bsolver\s*=\s*$", before):
-        return [Item(s, "EnumMember", "", "", start) for s in bi.PHYSICS_SETTINGS["solver"].choices]
-    keys = _settings_keys(_block_keyword(lines, line0))
-    if keys and not re.search(r"=\s*$", before) and not _open_bracket(before) and (line[:1].isspace() or head in ("physics", "train", "policy", "actuators", "curriculum")):
-        if head != "command":
-            return [Item(k, "Property", kind, "", start, f"{k}=") for k, kind in keys.items()]
-    items = _expression_items(an, index, line0 + 1, start)
-    br = _open_bracket(before)
-    if br and br[0] == "(":
-        func = _word_before(before, br[1])
-        if func in bi.FUNCTIONS:
-            sig = bi.FUNCTIONS[func]
-            kw = [Item(f"{p.name}=", "Property", f"{func} argument", f"default {p.default}" if not p.required else "", start, f"{p.name}=")
-                  for p in sig.params[1:]]
-            items = kw + items
-    return items
+    head = first.group(1) if first else ""
+    choices = _choice_items(head, before, start)
+    if choices is not None:
+        return choices
+    block = _block_keyword(lines, line0)
+    continued = line[:1].isspace() and (block.split() or [""])[0] in _CONTINUED_HEADS
+    settings_line = head in _SETTINGS_HEADS or continued
+    if settings_line and not re.search(r"=\s*$", before) and not _open_bracket(before):
+        return [Item(k, "Property", kind, "", start, f"{k}=") for k, kind in _settings_keys(block).items()]
+    return _keyword_arg_items(before, start) + _expression_items(an, index, line0 + 1, start)

@@ -169,12 +169,16 @@ class Document:
         syms = self.index.symbols
         for st in module.statements:
             if isinstance(st, ast.TaskStmt):
-                out.append(lsp.DocumentSymbol(f"task {st.name}", lsp.SymbolKind.Module, r(st.span), r(st.span), detail=st.doc))
+                out.append(
+                    lsp.DocumentSymbol(f"task {st.name}", lsp.SymbolKind.Module, r(st.span), r(st.span), detail=st.doc)
+                )
                 continue
-            mine = [s for s in syms if st.span.line <= s.name_span.line <= st.span.end_line and s.span.line >= st.span.line]
+            mine = [s for s in syms if st.span.line <= s.name_span.line <= st.span.end_line]
             head = next((s for s in mine if s.span == st.span), None)
             children = [
-                lsp.DocumentSymbol(s.name, _SYMBOL_KINDS[s.kind], r(s.span), r(s.name_span), detail=s.kind.replace("_", " "))
+                lsp.DocumentSymbol(
+                    s.name, _SYMBOL_KINDS[s.kind], r(s.span), r(s.name_span), detail=s.kind.replace("_", " ")
+                )
                 for s in mine
                 if s is not head
             ]

@@ -58,8 +58,11 @@ def builtin_doc(name: str) -> str | None:
                 else "gaussian draw (gaussian(s): mean 0, std s)")
     if name in bi.LOOKUPS:
         kind = bi.LOOKUPS[name]
-        what = {"sensor": "the sensor's reading", "contact": "true where the geoms touch",
-                "contact_force": "normal contact force between the geoms"}.get(name, name.replace("_", " ") + f" of a {kind}")
+        what = {
+            "sensor": "the sensor's reading",
+            "contact": "true where the geoms touch",
+            "contact_force": "normal contact force between the geoms",
+        }.get(name, name.replace("_", " ") + f" of a {kind}")
         return f"model lookup: {what}"
     if name == "prev":
         return "the value of x one control step earlier (x itself on the first step)"
@@ -240,7 +243,8 @@ def hover(an: Analysis, index: SymbolIndex, pos: Pos) -> Hover | None:
         if let is not None:
             doc = _code(f"let {let.name} = {_source_text(an, let.value.span) or '...'}")
     elif isinstance(node, ast.Num) and node.unit and isinstance(typed, t.Const):
-        doc = f"{_source_text(an, node.span)} = {typed.value:.6g}" + (" rad" if node.unit == "deg" else " s" if node.unit in ("s", "ms") else " steps")
+        unit = {"deg": " rad", "s": " s", "ms": " s"}.get(node.unit, " steps")
+        doc = f"{_source_text(an, node.span)} = {typed.value:.6g}{unit}"
     text = _source_text(an, span)
     parts = []
     if typed is not None:

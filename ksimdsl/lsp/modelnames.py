@@ -10,7 +10,7 @@ from ksimdsl.frontend.model_info import OBJECT_KINDS, ModelInfo, is_glob, match_
 __all__ = ["string_kind", "kind_for_base", "kind_for_call", "candidates", "describe", "describe_match"]
 
 _JOINT_TYPES = {0: "free", 1: "ball", 2: "slide", 3: "hinge"}
-_GEOM_TYPES = {0: "plane", 1: "hfield", 2: "sphere", 3: "capsule", 4: "ellipsoid", 5: "cylinder", 6: "box", 7: "mesh", 8: "sdf"}
+_GEOM_TYPES = dict(enumerate(("plane", "hfield", "sphere", "capsule", "ellipsoid", "cylinder", "box", "mesh", "sdf")))
 #: Indexable quantities whose elements are named after joints (hinge/slide ones) or actuators.
 _JOINT_LABELLED = ("joint_pos", "joint_vel", "joint_acc", "default_joint_pos", "joint_lower", "joint_upper", "kp", "kd")
 _QPOS_LABELLED = ("qpos", "qvel", "qacc")
@@ -89,7 +89,8 @@ def describe(info: ModelInfo, kind: str, name: str) -> str:
         return text + f", body '{info.body_names[int(m.jnt_bodyid[i])]}', qpos[{int(m.jnt_qposadr[i])}]"
     if kind == "body":
         parent = info.body_names[int(m.body_parentid[i])]
-        return f"body '{name}': mass {_fmt(float(m.body_mass[i]))} kg, {len(info.body_geoms(i))} geoms, parent '{parent}'"
+        mass, geoms = _fmt(float(m.body_mass[i])), len(info.body_geoms(i))
+        return f"body '{name}': mass {mass} kg, {geoms} geoms, parent '{parent}'"
     if kind == "geom":
         gt = int(m.geom_type[i])
         return f"geom '{name}': {_GEOM_TYPES.get(gt, str(gt))} on body '{info.body_names[int(m.geom_bodyid[i])]}'"
@@ -116,7 +117,11 @@ def describe(info: ModelInfo, kind: str, name: str) -> str:
 
 def describe_match(info: ModelInfo, kind: str, pattern: str, labels: tuple[str, ...] = ()) -> str:
     """Markdown for a quoted name or glob of `kind`: what it resolves to."""
-    pairs = candidates(info, kind) if not labels else tuple((n, "joint" if kind in ("joint1", "joint") else kind) for n in labels if n)
+    if labels:
+        label_kind = "joint" if kind in ("joint1", "joint") else kind
+        pairs = tuple((n, label_kind) for n in labels if n)
+    else:
+        pairs = candidates(info, kind)
     names = tuple(dict.fromkeys(n for n, _ in pairs))
     kind_of = {n: k for n, k in reversed(pairs)}
     hits = [names[i] for i in match_names(pattern, names)]

@@ -50,4 +50,5 @@ class Codec:
     def range(self, span: Span | None) -> lsp.Range:
         if span is None:
             return lsp.Range(lsp.Position(0, 0), lsp.Position(0, len(self._line(0))))
-        return lsp.Range(self.to_client(span.line - 1, span.col - 1), self.to_client(span.end_line - 1, span.end_col - 1))
+        start = self.to_client(span.line - 1, span.col - 1)
+        return lsp.Range(start, self.to_client(span.end_line - 1, span.end_col - 1))

@@ -266,7 +266,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def serve(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
-    handler: logging.Handler = logging.FileHandler(args.log_file) if args.log_file else logging.StreamHandler(sys.stderr)
+    handler: logging.Handler = (
+        logging.FileHandler(args.log_file) if args.log_file else logging.StreamHandler(sys.stderr)
+    )
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     logging.getLogger("ksimdsl").addHandler(handler)
     logging.getLogger("ksimdsl").setLevel(logging.INFO if args.verbose else logging.WARNING)

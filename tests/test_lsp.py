@@ -364,3 +364,18 @@ def test_fuzzed_edits_never_crash(client, task, tmp_path):
     assert client.proc.poll() is None
     new_log = client.stderr_lines[logged:]
     assert not any("internal error" in ln for ln in new_log), "".join(new_log)
+
+
+def test_ranges_count_utf16_code_units():
+    from ksimdsl.lsp.analysis import analyze
+    from ksimdsl.lsp.features import Document
+
+    text = (TASKS / "walk.ksim").read_text().replace('sensor("imu_gyro")', 'sensor("𝑥é_imu")  ')
+    text = text.replace("\n", "\r\n")  # and CRLF line ends
+    doc = Document.of("file:///walk.ksim", analyze(str(TASKS / "walk.ksim"), text))
+    (diag,) = doc.diagnostics()
+    line = text.split("\r\n")[diag.range.start.line]
+    start = line.index('"𝑥é_imu"')
+    assert diag.range.start.character == start
+    assert diag.range.end.character == start + len('"𝑥é_imu"') + 1  # 𝑥 is two UTF-16 code units
+    assert "no sensor named" in diag.message

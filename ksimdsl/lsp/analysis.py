@@ -53,7 +53,8 @@ class Analysis:
 
     @property
     def lines(self) -> list[str]:
-        return self.text.splitlines()
+        """The lines as the parser counts them (split at \\n only; a trailing \\r dropped)."""
+        return [ln.removesuffix("\r") for ln in self.text.split("\n")]
 
 
 def _statement_starts(lines: list[str]) -> list[int]:

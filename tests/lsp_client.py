@@ -156,8 +156,8 @@ class LspClient:
                     {"textDocument": {"uri": uri, "version": version}, "contentChanges": [{"text": text}]})
 
     def edit(self, uri: str, version: int, rng: dict, text: str) -> None:
-        self.notify("textDocument/didChange",
-                    {"textDocument": {"uri": uri, "version": version}, "contentChanges": [{"range": rng, "text": text}]})
+        change = {"range": rng, "text": text}
+        self.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": version}, "contentChanges": [change]})
 
     def at(self, uri: str, line: int, character: int, **extra: Any) -> dict:
         return {"textDocument": {"uri": uri}, "position": {"line": line, "character": character}, **extra}

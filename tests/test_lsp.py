@@ -84,7 +84,8 @@ def test_diagnostics_match_check_and_clear_after_fix(client, tmp_path):
     diags = client.diagnostics(uri, 1)
     assert [d["message"] for d in diags] == [d.message + "".join(f"\nnote: {n}" for n in d.notes) for d in expected]
     assert diags[0]["range"] == _range(bad, '"hinge_l"')
-    assert diags[1]["range"] == _range(bad, "pol", nth=bad.index("cos(pol)") and bad[: bad.index("cos(pol)")].count("pol"))  # the name only
+    nth = bad[: bad.index("cos(pol)")].count("pol")
+    assert diags[1]["range"] == _range(bad, "pol", nth=nth)  # the unknown name only
     assert "did you mean 'hinge_1'" in diags[0]["message"]
 
     # quick fix: replace with the suggestion
@@ -103,19 +104,13 @@ def test_diagnostics_match_check_and_clear_after_fix(client, tmp_path):
 
 
 def test_model_failure_is_on_the_model_line(client, tmp_path):
-    text = (TASKS / "cartpole.ksim").read_text().replace("models/cartpole.xml", "models/nope.xml")
-    path = _doc(tmp_path, "nomodel.ksim", text)
-    uri = client.open(path, text)
-    (diag,) = client.diagnostics(uri, 1)
+    text, uri, (diag,) = _open_variant(client, tmp_path, "cartpole.ksim", "models/cartpole.xml", "models/nope.xml")
     assert "model file 'models/nope.xml' not found" in diag["message"]
     assert diag["range"] == _range(text, '"models/nope.xml"')
 
 
 def test_syntax_errors_keep_the_rest_navigable(client, tmp_path):
-    text = (TASKS / "cartpole.ksim").read_text().replace("reward\n", "rewrad\n")
-    path = _doc(tmp_path, "syntax.ksim", text)
-    uri = client.open(path, text)
-    (diag,) = client.diagnostics(uri, 1)
+    text, uri, (diag,) = _open_variant(client, tmp_path, "cartpole.ksim", "reward\n", "rewrad\n")
     assert "did you mean 'reward'" in diag["message"]
     # the other statements still parse: definitions and the outline work
     line, ch = _pos(text, "pole)", nth=0)
@@ -148,10 +143,7 @@ def test_hover(client):
 
 
 def test_hover_types_while_the_file_has_errors(client, tmp_path):
-    text = (TASKS / "walk.ksim").read_text().replace("norm2(actuator_force)", "norm2(actuator_forc)")
-    path = _doc(tmp_path, "broken.ksim", text)
-    uri = client.open(path, text)
-    (diag,) = client.diagnostics(uri, 1)
+    text, uri, (diag,) = _open_variant(client, tmp_path, "walk.ksim", "norm2(actuator_force)", "norm2(actuator_forc)")
     assert "unknown name 'actuator_forc'" in diag["message"]
     line, ch = _pos(text, "joint_pos - default_joint_pos")
     assert "vector[21] rad" in _hover_text(client, uri, line, ch)  # from the check of the other items
@@ -167,21 +159,25 @@ def test_hover_joint_range(client):
     assert "`margin` (default 0.0)" in _hover_text(client, uri, *_pos(text, "margin=2", 1))
 
 
-def _labels(result: dict) -> list[str]:
-    return [i["label"] for i in result["items"]]
+def _labels(client: LspClient, uri: str, line: int, ch: int) -> list[str]:
+    return [i["label"] for i in client.request("textDocument/completion", client.at(uri, line, ch))["items"]]
+
+
+def _open_variant(client: LspClient, tmp_path: Path, task: str, old: str, new: str) -> tuple[str, str, list]:
+    """Open a copy of a shipped task with `old` replaced by `new`: (text, uri, its first diagnostics)."""
+    text = (TASKS / task).read_text().replace(old, new)
+    assert text != (TASKS / task).read_text()
+    uri = client.open(_doc(tmp_path, f"variant_{task}", text), text)
+    return text, uri, client.diagnostics(uri, 1)
 
 
 def test_completion(client, tmp_path):
-    base = (TASKS / "cartpole.ksim").read_text()
-    text = base.replace("let pole = ", 'let probe = joint_pos["\nlet pole = ')
-    path = _doc(tmp_path, "complete.ksim", text)
-    uri = client.open(path, text)
-    client.diagnostics(uri, 1)
+    new = 'let probe = joint_pos["\nlet pole = '
+    text, uri, _ = _open_variant(client, tmp_path, "cartpole.ksim", "let pole = ", new)
     line, ch = _pos(text, 'joint_pos["', 11)
-    labels = _labels(client.request("textDocument/completion", client.at(uri, line, ch)))
-    assert labels == ["slider", "hinge_1"]
+    assert _labels(client, uri, line, ch) == ["slider", "hinge_1"]
     # statement keywords at the start of a line
-    labels = _labels(client.request("textDocument/completion", client.at(uri, line + 1, 0)))
+    labels = _labels(client, uri, line + 1, 0)
     assert {"let", "state", "reward", "observe"} <= set(labels)
     # expressions: built-ins with signatures, lets in scope
     line, ch = _pos(text, "(cos(pole) + 1)", 1)
@@ -193,18 +189,12 @@ def test_completion(client, tmp_path):
 
 
 def test_completion_in_lookups_and_contact(client, tmp_path):
-    base = (TASKS / "walk.ksim").read_text()
-    text = base.replace("let moving", 'let s = sensor("\nlet c = contact(["foot_left", "\nlet moving')
-    path = _doc(tmp_path, "lookups.ksim", text)
-    uri = client.open(path, text)
-    client.diagnostics(uri, 1)
-    line, ch = _pos(text, 'sensor("\n', 8)
-    assert "imu_gyro" in _labels(client.request("textDocument/completion", client.at(uri, line, ch)))
-    line, ch = _pos(text, '"foot_left", "\n', 14)
-    labels = _labels(client.request("textDocument/completion", client.at(uri, line, ch)))
+    new = 'let s = sensor("\nlet c = contact(["foot_left", "\nlet moving'
+    text, uri, _ = _open_variant(client, tmp_path, "walk.ksim", "let moving", new)
+    assert "imu_gyro" in _labels(client, uri, *_pos(text, 'sensor("\n', 8))
+    labels = _labels(client, uri, *_pos(text, '"foot_left", "\n', 14))
     assert "floor" in labels and "torso" in labels  # geoms and bodies
-    line, ch = _pos(text, "cmd.vel.xy) > 0.1", 4)
-    assert _labels(client.request("textDocument/completion", client.at(uri, line, ch))) == ["vel"]
+    assert _labels(client, uri, *_pos(text, "cmd.vel.xy) > 0.1", 4)) == ["vel"]
 
 
 def test_definition_references_symbols(client):
@@ -285,7 +275,7 @@ def _published(client: LspClient, uri: str, pred, timeout: float = 30) -> list[d
 def test_bad_requests_are_answered_not_fatal(client):
     # unknown document, out-of-range positions, garbage params: errors or nulls, never a dead server
     with pytest.raises(LspError):
-        client.request("textDocument/hover", {"textDocument": {"uri": "file:///nope/x.ksim"}, "position": {"line": 0, "character": 0}})
+        client.request("textDocument/hover", client.at("file:///nope/x.ksim", 0, 0))
     path = TASKS / "cartpole.ksim"
     uri = client.open(path)
     for line, ch in [(10_000, 0), (0, 10_000), (3, 5)]:
@@ -326,7 +316,8 @@ def test_the_server_never_imports_the_runtime():
 
 # --------------------------------------------------------------------------- fuzzing
 
-_SNIPPETS = ['"', "(", ")", "[", "]", "=", ":", "..", "~", "\n", "    ", "\t", "#", "deg", "*", ".x", "cmd.", "é", "let ", "\x00"]
+_SNIPPETS = ['"', "(", ")", "[", "]", "=", ":", "..", "~", "\n", "    ", "\t", "#", "deg", "*", ".x", "cmd.", "é", "let "]
+_SNIPPETS += ["\x00", "𝑥", ","]
 
 
 @pytest.mark.parametrize("task", SHIPPED, ids=[p.stem for p in SHIPPED])
@@ -346,7 +337,8 @@ def test_fuzzed_edits_never_crash(client, task, tmp_path):
             new = ""
         else:
             b = a
-            new = rng.choice(_SNIPPETS) if rng.random() < 0.7 else text[rng.randrange(len(text)) :][: rng.randrange(1, 12)]
+            some = text[rng.randrange(len(text)) :][: rng.randrange(1, 12)]  # a piece of the task itself
+            new = rng.choice(_SNIPPETS) if rng.random() < 0.7 else some
         lines[line] = lines[line][:a] + new + lines[line][b:]
         text = "\n".join(lines)
         version += 1

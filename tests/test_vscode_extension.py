@@ -55,7 +55,7 @@ def test_textmate_grammar_tokenizes_shipped_tasks():
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed")
-    if not (EXT / "node_modules" / "vscode-textmate").is_dir() or not (EXT / "node_modules" / "vscode-oniguruma").is_dir():
+    if not all((EXT / "node_modules" / m).is_dir() for m in ("vscode-textmate", "vscode-oniguruma")):
         pytest.skip("editors/vscode/node_modules missing: run `npm install` in editors/vscode")
     proc = subprocess.run([node, "test/grammar.test.js"], cwd=EXT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -8,6 +8,7 @@
     ksimdsl export  TASK.ksim --run RUN_DIR -o POLICY.onnx
     ksimdsl plot    RUN_DIR [RUN_DIR ...] [-o DIR] [--x steps|minutes]
     ksimdsl bench   TASK.ksim [--envs N]
+    ksimdsl lsp     [--stdio]   (language server for editors)
 
 Exit status: 0 on success, 2 on a user error (printed as FILE:LINE:COL: error:
 ..., never with a traceback), 3 on an internal error (a bug in ksimdsl; the
@@ -97,6 +98,11 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--repeats", type=int, default=20)
     c.add_argument("--engine", choices=("mjx", "mujoco", "both"), default="both")
     c.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+
+    c = sub.add_parser("lsp", help="language server for editors (LSP over stdio)")
+    c.add_argument("--stdio", action="store_true", help="serve over stdio (the default and only transport)")
+    c.add_argument("--debounce-ms", type=float, default=200.0, help="wait this long after an edit before checking")
+    c.add_argument("--log-file", help="write the server log here (default: stderr)")
     return p
 
 
@@ -245,6 +251,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_lsp(args: argparse.Namespace) -> int:
+    from ksimdsl.lsp import main as lsp_main
+
+    argv = ["--debounce-ms", str(args.debounce_ms)] + (["--log-file", args.log_file] if args.log_file else [])
+    return lsp_main(argv)
+
+
 _COMMANDS = {
     "check": _cmd_check,
     "compile": _cmd_compile,
@@ -254,6 +267,7 @@ _COMMANDS = {
     "export": _cmd_export,
     "plot": _cmd_plot,
     "bench": _cmd_bench,
+    "lsp": _cmd_lsp,
 }
 
 

@@ -172,6 +172,21 @@ def test_let_names_survive_into_generated_code():
 WALKER = ROOT / "tasks" / "models" / "walker.xml"  # rootz, rootx, rooty have no range
 
 
+def _statements(source: str) -> list[str]:
+    """The source's statements, each on one line (generated code wraps long ones inside brackets)."""
+    out: list[str] = []
+    depth = 0
+    for line in source.splitlines():
+        if line.lstrip().startswith("#"):
+            continue
+        if depth:
+            out[-1] += " " + line.strip()
+        else:
+            out.append(line)
+        depth += sum(line.count(c) for c in "([{") - sum(line.count(c) for c in ")]}")
+    return [s.replace("( ", "(").replace("[ ", "[").replace(" )", ")").replace(" ]", "]") for s in out]
+
+
 def test_joint_limits_fold_and_infinite_limits_print_as_array_constants():
     body = """
 let beyond = max(abs(joint_pos - (joint_upper + joint_lower) / 2) - 0.9 * (joint_upper - joint_lower) / 2, 0)
@@ -192,12 +207,12 @@ reward
     task = check_source(Source("/virtual/t.ksim", text))
     for backend, arr in (("jax", "jnp"), ("numba", "np")):
         c = compile_checked(task, backend=backend)
-        consts = {line.split(" = ")[0]: line for line in c.source.splitlines() if f" = {arr}.array(" in line}
+        consts = {line.split(" = ")[0]: line for line in _statements(c.source) if f" = {arr}.array(" in line}
         assert f"[-{arr}.inf, -{arr}.inf, -{arr}.inf, " in consts["JOINT_LOWER"]
         assert f"[{arr}.inf, {arr}.inf, {arr}.inf, " in consts["JOINT_UPPER"]
         assert "inf," not in consts["JOINT_LOWER"].replace(f"{arr}.inf,", "")
         # (upper + lower) / 2 and 0.9 * (upper - lower) / 2 are folded: two constant arrays, no arithmetic on limits
-        beyond = next(line for line in c.source.splitlines() if line.strip().startswith("beyond = "))
+        beyond = next(line for line in _statements(c.source) if line.strip().startswith("beyond = "))
         assert "JOINT_" not in beyond and beyond.count("CONST") == 2, beyond
         json.dumps(c.spec, allow_nan=False)  # SPEC stays plain JSON
         module = load_module(c.source, f"limits:{backend}")

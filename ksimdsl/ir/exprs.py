@@ -79,11 +79,14 @@ class Lowerer:
         return self._owners[-1]
 
     def claim(self, val: Val) -> Val:
-        """Attribute the anonymous constants and gather indices inside `val` to the current definition."""
+        """Attribute the constant arrays and gather indices inside `val` to the current definition.
+
+        (The first definition wins: an anonymous constant is named after it, a named one quotes its line.)
+        """
         origin = self.here
         for item in val.items:
             for node in sp.preorder_traversal(item):
-                if isinstance(node, vec.ConstArr) and node.name.startswith("_"):
+                if isinstance(node, vec.ConstArr):
                     self.origins.setdefault(node, origin)
                 elif isinstance(node, vec.ArrGather):
                     self.origins.setdefault(node.indices, origin)

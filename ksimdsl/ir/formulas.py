@@ -65,7 +65,7 @@ def where(c: sp.Basic, a: sp.Basic, b: sp.Basic) -> sp.Basic:
     return sp.Piecewise((a, c), (b, True))
 
 
-def sigmoid(d: sp.Basic, vam: sp.Basic, kind: str) -> sp.Basic:
+def _sigmoid(d: sp.Basic, vam: sp.Basic, kind: str) -> sp.Basic:
     """dm_control's `rewards._sigmoids(d, value_at_1=vam, sigmoid=kind)`; d >= 0 here."""
     if kind == "gaussian":
         scale = sp.sqrt(-2 * sp.log(vam))
@@ -112,8 +112,8 @@ def tolerance(
         return where(in_bounds, one, zero)
     d = where(x < lo, lo - x, x - hi) / margin
     if margin.is_number:
-        return sp.Piecewise((one, in_bounds), (sigmoid(d, vam, sigmoid), True))
-    return sp.Piecewise((one, in_bounds), (zero, sp.Eq(margin, 0)), (sigmoid(d, vam, sigmoid), True))
+        return sp.Piecewise((one, in_bounds), (_sigmoid(d, vam, sigmoid), True))
+    return sp.Piecewise((one, in_bounds), (zero, sp.Eq(margin, 0)), (_sigmoid(d, vam, sigmoid), True))
 
 
 

@@ -19,7 +19,7 @@ from ksimdsl.ir import vec
 from ksimdsl.ir.program import DrawUse, MemSlot, Segment
 from ksimdsl.ir.vec import Val
 
-__all__ = ["Draws", "Slot", "MemLayout", "ArrayBuilder", "select_any", "combine", "fit", "zeros", "num", "ident"]
+__all__ = ["Draws", "MemLayout", "ArrayBuilder", "select_any", "combine", "fit", "zeros", "num", "ident"]
 
 
 class Draws:
@@ -50,31 +50,23 @@ class Draws:
         return vec.from_array(base, range(start, start + k))
 
 
-@dataclass(frozen=True)
-class Slot:
-    offset: int
-    size: int
-    scalar: bool
-    span: Span | None = None
-
-
 class MemLayout:
     """Assigns named regions of the per-env `mem` vector (float32)."""
 
     def __init__(self) -> None:
-        self._slots: dict[str, Slot] = {}
+        self._slots: dict[str, MemSlot] = {}
         self.size = 0
 
     def add(self, name: str, size: int, scalar: bool = False, span: Span | None = None) -> None:
         if name in self._slots:
             raise InternalCompilerError(f"mem slot {name!r} allocated twice")
-        self._slots[name] = Slot(self.size, size, scalar, span)
+        self._slots[name] = MemSlot(name, self.size, size, span, scalar)
         self.size += size
 
     def __contains__(self, name: str) -> bool:
         return name in self._slots
 
-    def slot(self, name: str) -> Slot:
+    def slot(self, name: str) -> MemSlot:
         return self._slots[name]
 
     def read(self, name: str) -> Val:
@@ -89,7 +81,7 @@ class MemLayout:
         return tuple(range(s.offset, s.offset + s.size))
 
     def slots(self) -> tuple[MemSlot, ...]:
-        return tuple(MemSlot(n, s.offset, s.size, s.span) for n, s in self._slots.items())
+        return tuple(self._slots.values())
 
 
 @dataclass(frozen=True)
@@ -211,7 +203,7 @@ def combine(op: str, old: Val, value: Val) -> Val:
     raise InternalCompilerError(f"assignment operator {op!r}")
 
 
-def fit(v: Val, slot: Slot) -> Val:
+def fit(v: Val, slot: MemSlot) -> Val:
     """`v` shaped for a mem slot (scalars broadcast to vector slots)."""
     if slot.scalar:
         if v.size is not None:
@@ -222,7 +214,7 @@ def fit(v: Val, slot: Slot) -> Val:
     return v
 
 
-def zeros(slot: Slot) -> Val:
+def zeros(slot: MemSlot) -> Val:
     return vec.scalar(0) if slot.scalar else vec.broadcast(vec.scalar(0), slot.size)
 
 

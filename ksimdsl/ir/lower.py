@@ -29,14 +29,15 @@ output arrays are built with `ksimdsl.ir.arrays`.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Sequence
 
 import sympy as sp
 
-from ksimdsl.errors import InternalCompilerError
+from ksimdsl.errors import InternalCompilerError, Span
 from ksimdsl.frontend import typed as T
 from ksimdsl.ir import vec
-from ksimdsl.ir.arrays import ArrayBuilder, Draws, MemLayout, Slot, combine, fit, ident, num, select_any, zeros
+from ksimdsl.ir.arrays import ArrayBuilder, Draws, MemLayout, combine, fit, ident, num, select_any, zeros
 from ksimdsl.ir.exprs import Lowerer
 from ksimdsl.ir.formulas import quat_mul, quat_rotate, quat_rotate_inv, tolerance, where, yaw
 from ksimdsl.ir.program import MemSlot, Output, PhaseIR, Segment, TaskIR
@@ -91,7 +92,7 @@ def _mem_slot_names(task: T.CheckedTask, mem: MemLayout) -> tuple[MemSlot, ...]:
         label = f"prev.{what}" if what and f"prev.{what}" not in used else f"prev.{ps.slot}"
         used.add(label)
         labels[f"prev.{ps.slot}"] = label
-    return tuple(MemSlot(labels.get(s.name, s.name), s.offset, s.size, s.span) for s in mem.slots())
+    return tuple(replace(s, name=labels.get(s.name, s.name)) for s in mem.slots())
 
 
 def _label(name: str) -> str:
@@ -126,6 +127,11 @@ class _TaskLowering:
         """Write `val` to the mem slot `name` (labelled, with the slot's task line)."""
         slot = self.mem.slot(name)
         mem.write(self.mem.indices(name), val, self.mem_label(name), slot.span)
+
+    def _lower_into(self, lo: Lowerer, mem: ArrayBuilder, name: str, expr: T.Expr, owner: str, span: Span | None) -> None:
+        """Lower `expr` (the definition `owner`, written at `span`) into the mem slot `name`."""
+        with lo.at(owner, span):
+            self._put(mem, name, lo.claim(fit(lo.number(expr), self.mem.slot(name))))
 
     # ------------------------------------------------------------ writes on qpos / qvel
 
@@ -222,9 +228,7 @@ class _TaskLowering:
         task = self.task
         mem = ArrayBuilder(None, self.mem.size)
         for st in task.states:
-            name = f"state.{st.name}"
-            with lo.at(f"state_{st.name}", st.span):
-                self._put(mem, name, lo.claim(fit(lo.number(st.init), self.mem.slot(name))))
+            self._lower_into(lo, mem, f"state.{st.name}", st.init, f"state_{st.name}", st.span)
         for ps in task.prev_slots:
             name = f"prev.{ps.slot}"
             self._put(mem, name, zeros(self.mem.slot(name)))
@@ -236,9 +240,7 @@ class _TaskLowering:
                 self._put(mem, f"{name}.timer", vec.scalar(num(cmd.resample_steps)))
         for ob in task.obs_actor:
             if ob.bias is not None:
-                name = f"bias.{ob.name}"
-                with lo.at(f"bias_{ob.name}", ob.span):
-                    self._put(mem, name, lo.claim(fit(lo.number(ob.bias), self.mem.slot(name))))
+                self._lower_into(lo, mem, f"bias.{ob.name}", ob.bias, f"bias_{ob.name}", ob.span)
         for ob in task.obs_actor:
             if ob.delay is not None:
                 dlo, dhi = ob.delay
@@ -248,9 +250,7 @@ class _TaskLowering:
                 if dhi > 0:
                     self._put(mem, f"ring.{ob.name}", zeros(self.mem.slot(f"ring.{ob.name}")))
         for ev in task.events:
-            name = f"event.{ev.name}.timer"
-            with lo.at(f"event_{ev.name}", ev.span):
-                self._put(mem, name, lo.claim(fit(lo.number(ev.every), self.mem.slot(name))))
+            self._lower_into(lo, mem, f"event.{ev.name}.timer", ev.every, f"event_{ev.name}", ev.span)
         self._put(mem, "first", vec.scalar(1))
         return mem
 
@@ -281,7 +281,7 @@ class _TaskLowering:
                     v, ring = self._delay(ob, v, first)
                     rings[f"ring.{ob.name}"] = ring
                 if ob.noise is not None:
-                    noise = fit(lo.number(ob.noise), Slot(0, ob.size, ob.value.type.shape == ()))
+                    noise = fit(lo.number(ob.noise), MemSlot(ob.name, 0, ob.size, scalar=ob.value.type.shape == ()))
                     if ob.noise_multiplicative:
                         v = vec.elementwise(lambda x, n: x * (1 + n), v, noise)
                     else:
@@ -382,13 +382,10 @@ class _TaskLowering:
         task = self.task
         mem = ArrayBuilder("mem", self.mem.size)
         for st in task.states:
-            name = f"state.{st.name}"
-            with lo.at(f"state_{st.name}", st.span):
-                self._put(mem, name, lo.claim(fit(lo.number(st.update), self.mem.slot(name))))
+            self._lower_into(lo, mem, f"state.{st.name}", st.update, f"state_{st.name}", st.span)
         for ps in task.prev_slots:
             name = f"prev.{ps.slot}"
-            with lo.at(self.mem_label(name), ps.expr.span):
-                self._put(mem, name, lo.claim(fit(lo.number(ps.expr), self.mem.slot(name))))
+            self._lower_into(lo, mem, name, ps.expr, self.mem_label(name), ps.expr.span)
         for cmd in task.commands:
             if cmd.resample_steps is None:
                 continue

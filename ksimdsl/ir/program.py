@@ -147,12 +147,17 @@ def expr_input_names(expr: sp.Basic) -> set[str]:
 
 @dataclass(frozen=True)
 class MemSlot:
-    """A named region of the per-env `mem` vector (`span`: the task text that needs it)."""
+    """A named region of the per-env `mem` vector.
+
+    `span` is the task text that needs it; a `scalar` slot holds a scalar value
+    (a vector slot of size 1 holds a 1-vector).
+    """
 
     name: str
     offset: int
     size: int
     span: Span | None = None
+    scalar: bool = False
 
 
 @dataclass(frozen=True)

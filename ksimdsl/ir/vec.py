@@ -275,24 +275,22 @@ class RSum(Reduction):
         return None
 
 
-class RMax(Reduction):
+class _Extremum(Reduction):
+    """The largest or smallest element (of a fill: its value)."""
+
+    @classmethod
+    def eval(cls, x):  # noqa: D102 - sympy hook
+        if isinstance(x, Fill):
+            return x.value
+        return None
+
+
+class RMax(_Extremum):
     """Maximum element."""
 
-    @classmethod
-    def eval(cls, x):  # noqa: D102 - sympy hook
-        if isinstance(x, Fill):
-            return x.value
-        return None
 
-
-class RMin(Reduction):
+class RMin(_Extremum):
     """Minimum element."""
-
-    @classmethod
-    def eval(cls, x):  # noqa: D102 - sympy hook
-        if isinstance(x, Fill):
-            return x.value
-        return None
 
 
 # --------------------------------------------------------------------------- shapes

@@ -40,7 +40,6 @@ _ELEMENTWISE: dict[str, Callable[[sp.Basic], sp.Basic]] = {
 }
 
 
-
 class Lowerer:
     """Lowers typed expressions to `Val`s for one phase.
 
@@ -56,7 +55,7 @@ class Lowerer:
         self.names: dict[sp.Basic, str] = {}  # built-in quantities: name a CSE temporary if one matches
         self.lets: dict[sp.Basic, str] = {}  # `let` definitions: always a named variable
         self.let_spans: dict[str, Span] = {}  # variable name of a `let` -> its definition
-        self.origins: dict[object, Origin] = {}  # anonymous constant / gather indices -> where from
+        self.origins: dict[object, Origin] = {}  # constant arrays / gather indices -> their definition
         self._memo: dict[int, tuple[T.Expr, Val]] = {}
         self._source: Source | None = None
         self._owners: list[Origin] = [Origin("const", None)]

@@ -95,6 +95,13 @@ class Lowerer:
         """Fresh draws (see `Draws.take`) feeding `span` (default: the current definition)."""
         return self.draws.take(kind, size, span if span is not None else self.here.span)
 
+    def _text(self, span: Span | None) -> str:
+        """The task text of a one-line span ("" if unknown)."""
+        lines = self.task.source_text.splitlines()
+        if span is None or span.end_line != span.line or not 1 <= span.line <= len(lines):
+            return ""
+        return lines[span.line - 1][span.col - 1 : span.end_col - 1]
+
     # ------------------------------------------------------------ errors
 
     def error(self, span: Span | None, message: str, *notes: str) -> KsimError:
@@ -142,6 +149,11 @@ class Lowerer:
             val = self._lower(node)
         if val.packed and isinstance(val.items[0], vec.ConstArr) and val.items[0].name.startswith("_"):
             self.origins.setdefault(val.items[0], Origin(self.here.name, node.span or self.here.span))
+        elif val.packed and isinstance(val.items[0], vec.ArrGather) and isinstance(node, (T.PhysRead, T.Gather)):
+            # a selection such as joint_pos["*_y*"]: named after its own text when that is short
+            text = self._text(node.span)
+            if text and len(text) <= 40:
+                self.origins.setdefault(val.items[0].indices, Origin(text, node.span))
         want = None if node.type.shape == () else node.type.shape[0]
         if val.size != want:
             raise InternalCompilerError(f"lowered {type(node).__name__} to size {val.size}, type says {want}")

@@ -2,8 +2,143 @@
 # backend: jax
 # ops (sympy count_ops, before -> after CSE): reset 6 -> 6, observe 4 -> 2, step 40 -> 36
 # Regenerate with `ksimdsl compile` (kernels/: `python -m ksimdsl.codegen.refresh`).
+#
+# reset:
+#   inputs: rand_n[2], rand_u[2]
+#   outputs: qpos[2], qvel[2], mem[1]
+# observe:
+#   inputs: qpos, qvel
+#   outputs: actor[5], critic[5]
+# step:
+#   inputs: qpos, qvel, action
+#   named intermediates: upright, centered, small_control, small_velocity
+#   outputs: actor[5], critic[5], reward_terms[1], reward_weights[1], terminations[1], mem[1]
+# SPEC, the task's description for the runtime, is the literal at the end of the module.
 import jax.numpy as jnp
 
+# Per-env memory `mem` (1 float): the offset of each slot.
+MEM_FIRST = 0  # first, 1 float
+
+
+def reset(qpos, qvel, fields, level, rand_n, rand_u):
+    """Start an episode: reset writes, randomized model fields and the initial memory."""
+    # Random draws (rand_n ~ N(0, 1), rand_u ~ U[0, 1)):
+    #   rand_n[0:2]     cartpole.ksim:37  joint_vel            = gaussian(0.01)
+    #   rand_u[0]       cartpole.ksim:35  joint_pos["slider"]  = uniform(-0.1, 0.1)
+    #   rand_u[1]       cartpole.ksim:36  joint_pos["hinge_1"] = uniform(-0.034, 0.034)
+
+    # reset: joint positions
+    # cartpole.ksim:35  joint_pos["slider"]  = uniform(-0.1, 0.1)
+    qpos_reset = 0.2*rand_u[0] - 0.1
+    # cartpole.ksim:36  joint_pos["hinge_1"] = uniform(-0.034, 0.034)
+    qpos_reset_1 = 0.068*rand_u[1] - 0.034
+
+    # reset: joint velocities
+    # cartpole.ksim:37  joint_vel            = gaussian(0.01)
+    qvel_reset = jnp.stack([0.01*rand_n[0], 0.01*rand_n[1]])
+
+    return {
+        "qpos": jnp.stack([qpos_reset, qpos_reset_1], dtype=jnp.float32),
+        "qvel": jnp.asarray(qvel_reset, dtype=jnp.float32),
+        "fields": {},
+        "mem": jnp.stack([1.0], dtype=jnp.float32),
+    }
+
+
+def observe(phys, action, level, mem, rand_n, rand_u):
+    """Observations of the current state (memory unchanged)."""
+    qpos = phys["qpos"]
+    qvel = phys["qvel"]
+
+    # observe actor
+    x0 = jnp.cos(qpos[1])
+    x1 = jnp.sin(qpos[1])
+    # cartpole.ksim:19  position = [cart, cos(pole), sin(pole)]
+    actor_position = jnp.stack([qpos[0], x0, x1])
+    # cartpole.ksim:20  velocity = joint_vel
+    actor_velocity = jnp.stack([qvel[0], qvel[1]])
+
+    # observe critic (clean)
+    # cartpole.ksim:19  position = [cart, cos(pole), sin(pole)]
+    critic_position = jnp.stack([qpos[0], x0, x1])
+    # cartpole.ksim:20  velocity = joint_vel
+    critic_velocity = jnp.stack([qvel[0], qvel[1]])
+
+    return {
+        "actor": jnp.concatenate([actor_position, actor_velocity], dtype=jnp.float32),
+        "critic": jnp.concatenate([critic_position, critic_velocity], dtype=jnp.float32),
+    }
+
+
+def step(phys, action, level, mem, rand_n, rand_u):
+    """Observations, rewards, terminations and the next memory after one control step."""
+    qpos = phys["qpos"]
+    qvel = phys["qvel"]
+
+    # observe actor
+    x0 = jnp.cos(qpos[1])
+    x1 = jnp.sin(qpos[1])
+    # cartpole.ksim:19  position = [cart, cos(pole), sin(pole)]
+    actor_position = jnp.stack([qpos[0], x0, x1])
+    # cartpole.ksim:20  velocity = joint_vel
+    actor_velocity = jnp.stack([qvel[0], qvel[1]])
+
+    # observe critic (clean)
+    # cartpole.ksim:19  position = [cart, cos(pole), sin(pole)]
+    critic_position = jnp.stack([qpos[0], x0, x1])
+    # cartpole.ksim:20  velocity = joint_vel
+    critic_velocity = jnp.stack([qvel[0], qvel[1]])
+
+    # reward terms (unweighted)
+    # cartpole.ksim:23  let upright        = (cos(pole) + 1) / 2
+    upright = 0.5*x0 + 0.5
+    # cartpole.ksim:24  let centered       = (1 + tolerance(cart, margin=2)) / 2
+    centered = (
+        0.5*jnp.where(
+            jnp.logical_and(qpos[0] >= 0.0, qpos[0] <= 0.0), 1.0,
+            jnp.exp(-0.575646273248511*qpos[0]**2)
+        )
+        + 0.5
+    )
+    # cartpole.ksim:25  let small_control  = (4 + tolerance(action[0], margin=1, value_at_margin=...
+    small_control = (
+        0.2*jnp.where(
+            jnp.logical_and(action[0] >= 0.0, action[0] <= 0.0), 1.0,
+            jnp.where(jnp.abs(action[0]) < 1.0, 1.0 - action[0]**2, 0.0)
+        )
+        + 0.8
+    )
+    # cartpole.ksim:26  let small_velocity = (1 + tolerance(joint_vel["hinge_1"], margin=5)) / 2
+    small_velocity = (
+        0.5*jnp.where(
+            jnp.logical_and(qvel[1] >= 0.0, qvel[1] <= 0.0), 1.0,
+            jnp.exp(-0.0921034037197618*qvel[1]**2)
+        )
+        + 0.5
+    )
+    # cartpole.ksim:29  balance  1.0 : upright * centered * small_control * small_velocity
+    reward_balance = centered*small_control*small_velocity*upright
+
+    # reward weights
+    # cartpole.ksim:29  balance  1.0 : upright * centered * small_control * small_velocity
+    weight_balance = 1.0
+
+    # terminations
+    # cartpole.ksim:32  fell : cos(pole) < 0.75        # ~41 degrees: the pole is lost
+    done_fell = x0 < 0.75
+
+    return {
+        "actor": jnp.concatenate([actor_position, actor_velocity], dtype=jnp.float32),
+        "critic": jnp.concatenate([critic_position, critic_velocity], dtype=jnp.float32),
+        "reward_terms": jnp.stack([reward_balance], dtype=jnp.float32),
+        "reward_weights": jnp.stack([weight_balance], dtype=jnp.float32),
+        "terminations": jnp.stack([done_fell], dtype=jnp.bool_),
+        "mem": jnp.stack([0.0], dtype=jnp.float32),
+    }
+
+
+# The task for the runtime (schema: `ksimdsl.abi.TaskSpec.from_dict`); a plain literal, read without
+# running this module when a run is resumed.
 SPEC = {'abi': 1,
  'task': 'cartpole',
  'doc': 'Keep the pole upright by pushing the cart',
@@ -80,80 +215,3 @@ SPEC = {'abi': 1,
            'media_every_s': 600.0,
            'video': True},
  'ops': {'reset': [6, 6], 'observe': [4, 2], 'step': [40, 36]}}
-
-
-def reset(qpos, qvel, fields, level, rand_n, rand_u):
-    """Start an episode: reset writes, randomized model fields and the initial memory."""
-
-    # reset: joint positions
-    qpos_reset = 0.2*rand_u[0] - 0.1
-    qpos_reset_1 = 0.068*rand_u[1] - 0.034
-
-    # reset: joint velocities
-    qvel_reset = jnp.stack([0.01*rand_n[0], 0.01*rand_n[1]])
-
-    return {
-        "qpos": jnp.stack([qpos_reset, qpos_reset_1], dtype=jnp.float32),
-        "qvel": jnp.asarray(qvel_reset, dtype=jnp.float32),
-        "fields": {},
-        "mem": jnp.stack([1.0], dtype=jnp.float32),
-    }
-
-
-def observe(phys, action, level, mem, rand_n, rand_u):
-    """Observations of the current state (memory unchanged)."""
-    qpos = phys["qpos"]
-    qvel = phys["qvel"]
-
-    # observe actor
-    x0 = jnp.cos(qpos[1])
-    x1 = jnp.sin(qpos[1])
-    actor_position = jnp.stack([qpos[0], x0, x1])
-    actor_velocity = jnp.stack([qvel[0], qvel[1]])
-
-    # observe critic (clean)
-    critic_position = jnp.stack([qpos[0], x0, x1])
-    critic_velocity = jnp.stack([qvel[0], qvel[1]])
-
-    return {
-        "actor": jnp.concatenate([actor_position, actor_velocity], dtype=jnp.float32),
-        "critic": jnp.concatenate([critic_position, critic_velocity], dtype=jnp.float32),
-    }
-
-
-def step(phys, action, level, mem, rand_n, rand_u):
-    """Observations, rewards, terminations and the next memory after one control step."""
-    qpos = phys["qpos"]
-    qvel = phys["qvel"]
-
-    # observe actor
-    x0 = jnp.cos(qpos[1])
-    x1 = jnp.sin(qpos[1])
-    actor_position = jnp.stack([qpos[0], x0, x1])
-    actor_velocity = jnp.stack([qvel[0], qvel[1]])
-
-    # observe critic (clean)
-    critic_position = jnp.stack([qpos[0], x0, x1])
-    critic_velocity = jnp.stack([qvel[0], qvel[1]])
-
-    # reward terms (unweighted)
-    upright = 0.5*x0 + 0.5
-    centered = 0.5*jnp.where(jnp.logical_and(qpos[0] >= 0.0, qpos[0] <= 0.0), 1.0, jnp.exp(-0.575646273248511*qpos[0]**2)) + 0.5
-    small_control = 0.2*jnp.where(jnp.logical_and(action[0] >= 0.0, action[0] <= 0.0), 1.0, jnp.where(jnp.abs(action[0]) < 1.0, 1.0 - action[0]**2, 0.0)) + 0.8
-    small_velocity = 0.5*jnp.where(jnp.logical_and(qvel[1] >= 0.0, qvel[1] <= 0.0), 1.0, jnp.exp(-0.0921034037197618*qvel[1]**2)) + 0.5
-    reward_balance = centered*small_control*small_velocity*upright
-
-    # reward weights
-    weight_balance = 1.0
-
-    # terminations
-    done_fell = x0 < 0.75
-
-    return {
-        "actor": jnp.concatenate([actor_position, actor_velocity], dtype=jnp.float32),
-        "critic": jnp.concatenate([critic_position, critic_velocity], dtype=jnp.float32),
-        "reward_terms": jnp.stack([reward_balance], dtype=jnp.float32),
-        "reward_weights": jnp.stack([weight_balance], dtype=jnp.float32),
-        "terminations": jnp.stack([done_fell], dtype=jnp.bool_),
-        "mem": jnp.stack([0.0], dtype=jnp.float32),
-    }

@@ -2,9 +2,165 @@
 # backend: numba
 # ops (sympy count_ops, before -> after CSE): reset 6 -> 6, observe 4 -> 2, step 40 -> 36
 # Regenerate with `ksimdsl compile` (kernels/: `python -m ksimdsl.codegen.refresh`).
+#
+# reset:
+#   inputs: rand_n[2], rand_u[2]
+#   outputs: qpos[2], qvel[2], mem[1]
+# observe:
+#   inputs: qpos, qvel
+#   outputs: actor[5], critic[5]
+# step:
+#   inputs: qpos, qvel, action
+#   named intermediates: upright, centered, small_control, small_velocity
+#   outputs: actor[5], critic[5], reward_terms[1], reward_weights[1], terminations[1], mem[1]
+# SPEC, the task's description for the runtime, is the literal at the end of the module.
 import numpy as np
 from numba import njit
 
+# Per-env memory `mem` (1 float): the offset of each slot.
+MEM_FIRST = 0  # first, 1 float
+
+
+@njit(cache=True, nogil=True)
+def reset(qpos_EQ, qvel_EV, level_E, rand_n_EN, rand_u_EU, qpos_out_EQ, qvel_out_EV, mem_out_EM):
+    """Start an episode: reset writes, randomized model fields and the initial memory.
+
+    Batched over the leading env axis."""
+    # Random draws (rand_n ~ N(0, 1), rand_u ~ U[0, 1)):
+    #   rand_n[0:2]     cartpole.ksim:37  joint_vel            = gaussian(0.01)
+    #   rand_u[0]       cartpole.ksim:35  joint_pos["slider"]  = uniform(-0.1, 0.1)
+    #   rand_u[1]       cartpole.ksim:36  joint_pos["hinge_1"] = uniform(-0.034, 0.034)
+    for e in range(level_E.shape[0]):
+        rand_n = rand_n_EN[e]
+        rand_u = rand_u_EU[e]
+
+        # reset: joint positions
+        # cartpole.ksim:35  joint_pos["slider"]  = uniform(-0.1, 0.1)
+        qpos_out_EQ[e, 0] = 0.2*rand_u[0] - 0.1
+        # cartpole.ksim:36  joint_pos["hinge_1"] = uniform(-0.034, 0.034)
+        qpos_out_EQ[e, 1] = 0.068*rand_u[1] - 0.034
+
+        # reset: joint velocities
+        # cartpole.ksim:37  joint_vel            = gaussian(0.01)
+        qvel_out_EV[e, 0] = 0.01*rand_n[0]
+        qvel_out_EV[e, 1] = 0.01*rand_n[1]
+
+        # initial memory
+        mem_out_EM[e, MEM_FIRST] = 1.0
+
+
+@njit(cache=True, nogil=True)
+def observe(
+    qpos_EQ, qvel_EV, action_EA, level_E, mem_EM, rand_n_EN, rand_u_EU, actor_EO, critic_EC
+):
+    """Observations of the current state (memory unchanged).
+
+    Batched over the leading env axis."""
+    for e in range(level_E.shape[0]):
+        qpos = qpos_EQ[e]
+        qvel = qvel_EV[e]
+
+        # observe actor
+        x0 = np.cos(qpos[1])
+        x1 = np.sin(qpos[1])
+        # cartpole.ksim:19  position = [cart, cos(pole), sin(pole)]
+        actor_EO[e, 0] = qpos[0]
+        actor_EO[e, 1] = x0
+        actor_EO[e, 2] = x1
+        # cartpole.ksim:20  velocity = joint_vel
+        actor_EO[e, 3] = qvel[0]
+        actor_EO[e, 4] = qvel[1]
+
+        # observe critic (clean)
+        # cartpole.ksim:19  position = [cart, cos(pole), sin(pole)]
+        critic_EC[e, 0] = qpos[0]
+        critic_EC[e, 1] = x0
+        critic_EC[e, 2] = x1
+        # cartpole.ksim:20  velocity = joint_vel
+        critic_EC[e, 3] = qvel[0]
+        critic_EC[e, 4] = qvel[1]
+
+
+@njit(cache=True, nogil=True)
+def step(
+    qpos_EQ, qvel_EV, action_EA, level_E, mem_EM, rand_n_EN, rand_u_EU, actor_EO, critic_EC,
+    reward_terms_ER, reward_weights_ER, terminations_EK, mem_out_EM
+):
+    """Observations, rewards, terminations and the next memory after one control step.
+
+    Batched over the leading env axis."""
+    for e in range(level_E.shape[0]):
+        qpos = qpos_EQ[e]
+        qvel = qvel_EV[e]
+        action = action_EA[e]
+
+        # observe actor
+        x0 = np.cos(qpos[1])
+        x1 = np.sin(qpos[1])
+        # cartpole.ksim:19  position = [cart, cos(pole), sin(pole)]
+        actor_EO[e, 0] = qpos[0]
+        actor_EO[e, 1] = x0
+        actor_EO[e, 2] = x1
+        # cartpole.ksim:20  velocity = joint_vel
+        actor_EO[e, 3] = qvel[0]
+        actor_EO[e, 4] = qvel[1]
+
+        # observe critic (clean)
+        # cartpole.ksim:19  position = [cart, cos(pole), sin(pole)]
+        critic_EC[e, 0] = qpos[0]
+        critic_EC[e, 1] = x0
+        critic_EC[e, 2] = x1
+        # cartpole.ksim:20  velocity = joint_vel
+        critic_EC[e, 3] = qvel[0]
+        critic_EC[e, 4] = qvel[1]
+
+        # reward terms (unweighted)
+        # cartpole.ksim:23  let upright        = (cos(pole) + 1) / 2
+        upright = 0.5*x0 + 0.5
+        # cartpole.ksim:24  let centered       = (1 + tolerance(cart, margin=2)) / 2
+        centered = (
+            0.5*(
+                1.0
+                if (qpos[0] >= 0.0 and qpos[0] <= 0.0)
+                else np.exp(-0.575646273248511*qpos[0]**2)
+            )
+            + 0.5
+        )
+        # cartpole.ksim:25  let small_control  = (4 + tolerance(action[0], margin=1, value_at_mar...
+        small_control = (
+            0.2*(
+                1.0
+                if (action[0] >= 0.0 and action[0] <= 0.0)
+                else (1.0 - action[0]**2 if abs(action[0]) < 1.0 else 0.0)
+            )
+            + 0.8
+        )
+        # cartpole.ksim:26  let small_velocity = (1 + tolerance(joint_vel["hinge_1"], margin=5)) / 2
+        small_velocity = (
+            0.5*(
+                1.0
+                if (qvel[1] >= 0.0 and qvel[1] <= 0.0)
+                else np.exp(-0.0921034037197618*qvel[1]**2)
+            )
+            + 0.5
+        )
+        # cartpole.ksim:29  balance  1.0 : upright * centered * small_control * small_velocity
+        reward_terms_ER[e, 0] = centered*small_control*small_velocity*upright
+
+        # reward weights
+        # cartpole.ksim:29  balance  1.0 : upright * centered * small_control * small_velocity
+        reward_weights_ER[e, 0] = 1.0
+
+        # terminations
+        # cartpole.ksim:32  fell : cos(pole) < 0.75        # ~41 degrees: the pole is lost
+        terminations_EK[e, 0] = x0 < 0.75
+
+        # next memory
+        mem_out_EM[e, MEM_FIRST] = 0.0
+
+
+# The task for the runtime (schema: `ksimdsl.abi.TaskSpec.from_dict`); a plain literal, read without
+# running this module when a run is resumed.
 SPEC = {'abi': 1,
  'task': 'cartpole',
  'doc': 'Keep the pole upright by pushing the cart',
@@ -45,36 +201,13 @@ SPEC = {'abi': 1,
  'phys_inputs': ['qpos', 'qvel'],
  'contact_queries': [],
  'rand': {'reset': [2, 2], 'observe': [0, 0], 'step': [0, 0]},
- 'numba_args': {'reset': ['qpos_EQ',
-                          'qvel_EV',
-                          'level_E',
-                          'rand_n_EN',
-                          'rand_u_EU',
-                          'qpos_out_EQ',
-                          'qvel_out_EV',
-                          'mem_out_EM'],
-                'observe': ['qpos_EQ',
-                            'qvel_EV',
-                            'action_EA',
-                            'level_E',
-                            'mem_EM',
-                            'rand_n_EN',
-                            'rand_u_EU',
-                            'actor_EO',
-                            'critic_EC'],
-                'step': ['qpos_EQ',
-                         'qvel_EV',
-                         'action_EA',
-                         'level_E',
-                         'mem_EM',
-                         'rand_n_EN',
-                         'rand_u_EU',
-                         'actor_EO',
-                         'critic_EC',
-                         'reward_terms_ER',
-                         'reward_weights_ER',
-                         'terminations_EK',
-                         'mem_out_EM']},
+ 'numba_args': {'reset': ['qpos_EQ', 'qvel_EV', 'level_E', 'rand_n_EN', 'rand_u_EU', 'qpos_out_EQ',
+                          'qvel_out_EV', 'mem_out_EM'],
+                'observe': ['qpos_EQ', 'qvel_EV', 'action_EA', 'level_E', 'mem_EM', 'rand_n_EN',
+                            'rand_u_EU', 'actor_EO', 'critic_EC'],
+                'step': ['qpos_EQ', 'qvel_EV', 'action_EA', 'level_E', 'mem_EM', 'rand_n_EN',
+                         'rand_u_EU', 'actor_EO', 'critic_EC', 'reward_terms_ER',
+                         'reward_weights_ER', 'terminations_EK', 'mem_out_EM']},
  'curriculum': {'kind': 'constant', 'value': 1.0},
  'policy': {'kind': 'mlp',
             'hidden': [64, 64],
@@ -111,87 +244,3 @@ SPEC = {'abi': 1,
            'media_every_s': 600.0,
            'video': True},
  'ops': {'reset': [6, 6], 'observe': [4, 2], 'step': [40, 36]}}
-
-
-@njit(cache=True, nogil=True)
-def reset(qpos_EQ, qvel_EV, level_E, rand_n_EN, rand_u_EU, qpos_out_EQ, qvel_out_EV, mem_out_EM):
-    """Start an episode: reset writes, randomized model fields and the initial memory. Batched over the leading env axis."""
-    for e in range(level_E.shape[0]):
-        rand_n = rand_n_EN[e]
-        rand_u = rand_u_EU[e]
-
-        # reset: joint positions
-        qpos_out_EQ[e, 0] = 0.2*rand_u[0] - 0.1  # reset
-        qpos_out_EQ[e, 1] = 0.068*rand_u[1] - 0.034  # reset
-
-        # reset: joint velocities
-        qvel_out_EV[e, 0] = 0.01*rand_n[0]  # reset
-        qvel_out_EV[e, 1] = 0.01*rand_n[1]
-
-        # initial memory
-        mem_out_EM[e, 0] = 1.0  # first
-
-
-@njit(cache=True, nogil=True)
-def observe(qpos_EQ, qvel_EV, action_EA, level_E, mem_EM, rand_n_EN, rand_u_EU, actor_EO, critic_EC):
-    """Observations of the current state (memory unchanged). Batched over the leading env axis."""
-    for e in range(level_E.shape[0]):
-        qpos = qpos_EQ[e]
-        qvel = qvel_EV[e]
-
-        # observe actor
-        x0 = np.cos(qpos[1])
-        x1 = np.sin(qpos[1])
-        actor_EO[e, 0] = qpos[0]  # position
-        actor_EO[e, 1] = x0
-        actor_EO[e, 2] = x1
-        actor_EO[e, 3] = qvel[0]  # velocity
-        actor_EO[e, 4] = qvel[1]
-
-        # observe critic (clean)
-        critic_EC[e, 0] = qpos[0]  # position
-        critic_EC[e, 1] = x0
-        critic_EC[e, 2] = x1
-        critic_EC[e, 3] = qvel[0]  # velocity
-        critic_EC[e, 4] = qvel[1]
-
-
-@njit(cache=True, nogil=True)
-def step(qpos_EQ, qvel_EV, action_EA, level_E, mem_EM, rand_n_EN, rand_u_EU, actor_EO, critic_EC, reward_terms_ER, reward_weights_ER, terminations_EK, mem_out_EM):
-    """Observations, rewards, terminations and the next memory after one control step. Batched over the leading env axis."""
-    for e in range(level_E.shape[0]):
-        qpos = qpos_EQ[e]
-        qvel = qvel_EV[e]
-        action = action_EA[e]
-
-        # observe actor
-        x0 = np.cos(qpos[1])
-        x1 = np.sin(qpos[1])
-        actor_EO[e, 0] = qpos[0]  # position
-        actor_EO[e, 1] = x0
-        actor_EO[e, 2] = x1
-        actor_EO[e, 3] = qvel[0]  # velocity
-        actor_EO[e, 4] = qvel[1]
-
-        # observe critic (clean)
-        critic_EC[e, 0] = qpos[0]  # position
-        critic_EC[e, 1] = x0
-        critic_EC[e, 2] = x1
-        critic_EC[e, 3] = qvel[0]  # velocity
-        critic_EC[e, 4] = qvel[1]
-
-        # reward terms (unweighted)
-        upright = 0.5*x0 + 0.5
-        centered = 0.5*(1.0 if (qpos[0] >= 0.0 and qpos[0] <= 0.0) else np.exp(-0.575646273248511*qpos[0]**2)) + 0.5
-        small_control = 0.2*(1.0 if (action[0] >= 0.0 and action[0] <= 0.0) else (1.0 - action[0]**2 if abs(action[0]) < 1.0 else 0.0)) + 0.8
-        small_velocity = 0.5*(1.0 if (qvel[1] >= 0.0 and qvel[1] <= 0.0) else np.exp(-0.0921034037197618*qvel[1]**2)) + 0.5
-        reward_terms_ER[e, 0] = centered*small_control*small_velocity*upright  # balance
-
-        # reward weights
-        reward_weights_ER[e, 0] = 1.0  # balance
-
-        # terminations
-        terminations_EK[e, 0] = x0 < 0.75  # fell
-
-        # next memory
-        mem_out_EM[e, 0] = 0.0  # first

@@ -2,8 +2,263 @@
 # backend: jax
 # ops (sympy count_ops, before -> after CSE): reset 161 -> 43, observe 65 -> 40, step 119 -> 88
 # Regenerate with `ksimdsl compile` (kernels/: `python -m ksimdsl.codegen.refresh`).
+#
+# reset:
+#   inputs: qpos, qvel, rand_n[21], rand_u[23]
+#   outputs: qpos[28], qvel[27], mem[23]
+# observe:
+#   inputs: qpos, qvel, sensordata, action, mem, rand_n[48]
+#   named intermediates: projected_gravity_x, projected_gravity_z
+#   outputs: actor[69], critic[73]
+# step:
+#   inputs: qpos, qvel, xmat, sensordata, action, mem, rand_n[48], rand_u[3]
+#   named intermediates: projected_gravity_x, projected_gravity_z
+#   outputs: actor[69], critic[73], reward_terms[5], reward_weights[5], terminations[1], mem[23],
+#     qpos[28], qvel[27]
+# SPEC, the task's description for the runtime, is the literal at the end of the module.
 import jax.numpy as jnp
 
+# Per-env memory `mem` (23 floats): the offset of each slot.
+MEM_PREV_ACTION = 0  # prev.action, 21 floats; stand.ksim:30  last      = prev(action)
+MEM_EVENT_PUSH_TIMER = 21  # event.push.timer, 1 float; stand.ksim:53  event push every uniform(2...
+MEM_FIRST = 22  # first, 1 float
+
+
+def reset(qpos, qvel, fields, level, rand_n, rand_u):
+    """Start an episode: reset writes, randomized model fields and the initial memory."""
+    # Random draws (rand_n ~ N(0, 1), rand_u ~ U[0, 1)):
+    #   rand_n[0:21]    stand.ksim:48  joint_vel += gaussian(0.05)
+    #   rand_u[0:21]    stand.ksim:47  joint_pos += uniform(-0.05, 0.05)
+    #   rand_u[21]      stand.ksim:49  base_yaw   = uniform(-180deg, 180deg)
+    #   rand_u[22]      stand.ksim:53  event push every uniform(2s, 4s)
+
+    # reset: joint positions
+    x0 = (
+        0.5*jnp.arctan2(
+            2.0*qpos[3]*qpos[6] + 2.0*qpos[4]*qpos[5], -2.0*qpos[5]**2 - 2.0*qpos[6]**2 + 1.0
+        )
+        - 3.14159265358979*rand_u[21]
+        + 1.5707963267949
+    )
+    x1 = jnp.cos(x0)
+    x2 = jnp.sin(x0)
+    # stand.ksim:49  base_yaw   = uniform(-180deg, 180deg)
+    qpos_reset = jnp.stack([
+        x1*qpos[3] + x2*qpos[6], x1*qpos[4] + x2*qpos[5], x1*qpos[5] - x2*qpos[4],
+        x1*qpos[6] - x2*qpos[3]
+    ])
+    # stand.ksim:47  joint_pos += uniform(-0.05, 0.05)
+    qpos_reset_7 = qpos[7:28] + 0.1*rand_u[0:21] - 0.05
+
+    # reset: joint velocities
+    # stand.ksim:48  joint_vel += gaussian(0.05)
+    qvel_reset = qvel[6:27] + 0.05*rand_n[0:21]
+
+    # initial memory
+    # stand.ksim:53  event push every uniform(2s, 4s)
+    mem_event_push_timer = 100.0*rand_u[22] + 100.0
+
+    return {
+        "qpos": jnp.concatenate([
+            jnp.stack([qpos[0], qpos[1], qpos[2]]), qpos_reset, qpos_reset_7
+        ], dtype=jnp.float32),
+        "qvel": jnp.concatenate([qvel[0:6], qvel_reset], dtype=jnp.float32),
+        "fields": {},
+        "mem": jnp.concatenate([
+            jnp.full(21, 0.0), jnp.stack([mem_event_push_timer, 1.0])
+        ], dtype=jnp.float32),
+    }
+
+
+def observe(phys, action, level, mem, rand_n, rand_u):
+    """Observations of the current state (memory unchanged)."""
+    # Random draws (rand_n ~ N(0, 1), rand_u ~ U[0, 1)):
+    #   rand_n[0:21]    stand.ksim:26  joint_pos = joint_pos - default_joint_pos ~ gaussian(0.01)
+    #   rand_n[21:42]   stand.ksim:27  joint_vel = joint_vel / 10                ~ gaussian(0.05)
+    #   rand_n[42:45]   stand.ksim:28  gravity   = projected_gravity             ~ gaussian(0.02)
+    #   rand_n[45:48]   stand.ksim:29  gyro      = sensor("imu_gyro")            ~ gaussian(0.05)
+    qpos = phys["qpos"]
+    qvel = phys["qvel"]
+    sensordata = phys["sensordata"]
+
+    # observe actor
+    x0 = qpos[7:28]
+    x1 = 0.1*qvel[6:27]
+    x2 = 2.0*qpos[4]
+    x3 = 2.0*qpos[5]
+    projected_gravity_x = -x2*qpos[6] + x3*qpos[3]
+    x5 = x2*qpos[3] + x3*qpos[6]
+    projected_gravity_z = 2.0*qpos[4]**2 + 2.0*qpos[5]**2 - 1.0
+    x7 = jnp.where(mem[MEM_FIRST] > 0.5, action[0:21], mem[MEM_PREV_ACTION:MEM_PREV_ACTION + 21])
+    # stand.ksim:26  joint_pos = joint_pos - default_joint_pos ~ gaussian(0.01)
+    actor_joint_pos = x0 + 0.01*rand_n[0:21]
+    # stand.ksim:27  joint_vel = joint_vel / 10                ~ gaussian(0.05)
+    actor_joint_vel = x1 + 0.05*rand_n[21:42]
+    # stand.ksim:28  gravity   = projected_gravity             ~ gaussian(0.02)
+    actor_gravity = jnp.stack([
+        projected_gravity_x + 0.02*rand_n[42], -x5 + 0.02*rand_n[43],
+        projected_gravity_z + 0.02*rand_n[44]
+    ])
+    # stand.ksim:29  gyro      = sensor("imu_gyro")            ~ gaussian(0.05)
+    actor_gyro = jnp.stack([
+        0.05*rand_n[45] + sensordata[0], 0.05*rand_n[46] + sensordata[1],
+        0.05*rand_n[47] + sensordata[2]
+    ])
+    # stand.ksim:30  last      = prev(action)
+    actor_last = x7
+
+    # observe critic (clean)
+    # stand.ksim:32  actor
+    critic_joint_pos = x0
+    critic_joint_vel = x1
+    critic_gravity = jnp.stack([projected_gravity_x, -x5, projected_gravity_z])
+    critic_gyro = jnp.stack([sensordata[0], sensordata[1], sensordata[2]])
+    critic_last = x7
+    # stand.ksim:33  height    = height
+    critic_height = qpos[2]
+    # stand.ksim:34  lin_vel   = base_lin_vel
+    critic_lin_vel = jnp.stack([qvel[0], qvel[1], qvel[2]])
+
+    return {
+        "actor": jnp.concatenate([
+            actor_joint_pos, actor_joint_vel, actor_gravity, actor_gyro, actor_last
+        ], dtype=jnp.float32),
+        "critic": jnp.concatenate([
+            critic_joint_pos, critic_joint_vel, critic_gravity, critic_gyro, critic_last,
+            jnp.stack([critic_height]), critic_lin_vel
+        ], dtype=jnp.float32),
+    }
+
+
+def step(phys, action, level, mem, rand_n, rand_u):
+    """Observations, rewards, terminations and the next memory after one control step."""
+    # Random draws (rand_n ~ N(0, 1), rand_u ~ U[0, 1)):
+    #   rand_n[0:21]    stand.ksim:26  joint_pos = joint_pos - default_joint_pos ~ gaussian(0.01)
+    #   rand_n[21:42]   stand.ksim:27  joint_vel = joint_vel / 10                ~ gaussian(0.05)
+    #   rand_n[42:45]   stand.ksim:28  gravity   = projected_gravity             ~ gaussian(0.02)
+    #   rand_n[45:48]   stand.ksim:29  gyro      = sensor("imu_gyro")            ~ gaussian(0.05)
+    #   rand_u[0:2]     stand.ksim:54  base_lin_vel.xy += uniform(-0.4, 0.4)
+    #   rand_u[2]       stand.ksim:53  event push every uniform(2s, 4s)
+    qpos = phys["qpos"]
+    qvel = phys["qvel"]
+    xmat = phys["xmat"]
+    sensordata = phys["sensordata"]
+
+    # observe actor
+    x0 = qpos[7:28]
+    x1 = 0.1*qvel[6:27]
+    x2 = 2.0*qpos[4]
+    x3 = 2.0*qpos[5]
+    projected_gravity_x = -x2*qpos[6] + x3*qpos[3]
+    x5 = x2*qpos[3] + x3*qpos[6]
+    projected_gravity_z = 2.0*qpos[4]**2 + 2.0*qpos[5]**2 - 1.0
+    x7 = action[0:21]
+    x8 = jnp.where(mem[MEM_FIRST] > 0.5, x7, mem[MEM_PREV_ACTION:MEM_PREV_ACTION + 21])
+    # stand.ksim:26  joint_pos = joint_pos - default_joint_pos ~ gaussian(0.01)
+    actor_joint_pos = x0 + 0.01*rand_n[0:21]
+    # stand.ksim:27  joint_vel = joint_vel / 10                ~ gaussian(0.05)
+    actor_joint_vel = x1 + 0.05*rand_n[21:42]
+    # stand.ksim:28  gravity   = projected_gravity             ~ gaussian(0.02)
+    actor_gravity = jnp.stack([
+        projected_gravity_x + 0.02*rand_n[42], -x5 + 0.02*rand_n[43],
+        projected_gravity_z + 0.02*rand_n[44]
+    ])
+    # stand.ksim:29  gyro      = sensor("imu_gyro")            ~ gaussian(0.05)
+    actor_gyro = jnp.stack([
+        0.05*rand_n[45] + sensordata[0], 0.05*rand_n[46] + sensordata[1],
+        0.05*rand_n[47] + sensordata[2]
+    ])
+    # stand.ksim:30  last      = prev(action)
+    actor_last = x8
+
+    # observe critic (clean)
+    # stand.ksim:32  actor
+    critic_joint_pos = x0
+    critic_joint_vel = x1
+    critic_gravity = jnp.stack([projected_gravity_x, -x5, projected_gravity_z])
+    critic_gyro = jnp.stack([sensordata[0], sensordata[1], sensordata[2]])
+    critic_last = x8
+    # stand.ksim:33  height    = height
+    critic_height = qpos[2]
+    # stand.ksim:34  lin_vel   = base_lin_vel
+    critic_lin_vel = jnp.stack([qvel[0], qvel[1], qvel[2]])
+
+    # reward terms (unweighted)
+    x9 = xmat[1, 8] - 0.95
+    x10 = xmat[1, 8] < 0.95
+    x11 = xmat[1, 8] - 1.0
+    # stand.ksim:37  height    1.0   : exp_kernel(height - 1.28, 0.1)
+    reward_height = jnp.exp(-50.0*(qpos[2] - 1.28)**2)
+    # stand.ksim:38  upright   1.0   : tolerance(upright, lo=0.95, hi=1, margin=0.5, sigmoid=line...
+    reward_upright = jnp.where(
+        jnp.logical_and(xmat[1, 8] >= 0.95, xmat[1, 8] <= 1.0),
+        1.0,
+        jnp.where(
+            jnp.where(
+                x10, jnp.where(x9 >= 0.0, x9, -x9) < 0.5, jnp.where(x11 >= 0.0, x11, -x11) < 0.5
+            ),
+            1.0 - 2.0*jnp.where(x10, -x9, x11),
+            0.0
+        )
+    )
+    # stand.ksim:39  still     0.25  : exp_kernel(base_lin_vel.xy, 0.3)
+    reward_still = jnp.exp(-5.55555555555556*qvel[0]**2 - 5.55555555555556*qvel[1]**2)
+    # stand.ksim:40  control  -0.01  : norm2(action)
+    reward_control = jnp.sum(x7**2)
+    # stand.ksim:41  action_rate -0.01 : norm2(action - prev(action))
+    reward_action_rate = jnp.sum((x7 - x8)**2)
+
+    # reward weights
+    # stand.ksim:37  height    1.0   : exp_kernel(height - 1.28, 0.1)
+    weight_height = 1.0
+    # stand.ksim:38  upright   1.0   : tolerance(upright, lo=0.95, hi=1, margin=0.5, sigmoid=line...
+    weight_upright = 1.0
+    # stand.ksim:39  still     0.25  : exp_kernel(base_lin_vel.xy, 0.3)
+    weight_still = 0.25
+    # stand.ksim:40  control  -0.01  : norm2(action)
+    weight_control = -0.01
+    # stand.ksim:41  action_rate -0.01 : norm2(action - prev(action))
+    weight_action_rate = -0.01
+
+    # terminations
+    # stand.ksim:44  fell : height < 0.8
+    done_fell = qpos[2] < 0.8
+
+    # next memory
+    x12 = mem[MEM_EVENT_PUSH_TIMER] <= 1.0
+    # stand.ksim:53  event push every uniform(2s, 4s)
+    mem_event_push_timer = jnp.where(x12, 100.0*rand_u[2] + 100.0, mem[MEM_EVENT_PUSH_TIMER] - 1.0)
+
+    # events: joint velocities
+    # stand.ksim:54  base_lin_vel.xy += uniform(-0.4, 0.4)
+    qvel_push = jnp.stack([
+        jnp.where(x12, qvel[0] + 0.8*rand_u[0] - 0.4, qvel[0]),
+        jnp.where(x12, qvel[1] + 0.8*rand_u[1] - 0.4, qvel[1])
+    ])
+
+    return {
+        "actor": jnp.concatenate([
+            actor_joint_pos, actor_joint_vel, actor_gravity, actor_gyro, actor_last
+        ], dtype=jnp.float32),
+        "critic": jnp.concatenate([
+            critic_joint_pos, critic_joint_vel, critic_gravity, critic_gyro, critic_last,
+            jnp.stack([critic_height]), critic_lin_vel
+        ], dtype=jnp.float32),
+        "reward_terms": jnp.stack([
+            reward_height, reward_upright, reward_still, reward_control, reward_action_rate
+        ], dtype=jnp.float32),
+        "reward_weights": jnp.stack([
+            weight_height, weight_upright, weight_still, weight_control, weight_action_rate
+        ], dtype=jnp.float32),
+        "terminations": jnp.stack([done_fell], dtype=jnp.bool_),
+        "mem": jnp.concatenate([x7, jnp.stack([mem_event_push_timer, 0.0])], dtype=jnp.float32),
+        "qpos": jnp.asarray(qpos[0:28], dtype=jnp.float32),
+        "qvel": jnp.concatenate([qvel_push, qvel[2:27]], dtype=jnp.float32),
+    }
+
+
+# The task for the runtime (schema: `ksimdsl.abi.TaskSpec.from_dict`); a plain literal, read without
+# running this module when a run is resumed.
 SPEC = {'abi': 1,
  'task': 'stand',
  'doc': 'The humanoid stands up straight and still',
@@ -18,133 +273,22 @@ SPEC = {'abi': 1,
  'engine': 'auto',
  'episode_steps': 500,
  'actuators': {'kind': 'position',
-               'joint_qpos_adr': [8,
-                                  7,
-                                  9,
-                                  10,
-                                  11,
-                                  12,
-                                  13,
-                                  15,
-                                  14,
-                                  16,
-                                  17,
-                                  18,
-                                  19,
-                                  21,
-                                  20,
-                                  22,
-                                  23,
-                                  24,
-                                  25,
-                                  26,
-                                  27],
-               'joint_dof_adr': [7,
-                                 6,
-                                 8,
-                                 9,
-                                 10,
-                                 11,
-                                 12,
-                                 14,
-                                 13,
-                                 15,
-                                 16,
-                                 17,
-                                 18,
-                                 20,
-                                 19,
-                                 21,
-                                 22,
-                                 23,
-                                 24,
-                                 25,
-                                 26],
-               'kp': [300.0,
-                      300.0,
-                      300.0,
-                      300.0,
-                      300.0,
-                      450.0,
-                      450.0,
-                      450.0,
-                      450.0,
-                      300.0,
-                      300.0,
-                      450.0,
-                      450.0,
-                      450.0,
-                      450.0,
-                      90.0,
-                      90.0,
-                      90.0,
-                      90.0,
-                      90.0,
-                      90.0],
-               'kd': [10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0],
+               'joint_qpos_adr': [8, 7, 9, 10, 11, 12, 13, 15, 14, 16, 17, 18, 19, 21, 20, 22, 23,
+                                  24, 25, 26, 27],
+               'joint_dof_adr': [7, 6, 8, 9, 10, 11, 12, 14, 13, 15, 16, 17, 18, 20, 19, 21, 22, 23,
+                                 24, 25, 26],
+               'kp': [300.0, 300.0, 300.0, 300.0, 300.0, 450.0, 450.0, 450.0, 450.0, 300.0, 300.0,
+                      450.0, 450.0, 450.0, 450.0, 90.0, 90.0, 90.0, 90.0, 90.0, 90.0],
+               'kd': [10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0,
+                      10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0],
                'action_scale': 0.5,
                'scale': 1.0,
-               'default_pos': [0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0],
-               'ctrl_range': [[-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
+               'default_pos': [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+                               0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+               'ctrl_range': [[-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0],
+                              [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0],
+                              [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0],
+                              [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0],
                               [-1.0, 1.0]],
                'latency': None,
                'zero_offset': None},
@@ -161,10 +305,7 @@ SPEC = {'abi': 1,
                     {'name': 'last', 'size': 21, 'offset': 48},
                     {'name': 'height', 'size': 1, 'offset': 69},
                     {'name': 'lin_vel', 'size': 3, 'offset': 70}]},
- 'rewards': [{'name': 'height'},
-             {'name': 'upright'},
-             {'name': 'still'},
-             {'name': 'control'},
+ 'rewards': [{'name': 'height'}, {'name': 'upright'}, {'name': 'still'}, {'name': 'control'},
              {'name': 'action_rate'}],
  'dropped_rewards': [],
  'terminations': [{'name': 'fell', 'success': False}],
@@ -214,134 +355,3 @@ SPEC = {'abi': 1,
            'media_every_s': 600.0,
            'video': True},
  'ops': {'reset': [161, 43], 'observe': [65, 40], 'step': [119, 88]}}
-
-
-def reset(qpos, qvel, fields, level, rand_n, rand_u):
-    """Start an episode: reset writes, randomized model fields and the initial memory."""
-
-    # reset: joint positions
-    x0 = 0.5*jnp.arctan2(2.0*qpos[3]*qpos[6] + 2.0*qpos[4]*qpos[5], -2.0*qpos[5]**2 - 2.0*qpos[6]**2 + 1.0) - 3.14159265358979*rand_u[21] + 1.5707963267949
-    x1 = jnp.cos(x0)
-    x2 = jnp.sin(x0)
-    qpos_reset = jnp.stack([x1*qpos[3] + x2*qpos[6], x1*qpos[4] + x2*qpos[5], x1*qpos[5] - x2*qpos[4], x1*qpos[6] - x2*qpos[3]])
-    qpos_reset_7 = qpos[7:28] + 0.1*rand_u[0:21] - 0.05
-
-    # reset: joint velocities
-    qvel_reset = qvel[6:27] + 0.05*rand_n[0:21]
-
-    # initial memory
-    mem_event_push_timer = 100.0*rand_u[22] + 100.0
-
-    return {
-        "qpos": jnp.concatenate([jnp.stack([qpos[0], qpos[1], qpos[2]]), qpos_reset, qpos_reset_7], dtype=jnp.float32),
-        "qvel": jnp.concatenate([qvel[0:6], qvel_reset], dtype=jnp.float32),
-        "fields": {},
-        "mem": jnp.concatenate([jnp.full(21, 0.0), jnp.stack([mem_event_push_timer, 1.0])], dtype=jnp.float32),
-    }
-
-
-def observe(phys, action, level, mem, rand_n, rand_u):
-    """Observations of the current state (memory unchanged)."""
-    qpos = phys["qpos"]
-    qvel = phys["qvel"]
-    sensordata = phys["sensordata"]
-
-    # observe actor
-    x0 = qpos[7:28]
-    x1 = 0.1*qvel[6:27]
-    x2 = 2.0*qpos[4]
-    x3 = 2.0*qpos[5]
-    projected_gravity_x = -x2*qpos[6] + x3*qpos[3]
-    x5 = x2*qpos[3] + x3*qpos[6]
-    projected_gravity_z = 2.0*qpos[4]**2 + 2.0*qpos[5]**2 - 1.0
-    x7 = jnp.where(mem[22] > 0.5, action[0:21], mem[0:21])
-    actor_joint_pos = x0 + 0.01*rand_n[0:21]
-    actor_joint_vel = x1 + 0.05*rand_n[21:42]
-    actor_gravity = jnp.stack([projected_gravity_x + 0.02*rand_n[42], -x5 + 0.02*rand_n[43], projected_gravity_z + 0.02*rand_n[44]])
-    actor_gyro = jnp.stack([0.05*rand_n[45] + sensordata[0], 0.05*rand_n[46] + sensordata[1], 0.05*rand_n[47] + sensordata[2]])
-    actor_last = x7
-
-    # observe critic (clean)
-    critic_joint_pos = x0
-    critic_joint_vel = x1
-    critic_gravity = jnp.stack([projected_gravity_x, -x5, projected_gravity_z])
-    critic_gyro = jnp.stack([sensordata[0], sensordata[1], sensordata[2]])
-    critic_last = x7
-    critic_height = qpos[2]
-    critic_lin_vel = jnp.stack([qvel[0], qvel[1], qvel[2]])
-
-    return {
-        "actor": jnp.concatenate([actor_joint_pos, actor_joint_vel, actor_gravity, actor_gyro, actor_last], dtype=jnp.float32),
-        "critic": jnp.concatenate([critic_joint_pos, critic_joint_vel, critic_gravity, critic_gyro, critic_last, jnp.stack([critic_height]), critic_lin_vel], dtype=jnp.float32),
-    }
-
-
-def step(phys, action, level, mem, rand_n, rand_u):
-    """Observations, rewards, terminations and the next memory after one control step."""
-    qpos = phys["qpos"]
-    qvel = phys["qvel"]
-    xmat = phys["xmat"]
-    sensordata = phys["sensordata"]
-
-    # observe actor
-    x0 = qpos[7:28]
-    x1 = 0.1*qvel[6:27]
-    x2 = 2.0*qpos[4]
-    x3 = 2.0*qpos[5]
-    projected_gravity_x = -x2*qpos[6] + x3*qpos[3]
-    x5 = x2*qpos[3] + x3*qpos[6]
-    projected_gravity_z = 2.0*qpos[4]**2 + 2.0*qpos[5]**2 - 1.0
-    x7 = action[0:21]
-    x8 = jnp.where(mem[22] > 0.5, x7, mem[0:21])
-    actor_joint_pos = x0 + 0.01*rand_n[0:21]
-    actor_joint_vel = x1 + 0.05*rand_n[21:42]
-    actor_gravity = jnp.stack([projected_gravity_x + 0.02*rand_n[42], -x5 + 0.02*rand_n[43], projected_gravity_z + 0.02*rand_n[44]])
-    actor_gyro = jnp.stack([0.05*rand_n[45] + sensordata[0], 0.05*rand_n[46] + sensordata[1], 0.05*rand_n[47] + sensordata[2]])
-    actor_last = x8
-
-    # observe critic (clean)
-    critic_joint_pos = x0
-    critic_joint_vel = x1
-    critic_gravity = jnp.stack([projected_gravity_x, -x5, projected_gravity_z])
-    critic_gyro = jnp.stack([sensordata[0], sensordata[1], sensordata[2]])
-    critic_last = x8
-    critic_height = qpos[2]
-    critic_lin_vel = jnp.stack([qvel[0], qvel[1], qvel[2]])
-
-    # reward terms (unweighted)
-    x9 = xmat[1, 8] - 0.95
-    x10 = xmat[1, 8] < 0.95
-    x11 = xmat[1, 8] - 1.0
-    reward_height = jnp.exp(-50.0*(qpos[2] - 1.28)**2)
-    reward_upright = jnp.where(jnp.logical_and(xmat[1, 8] >= 0.95, xmat[1, 8] <= 1.0), 1.0, jnp.where(jnp.where(x10, jnp.where(x9 >= 0.0, x9, -x9) < 0.5, jnp.where(x11 >= 0.0, x11, -x11) < 0.5), 1.0 - 2.0*jnp.where(x10, -x9, x11), 0.0))
-    reward_still = jnp.exp(-5.55555555555556*qvel[0]**2 - 5.55555555555556*qvel[1]**2)
-    reward_control = jnp.sum(x7**2)
-    reward_action_rate = jnp.sum((x7 - x8)**2)
-
-    # reward weights
-    weight_height = 1.0
-    weight_upright = 1.0
-    weight_still = 0.25
-    weight_control = -0.01
-    weight_action_rate = -0.01
-
-    # terminations
-    done_fell = qpos[2] < 0.8
-
-    # next memory
-    x12 = mem[21] <= 1.0
-    mem_event_push_timer = jnp.where(x12, 100.0*rand_u[2] + 100.0, mem[21] - 1.0)
-
-    # events: joint velocities
-    qvel_push = jnp.stack([jnp.where(x12, qvel[0] + 0.8*rand_u[0] - 0.4, qvel[0]), jnp.where(x12, qvel[1] + 0.8*rand_u[1] - 0.4, qvel[1])])
-
-    return {
-        "actor": jnp.concatenate([actor_joint_pos, actor_joint_vel, actor_gravity, actor_gyro, actor_last], dtype=jnp.float32),
-        "critic": jnp.concatenate([critic_joint_pos, critic_joint_vel, critic_gravity, critic_gyro, critic_last, jnp.stack([critic_height]), critic_lin_vel], dtype=jnp.float32),
-        "reward_terms": jnp.stack([reward_height, reward_upright, reward_still, reward_control, reward_action_rate], dtype=jnp.float32),
-        "reward_weights": jnp.stack([weight_height, weight_upright, weight_still, weight_control, weight_action_rate], dtype=jnp.float32),
-        "terminations": jnp.stack([done_fell], dtype=jnp.bool_),
-        "mem": jnp.concatenate([x7, jnp.stack([mem_event_push_timer, 0.0])], dtype=jnp.float32),
-        "qpos": jnp.asarray(qpos[0:28], dtype=jnp.float32),
-        "qvel": jnp.concatenate([qvel_push, qvel[2:27]], dtype=jnp.float32),
-    }

@@ -2,9 +2,275 @@
 # backend: numba
 # ops (sympy count_ops, before -> after CSE): reset 161 -> 43, observe 65 -> 40, step 119 -> 88
 # Regenerate with `ksimdsl compile` (kernels/: `python -m ksimdsl.codegen.refresh`).
+#
+# reset:
+#   inputs: qpos, qvel, rand_n[21], rand_u[23]
+#   outputs: qpos[28], qvel[27], mem[23]
+# observe:
+#   inputs: qpos, qvel, sensordata, action, mem, rand_n[48]
+#   named intermediates: projected_gravity_x, projected_gravity_z
+#   outputs: actor[69], critic[73]
+# step:
+#   inputs: qpos, qvel, xmat, sensordata, action, mem, rand_n[48], rand_u[3]
+#   named intermediates: projected_gravity_x, projected_gravity_z
+#   outputs: actor[69], critic[73], reward_terms[5], reward_weights[5], terminations[1], mem[23],
+#     qpos[28], qvel[27]
+# SPEC, the task's description for the runtime, is the literal at the end of the module.
 import numpy as np
 from numba import njit
 
+# Per-env memory `mem` (23 floats): the offset of each slot.
+MEM_PREV_ACTION = 0  # prev.action, 21 floats; stand.ksim:30  last      = prev(action)
+MEM_EVENT_PUSH_TIMER = 21  # event.push.timer, 1 float; stand.ksim:53  event push every uniform(2...
+MEM_FIRST = 22  # first, 1 float
+
+
+@njit(cache=True, nogil=True)
+def reset(qpos_EQ, qvel_EV, level_E, rand_n_EN, rand_u_EU, qpos_out_EQ, qvel_out_EV, mem_out_EM):
+    """Start an episode: reset writes, randomized model fields and the initial memory.
+
+    Batched over the leading env axis."""
+    # Random draws (rand_n ~ N(0, 1), rand_u ~ U[0, 1)):
+    #   rand_n[0:21]    stand.ksim:48  joint_vel += gaussian(0.05)
+    #   rand_u[0:21]    stand.ksim:47  joint_pos += uniform(-0.05, 0.05)
+    #   rand_u[21]      stand.ksim:49  base_yaw   = uniform(-180deg, 180deg)
+    #   rand_u[22]      stand.ksim:53  event push every uniform(2s, 4s)
+    for e in range(level_E.shape[0]):
+        qpos = qpos_EQ[e]
+        qvel = qvel_EV[e]
+        rand_n = rand_n_EN[e]
+        rand_u = rand_u_EU[e]
+
+        # reset: joint positions
+        x0 = (
+            0.5*np.arctan2(
+                2.0*qpos[3]*qpos[6] + 2.0*qpos[4]*qpos[5], -2.0*qpos[5]**2 - 2.0*qpos[6]**2 + 1.0
+            )
+            - 3.14159265358979*rand_u[21]
+            + 1.5707963267949
+        )
+        x1 = np.cos(x0)
+        x2 = np.sin(x0)
+        qpos_out_EQ[e, 0] = qpos[0]
+        qpos_out_EQ[e, 1] = qpos[1]
+        qpos_out_EQ[e, 2] = qpos[2]
+        # stand.ksim:49  base_yaw   = uniform(-180deg, 180deg)
+        qpos_out_EQ[e, 3] = x1*qpos[3] + x2*qpos[6]
+        qpos_out_EQ[e, 4] = x1*qpos[4] + x2*qpos[5]
+        qpos_out_EQ[e, 5] = x1*qpos[5] - x2*qpos[4]
+        qpos_out_EQ[e, 6] = x1*qpos[6] - x2*qpos[3]
+        # stand.ksim:47  joint_pos += uniform(-0.05, 0.05)
+        qpos_out_EQ[e, 7:28] = qpos[7:28] + 0.1*rand_u[0:21] - 0.05
+
+        # reset: joint velocities
+        qvel_out_EV[e, 0:6] = qvel[0:6]
+        # stand.ksim:48  joint_vel += gaussian(0.05)
+        qvel_out_EV[e, 6:27] = qvel[6:27] + 0.05*rand_n[0:21]
+
+        # initial memory
+        # stand.ksim:30  last      = prev(action)
+        mem_out_EM[e, MEM_PREV_ACTION:MEM_PREV_ACTION + 21] = np.full(21, 0.0)
+        # stand.ksim:53  event push every uniform(2s, 4s)
+        mem_out_EM[e, MEM_EVENT_PUSH_TIMER] = 100.0*rand_u[22] + 100.0
+        mem_out_EM[e, MEM_FIRST] = 1.0
+
+
+@njit(cache=True, nogil=True)
+def observe(
+    qpos_EQ, qvel_EV, xmat_EB9, sensordata_ED, action_EA, level_E, mem_EM, rand_n_EN, rand_u_EU,
+    actor_EO, critic_EC
+):
+    """Observations of the current state (memory unchanged).
+
+    Batched over the leading env axis."""
+    # Random draws (rand_n ~ N(0, 1), rand_u ~ U[0, 1)):
+    #   rand_n[0:21]    stand.ksim:26  joint_pos = joint_pos - default_joint_pos ~ gaussian(0.01)
+    #   rand_n[21:42]   stand.ksim:27  joint_vel = joint_vel / 10                ~ gaussian(0.05)
+    #   rand_n[42:45]   stand.ksim:28  gravity   = projected_gravity             ~ gaussian(0.02)
+    #   rand_n[45:48]   stand.ksim:29  gyro      = sensor("imu_gyro")            ~ gaussian(0.05)
+    for e in range(level_E.shape[0]):
+        qpos = qpos_EQ[e]
+        qvel = qvel_EV[e]
+        sensordata = sensordata_ED[e]
+        action = action_EA[e]
+        mem = mem_EM[e]
+        rand_n = rand_n_EN[e]
+
+        # observe actor
+        x0 = qpos[7:28]
+        x1 = 0.1*qvel[6:27]
+        x2 = 2.0*qpos[4]
+        x3 = 2.0*qpos[5]
+        projected_gravity_x = -x2*qpos[6] + x3*qpos[3]
+        x5 = x2*qpos[3] + x3*qpos[6]
+        projected_gravity_z = 2.0*qpos[4]**2 + 2.0*qpos[5]**2 - 1.0
+        x7 = np.where(mem[MEM_FIRST] > 0.5, action[0:21], mem[MEM_PREV_ACTION:MEM_PREV_ACTION + 21])
+        # stand.ksim:26  joint_pos = joint_pos - default_joint_pos ~ gaussian(0.01)
+        actor_EO[e, 0:21] = x0 + 0.01*rand_n[0:21]
+        # stand.ksim:27  joint_vel = joint_vel / 10                ~ gaussian(0.05)
+        actor_EO[e, 21:42] = x1 + 0.05*rand_n[21:42]
+        # stand.ksim:28  gravity   = projected_gravity             ~ gaussian(0.02)
+        actor_EO[e, 42] = projected_gravity_x + 0.02*rand_n[42]
+        actor_EO[e, 43] = -x5 + 0.02*rand_n[43]
+        actor_EO[e, 44] = projected_gravity_z + 0.02*rand_n[44]
+        # stand.ksim:29  gyro      = sensor("imu_gyro")            ~ gaussian(0.05)
+        actor_EO[e, 45] = 0.05*rand_n[45] + sensordata[0]
+        actor_EO[e, 46] = 0.05*rand_n[46] + sensordata[1]
+        actor_EO[e, 47] = 0.05*rand_n[47] + sensordata[2]
+        # stand.ksim:30  last      = prev(action)
+        actor_EO[e, 48:69] = x7
+
+        # observe critic (clean)
+        # stand.ksim:32  actor
+        critic_EC[e, 0:21] = x0
+        critic_EC[e, 21:42] = x1
+        critic_EC[e, 42] = projected_gravity_x
+        critic_EC[e, 43] = -x5
+        critic_EC[e, 44] = projected_gravity_z
+        critic_EC[e, 45] = sensordata[0]
+        critic_EC[e, 46] = sensordata[1]
+        critic_EC[e, 47] = sensordata[2]
+        critic_EC[e, 48:69] = x7
+        # stand.ksim:33  height    = height
+        critic_EC[e, 69] = qpos[2]
+        # stand.ksim:34  lin_vel   = base_lin_vel
+        critic_EC[e, 70] = qvel[0]
+        critic_EC[e, 71] = qvel[1]
+        critic_EC[e, 72] = qvel[2]
+
+
+@njit(cache=True, nogil=True)
+def step(
+    qpos_EQ, qvel_EV, xmat_EB9, sensordata_ED, action_EA, level_E, mem_EM, rand_n_EN, rand_u_EU,
+    actor_EO, critic_EC, reward_terms_ER, reward_weights_ER, terminations_EK, mem_out_EM,
+    qpos_out_EQ, qvel_out_EV
+):
+    """Observations, rewards, terminations and the next memory after one control step.
+
+    Batched over the leading env axis."""
+    # Random draws (rand_n ~ N(0, 1), rand_u ~ U[0, 1)):
+    #   rand_n[0:21]    stand.ksim:26  joint_pos = joint_pos - default_joint_pos ~ gaussian(0.01)
+    #   rand_n[21:42]   stand.ksim:27  joint_vel = joint_vel / 10                ~ gaussian(0.05)
+    #   rand_n[42:45]   stand.ksim:28  gravity   = projected_gravity             ~ gaussian(0.02)
+    #   rand_n[45:48]   stand.ksim:29  gyro      = sensor("imu_gyro")            ~ gaussian(0.05)
+    #   rand_u[0:2]     stand.ksim:54  base_lin_vel.xy += uniform(-0.4, 0.4)
+    #   rand_u[2]       stand.ksim:53  event push every uniform(2s, 4s)
+    for e in range(level_E.shape[0]):
+        qpos = qpos_EQ[e]
+        qvel = qvel_EV[e]
+        xmat = xmat_EB9[e]
+        sensordata = sensordata_ED[e]
+        action = action_EA[e]
+        mem = mem_EM[e]
+        rand_n = rand_n_EN[e]
+        rand_u = rand_u_EU[e]
+
+        # observe actor
+        x0 = qpos[7:28]
+        x1 = 0.1*qvel[6:27]
+        x2 = 2.0*qpos[4]
+        x3 = 2.0*qpos[5]
+        projected_gravity_x = -x2*qpos[6] + x3*qpos[3]
+        x5 = x2*qpos[3] + x3*qpos[6]
+        projected_gravity_z = 2.0*qpos[4]**2 + 2.0*qpos[5]**2 - 1.0
+        x7 = action[0:21]
+        x8 = np.where(mem[MEM_FIRST] > 0.5, x7, mem[MEM_PREV_ACTION:MEM_PREV_ACTION + 21])
+        # stand.ksim:26  joint_pos = joint_pos - default_joint_pos ~ gaussian(0.01)
+        actor_EO[e, 0:21] = x0 + 0.01*rand_n[0:21]
+        # stand.ksim:27  joint_vel = joint_vel / 10                ~ gaussian(0.05)
+        actor_EO[e, 21:42] = x1 + 0.05*rand_n[21:42]
+        # stand.ksim:28  gravity   = projected_gravity             ~ gaussian(0.02)
+        actor_EO[e, 42] = projected_gravity_x + 0.02*rand_n[42]
+        actor_EO[e, 43] = -x5 + 0.02*rand_n[43]
+        actor_EO[e, 44] = projected_gravity_z + 0.02*rand_n[44]
+        # stand.ksim:29  gyro      = sensor("imu_gyro")            ~ gaussian(0.05)
+        actor_EO[e, 45] = 0.05*rand_n[45] + sensordata[0]
+        actor_EO[e, 46] = 0.05*rand_n[46] + sensordata[1]
+        actor_EO[e, 47] = 0.05*rand_n[47] + sensordata[2]
+        # stand.ksim:30  last      = prev(action)
+        actor_EO[e, 48:69] = x8
+
+        # observe critic (clean)
+        # stand.ksim:32  actor
+        critic_EC[e, 0:21] = x0
+        critic_EC[e, 21:42] = x1
+        critic_EC[e, 42] = projected_gravity_x
+        critic_EC[e, 43] = -x5
+        critic_EC[e, 44] = projected_gravity_z
+        critic_EC[e, 45] = sensordata[0]
+        critic_EC[e, 46] = sensordata[1]
+        critic_EC[e, 47] = sensordata[2]
+        critic_EC[e, 48:69] = x8
+        # stand.ksim:33  height    = height
+        critic_EC[e, 69] = qpos[2]
+        # stand.ksim:34  lin_vel   = base_lin_vel
+        critic_EC[e, 70] = qvel[0]
+        critic_EC[e, 71] = qvel[1]
+        critic_EC[e, 72] = qvel[2]
+
+        # reward terms (unweighted)
+        x9 = xmat[1, 8] - 0.95
+        x10 = xmat[1, 8] < 0.95
+        x11 = xmat[1, 8] - 1.0
+        # stand.ksim:37  height    1.0   : exp_kernel(height - 1.28, 0.1)
+        reward_terms_ER[e, 0] = np.exp(-50.0*(qpos[2] - 1.28)**2)
+        # stand.ksim:38  upright   1.0   : tolerance(upright, lo=0.95, hi=1, margin=0.5, sigmoid=...
+        reward_terms_ER[e, 1] = (
+            1.0
+            if (xmat[1, 8] >= 0.95 and xmat[1, 8] <= 1.0)
+            else (
+                1.0 - 2.0*(-x9 if x10 else x11)
+                if (
+                    (x9 if x9 >= 0.0 else -x9) < 0.5 if x10 else (x11 if x11 >= 0.0 else -x11) < 0.5
+                )
+                else 0.0
+            )
+        )
+        # stand.ksim:39  still     0.25  : exp_kernel(base_lin_vel.xy, 0.3)
+        reward_terms_ER[e, 2] = np.exp(-5.55555555555556*qvel[0]**2 - 5.55555555555556*qvel[1]**2)
+        # stand.ksim:40  control  -0.01  : norm2(action)
+        reward_terms_ER[e, 3] = np.sum(x7**2)
+        # stand.ksim:41  action_rate -0.01 : norm2(action - prev(action))
+        reward_terms_ER[e, 4] = np.sum((x7 - x8)**2)
+
+        # reward weights
+        # stand.ksim:37  height    1.0   : exp_kernel(height - 1.28, 0.1)
+        reward_weights_ER[e, 0] = 1.0
+        # stand.ksim:38  upright   1.0   : tolerance(upright, lo=0.95, hi=1, margin=0.5, sigmoid=...
+        reward_weights_ER[e, 1] = 1.0
+        # stand.ksim:39  still     0.25  : exp_kernel(base_lin_vel.xy, 0.3)
+        reward_weights_ER[e, 2] = 0.25
+        # stand.ksim:40  control  -0.01  : norm2(action)
+        reward_weights_ER[e, 3] = -0.01
+        # stand.ksim:41  action_rate -0.01 : norm2(action - prev(action))
+        reward_weights_ER[e, 4] = -0.01
+
+        # terminations
+        # stand.ksim:44  fell : height < 0.8
+        terminations_EK[e, 0] = qpos[2] < 0.8
+
+        # next memory
+        x12 = mem[MEM_EVENT_PUSH_TIMER] <= 1.0
+        # stand.ksim:30  last      = prev(action)
+        mem_out_EM[e, MEM_PREV_ACTION:MEM_PREV_ACTION + 21] = x7
+        # stand.ksim:53  event push every uniform(2s, 4s)
+        mem_out_EM[e, MEM_EVENT_PUSH_TIMER] = (
+            100.0*rand_u[2] + 100.0 if x12 else mem[MEM_EVENT_PUSH_TIMER] - 1.0
+        )
+        mem_out_EM[e, MEM_FIRST] = 0.0
+
+        # events: joint positions
+        qpos_out_EQ[e, 0:28] = qpos[0:28]
+
+        # events: joint velocities
+        # stand.ksim:54  base_lin_vel.xy += uniform(-0.4, 0.4)
+        qvel_out_EV[e, 0] = (qvel[0] + 0.8*rand_u[0] - 0.4 if x12 else qvel[0])
+        qvel_out_EV[e, 1] = (qvel[1] + 0.8*rand_u[1] - 0.4 if x12 else qvel[1])
+        qvel_out_EV[e, 2:27] = qvel[2:27]
+
+
+# The task for the runtime (schema: `ksimdsl.abi.TaskSpec.from_dict`); a plain literal, read without
+# running this module when a run is resumed.
 SPEC = {'abi': 1,
  'task': 'stand',
  'doc': 'The humanoid stands up straight and still',
@@ -19,133 +285,22 @@ SPEC = {'abi': 1,
  'engine': 'auto',
  'episode_steps': 500,
  'actuators': {'kind': 'position',
-               'joint_qpos_adr': [8,
-                                  7,
-                                  9,
-                                  10,
-                                  11,
-                                  12,
-                                  13,
-                                  15,
-                                  14,
-                                  16,
-                                  17,
-                                  18,
-                                  19,
-                                  21,
-                                  20,
-                                  22,
-                                  23,
-                                  24,
-                                  25,
-                                  26,
-                                  27],
-               'joint_dof_adr': [7,
-                                 6,
-                                 8,
-                                 9,
-                                 10,
-                                 11,
-                                 12,
-                                 14,
-                                 13,
-                                 15,
-                                 16,
-                                 17,
-                                 18,
-                                 20,
-                                 19,
-                                 21,
-                                 22,
-                                 23,
-                                 24,
-                                 25,
-                                 26],
-               'kp': [300.0,
-                      300.0,
-                      300.0,
-                      300.0,
-                      300.0,
-                      450.0,
-                      450.0,
-                      450.0,
-                      450.0,
-                      300.0,
-                      300.0,
-                      450.0,
-                      450.0,
-                      450.0,
-                      450.0,
-                      90.0,
-                      90.0,
-                      90.0,
-                      90.0,
-                      90.0,
-                      90.0],
-               'kd': [10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0],
+               'joint_qpos_adr': [8, 7, 9, 10, 11, 12, 13, 15, 14, 16, 17, 18, 19, 21, 20, 22, 23,
+                                  24, 25, 26, 27],
+               'joint_dof_adr': [7, 6, 8, 9, 10, 11, 12, 14, 13, 15, 16, 17, 18, 20, 19, 21, 22, 23,
+                                 24, 25, 26],
+               'kp': [300.0, 300.0, 300.0, 300.0, 300.0, 450.0, 450.0, 450.0, 450.0, 300.0, 300.0,
+                      450.0, 450.0, 450.0, 450.0, 90.0, 90.0, 90.0, 90.0, 90.0, 90.0],
+               'kd': [10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0,
+                      10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0],
                'action_scale': 0.5,
                'scale': 1.0,
-               'default_pos': [0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0],
-               'ctrl_range': [[-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
+               'default_pos': [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+                               0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+               'ctrl_range': [[-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0],
+                              [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0],
+                              [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0],
+                              [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0],
                               [-1.0, 1.0]],
                'latency': None,
                'zero_offset': None},
@@ -162,10 +317,7 @@ SPEC = {'abi': 1,
                     {'name': 'last', 'size': 21, 'offset': 48},
                     {'name': 'height', 'size': 1, 'offset': 69},
                     {'name': 'lin_vel', 'size': 3, 'offset': 70}]},
- 'rewards': [{'name': 'height'},
-             {'name': 'upright'},
-             {'name': 'still'},
-             {'name': 'control'},
+ 'rewards': [{'name': 'height'}, {'name': 'upright'}, {'name': 'still'}, {'name': 'control'},
              {'name': 'action_rate'}],
  'dropped_rewards': [],
  'terminations': [{'name': 'fell', 'success': False}],
@@ -179,42 +331,15 @@ SPEC = {'abi': 1,
  'phys_inputs': ['qpos', 'qvel', 'xmat', 'sensordata'],
  'contact_queries': [],
  'rand': {'reset': [21, 23], 'observe': [48, 0], 'step': [48, 3]},
- 'numba_args': {'reset': ['qpos_EQ',
-                          'qvel_EV',
-                          'level_E',
-                          'rand_n_EN',
-                          'rand_u_EU',
-                          'qpos_out_EQ',
-                          'qvel_out_EV',
-                          'mem_out_EM'],
-                'observe': ['qpos_EQ',
-                            'qvel_EV',
-                            'xmat_EB9',
-                            'sensordata_ED',
-                            'action_EA',
-                            'level_E',
-                            'mem_EM',
-                            'rand_n_EN',
-                            'rand_u_EU',
-                            'actor_EO',
+ 'numba_args': {'reset': ['qpos_EQ', 'qvel_EV', 'level_E', 'rand_n_EN', 'rand_u_EU', 'qpos_out_EQ',
+                          'qvel_out_EV', 'mem_out_EM'],
+                'observe': ['qpos_EQ', 'qvel_EV', 'xmat_EB9', 'sensordata_ED', 'action_EA',
+                            'level_E', 'mem_EM', 'rand_n_EN', 'rand_u_EU', 'actor_EO',
                             'critic_EC'],
-                'step': ['qpos_EQ',
-                         'qvel_EV',
-                         'xmat_EB9',
-                         'sensordata_ED',
-                         'action_EA',
-                         'level_E',
-                         'mem_EM',
-                         'rand_n_EN',
-                         'rand_u_EU',
-                         'actor_EO',
-                         'critic_EC',
-                         'reward_terms_ER',
-                         'reward_weights_ER',
-                         'terminations_EK',
-                         'mem_out_EM',
-                         'qpos_out_EQ',
-                         'qvel_out_EV']},
+                'step': ['qpos_EQ', 'qvel_EV', 'xmat_EB9', 'sensordata_ED', 'action_EA', 'level_E',
+                         'mem_EM', 'rand_n_EN', 'rand_u_EU', 'actor_EO', 'critic_EC',
+                         'reward_terms_ER', 'reward_weights_ER', 'terminations_EK', 'mem_out_EM',
+                         'qpos_out_EQ', 'qvel_out_EV']},
  'curriculum': {'kind': 'constant', 'value': 1.0},
  'policy': {'kind': 'mlp',
             'hidden': [128, 128],
@@ -251,164 +376,3 @@ SPEC = {'abi': 1,
            'media_every_s': 600.0,
            'video': True},
  'ops': {'reset': [161, 43], 'observe': [65, 40], 'step': [119, 88]}}
-
-
-@njit(cache=True, nogil=True)
-def reset(qpos_EQ, qvel_EV, level_E, rand_n_EN, rand_u_EU, qpos_out_EQ, qvel_out_EV, mem_out_EM):
-    """Start an episode: reset writes, randomized model fields and the initial memory. Batched over the leading env axis."""
-    for e in range(level_E.shape[0]):
-        qpos = qpos_EQ[e]
-        qvel = qvel_EV[e]
-        rand_n = rand_n_EN[e]
-        rand_u = rand_u_EU[e]
-
-        # reset: joint positions
-        x0 = 0.5*np.arctan2(2.0*qpos[3]*qpos[6] + 2.0*qpos[4]*qpos[5], -2.0*qpos[5]**2 - 2.0*qpos[6]**2 + 1.0) - 3.14159265358979*rand_u[21] + 1.5707963267949
-        x1 = np.cos(x0)
-        x2 = np.sin(x0)
-        qpos_out_EQ[e, 0] = qpos[0]
-        qpos_out_EQ[e, 1] = qpos[1]
-        qpos_out_EQ[e, 2] = qpos[2]
-        qpos_out_EQ[e, 3] = x1*qpos[3] + x2*qpos[6]  # reset
-        qpos_out_EQ[e, 4] = x1*qpos[4] + x2*qpos[5]
-        qpos_out_EQ[e, 5] = x1*qpos[5] - x2*qpos[4]
-        qpos_out_EQ[e, 6] = x1*qpos[6] - x2*qpos[3]
-        qpos_out_EQ[e, 7:28] = qpos[7:28] + 0.1*rand_u[0:21] - 0.05  # reset
-
-        # reset: joint velocities
-        qvel_out_EV[e, 0:6] = qvel[0:6]
-        qvel_out_EV[e, 6:27] = qvel[6:27] + 0.05*rand_n[0:21]  # reset
-
-        # initial memory
-        mem_out_EM[e, 0:21] = np.full(21, 0.0)  # prev_action
-        mem_out_EM[e, 21] = 100.0*rand_u[22] + 100.0  # event_push_timer
-        mem_out_EM[e, 22] = 1.0  # first
-
-
-@njit(cache=True, nogil=True)
-def observe(qpos_EQ, qvel_EV, xmat_EB9, sensordata_ED, action_EA, level_E, mem_EM, rand_n_EN, rand_u_EU, actor_EO, critic_EC):
-    """Observations of the current state (memory unchanged). Batched over the leading env axis."""
-    for e in range(level_E.shape[0]):
-        qpos = qpos_EQ[e]
-        qvel = qvel_EV[e]
-        sensordata = sensordata_ED[e]
-        action = action_EA[e]
-        mem = mem_EM[e]
-        rand_n = rand_n_EN[e]
-
-        # observe actor
-        x0 = qpos[7:28]
-        x1 = 0.1*qvel[6:27]
-        x2 = 2.0*qpos[4]
-        x3 = 2.0*qpos[5]
-        projected_gravity_x = -x2*qpos[6] + x3*qpos[3]
-        x5 = x2*qpos[3] + x3*qpos[6]
-        projected_gravity_z = 2.0*qpos[4]**2 + 2.0*qpos[5]**2 - 1.0
-        x7 = np.where(mem[22] > 0.5, action[0:21], mem[0:21])
-        actor_EO[e, 0:21] = x0 + 0.01*rand_n[0:21]  # joint_pos
-        actor_EO[e, 21:42] = x1 + 0.05*rand_n[21:42]  # joint_vel
-        actor_EO[e, 42] = projected_gravity_x + 0.02*rand_n[42]  # gravity
-        actor_EO[e, 43] = -x5 + 0.02*rand_n[43]
-        actor_EO[e, 44] = projected_gravity_z + 0.02*rand_n[44]
-        actor_EO[e, 45] = 0.05*rand_n[45] + sensordata[0]  # gyro
-        actor_EO[e, 46] = 0.05*rand_n[46] + sensordata[1]
-        actor_EO[e, 47] = 0.05*rand_n[47] + sensordata[2]
-        actor_EO[e, 48:69] = x7  # last
-
-        # observe critic (clean)
-        critic_EC[e, 0:21] = x0  # joint_pos
-        critic_EC[e, 21:42] = x1  # joint_vel
-        critic_EC[e, 42] = projected_gravity_x  # gravity
-        critic_EC[e, 43] = -x5
-        critic_EC[e, 44] = projected_gravity_z
-        critic_EC[e, 45] = sensordata[0]  # gyro
-        critic_EC[e, 46] = sensordata[1]
-        critic_EC[e, 47] = sensordata[2]
-        critic_EC[e, 48:69] = x7  # last
-        critic_EC[e, 69] = qpos[2]  # height
-        critic_EC[e, 70] = qvel[0]  # lin_vel
-        critic_EC[e, 71] = qvel[1]
-        critic_EC[e, 72] = qvel[2]
-
-
-@njit(cache=True, nogil=True)
-def step(qpos_EQ, qvel_EV, xmat_EB9, sensordata_ED, action_EA, level_E, mem_EM, rand_n_EN, rand_u_EU, actor_EO, critic_EC, reward_terms_ER, reward_weights_ER, terminations_EK, mem_out_EM, qpos_out_EQ, qvel_out_EV):
-    """Observations, rewards, terminations and the next memory after one control step. Batched over the leading env axis."""
-    for e in range(level_E.shape[0]):
-        qpos = qpos_EQ[e]
-        qvel = qvel_EV[e]
-        xmat = xmat_EB9[e]
-        sensordata = sensordata_ED[e]
-        action = action_EA[e]
-        mem = mem_EM[e]
-        rand_n = rand_n_EN[e]
-        rand_u = rand_u_EU[e]
-
-        # observe actor
-        x0 = qpos[7:28]
-        x1 = 0.1*qvel[6:27]
-        x2 = 2.0*qpos[4]
-        x3 = 2.0*qpos[5]
-        projected_gravity_x = -x2*qpos[6] + x3*qpos[3]
-        x5 = x2*qpos[3] + x3*qpos[6]
-        projected_gravity_z = 2.0*qpos[4]**2 + 2.0*qpos[5]**2 - 1.0
-        x7 = action[0:21]
-        x8 = np.where(mem[22] > 0.5, x7, mem[0:21])
-        actor_EO[e, 0:21] = x0 + 0.01*rand_n[0:21]  # joint_pos
-        actor_EO[e, 21:42] = x1 + 0.05*rand_n[21:42]  # joint_vel
-        actor_EO[e, 42] = projected_gravity_x + 0.02*rand_n[42]  # gravity
-        actor_EO[e, 43] = -x5 + 0.02*rand_n[43]
-        actor_EO[e, 44] = projected_gravity_z + 0.02*rand_n[44]
-        actor_EO[e, 45] = 0.05*rand_n[45] + sensordata[0]  # gyro
-        actor_EO[e, 46] = 0.05*rand_n[46] + sensordata[1]
-        actor_EO[e, 47] = 0.05*rand_n[47] + sensordata[2]
-        actor_EO[e, 48:69] = x8  # last
-
-        # observe critic (clean)
-        critic_EC[e, 0:21] = x0  # joint_pos
-        critic_EC[e, 21:42] = x1  # joint_vel
-        critic_EC[e, 42] = projected_gravity_x  # gravity
-        critic_EC[e, 43] = -x5
-        critic_EC[e, 44] = projected_gravity_z
-        critic_EC[e, 45] = sensordata[0]  # gyro
-        critic_EC[e, 46] = sensordata[1]
-        critic_EC[e, 47] = sensordata[2]
-        critic_EC[e, 48:69] = x8  # last
-        critic_EC[e, 69] = qpos[2]  # height
-        critic_EC[e, 70] = qvel[0]  # lin_vel
-        critic_EC[e, 71] = qvel[1]
-        critic_EC[e, 72] = qvel[2]
-
-        # reward terms (unweighted)
-        x9 = xmat[1, 8] - 0.95
-        x10 = xmat[1, 8] < 0.95
-        x11 = xmat[1, 8] - 1.0
-        reward_terms_ER[e, 0] = np.exp(-50.0*(qpos[2] - 1.28)**2)  # height
-        reward_terms_ER[e, 1] = (1.0 if (xmat[1, 8] >= 0.95 and xmat[1, 8] <= 1.0) else (1.0 - 2.0*(-x9 if x10 else x11) if ((x9 if x9 >= 0.0 else -x9) < 0.5 if x10 else (x11 if x11 >= 0.0 else -x11) < 0.5) else 0.0))  # upright
-        reward_terms_ER[e, 2] = np.exp(-5.55555555555556*qvel[0]**2 - 5.55555555555556*qvel[1]**2)  # still
-        reward_terms_ER[e, 3] = np.sum(x7**2)  # control
-        reward_terms_ER[e, 4] = np.sum((x7 - x8)**2)  # action_rate
-
-        # reward weights
-        reward_weights_ER[e, 0] = 1.0  # height
-        reward_weights_ER[e, 1] = 1.0  # upright
-        reward_weights_ER[e, 2] = 0.25  # still
-        reward_weights_ER[e, 3] = -0.01  # control
-        reward_weights_ER[e, 4] = -0.01  # action_rate
-
-        # terminations
-        terminations_EK[e, 0] = qpos[2] < 0.8  # fell
-
-        # next memory
-        x12 = mem[21] <= 1.0
-        mem_out_EM[e, 0:21] = x7  # prev_action
-        mem_out_EM[e, 21] = (100.0*rand_u[2] + 100.0 if x12 else mem[21] - 1.0)  # event_push_timer
-        mem_out_EM[e, 22] = 0.0  # first
-
-        # events: joint positions
-        qpos_out_EQ[e, 0:28] = qpos[0:28]
-
-        # events: joint velocities
-        qvel_out_EV[e, 0] = (qvel[0] + 0.8*rand_u[0] - 0.4 if x12 else qvel[0])  # push
-        qvel_out_EV[e, 1] = (qvel[1] + 0.8*rand_u[1] - 0.4 if x12 else qvel[1])
-        qvel_out_EV[e, 2:27] = qvel[2:27]

@@ -2,9 +2,527 @@
 # backend: jax
 # ops (sympy count_ops, before -> after CSE): reset 197 -> 80, observe 194 -> 96, step 410 -> 206
 # Regenerate with `ksimdsl compile` (kernels/: `python -m ksimdsl.codegen.refresh`).
+#
+# reset:
+#   inputs: qpos, qvel, geom_friction, body_mass, dof_armature, dof_damping, rand_n[24], rand_u[103]
+#   outputs: qpos[28], qvel[27], geom_friction[60], body_mass[17], dof_armature[27],
+#     dof_damping[27], mem[41]
+# observe:
+#   inputs: qpos, qvel, actuator_force, sensordata, contact, action, mem, rand_n[45], rand_u[3]
+#   named intermediates: projected_gravity_x, projected_gravity_y, projected_gravity_z, feet_0,
+#     feet_1
+#   outputs: actor[72], critic[104]
+# step:
+#   inputs: qpos, qvel, actuator_force, sensordata, contact, action, level, mem, rand_n[45],
+#     rand_u[10]
+#   named intermediates: projected_gravity_x, projected_gravity_y, projected_gravity_z,
+#     local_lin_vel_x, local_lin_vel_y, feet_0, feet_1, moving, beyond_limits
+#   outputs: actor[72], critic[104], reward_terms[9], reward_weights[9], terminations[2], mem[41],
+#     qpos[28], qvel[27]
+# SPEC, the task's description for the runtime, is the literal at the end of the module.
 import jax.numpy as jnp
 import numpy as np
 
+# Per-env memory `mem` (41 floats): the offset of each slot.
+MEM_STATE_AIR_TIME = 0  # state.air_time, 2 floats; walk.ksim:26  state air_time[2] = 0 -> where(...
+MEM_PREV_ACTION = 2  # prev.action, 21 floats; walk.ksim:40  last      = prev(action)
+MEM_PREV_FEET = 23  # prev.feet, 2 floats; walk.ksim:65  air_time     0.2 * level : where(moving,...
+MEM_CMD_VEL = 25  # cmd.vel, 3 floats; walk.ksim:29  command vel resample every 5s zero_prob=0.1
+MEM_CMD_VEL_TIMER = 28  # cmd.vel.timer, 1 float; walk.ksim:29  command vel resample every 5s zer...
+MEM_BIAS_GYRO = 29  # bias.gyro, 3 floats; walk.ksim:38  gyro      = sensor("imu_gyro")...
+MEM_DELAY_GRAVITY = 32  # delay.gravity, 1 float; walk.ksim:37  gravity   = projected_gravity...
+MEM_RING_GRAVITY = 33  # ring.gravity, 6 floats; walk.ksim:37  gravity   = projected_gravity...
+MEM_EVENT_PUSH_TIMER = 39  # event.push.timer, 1 float; walk.ksim:83  event push every uniform(1s...
+MEM_FIRST = 40  # first, 1 float
+
+# walk.ksim:52  0.9 * (joint_upper - joint_lower) / 2
+BEYOND_LIMITS_CONST = jnp.array([
+    0.7068583470577035, 0.8246680715673208, 0.5497787143782138, 0.3141592653589793,
+    0.7461282552275759, 1.3351768777756623, 1.2723450247038663, 0.7853981633974483,
+    0.7853981633974483, 0.3141592653589793, 0.7461282552275759, 1.3351768777756623,
+    1.2723450247038663, 0.7853981633974483, 0.7853981633974483, 1.1388273369263, 1.1388273369263,
+    1.1780972450961724, 1.1388273369263, 1.1388273369263, 1.1780972450961724
+], dtype=jnp.float32)
+# walk.ksim:52  (joint_upper + joint_lower) / 2
+BEYOND_LIMITS_CONST_2 = jnp.array([
+    0.0, -0.3926990816987242, 0.0, -0.17453292519943292, -0.21816615649929116, -1.1344640137963142,
+    -1.3788101090755203, 0.0, 0.0, -0.17453292519943292, -0.21816615649929116, -1.1344640137963142,
+    -1.3788101090755203, 0.0, 0.0, -0.21816615649929127, -0.21816615649929127, -0.4363323129985824,
+    -0.21816615649929127, -0.21816615649929127, -0.4363323129985824
+], dtype=jnp.float32)
+# walk.ksim:72  geom_friction      *= uniform(0.5, 1.5)
+GEOM_FRICTION_IDX = np.array([
+    22, 22, 22, 23, 23, 23, 24, 24, 24, 25, 25, 25, 26, 26, 26, 27, 27, 27, 28, 28, 28, 29, 29, 29,
+    30, 30, 30, 31, 31, 31, 32, 32, 32, 33, 33, 33, 34, 34, 34, 35, 35, 35, 36, 36, 36, 37, 37, 37,
+    38, 38, 38, 39, 39, 39, 40, 40, 40, 41, 41, 41
+], dtype=np.int32)
+
+
+def reset(qpos, qvel, fields, level, rand_n, rand_u):
+    """Start an episode: reset writes, randomized model fields and the initial memory."""
+    # Random draws (rand_n ~ N(0, 1), rand_u ~ U[0, 1)):
+    #   rand_n[0:21]    walk.ksim:79  joint_vel += gaussian(0.05)
+    #   rand_n[21:24]   walk.ksim:38  gyro      = sensor("imu_gyro")            ~ uniform(0.1) bi...
+    #   rand_u[0:21]    walk.ksim:78  joint_pos += uniform(-0.05, 0.05)
+    #   rand_u[21]      walk.ksim:80  base_yaw   = uniform(-180deg, 180deg)
+    #   rand_u[22:42]   walk.ksim:72  geom_friction      *= uniform(0.5, 1.5)
+    #   rand_u[42]      walk.ksim:73  body_mass["torso"] *= uniform(0.9, 1.1)
+    #   rand_u[43:70]   walk.ksim:74  dof_armature       *= uniform(0.95, 1.05)
+    #   rand_u[70:97]   walk.ksim:75  dof_damping        *= uniform(0.9, 1.1)
+    #   rand_u[97]      walk.ksim:30  x   uniform(-0.5, 1.5)
+    #   rand_u[98]      walk.ksim:31  y   uniform(-0.3, 0.3)
+    #   rand_u[99]      walk.ksim:32  yaw uniform(-0.5, 0.5)
+    #   rand_u[100]     walk.ksim:29  command vel resample every 5s zero_prob=0.1
+    #   rand_u[101]     walk.ksim:37  gravity   = projected_gravity             ~ gaussian(0.02)...
+    #   rand_u[102]     walk.ksim:83  event push every uniform(1s, 3s)
+    geom_friction = fields["geom_friction"].reshape(-1)
+    body_mass = fields["body_mass"]
+    dof_armature = fields["dof_armature"]
+    dof_damping = fields["dof_damping"]
+
+    # reset: joint positions
+    x0 = (
+        0.5*jnp.arctan2(
+            2.0*qpos[3]*qpos[6] + 2.0*qpos[4]*qpos[5], -2.0*qpos[5]**2 - 2.0*qpos[6]**2 + 1.0
+        )
+        - 3.14159265358979*rand_u[21]
+        + 1.5707963267949
+    )
+    x1 = jnp.cos(x0)
+    x2 = jnp.sin(x0)
+    # walk.ksim:80  base_yaw   = uniform(-180deg, 180deg)
+    qpos_reset = jnp.stack([
+        x1*qpos[3] + x2*qpos[6], x1*qpos[4] + x2*qpos[5], x1*qpos[5] - x2*qpos[4],
+        x1*qpos[6] - x2*qpos[3]
+    ])
+    # walk.ksim:78  joint_pos += uniform(-0.05, 0.05)
+    qpos_reset_7 = qpos[7:28] + 0.1*rand_u[0:21] - 0.05
+
+    # reset: joint velocities
+    # walk.ksim:79  joint_vel += gaussian(0.05)
+    qvel_reset = qvel[6:27] + 0.05*rand_n[0:21]
+
+    # randomize: geom_friction
+    # walk.ksim:72  geom_friction      *= uniform(0.5, 1.5)
+    geom_friction_new = (rand_u[GEOM_FRICTION_IDX] + 0.5)*geom_friction[0:60]
+
+    # randomize: body_mass
+    # walk.ksim:73  body_mass["torso"] *= uniform(0.9, 1.1)
+    body_mass_new = (0.2*rand_u[42] + 0.9)*body_mass[1]
+
+    # randomize: dof_armature
+    # walk.ksim:74  dof_armature       *= uniform(0.95, 1.05)
+    dof_armature_new = (0.1*rand_u[43:70] + 0.95)*dof_armature[0:27]
+
+    # randomize: dof_damping
+    # walk.ksim:75  dof_damping        *= uniform(0.9, 1.1)
+    dof_damping_new = (0.2*rand_u[70:97] + 0.9)*dof_damping[0:27]
+
+    # initial memory
+    x3 = rand_u[100] < 0.1
+    # walk.ksim:29  command vel resample every 5s zero_prob=0.1
+    mem_cmd_vel = jnp.stack([
+        jnp.where(x3, 0.0, 2.0*rand_u[97] - 0.5), jnp.where(x3, 0.0, 0.6*rand_u[98] - 0.3),
+        jnp.where(x3, 0.0, rand_u[99] - 0.5)
+    ])
+    # walk.ksim:38  gyro      = sensor("imu_gyro")            ~ uniform(0.1) bias gaussian(0.02)
+    mem_bias_gyro = jnp.stack([0.02*rand_n[21], 0.02*rand_n[22], 0.02*rand_n[23]])
+    # walk.ksim:37  gravity   = projected_gravity             ~ gaussian(0.02) delay 0..2
+    mem_delay_gravity = jnp.minimum(2.0, jnp.floor(3.0*rand_u[101]))
+    # walk.ksim:83  event push every uniform(1s, 3s)
+    mem_event_push_timer = 100.0*rand_u[102] + 50.0
+
+    return {
+        "qpos": jnp.concatenate([
+            jnp.stack([qpos[0], qpos[1], qpos[2]]), qpos_reset, qpos_reset_7
+        ], dtype=jnp.float32),
+        "qvel": jnp.concatenate([qvel[0:6], qvel_reset], dtype=jnp.float32),
+        "fields": {
+            "geom_friction": (jnp.asarray(geom_friction_new, dtype=jnp.float32)).reshape(20, 3),
+            "body_mass": jnp.concatenate([
+                jnp.stack([body_mass[0], body_mass_new]), body_mass[2:17]
+            ], dtype=jnp.float32),
+            "dof_armature": jnp.asarray(dof_armature_new, dtype=jnp.float32),
+            "dof_damping": jnp.asarray(dof_damping_new, dtype=jnp.float32),
+        },
+        "mem": jnp.concatenate([
+            jnp.stack([0.0, 0.0]), jnp.full(21, 0.0), jnp.stack([0.0, 0.0]), mem_cmd_vel,
+            jnp.stack([250.0]), mem_bias_gyro, jnp.stack([mem_delay_gravity]), jnp.full(6, 0.0),
+            jnp.stack([mem_event_push_timer, 1.0])
+        ], dtype=jnp.float32),
+    }
+
+
+def observe(phys, action, level, mem, rand_n, rand_u):
+    """Observations of the current state (memory unchanged)."""
+    # Random draws (rand_n ~ N(0, 1), rand_u ~ U[0, 1)):
+    #   rand_n[0:21]    walk.ksim:35  joint_pos = joint_pos - default_joint_pos ~ gaussian(0.01)
+    #   rand_n[21:42]   walk.ksim:36  joint_vel = joint_vel / 10                ~ gaussian(0.1)
+    #   rand_n[42:45]   walk.ksim:37  gravity   = projected_gravity             ~ gaussian(0.02)...
+    #   rand_u[0:3]     walk.ksim:38  gyro      = sensor("imu_gyro")            ~ uniform(0.1) bi...
+    qpos = phys["qpos"]
+    qvel = phys["qvel"]
+    actuator_force = phys["actuator_force"]
+    sensordata = phys["sensordata"]
+    contact = phys["contact"]
+
+    # observe actor
+    x0 = qpos[7:28]
+    x1 = 0.1*qvel[6:27]
+    x2 = 2.0*qpos[4]
+    x3 = 2.0*qpos[5]
+    projected_gravity_x = -x2*qpos[6] + x3*qpos[3]
+    x5 = mem[MEM_DELAY_GRAVITY] < 0.5
+    x6 = mem[MEM_FIRST] > 0.5
+    x7 = mem[MEM_DELAY_GRAVITY] < 1.5
+    projected_gravity_y = -x2*qpos[3] - x3*qpos[6]
+    projected_gravity_z = 2.0*qpos[4]**2 + 2.0*qpos[5]**2 - 1.0
+    x10 = jnp.where(x6, action[0:21], mem[MEM_PREV_ACTION:MEM_PREV_ACTION + 21])
+    # walk.ksim:35  joint_pos = joint_pos - default_joint_pos ~ gaussian(0.01)
+    actor_joint_pos = x0 + 0.01*rand_n[0:21]
+    # walk.ksim:36  joint_vel = joint_vel / 10                ~ gaussian(0.1)
+    actor_joint_vel = x1 + 0.1*rand_n[21:42]
+    # walk.ksim:37  gravity   = projected_gravity             ~ gaussian(0.02) delay 0..2
+    actor_gravity = jnp.stack([
+        jnp.where(
+            x5,
+            projected_gravity_x,
+            jnp.where(
+                x7, jnp.where(x6, projected_gravity_x, mem[MEM_RING_GRAVITY]),
+                jnp.where(x6, projected_gravity_x, mem[MEM_RING_GRAVITY + 3])
+            )
+        )
+        + 0.02*rand_n[42],
+        jnp.where(
+            x5,
+            projected_gravity_y,
+            jnp.where(
+                x7, jnp.where(x6, projected_gravity_y, mem[MEM_RING_GRAVITY + 1]),
+                jnp.where(x6, projected_gravity_y, mem[MEM_RING_GRAVITY + 4])
+            )
+        )
+        + 0.02*rand_n[43],
+        jnp.where(
+            x5,
+            projected_gravity_z,
+            jnp.where(
+                x7, jnp.where(x6, projected_gravity_z, mem[MEM_RING_GRAVITY + 2]),
+                jnp.where(x6, projected_gravity_z, mem[MEM_RING_GRAVITY + 5])
+            )
+        )
+        + 0.02*rand_n[44]
+    ])
+    # walk.ksim:38  gyro      = sensor("imu_gyro")            ~ uniform(0.1) bias gaussian(0.02)
+    actor_gyro = jnp.stack([
+        mem[MEM_BIAS_GYRO] + 0.2*rand_u[0] + sensordata[0] - 0.1,
+        mem[MEM_BIAS_GYRO + 1] + 0.2*rand_u[1] + sensordata[1] - 0.1,
+        mem[MEM_BIAS_GYRO + 2] + 0.2*rand_u[2] + sensordata[2] - 0.1
+    ])
+    # walk.ksim:39  command   = cmd.vel
+    actor_command = jnp.stack([mem[MEM_CMD_VEL], mem[MEM_CMD_VEL + 1], mem[MEM_CMD_VEL + 2]])
+    # walk.ksim:40  last      = prev(action)
+    actor_last = x10
+
+    # observe critic (clean)
+    x11 = -x3*qvel[2] + 2.0*qpos[6]*qvel[1]
+    x12 = x2*qvel[2] - 2.0*qpos[6]*qvel[0]
+    x13 = -x2*qvel[1] + 2.0*qpos[5]*qvel[0]
+    # walk.ksim:23  let feet   = contact(["foot_left", "foot_right"], "floor")   # bool[2]
+    feet_0 = contact[0] > 0.5
+    feet_1 = contact[1] > 0.5
+    # walk.ksim:42  actor
+    critic_joint_pos = x0
+    critic_joint_vel = x1
+    critic_gravity = jnp.stack([projected_gravity_x, projected_gravity_y, projected_gravity_z])
+    critic_gyro = jnp.stack([sensordata[0], sensordata[1], sensordata[2]])
+    critic_command = jnp.stack([mem[MEM_CMD_VEL], mem[MEM_CMD_VEL + 1], mem[MEM_CMD_VEL + 2]])
+    critic_last = x10
+    # walk.ksim:43  lin_vel   = local_lin_vel
+    critic_lin_vel = jnp.stack([
+        x11*qpos[3] + x12*qpos[6] - x13*qpos[5] + qvel[0],
+        -x11*qpos[6] + x12*qpos[3] + x13*qpos[4] + qvel[1],
+        x11*qpos[5] - x12*qpos[4] + x13*qpos[3] + qvel[2]
+    ])
+    # walk.ksim:44  ang_vel   = local_ang_vel
+    critic_ang_vel = jnp.stack([qvel[3], qvel[4], qvel[5]])
+    # walk.ksim:45  height    = height
+    critic_height = qpos[2]
+    # walk.ksim:46  feet      = feet
+    critic_feet = jnp.stack([jnp.where(feet_0, 1.0, 0.0), jnp.where(feet_1, 1.0, 0.0)])
+    # walk.ksim:47  air_time  = air_time
+    critic_air_time = jnp.stack([mem[MEM_STATE_AIR_TIME], mem[MEM_STATE_AIR_TIME + 1]])
+    # walk.ksim:48  torque    = actuator_force / 100
+    critic_torque = 0.01*actuator_force[0:21]
+
+    return {
+        "actor": jnp.concatenate([
+            actor_joint_pos, actor_joint_vel, actor_gravity, actor_gyro, actor_command, actor_last
+        ], dtype=jnp.float32),
+        "critic": jnp.concatenate([
+            critic_joint_pos, critic_joint_vel, critic_gravity, critic_gyro, critic_command,
+            critic_last, critic_lin_vel, critic_ang_vel, jnp.stack([critic_height]), critic_feet,
+            critic_air_time, critic_torque
+        ], dtype=jnp.float32),
+    }
+
+
+def step(phys, action, level, mem, rand_n, rand_u):
+    """Observations, rewards, terminations and the next memory after one control step."""
+    # Random draws (rand_n ~ N(0, 1), rand_u ~ U[0, 1)):
+    #   rand_n[0:21]    walk.ksim:35  joint_pos = joint_pos - default_joint_pos ~ gaussian(0.01)
+    #   rand_n[21:42]   walk.ksim:36  joint_vel = joint_vel / 10                ~ gaussian(0.1)
+    #   rand_n[42:45]   walk.ksim:37  gravity   = projected_gravity             ~ gaussian(0.02)...
+    #   rand_u[0:3]     walk.ksim:38  gyro      = sensor("imu_gyro")            ~ uniform(0.1) bi...
+    #   rand_u[3]       walk.ksim:30  x   uniform(-0.5, 1.5)
+    #   rand_u[4]       walk.ksim:31  y   uniform(-0.3, 0.3)
+    #   rand_u[5]       walk.ksim:32  yaw uniform(-0.5, 0.5)
+    #   rand_u[6]       walk.ksim:29  command vel resample every 5s zero_prob=0.1
+    #   rand_u[7:9]     walk.ksim:84  base_lin_vel.xy += uniform(-0.5 * level, 0.5 * level)
+    #   rand_u[9]       walk.ksim:83  event push every uniform(1s, 3s)
+    qpos = phys["qpos"]
+    qvel = phys["qvel"]
+    actuator_force = phys["actuator_force"]
+    sensordata = phys["sensordata"]
+    contact = phys["contact"]
+
+    # observe actor
+    x0 = qpos[7:28]
+    x1 = 0.1*qvel[6:27]
+    x2 = 2.0*qpos[4]
+    x3 = 2.0*qpos[5]
+    projected_gravity_x = -x2*qpos[6] + x3*qpos[3]
+    x5 = mem[MEM_DELAY_GRAVITY] < 0.5
+    x6 = mem[MEM_FIRST] > 0.5
+    x7 = jnp.where(x6, projected_gravity_x, mem[MEM_RING_GRAVITY])
+    x8 = mem[MEM_DELAY_GRAVITY] < 1.5
+    x9 = x2*qpos[3] + x3*qpos[6]
+    projected_gravity_y = -x9
+    x11 = jnp.where(x6, projected_gravity_y, mem[MEM_RING_GRAVITY + 1])
+    projected_gravity_z = 2.0*qpos[4]**2 + 2.0*qpos[5]**2 - 1.0
+    x13 = jnp.where(x6, projected_gravity_z, mem[MEM_RING_GRAVITY + 2])
+    x14 = action[0:21]
+    x15 = jnp.where(x6, x14, mem[MEM_PREV_ACTION:MEM_PREV_ACTION + 21])
+    # walk.ksim:35  joint_pos = joint_pos - default_joint_pos ~ gaussian(0.01)
+    actor_joint_pos = x0 + 0.01*rand_n[0:21]
+    # walk.ksim:36  joint_vel = joint_vel / 10                ~ gaussian(0.1)
+    actor_joint_vel = x1 + 0.1*rand_n[21:42]
+    # walk.ksim:37  gravity   = projected_gravity             ~ gaussian(0.02) delay 0..2
+    actor_gravity = jnp.stack([
+        jnp.where(
+            x5, projected_gravity_x,
+            jnp.where(x8, x7, jnp.where(x6, projected_gravity_x, mem[MEM_RING_GRAVITY + 3]))
+        )
+        + 0.02*rand_n[42],
+        jnp.where(
+            x5, projected_gravity_y,
+            jnp.where(x8, x11, jnp.where(x6, projected_gravity_y, mem[MEM_RING_GRAVITY + 4]))
+        )
+        + 0.02*rand_n[43],
+        jnp.where(
+            x5, projected_gravity_z,
+            jnp.where(x8, x13, jnp.where(x6, projected_gravity_z, mem[MEM_RING_GRAVITY + 5]))
+        )
+        + 0.02*rand_n[44]
+    ])
+    # walk.ksim:38  gyro      = sensor("imu_gyro")            ~ uniform(0.1) bias gaussian(0.02)
+    actor_gyro = jnp.stack([
+        mem[MEM_BIAS_GYRO] + 0.2*rand_u[0] + sensordata[0] - 0.1,
+        mem[MEM_BIAS_GYRO + 1] + 0.2*rand_u[1] + sensordata[1] - 0.1,
+        mem[MEM_BIAS_GYRO + 2] + 0.2*rand_u[2] + sensordata[2] - 0.1
+    ])
+    # walk.ksim:39  command   = cmd.vel
+    actor_command = jnp.stack([mem[MEM_CMD_VEL], mem[MEM_CMD_VEL + 1], mem[MEM_CMD_VEL + 2]])
+    # walk.ksim:40  last      = prev(action)
+    actor_last = x15
+
+    # observe critic (clean)
+    x16 = -x3*qvel[2] + 2.0*qpos[6]*qvel[1]
+    x17 = x2*qvel[2] - 2.0*qpos[6]*qvel[0]
+    x18 = -x2*qvel[1] + 2.0*qpos[5]*qvel[0]
+    local_lin_vel_x = x16*qpos[3] + x17*qpos[6] - x18*qpos[5] + qvel[0]
+    local_lin_vel_y = -x16*qpos[6] + x17*qpos[3] + x18*qpos[4] + qvel[1]
+    x23 = actuator_force[0:21]
+    # walk.ksim:23  let feet   = contact(["foot_left", "foot_right"], "floor")   # bool[2]
+    feet_0 = contact[0] > 0.5
+    feet_1 = contact[1] > 0.5
+    x21 = jnp.where(feet_0, 1.0, 0.0)
+    x22 = jnp.where(feet_1, 1.0, 0.0)
+    # walk.ksim:42  actor
+    critic_joint_pos = x0
+    critic_joint_vel = x1
+    critic_gravity = jnp.stack([projected_gravity_x, projected_gravity_y, projected_gravity_z])
+    critic_gyro = jnp.stack([sensordata[0], sensordata[1], sensordata[2]])
+    critic_command = jnp.stack([mem[MEM_CMD_VEL], mem[MEM_CMD_VEL + 1], mem[MEM_CMD_VEL + 2]])
+    critic_last = x15
+    # walk.ksim:43  lin_vel   = local_lin_vel
+    critic_lin_vel = jnp.stack([
+        local_lin_vel_x, local_lin_vel_y, x16*qpos[5] - x17*qpos[4] + x18*qpos[3] + qvel[2]
+    ])
+    # walk.ksim:44  ang_vel   = local_ang_vel
+    critic_ang_vel = jnp.stack([qvel[3], qvel[4], qvel[5]])
+    # walk.ksim:45  height    = height
+    critic_height = qpos[2]
+    # walk.ksim:46  feet      = feet
+    critic_feet = jnp.stack([x21, x22])
+    # walk.ksim:47  air_time  = air_time
+    critic_air_time = jnp.stack([mem[MEM_STATE_AIR_TIME], mem[MEM_STATE_AIR_TIME + 1]])
+    # walk.ksim:48  torque    = actuator_force / 100
+    critic_torque = 0.01*x23
+
+    # reward terms (unweighted)
+    x24 = mem[MEM_FIRST] <= 0.5
+    # walk.ksim:54  let moving = norm(cmd.vel.xy) > 0.1
+    moving = jnp.sqrt(mem[MEM_CMD_VEL]**2 + mem[MEM_CMD_VEL + 1]**2) > 0.1
+    # walk.ksim:52  let beyond_limits = max(abs(joint_pos - (joint_upper + joint_lower) / 2) - 0....
+    beyond_limits = jnp.maximum(0.0, -BEYOND_LIMITS_CONST + jnp.abs(x0 - BEYOND_LIMITS_CONST_2))
+    # walk.ksim:57  alive        1.0         : 1
+    reward_alive = 1.0
+    # walk.ksim:58  track_lin    1.0         : exp_kernel(local_lin_vel.xy - cmd.vel.xy, 0.25)
+    reward_track_lin = jnp.exp(
+        -8.0*(local_lin_vel_x - mem[MEM_CMD_VEL])**2
+        - 8.0*(local_lin_vel_y - mem[MEM_CMD_VEL + 1])**2
+    )
+    # walk.ksim:59  track_yaw    0.5         : exp_kernel(local_ang_vel.z - cmd.vel.z, 0.25)
+    reward_track_yaw = jnp.exp(-8.0*(-mem[MEM_CMD_VEL + 2] + qvel[5])**2)
+    # walk.ksim:60  height       0.5         : exp_kernel(height - 1.25, 0.1)
+    reward_height = jnp.exp(-50.0*(qpos[2] - 1.25)**2)
+    # walk.ksim:61  ang_vel_xy  -0.05        : norm2(local_ang_vel.xy)
+    reward_ang_vel_xy = qvel[3]**2 + qvel[4]**2
+    # walk.ksim:62  action_rate -0.01        : norm2(action - prev(action))
+    reward_action_rate = jnp.sum((x14 - x15)**2)
+    # walk.ksim:63  torque      -0.00001     : norm2(actuator_force)
+    reward_torque = jnp.sum(x23**2)
+    # walk.ksim:64  joint_limit -1.0         : sum(beyond_limits)
+    reward_joint_limit = jnp.sum(beyond_limits)
+    # walk.ksim:65  air_time     0.2 * level : where(moving, sum(where(feet and not prev(feet), a...
+    reward_air_time = jnp.where(
+        moving,
+        jnp.where(
+            jnp.logical_and(
+                feet_0,
+                jnp.logical_not(
+                    jnp.logical_or(
+                        jnp.logical_and(feet_0, x6), jnp.logical_and(x24, mem[MEM_PREV_FEET] > 0.5)
+                    )
+                )
+            ),
+            mem[MEM_STATE_AIR_TIME] - 0.4,
+            0.0
+        )
+        + jnp.where(
+            jnp.logical_and(
+                feet_1,
+                jnp.logical_not(
+                    jnp.logical_or(
+                        jnp.logical_and(feet_1, x6),
+                        jnp.logical_and(x24, mem[MEM_PREV_FEET + 1] > 0.5)
+                    )
+                )
+            ),
+            mem[MEM_STATE_AIR_TIME + 1] - 0.4,
+            0.0
+        ),
+        0.0
+    )
+
+    # reward weights
+    # walk.ksim:57  alive        1.0         : 1
+    weight_alive = 1.0
+    # walk.ksim:58  track_lin    1.0         : exp_kernel(local_lin_vel.xy - cmd.vel.xy, 0.25)
+    weight_track_lin = 1.0
+    # walk.ksim:59  track_yaw    0.5         : exp_kernel(local_ang_vel.z - cmd.vel.z, 0.25)
+    weight_track_yaw = 0.5
+    # walk.ksim:60  height       0.5         : exp_kernel(height - 1.25, 0.1)
+    weight_height = 0.5
+    # walk.ksim:61  ang_vel_xy  -0.05        : norm2(local_ang_vel.xy)
+    weight_ang_vel_xy = -0.05
+    # walk.ksim:62  action_rate -0.01        : norm2(action - prev(action))
+    weight_action_rate = -0.01
+    # walk.ksim:63  torque      -0.00001     : norm2(actuator_force)
+    weight_torque = -1e-05
+    # walk.ksim:64  joint_limit -1.0         : sum(beyond_limits)
+    weight_joint_limit = -1.0
+    # walk.ksim:65  air_time     0.2 * level : where(moving, sum(where(feet and not prev(feet), a...
+    weight_air_time = 0.2*level
+
+    # terminations
+    # walk.ksim:68  fell   : height < 0.8
+    done_fell = qpos[2] < 0.8
+    # walk.ksim:69  tilted : angle(projected_gravity, [0, 0, -1]) > 60deg
+    done_tilted = (
+        jnp.arctan2(jnp.sqrt(projected_gravity_x**2 + x9**2), -projected_gravity_z)
+        > 1.0471975511966
+    )
+
+    # next memory
+    x25 = rand_u[6] < 0.1
+    x26 = mem[MEM_CMD_VEL_TIMER] <= 1.0
+    x27 = mem[MEM_EVENT_PUSH_TIMER] <= 1.0
+    # walk.ksim:26  state air_time[2] = 0 -> where(feet, 0, air_time + ctrl_dt)
+    mem_state_air_time = jnp.stack([
+        jnp.where(feet_0, 0.0, mem[MEM_STATE_AIR_TIME] + 0.02),
+        jnp.where(feet_1, 0.0, mem[MEM_STATE_AIR_TIME + 1] + 0.02)
+    ])
+    # walk.ksim:29  command vel resample every 5s zero_prob=0.1
+    mem_cmd_vel = jnp.stack([
+        jnp.where(x26, jnp.where(x25, 0.0, 2.0*rand_u[3] - 0.5), mem[MEM_CMD_VEL]),
+        jnp.where(x26, jnp.where(x25, 0.0, 0.6*rand_u[4] - 0.3), mem[MEM_CMD_VEL + 1]),
+        jnp.where(x26, jnp.where(x25, 0.0, rand_u[5] - 0.5), mem[MEM_CMD_VEL + 2])
+    ])
+    mem_cmd_vel_timer = jnp.where(x26, 250.0, mem[MEM_CMD_VEL_TIMER] - 1.0)
+    # walk.ksim:37  gravity   = projected_gravity             ~ gaussian(0.02) delay 0..2
+    mem_ring_gravity = jnp.array([
+        projected_gravity_x, projected_gravity_y, projected_gravity_z, x7, x11, x13
+    ])
+    # walk.ksim:83  event push every uniform(1s, 3s)
+    mem_event_push_timer = jnp.where(x27, 100.0*rand_u[9] + 50.0, mem[MEM_EVENT_PUSH_TIMER] - 1.0)
+
+    # events: joint velocities
+    x28 = -0.5*level
+    x29 = level
+    # walk.ksim:84  base_lin_vel.xy += uniform(-0.5 * level, 0.5 * level)
+    qvel_push = jnp.stack([
+        jnp.where(x27, x28 + x29*rand_u[7] + qvel[0], qvel[0]),
+        jnp.where(x27, x28 + x29*rand_u[8] + qvel[1], qvel[1])
+    ])
+
+    return {
+        "actor": jnp.concatenate([
+            actor_joint_pos, actor_joint_vel, actor_gravity, actor_gyro, actor_command, actor_last
+        ], dtype=jnp.float32),
+        "critic": jnp.concatenate([
+            critic_joint_pos, critic_joint_vel, critic_gravity, critic_gyro, critic_command,
+            critic_last, critic_lin_vel, critic_ang_vel, jnp.stack([critic_height]), critic_feet,
+            critic_air_time, critic_torque
+        ], dtype=jnp.float32),
+        "reward_terms": jnp.stack([
+            reward_alive, reward_track_lin, reward_track_yaw, reward_height, reward_ang_vel_xy,
+            reward_action_rate, reward_torque, reward_joint_limit, reward_air_time
+        ], dtype=jnp.float32),
+        "reward_weights": jnp.stack([
+            weight_alive, weight_track_lin, weight_track_yaw, weight_height, weight_ang_vel_xy,
+            weight_action_rate, weight_torque, weight_joint_limit, weight_air_time
+        ], dtype=jnp.float32),
+        "terminations": jnp.stack([done_fell, done_tilted], dtype=jnp.bool_),
+        "mem": jnp.concatenate([
+            mem_state_air_time,
+            x14,
+            jnp.stack([x21, x22]),
+            mem_cmd_vel,
+            jnp.stack([
+                mem_cmd_vel_timer, mem[MEM_BIAS_GYRO], mem[MEM_BIAS_GYRO + 1],
+                mem[MEM_BIAS_GYRO + 2], mem[MEM_DELAY_GRAVITY]
+            ]),
+            mem_ring_gravity,
+            jnp.stack([mem_event_push_timer, 0.0])
+        ], dtype=jnp.float32),
+        "qpos": jnp.asarray(qpos[0:28], dtype=jnp.float32),
+        "qvel": jnp.concatenate([qvel_push, qvel[2:27]], dtype=jnp.float32),
+    }
+
+
+# The task for the runtime (schema: `ksimdsl.abi.TaskSpec.from_dict`); a plain literal, read without
+# running this module when a run is resumed.
 SPEC = {'abi': 1,
  'task': 'walk',
  'doc': 'The humanoid walks at a commanded forward, sideways and turning speed',
@@ -19,133 +537,22 @@ SPEC = {'abi': 1,
  'engine': 'auto',
  'episode_steps': 1000,
  'actuators': {'kind': 'position',
-               'joint_qpos_adr': [8,
-                                  7,
-                                  9,
-                                  10,
-                                  11,
-                                  12,
-                                  13,
-                                  15,
-                                  14,
-                                  16,
-                                  17,
-                                  18,
-                                  19,
-                                  21,
-                                  20,
-                                  22,
-                                  23,
-                                  24,
-                                  25,
-                                  26,
-                                  27],
-               'joint_dof_adr': [7,
-                                 6,
-                                 8,
-                                 9,
-                                 10,
-                                 11,
-                                 12,
-                                 14,
-                                 13,
-                                 15,
-                                 16,
-                                 17,
-                                 18,
-                                 20,
-                                 19,
-                                 21,
-                                 22,
-                                 23,
-                                 24,
-                                 25,
-                                 26],
-               'kp': [300.0,
-                      300.0,
-                      300.0,
-                      300.0,
-                      300.0,
-                      450.0,
-                      450.0,
-                      450.0,
-                      450.0,
-                      300.0,
-                      300.0,
-                      450.0,
-                      450.0,
-                      450.0,
-                      450.0,
-                      90.0,
-                      90.0,
-                      90.0,
-                      90.0,
-                      90.0,
-                      90.0],
-               'kd': [10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0],
+               'joint_qpos_adr': [8, 7, 9, 10, 11, 12, 13, 15, 14, 16, 17, 18, 19, 21, 20, 22, 23,
+                                  24, 25, 26, 27],
+               'joint_dof_adr': [7, 6, 8, 9, 10, 11, 12, 14, 13, 15, 16, 17, 18, 20, 19, 21, 22, 23,
+                                 24, 25, 26],
+               'kp': [300.0, 300.0, 300.0, 300.0, 300.0, 450.0, 450.0, 450.0, 450.0, 300.0, 300.0,
+                      450.0, 450.0, 450.0, 450.0, 90.0, 90.0, 90.0, 90.0, 90.0, 90.0],
+               'kd': [10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0,
+                      10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0],
                'action_scale': 0.5,
                'scale': 1.0,
-               'default_pos': [0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0],
-               'ctrl_range': [[-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
+               'default_pos': [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+                               0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+               'ctrl_range': [[-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0],
+                              [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0],
+                              [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0],
+                              [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0],
                               [-1.0, 1.0]],
                'latency': [0.0, 0.01],
                'zero_offset': {'dist': 'gaussian', 'params': [0.0, 0.03490658503988659]}},
@@ -168,15 +575,9 @@ SPEC = {'abi': 1,
                     {'name': 'feet', 'size': 2, 'offset': 79},
                     {'name': 'air_time', 'size': 2, 'offset': 81},
                     {'name': 'torque', 'size': 21, 'offset': 83}]},
- 'rewards': [{'name': 'alive'},
-             {'name': 'track_lin'},
-             {'name': 'track_yaw'},
-             {'name': 'height'},
-             {'name': 'ang_vel_xy'},
-             {'name': 'action_rate'},
-             {'name': 'torque'},
-             {'name': 'joint_limit'},
-             {'name': 'air_time'}],
+ 'rewards': [{'name': 'alive'}, {'name': 'track_lin'}, {'name': 'track_yaw'}, {'name': 'height'},
+             {'name': 'ang_vel_xy'}, {'name': 'action_rate'}, {'name': 'torque'},
+             {'name': 'joint_limit'}, {'name': 'air_time'}],
  'dropped_rewards': [],
  'terminations': [{'name': 'fell', 'success': False}, {'name': 'tilted', 'success': False}],
  'mem_size': 41,
@@ -232,220 +633,3 @@ SPEC = {'abi': 1,
            'media_every_s': 600.0,
            'video': True},
  'ops': {'reset': [197, 80], 'observe': [194, 96], 'step': [410, 206]}}
-
-CONST = jnp.array([0.7068583470577035, 0.8246680715673208, 0.5497787143782138, 0.3141592653589793, 0.7461282552275759, 1.3351768777756623, 1.2723450247038663, 0.7853981633974483, 0.7853981633974483, 0.3141592653589793, 0.7461282552275759, 1.3351768777756623, 1.2723450247038663, 0.7853981633974483, 0.7853981633974483, 1.1388273369263, 1.1388273369263, 1.1780972450961724, 1.1388273369263, 1.1388273369263, 1.1780972450961724], dtype=jnp.float32)
-CONST_2 = jnp.array([0.0, -0.3926990816987242, 0.0, -0.17453292519943292, -0.21816615649929116, -1.1344640137963142, -1.3788101090755203, 0.0, 0.0, -0.17453292519943292, -0.21816615649929116, -1.1344640137963142, -1.3788101090755203, 0.0, 0.0, -0.21816615649929127, -0.21816615649929127, -0.4363323129985824, -0.21816615649929127, -0.21816615649929127, -0.4363323129985824], dtype=jnp.float32)
-IDX_RAND_U_0 = np.array([22, 22, 22, 23, 23, 23, 24, 24, 24, 25, 25, 25, 26, 26, 26, 27, 27, 27, 28, 28, 28, 29, 29, 29, 30, 30, 30, 31, 31, 31, 32, 32, 32, 33, 33, 33, 34, 34, 34, 35, 35, 35, 36, 36, 36, 37, 37, 37, 38, 38, 38, 39, 39, 39, 40, 40, 40, 41, 41, 41], dtype=np.int32)
-
-
-def reset(qpos, qvel, fields, level, rand_n, rand_u):
-    """Start an episode: reset writes, randomized model fields and the initial memory."""
-    geom_friction = fields["geom_friction"].reshape(-1)
-    body_mass = fields["body_mass"]
-    dof_armature = fields["dof_armature"]
-    dof_damping = fields["dof_damping"]
-
-    # reset: joint positions
-    x0 = 0.5*jnp.arctan2(2.0*qpos[3]*qpos[6] + 2.0*qpos[4]*qpos[5], -2.0*qpos[5]**2 - 2.0*qpos[6]**2 + 1.0) - 3.14159265358979*rand_u[21] + 1.5707963267949
-    x1 = jnp.cos(x0)
-    x2 = jnp.sin(x0)
-    qpos_reset = jnp.stack([x1*qpos[3] + x2*qpos[6], x1*qpos[4] + x2*qpos[5], x1*qpos[5] - x2*qpos[4], x1*qpos[6] - x2*qpos[3]])
-    qpos_reset_7 = qpos[7:28] + 0.1*rand_u[0:21] - 0.05
-
-    # reset: joint velocities
-    qvel_reset = qvel[6:27] + 0.05*rand_n[0:21]
-
-    # randomize: geom_friction
-    geom_friction_new = (rand_u[IDX_RAND_U_0] + 0.5)*geom_friction[0:60]
-
-    # randomize: body_mass
-    body_mass_new = (0.2*rand_u[42] + 0.9)*body_mass[1]
-
-    # randomize: dof_armature
-    dof_armature_new = (0.1*rand_u[43:70] + 0.95)*dof_armature[0:27]
-
-    # randomize: dof_damping
-    dof_damping_new = (0.2*rand_u[70:97] + 0.9)*dof_damping[0:27]
-
-    # initial memory
-    x3 = rand_u[100] < 0.1
-    mem_cmd_vel = jnp.stack([jnp.where(x3, 0.0, 2.0*rand_u[97] - 0.5), jnp.where(x3, 0.0, 0.6*rand_u[98] - 0.3), jnp.where(x3, 0.0, rand_u[99] - 0.5)])
-    mem_bias_gyro = jnp.stack([0.02*rand_n[21], 0.02*rand_n[22], 0.02*rand_n[23]])
-    mem_delay_gravity = jnp.minimum(2.0, jnp.floor(3.0*rand_u[101]))
-    mem_event_push_timer = 100.0*rand_u[102] + 50.0
-
-    return {
-        "qpos": jnp.concatenate([jnp.stack([qpos[0], qpos[1], qpos[2]]), qpos_reset, qpos_reset_7], dtype=jnp.float32),
-        "qvel": jnp.concatenate([qvel[0:6], qvel_reset], dtype=jnp.float32),
-        "fields": {
-            "geom_friction": (jnp.asarray(geom_friction_new, dtype=jnp.float32)).reshape(20, 3),
-            "body_mass": jnp.concatenate([jnp.stack([body_mass[0], body_mass_new]), body_mass[2:17]], dtype=jnp.float32),
-            "dof_armature": jnp.asarray(dof_armature_new, dtype=jnp.float32),
-            "dof_damping": jnp.asarray(dof_damping_new, dtype=jnp.float32),
-        },
-        "mem": jnp.concatenate([jnp.stack([0.0, 0.0]), jnp.full(21, 0.0), jnp.stack([0.0, 0.0]), mem_cmd_vel, jnp.stack([250.0]), mem_bias_gyro, jnp.stack([mem_delay_gravity]), jnp.full(6, 0.0), jnp.stack([mem_event_push_timer, 1.0])], dtype=jnp.float32),
-    }
-
-
-def observe(phys, action, level, mem, rand_n, rand_u):
-    """Observations of the current state (memory unchanged)."""
-    qpos = phys["qpos"]
-    qvel = phys["qvel"]
-    actuator_force = phys["actuator_force"]
-    sensordata = phys["sensordata"]
-    contact = phys["contact"]
-
-    # observe actor
-    x0 = qpos[7:28]
-    x1 = 0.1*qvel[6:27]
-    x2 = 2.0*qpos[4]
-    x3 = 2.0*qpos[5]
-    projected_gravity_x = -x2*qpos[6] + x3*qpos[3]
-    x5 = mem[32] < 0.5
-    x6 = mem[40] > 0.5
-    x7 = mem[32] < 1.5
-    projected_gravity_y = -x2*qpos[3] - x3*qpos[6]
-    projected_gravity_z = 2.0*qpos[4]**2 + 2.0*qpos[5]**2 - 1.0
-    x10 = jnp.where(x6, action[0:21], mem[2:23])
-    actor_joint_pos = x0 + 0.01*rand_n[0:21]
-    actor_joint_vel = x1 + 0.1*rand_n[21:42]
-    actor_gravity = jnp.stack([jnp.where(x5, projected_gravity_x, jnp.where(x7, jnp.where(x6, projected_gravity_x, mem[33]), jnp.where(x6, projected_gravity_x, mem[36]))) + 0.02*rand_n[42], jnp.where(x5, projected_gravity_y, jnp.where(x7, jnp.where(x6, projected_gravity_y, mem[34]), jnp.where(x6, projected_gravity_y, mem[37]))) + 0.02*rand_n[43], jnp.where(x5, projected_gravity_z, jnp.where(x7, jnp.where(x6, projected_gravity_z, mem[35]), jnp.where(x6, projected_gravity_z, mem[38]))) + 0.02*rand_n[44]])
-    actor_gyro = jnp.stack([mem[29] + 0.2*rand_u[0] + sensordata[0] - 0.1, mem[30] + 0.2*rand_u[1] + sensordata[1] - 0.1, mem[31] + 0.2*rand_u[2] + sensordata[2] - 0.1])
-    actor_command = jnp.stack([mem[25], mem[26], mem[27]])
-    actor_last = x10
-
-    # observe critic (clean)
-    x11 = -x3*qvel[2] + 2.0*qpos[6]*qvel[1]
-    x12 = x2*qvel[2] - 2.0*qpos[6]*qvel[0]
-    x13 = -x2*qvel[1] + 2.0*qpos[5]*qvel[0]
-    feet_0 = contact[0] > 0.5
-    feet_1 = contact[1] > 0.5
-    critic_joint_pos = x0
-    critic_joint_vel = x1
-    critic_gravity = jnp.stack([projected_gravity_x, projected_gravity_y, projected_gravity_z])
-    critic_gyro = jnp.stack([sensordata[0], sensordata[1], sensordata[2]])
-    critic_command = jnp.stack([mem[25], mem[26], mem[27]])
-    critic_last = x10
-    critic_lin_vel = jnp.stack([x11*qpos[3] + x12*qpos[6] - x13*qpos[5] + qvel[0], -x11*qpos[6] + x12*qpos[3] + x13*qpos[4] + qvel[1], x11*qpos[5] - x12*qpos[4] + x13*qpos[3] + qvel[2]])
-    critic_ang_vel = jnp.stack([qvel[3], qvel[4], qvel[5]])
-    critic_height = qpos[2]
-    critic_feet = jnp.stack([jnp.where(feet_0, 1.0, 0.0), jnp.where(feet_1, 1.0, 0.0)])
-    critic_air_time = jnp.stack([mem[0], mem[1]])
-    critic_torque = 0.01*actuator_force[0:21]
-
-    return {
-        "actor": jnp.concatenate([actor_joint_pos, actor_joint_vel, actor_gravity, actor_gyro, actor_command, actor_last], dtype=jnp.float32),
-        "critic": jnp.concatenate([critic_joint_pos, critic_joint_vel, critic_gravity, critic_gyro, critic_command, critic_last, critic_lin_vel, critic_ang_vel, jnp.stack([critic_height]), critic_feet, critic_air_time, critic_torque], dtype=jnp.float32),
-    }
-
-
-def step(phys, action, level, mem, rand_n, rand_u):
-    """Observations, rewards, terminations and the next memory after one control step."""
-    qpos = phys["qpos"]
-    qvel = phys["qvel"]
-    actuator_force = phys["actuator_force"]
-    sensordata = phys["sensordata"]
-    contact = phys["contact"]
-
-    # observe actor
-    x0 = qpos[7:28]
-    x1 = 0.1*qvel[6:27]
-    x2 = 2.0*qpos[4]
-    x3 = 2.0*qpos[5]
-    projected_gravity_x = -x2*qpos[6] + x3*qpos[3]
-    x5 = mem[32] < 0.5
-    x6 = mem[40] > 0.5
-    x7 = jnp.where(x6, projected_gravity_x, mem[33])
-    x8 = mem[32] < 1.5
-    x9 = x2*qpos[3] + x3*qpos[6]
-    projected_gravity_y = -x9
-    x11 = jnp.where(x6, projected_gravity_y, mem[34])
-    projected_gravity_z = 2.0*qpos[4]**2 + 2.0*qpos[5]**2 - 1.0
-    x13 = jnp.where(x6, projected_gravity_z, mem[35])
-    x14 = action[0:21]
-    x15 = jnp.where(x6, x14, mem[2:23])
-    actor_joint_pos = x0 + 0.01*rand_n[0:21]
-    actor_joint_vel = x1 + 0.1*rand_n[21:42]
-    actor_gravity = jnp.stack([jnp.where(x5, projected_gravity_x, jnp.where(x8, x7, jnp.where(x6, projected_gravity_x, mem[36]))) + 0.02*rand_n[42], jnp.where(x5, projected_gravity_y, jnp.where(x8, x11, jnp.where(x6, projected_gravity_y, mem[37]))) + 0.02*rand_n[43], jnp.where(x5, projected_gravity_z, jnp.where(x8, x13, jnp.where(x6, projected_gravity_z, mem[38]))) + 0.02*rand_n[44]])
-    actor_gyro = jnp.stack([mem[29] + 0.2*rand_u[0] + sensordata[0] - 0.1, mem[30] + 0.2*rand_u[1] + sensordata[1] - 0.1, mem[31] + 0.2*rand_u[2] + sensordata[2] - 0.1])
-    actor_command = jnp.stack([mem[25], mem[26], mem[27]])
-    actor_last = x15
-
-    # observe critic (clean)
-    x16 = -x3*qvel[2] + 2.0*qpos[6]*qvel[1]
-    x17 = x2*qvel[2] - 2.0*qpos[6]*qvel[0]
-    x18 = -x2*qvel[1] + 2.0*qpos[5]*qvel[0]
-    local_lin_vel_x = x16*qpos[3] + x17*qpos[6] - x18*qpos[5] + qvel[0]
-    local_lin_vel_y = -x16*qpos[6] + x17*qpos[3] + x18*qpos[4] + qvel[1]
-    x23 = actuator_force[0:21]
-    feet_0 = contact[0] > 0.5
-    feet_1 = contact[1] > 0.5
-    x21 = jnp.where(feet_0, 1.0, 0.0)
-    x22 = jnp.where(feet_1, 1.0, 0.0)
-    critic_joint_pos = x0
-    critic_joint_vel = x1
-    critic_gravity = jnp.stack([projected_gravity_x, projected_gravity_y, projected_gravity_z])
-    critic_gyro = jnp.stack([sensordata[0], sensordata[1], sensordata[2]])
-    critic_command = jnp.stack([mem[25], mem[26], mem[27]])
-    critic_last = x15
-    critic_lin_vel = jnp.stack([local_lin_vel_x, local_lin_vel_y, x16*qpos[5] - x17*qpos[4] + x18*qpos[3] + qvel[2]])
-    critic_ang_vel = jnp.stack([qvel[3], qvel[4], qvel[5]])
-    critic_height = qpos[2]
-    critic_feet = jnp.stack([x21, x22])
-    critic_air_time = jnp.stack([mem[0], mem[1]])
-    critic_torque = 0.01*x23
-
-    # reward terms (unweighted)
-    x24 = mem[40] <= 0.5
-    moving = jnp.sqrt(mem[25]**2 + mem[26]**2) > 0.1
-    beyond_limits = jnp.maximum(0.0, -CONST + jnp.abs(x0 - CONST_2))
-    reward_alive = 1.0
-    reward_track_lin = jnp.exp(-8.0*(local_lin_vel_x - mem[25])**2 - 8.0*(local_lin_vel_y - mem[26])**2)
-    reward_track_yaw = jnp.exp(-8.0*(-mem[27] + qvel[5])**2)
-    reward_height = jnp.exp(-50.0*(qpos[2] - 1.25)**2)
-    reward_ang_vel_xy = qvel[3]**2 + qvel[4]**2
-    reward_action_rate = jnp.sum((x14 - x15)**2)
-    reward_torque = jnp.sum(x23**2)
-    reward_joint_limit = jnp.sum(beyond_limits)
-    reward_air_time = jnp.where(moving, jnp.where(jnp.logical_and(feet_0, jnp.logical_not(jnp.logical_or(jnp.logical_and(feet_0, x6), jnp.logical_and(x24, mem[23] > 0.5)))), mem[0] - 0.4, 0.0) + jnp.where(jnp.logical_and(feet_1, jnp.logical_not(jnp.logical_or(jnp.logical_and(feet_1, x6), jnp.logical_and(x24, mem[24] > 0.5)))), mem[1] - 0.4, 0.0), 0.0)
-
-    # reward weights
-    weight_alive = 1.0
-    weight_track_lin = 1.0
-    weight_track_yaw = 0.5
-    weight_height = 0.5
-    weight_ang_vel_xy = -0.05
-    weight_action_rate = -0.01
-    weight_torque = -1e-05
-    weight_joint_limit = -1.0
-    weight_air_time = 0.2*level
-
-    # terminations
-    done_fell = qpos[2] < 0.8
-    done_tilted = jnp.arctan2(jnp.sqrt(projected_gravity_x**2 + x9**2), -projected_gravity_z) > 1.0471975511966
-
-    # next memory
-    x25 = rand_u[6] < 0.1
-    x26 = mem[28] <= 1.0
-    x27 = mem[39] <= 1.0
-    mem_state_air_time = jnp.stack([jnp.where(feet_0, 0.0, mem[0] + 0.02), jnp.where(feet_1, 0.0, mem[1] + 0.02)])
-    mem_cmd_vel = jnp.stack([jnp.where(x26, jnp.where(x25, 0.0, 2.0*rand_u[3] - 0.5), mem[25]), jnp.where(x26, jnp.where(x25, 0.0, 0.6*rand_u[4] - 0.3), mem[26]), jnp.where(x26, jnp.where(x25, 0.0, rand_u[5] - 0.5), mem[27])])
-    mem_cmd_vel_timer = jnp.where(x26, 250.0, mem[28] - 1.0)
-    mem_ring_gravity = jnp.array([projected_gravity_x, projected_gravity_y, projected_gravity_z, x7, x11, x13])
-    mem_event_push_timer = jnp.where(x27, 100.0*rand_u[9] + 50.0, mem[39] - 1.0)
-
-    # events: joint velocities
-    x28 = -0.5*level
-    x29 = level
-    qvel_push = jnp.stack([jnp.where(x27, x28 + x29*rand_u[7] + qvel[0], qvel[0]), jnp.where(x27, x28 + x29*rand_u[8] + qvel[1], qvel[1])])
-
-    return {
-        "actor": jnp.concatenate([actor_joint_pos, actor_joint_vel, actor_gravity, actor_gyro, actor_command, actor_last], dtype=jnp.float32),
-        "critic": jnp.concatenate([critic_joint_pos, critic_joint_vel, critic_gravity, critic_gyro, critic_command, critic_last, critic_lin_vel, critic_ang_vel, jnp.stack([critic_height]), critic_feet, critic_air_time, critic_torque], dtype=jnp.float32),
-        "reward_terms": jnp.stack([reward_alive, reward_track_lin, reward_track_yaw, reward_height, reward_ang_vel_xy, reward_action_rate, reward_torque, reward_joint_limit, reward_air_time], dtype=jnp.float32),
-        "reward_weights": jnp.stack([weight_alive, weight_track_lin, weight_track_yaw, weight_height, weight_ang_vel_xy, weight_action_rate, weight_torque, weight_joint_limit, weight_air_time], dtype=jnp.float32),
-        "terminations": jnp.stack([done_fell, done_tilted], dtype=jnp.bool_),
-        "mem": jnp.concatenate([mem_state_air_time, x14, jnp.stack([x21, x22]), mem_cmd_vel, jnp.stack([mem_cmd_vel_timer, mem[29], mem[30], mem[31], mem[32]]), mem_ring_gravity, jnp.stack([mem_event_push_timer, 0.0])], dtype=jnp.float32),
-        "qpos": jnp.asarray(qpos[0:28], dtype=jnp.float32),
-        "qvel": jnp.concatenate([qvel_push, qvel[2:27]], dtype=jnp.float32),
-    }

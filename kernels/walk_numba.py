@@ -2,9 +2,552 @@
 # backend: numba
 # ops (sympy count_ops, before -> after CSE): reset 197 -> 80, observe 194 -> 96, step 410 -> 206
 # Regenerate with `ksimdsl compile` (kernels/: `python -m ksimdsl.codegen.refresh`).
+#
+# reset:
+#   inputs: qpos, qvel, geom_friction, body_mass, dof_armature, dof_damping, rand_n[24], rand_u[103]
+#   outputs: qpos[28], qvel[27], geom_friction[60], body_mass[17], dof_armature[27],
+#     dof_damping[27], mem[41]
+# observe:
+#   inputs: qpos, qvel, actuator_force, sensordata, contact, action, mem, rand_n[45], rand_u[3]
+#   named intermediates: projected_gravity_x, projected_gravity_y, projected_gravity_z, feet_0,
+#     feet_1
+#   outputs: actor[72], critic[104]
+# step:
+#   inputs: qpos, qvel, actuator_force, sensordata, contact, action, level, mem, rand_n[45],
+#     rand_u[10]
+#   named intermediates: projected_gravity_x, projected_gravity_y, projected_gravity_z,
+#     local_lin_vel_x, local_lin_vel_y, feet_0, feet_1, moving, beyond_limits
+#   outputs: actor[72], critic[104], reward_terms[9], reward_weights[9], terminations[2], mem[41],
+#     qpos[28], qvel[27]
+# SPEC, the task's description for the runtime, is the literal at the end of the module.
 import numpy as np
 from numba import njit
 
+# Per-env memory `mem` (41 floats): the offset of each slot.
+MEM_STATE_AIR_TIME = 0  # state.air_time, 2 floats; walk.ksim:26  state air_time[2] = 0 -> where(...
+MEM_PREV_ACTION = 2  # prev.action, 21 floats; walk.ksim:40  last      = prev(action)
+MEM_PREV_FEET = 23  # prev.feet, 2 floats; walk.ksim:65  air_time     0.2 * level : where(moving,...
+MEM_CMD_VEL = 25  # cmd.vel, 3 floats; walk.ksim:29  command vel resample every 5s zero_prob=0.1
+MEM_CMD_VEL_TIMER = 28  # cmd.vel.timer, 1 float; walk.ksim:29  command vel resample every 5s zer...
+MEM_BIAS_GYRO = 29  # bias.gyro, 3 floats; walk.ksim:38  gyro      = sensor("imu_gyro")...
+MEM_DELAY_GRAVITY = 32  # delay.gravity, 1 float; walk.ksim:37  gravity   = projected_gravity...
+MEM_RING_GRAVITY = 33  # ring.gravity, 6 floats; walk.ksim:37  gravity   = projected_gravity...
+MEM_EVENT_PUSH_TIMER = 39  # event.push.timer, 1 float; walk.ksim:83  event push every uniform(1s...
+MEM_FIRST = 40  # first, 1 float
+
+# walk.ksim:52  0.9 * (joint_upper - joint_lower) / 2
+BEYOND_LIMITS_CONST = np.array([
+    0.7068583470577035, 0.8246680715673208, 0.5497787143782138, 0.3141592653589793,
+    0.7461282552275759, 1.3351768777756623, 1.2723450247038663, 0.7853981633974483,
+    0.7853981633974483, 0.3141592653589793, 0.7461282552275759, 1.3351768777756623,
+    1.2723450247038663, 0.7853981633974483, 0.7853981633974483, 1.1388273369263, 1.1388273369263,
+    1.1780972450961724, 1.1388273369263, 1.1388273369263, 1.1780972450961724
+], dtype=np.float32)
+# walk.ksim:52  (joint_upper + joint_lower) / 2
+BEYOND_LIMITS_CONST_2 = np.array([
+    0.0, -0.3926990816987242, 0.0, -0.17453292519943292, -0.21816615649929116, -1.1344640137963142,
+    -1.3788101090755203, 0.0, 0.0, -0.17453292519943292, -0.21816615649929116, -1.1344640137963142,
+    -1.3788101090755203, 0.0, 0.0, -0.21816615649929127, -0.21816615649929127, -0.4363323129985824,
+    -0.21816615649929127, -0.21816615649929127, -0.4363323129985824
+], dtype=np.float32)
+# walk.ksim:72  geom_friction      *= uniform(0.5, 1.5)
+GEOM_FRICTION_IDX = np.array([
+    22, 22, 22, 23, 23, 23, 24, 24, 24, 25, 25, 25, 26, 26, 26, 27, 27, 27, 28, 28, 28, 29, 29, 29,
+    30, 30, 30, 31, 31, 31, 32, 32, 32, 33, 33, 33, 34, 34, 34, 35, 35, 35, 36, 36, 36, 37, 37, 37,
+    38, 38, 38, 39, 39, 39, 40, 40, 40, 41, 41, 41
+], dtype=np.int32)
+
+
+@njit(cache=True, nogil=True)
+def reset(
+    qpos_EQ, qvel_EV, geom_friction_EG3, body_mass_EB, dof_armature_EV, dof_damping_EV, level_E,
+    rand_n_EN, rand_u_EU, qpos_out_EQ, qvel_out_EV, geom_friction_out_EG3, body_mass_out_EB,
+    dof_armature_out_EV, dof_damping_out_EV, mem_out_EM
+):
+    """Start an episode: reset writes, randomized model fields and the initial memory.
+
+    Batched over the leading env axis."""
+    # Random draws (rand_n ~ N(0, 1), rand_u ~ U[0, 1)):
+    #   rand_n[0:21]    walk.ksim:79  joint_vel += gaussian(0.05)
+    #   rand_n[21:24]   walk.ksim:38  gyro      = sensor("imu_gyro")            ~ uniform(0.1) bi...
+    #   rand_u[0:21]    walk.ksim:78  joint_pos += uniform(-0.05, 0.05)
+    #   rand_u[21]      walk.ksim:80  base_yaw   = uniform(-180deg, 180deg)
+    #   rand_u[22:42]   walk.ksim:72  geom_friction      *= uniform(0.5, 1.5)
+    #   rand_u[42]      walk.ksim:73  body_mass["torso"] *= uniform(0.9, 1.1)
+    #   rand_u[43:70]   walk.ksim:74  dof_armature       *= uniform(0.95, 1.05)
+    #   rand_u[70:97]   walk.ksim:75  dof_damping        *= uniform(0.9, 1.1)
+    #   rand_u[97]      walk.ksim:30  x   uniform(-0.5, 1.5)
+    #   rand_u[98]      walk.ksim:31  y   uniform(-0.3, 0.3)
+    #   rand_u[99]      walk.ksim:32  yaw uniform(-0.5, 0.5)
+    #   rand_u[100]     walk.ksim:29  command vel resample every 5s zero_prob=0.1
+    #   rand_u[101]     walk.ksim:37  gravity   = projected_gravity             ~ gaussian(0.02)...
+    #   rand_u[102]     walk.ksim:83  event push every uniform(1s, 3s)
+    for e in range(level_E.shape[0]):
+        qpos = qpos_EQ[e]
+        qvel = qvel_EV[e]
+        geom_friction = geom_friction_EG3[e].reshape(-1)
+        body_mass = body_mass_EB[e]
+        dof_armature = dof_armature_EV[e]
+        dof_damping = dof_damping_EV[e]
+        rand_n = rand_n_EN[e]
+        rand_u = rand_u_EU[e]
+
+        # reset: joint positions
+        x0 = (
+            0.5*np.arctan2(
+                2.0*qpos[3]*qpos[6] + 2.0*qpos[4]*qpos[5], -2.0*qpos[5]**2 - 2.0*qpos[6]**2 + 1.0
+            )
+            - 3.14159265358979*rand_u[21]
+            + 1.5707963267949
+        )
+        x1 = np.cos(x0)
+        x2 = np.sin(x0)
+        qpos_out_EQ[e, 0] = qpos[0]
+        qpos_out_EQ[e, 1] = qpos[1]
+        qpos_out_EQ[e, 2] = qpos[2]
+        # walk.ksim:80  base_yaw   = uniform(-180deg, 180deg)
+        qpos_out_EQ[e, 3] = x1*qpos[3] + x2*qpos[6]
+        qpos_out_EQ[e, 4] = x1*qpos[4] + x2*qpos[5]
+        qpos_out_EQ[e, 5] = x1*qpos[5] - x2*qpos[4]
+        qpos_out_EQ[e, 6] = x1*qpos[6] - x2*qpos[3]
+        # walk.ksim:78  joint_pos += uniform(-0.05, 0.05)
+        qpos_out_EQ[e, 7:28] = qpos[7:28] + 0.1*rand_u[0:21] - 0.05
+
+        # reset: joint velocities
+        qvel_out_EV[e, 0:6] = qvel[0:6]
+        # walk.ksim:79  joint_vel += gaussian(0.05)
+        qvel_out_EV[e, 6:27] = qvel[6:27] + 0.05*rand_n[0:21]
+
+        # randomize: geom_friction
+        geom_friction_out = geom_friction_out_EG3[e].reshape(-1)
+        # walk.ksim:72  geom_friction      *= uniform(0.5, 1.5)
+        geom_friction_out[0:60] = (rand_u[GEOM_FRICTION_IDX] + 0.5)*geom_friction[0:60]
+
+        # randomize: body_mass
+        body_mass_out_EB[e, 0] = body_mass[0]
+        # walk.ksim:73  body_mass["torso"] *= uniform(0.9, 1.1)
+        body_mass_out_EB[e, 1] = (0.2*rand_u[42] + 0.9)*body_mass[1]
+        body_mass_out_EB[e, 2:17] = body_mass[2:17]
+
+        # randomize: dof_armature
+        # walk.ksim:74  dof_armature       *= uniform(0.95, 1.05)
+        dof_armature_out_EV[e, 0:27] = (0.1*rand_u[43:70] + 0.95)*dof_armature[0:27]
+
+        # randomize: dof_damping
+        # walk.ksim:75  dof_damping        *= uniform(0.9, 1.1)
+        dof_damping_out_EV[e, 0:27] = (0.2*rand_u[70:97] + 0.9)*dof_damping[0:27]
+
+        # initial memory
+        x3 = rand_u[100] < 0.1
+        # walk.ksim:26  state air_time[2] = 0 -> where(feet, 0, air_time + ctrl_dt)
+        mem_out_EM[e, MEM_STATE_AIR_TIME] = 0.0
+        mem_out_EM[e, MEM_STATE_AIR_TIME + 1] = 0.0
+        # walk.ksim:40  last      = prev(action)
+        mem_out_EM[e, MEM_PREV_ACTION:MEM_PREV_ACTION + 21] = np.full(21, 0.0)
+        # walk.ksim:65  air_time     0.2 * level : where(moving, sum(where(feet and not prev(feet...
+        mem_out_EM[e, MEM_PREV_FEET] = 0.0
+        mem_out_EM[e, MEM_PREV_FEET + 1] = 0.0
+        # walk.ksim:29  command vel resample every 5s zero_prob=0.1
+        mem_out_EM[e, MEM_CMD_VEL] = (0.0 if x3 else 2.0*rand_u[97] - 0.5)
+        mem_out_EM[e, MEM_CMD_VEL + 1] = (0.0 if x3 else 0.6*rand_u[98] - 0.3)
+        mem_out_EM[e, MEM_CMD_VEL + 2] = (0.0 if x3 else rand_u[99] - 0.5)
+        mem_out_EM[e, MEM_CMD_VEL_TIMER] = 250.0
+        # walk.ksim:38  gyro      = sensor("imu_gyro")            ~ uniform(0.1) bias gaussian(0.02)
+        mem_out_EM[e, MEM_BIAS_GYRO] = 0.02*rand_n[21]
+        mem_out_EM[e, MEM_BIAS_GYRO + 1] = 0.02*rand_n[22]
+        mem_out_EM[e, MEM_BIAS_GYRO + 2] = 0.02*rand_n[23]
+        # walk.ksim:37  gravity   = projected_gravity             ~ gaussian(0.02) delay 0..2
+        mem_out_EM[e, MEM_DELAY_GRAVITY] = min(2.0, np.floor(3.0*rand_u[101]))
+        mem_out_EM[e, MEM_RING_GRAVITY:MEM_RING_GRAVITY + 6] = np.full(6, 0.0)
+        # walk.ksim:83  event push every uniform(1s, 3s)
+        mem_out_EM[e, MEM_EVENT_PUSH_TIMER] = 100.0*rand_u[102] + 50.0
+        mem_out_EM[e, MEM_FIRST] = 1.0
+
+
+@njit(cache=True, nogil=True)
+def observe(
+    qpos_EQ, qvel_EV, actuator_force_EU, sensordata_ED, contact_EC, action_EA, level_E, mem_EM,
+    rand_n_EN, rand_u_EU, actor_EO, critic_EC
+):
+    """Observations of the current state (memory unchanged).
+
+    Batched over the leading env axis."""
+    # Random draws (rand_n ~ N(0, 1), rand_u ~ U[0, 1)):
+    #   rand_n[0:21]    walk.ksim:35  joint_pos = joint_pos - default_joint_pos ~ gaussian(0.01)
+    #   rand_n[21:42]   walk.ksim:36  joint_vel = joint_vel / 10                ~ gaussian(0.1)
+    #   rand_n[42:45]   walk.ksim:37  gravity   = projected_gravity             ~ gaussian(0.02)...
+    #   rand_u[0:3]     walk.ksim:38  gyro      = sensor("imu_gyro")            ~ uniform(0.1) bi...
+    for e in range(level_E.shape[0]):
+        qpos = qpos_EQ[e]
+        qvel = qvel_EV[e]
+        actuator_force = actuator_force_EU[e]
+        sensordata = sensordata_ED[e]
+        contact = contact_EC[e]
+        action = action_EA[e]
+        mem = mem_EM[e]
+        rand_n = rand_n_EN[e]
+        rand_u = rand_u_EU[e]
+
+        # observe actor
+        x0 = qpos[7:28]
+        x1 = 0.1*qvel[6:27]
+        x2 = 2.0*qpos[4]
+        x3 = 2.0*qpos[5]
+        projected_gravity_x = -x2*qpos[6] + x3*qpos[3]
+        x5 = mem[MEM_DELAY_GRAVITY] < 0.5
+        x6 = mem[MEM_FIRST] > 0.5
+        x7 = mem[MEM_DELAY_GRAVITY] < 1.5
+        projected_gravity_y = -x2*qpos[3] - x3*qpos[6]
+        projected_gravity_z = 2.0*qpos[4]**2 + 2.0*qpos[5]**2 - 1.0
+        x10 = np.where(x6, action[0:21], mem[MEM_PREV_ACTION:MEM_PREV_ACTION + 21])
+        # walk.ksim:35  joint_pos = joint_pos - default_joint_pos ~ gaussian(0.01)
+        actor_EO[e, 0:21] = x0 + 0.01*rand_n[0:21]
+        # walk.ksim:36  joint_vel = joint_vel / 10                ~ gaussian(0.1)
+        actor_EO[e, 21:42] = x1 + 0.1*rand_n[21:42]
+        # walk.ksim:37  gravity   = projected_gravity             ~ gaussian(0.02) delay 0..2
+        actor_EO[e, 42] = (
+            (
+                projected_gravity_x
+                if x5
+                else (
+                    (projected_gravity_x if x6 else mem[MEM_RING_GRAVITY])
+                    if x7
+                    else (projected_gravity_x if x6 else mem[MEM_RING_GRAVITY + 3])
+                )
+            )
+            + 0.02*rand_n[42]
+        )
+        actor_EO[e, 43] = (
+            (
+                projected_gravity_y
+                if x5
+                else (
+                    (projected_gravity_y if x6 else mem[MEM_RING_GRAVITY + 1])
+                    if x7
+                    else (projected_gravity_y if x6 else mem[MEM_RING_GRAVITY + 4])
+                )
+            )
+            + 0.02*rand_n[43]
+        )
+        actor_EO[e, 44] = (
+            (
+                projected_gravity_z
+                if x5
+                else (
+                    (projected_gravity_z if x6 else mem[MEM_RING_GRAVITY + 2])
+                    if x7
+                    else (projected_gravity_z if x6 else mem[MEM_RING_GRAVITY + 5])
+                )
+            )
+            + 0.02*rand_n[44]
+        )
+        # walk.ksim:38  gyro      = sensor("imu_gyro")            ~ uniform(0.1) bias gaussian(0.02)
+        actor_EO[e, 45] = mem[MEM_BIAS_GYRO] + 0.2*rand_u[0] + sensordata[0] - 0.1
+        actor_EO[e, 46] = mem[MEM_BIAS_GYRO + 1] + 0.2*rand_u[1] + sensordata[1] - 0.1
+        actor_EO[e, 47] = mem[MEM_BIAS_GYRO + 2] + 0.2*rand_u[2] + sensordata[2] - 0.1
+        # walk.ksim:39  command   = cmd.vel
+        actor_EO[e, 48] = mem[MEM_CMD_VEL]
+        actor_EO[e, 49] = mem[MEM_CMD_VEL + 1]
+        actor_EO[e, 50] = mem[MEM_CMD_VEL + 2]
+        # walk.ksim:40  last      = prev(action)
+        actor_EO[e, 51:72] = x10
+
+        # observe critic (clean)
+        x11 = -x3*qvel[2] + 2.0*qpos[6]*qvel[1]
+        x12 = x2*qvel[2] - 2.0*qpos[6]*qvel[0]
+        x13 = -x2*qvel[1] + 2.0*qpos[5]*qvel[0]
+        # walk.ksim:23  let feet   = contact(["foot_left", "foot_right"], "floor")   # bool[2]
+        feet_0 = contact[0] > 0.5
+        feet_1 = contact[1] > 0.5
+        # walk.ksim:42  actor
+        critic_EC[e, 0:21] = x0
+        critic_EC[e, 21:42] = x1
+        critic_EC[e, 42] = projected_gravity_x
+        critic_EC[e, 43] = projected_gravity_y
+        critic_EC[e, 44] = projected_gravity_z
+        critic_EC[e, 45] = sensordata[0]
+        critic_EC[e, 46] = sensordata[1]
+        critic_EC[e, 47] = sensordata[2]
+        critic_EC[e, 48] = mem[MEM_CMD_VEL]
+        critic_EC[e, 49] = mem[MEM_CMD_VEL + 1]
+        critic_EC[e, 50] = mem[MEM_CMD_VEL + 2]
+        critic_EC[e, 51:72] = x10
+        # walk.ksim:43  lin_vel   = local_lin_vel
+        critic_EC[e, 72] = x11*qpos[3] + x12*qpos[6] - x13*qpos[5] + qvel[0]
+        critic_EC[e, 73] = -x11*qpos[6] + x12*qpos[3] + x13*qpos[4] + qvel[1]
+        critic_EC[e, 74] = x11*qpos[5] - x12*qpos[4] + x13*qpos[3] + qvel[2]
+        # walk.ksim:44  ang_vel   = local_ang_vel
+        critic_EC[e, 75] = qvel[3]
+        critic_EC[e, 76] = qvel[4]
+        critic_EC[e, 77] = qvel[5]
+        # walk.ksim:45  height    = height
+        critic_EC[e, 78] = qpos[2]
+        # walk.ksim:46  feet      = feet
+        critic_EC[e, 79] = (1.0 if feet_0 else 0.0)
+        critic_EC[e, 80] = (1.0 if feet_1 else 0.0)
+        # walk.ksim:47  air_time  = air_time
+        critic_EC[e, 81] = mem[MEM_STATE_AIR_TIME]
+        critic_EC[e, 82] = mem[MEM_STATE_AIR_TIME + 1]
+        # walk.ksim:48  torque    = actuator_force / 100
+        critic_EC[e, 83:104] = 0.01*actuator_force[0:21]
+
+
+@njit(cache=True, nogil=True)
+def step(
+    qpos_EQ, qvel_EV, actuator_force_EU, sensordata_ED, contact_EC, action_EA, level_E, mem_EM,
+    rand_n_EN, rand_u_EU, actor_EO, critic_EC, reward_terms_ER, reward_weights_ER, terminations_EK,
+    mem_out_EM, qpos_out_EQ, qvel_out_EV
+):
+    """Observations, rewards, terminations and the next memory after one control step.
+
+    Batched over the leading env axis."""
+    # Random draws (rand_n ~ N(0, 1), rand_u ~ U[0, 1)):
+    #   rand_n[0:21]    walk.ksim:35  joint_pos = joint_pos - default_joint_pos ~ gaussian(0.01)
+    #   rand_n[21:42]   walk.ksim:36  joint_vel = joint_vel / 10                ~ gaussian(0.1)
+    #   rand_n[42:45]   walk.ksim:37  gravity   = projected_gravity             ~ gaussian(0.02)...
+    #   rand_u[0:3]     walk.ksim:38  gyro      = sensor("imu_gyro")            ~ uniform(0.1) bi...
+    #   rand_u[3]       walk.ksim:30  x   uniform(-0.5, 1.5)
+    #   rand_u[4]       walk.ksim:31  y   uniform(-0.3, 0.3)
+    #   rand_u[5]       walk.ksim:32  yaw uniform(-0.5, 0.5)
+    #   rand_u[6]       walk.ksim:29  command vel resample every 5s zero_prob=0.1
+    #   rand_u[7:9]     walk.ksim:84  base_lin_vel.xy += uniform(-0.5 * level, 0.5 * level)
+    #   rand_u[9]       walk.ksim:83  event push every uniform(1s, 3s)
+    for e in range(level_E.shape[0]):
+        qpos = qpos_EQ[e]
+        qvel = qvel_EV[e]
+        actuator_force = actuator_force_EU[e]
+        sensordata = sensordata_ED[e]
+        contact = contact_EC[e]
+        action = action_EA[e]
+        level = level_E[e]
+        mem = mem_EM[e]
+        rand_n = rand_n_EN[e]
+        rand_u = rand_u_EU[e]
+
+        # observe actor
+        x0 = qpos[7:28]
+        x1 = 0.1*qvel[6:27]
+        x2 = 2.0*qpos[4]
+        x3 = 2.0*qpos[5]
+        projected_gravity_x = -x2*qpos[6] + x3*qpos[3]
+        x5 = mem[MEM_DELAY_GRAVITY] < 0.5
+        x6 = mem[MEM_FIRST] > 0.5
+        x7 = (projected_gravity_x if x6 else mem[MEM_RING_GRAVITY])
+        x8 = mem[MEM_DELAY_GRAVITY] < 1.5
+        x9 = x2*qpos[3] + x3*qpos[6]
+        projected_gravity_y = -x9
+        x11 = (projected_gravity_y if x6 else mem[MEM_RING_GRAVITY + 1])
+        projected_gravity_z = 2.0*qpos[4]**2 + 2.0*qpos[5]**2 - 1.0
+        x13 = (projected_gravity_z if x6 else mem[MEM_RING_GRAVITY + 2])
+        x14 = action[0:21]
+        x15 = np.where(x6, x14, mem[MEM_PREV_ACTION:MEM_PREV_ACTION + 21])
+        # walk.ksim:35  joint_pos = joint_pos - default_joint_pos ~ gaussian(0.01)
+        actor_EO[e, 0:21] = x0 + 0.01*rand_n[0:21]
+        # walk.ksim:36  joint_vel = joint_vel / 10                ~ gaussian(0.1)
+        actor_EO[e, 21:42] = x1 + 0.1*rand_n[21:42]
+        # walk.ksim:37  gravity   = projected_gravity             ~ gaussian(0.02) delay 0..2
+        actor_EO[e, 42] = (
+            (
+                projected_gravity_x
+                if x5
+                else (x7 if x8 else (projected_gravity_x if x6 else mem[MEM_RING_GRAVITY + 3]))
+            )
+            + 0.02*rand_n[42]
+        )
+        actor_EO[e, 43] = (
+            (
+                projected_gravity_y
+                if x5
+                else (x11 if x8 else (projected_gravity_y if x6 else mem[MEM_RING_GRAVITY + 4]))
+            )
+            + 0.02*rand_n[43]
+        )
+        actor_EO[e, 44] = (
+            (
+                projected_gravity_z
+                if x5
+                else (x13 if x8 else (projected_gravity_z if x6 else mem[MEM_RING_GRAVITY + 5]))
+            )
+            + 0.02*rand_n[44]
+        )
+        # walk.ksim:38  gyro      = sensor("imu_gyro")            ~ uniform(0.1) bias gaussian(0.02)
+        actor_EO[e, 45] = mem[MEM_BIAS_GYRO] + 0.2*rand_u[0] + sensordata[0] - 0.1
+        actor_EO[e, 46] = mem[MEM_BIAS_GYRO + 1] + 0.2*rand_u[1] + sensordata[1] - 0.1
+        actor_EO[e, 47] = mem[MEM_BIAS_GYRO + 2] + 0.2*rand_u[2] + sensordata[2] - 0.1
+        # walk.ksim:39  command   = cmd.vel
+        actor_EO[e, 48] = mem[MEM_CMD_VEL]
+        actor_EO[e, 49] = mem[MEM_CMD_VEL + 1]
+        actor_EO[e, 50] = mem[MEM_CMD_VEL + 2]
+        # walk.ksim:40  last      = prev(action)
+        actor_EO[e, 51:72] = x15
+
+        # observe critic (clean)
+        x16 = -x3*qvel[2] + 2.0*qpos[6]*qvel[1]
+        x17 = x2*qvel[2] - 2.0*qpos[6]*qvel[0]
+        x18 = -x2*qvel[1] + 2.0*qpos[5]*qvel[0]
+        local_lin_vel_x = x16*qpos[3] + x17*qpos[6] - x18*qpos[5] + qvel[0]
+        local_lin_vel_y = -x16*qpos[6] + x17*qpos[3] + x18*qpos[4] + qvel[1]
+        x23 = actuator_force[0:21]
+        # walk.ksim:23  let feet   = contact(["foot_left", "foot_right"], "floor")   # bool[2]
+        feet_0 = contact[0] > 0.5
+        feet_1 = contact[1] > 0.5
+        x21 = (1.0 if feet_0 else 0.0)
+        x22 = (1.0 if feet_1 else 0.0)
+        # walk.ksim:42  actor
+        critic_EC[e, 0:21] = x0
+        critic_EC[e, 21:42] = x1
+        critic_EC[e, 42] = projected_gravity_x
+        critic_EC[e, 43] = projected_gravity_y
+        critic_EC[e, 44] = projected_gravity_z
+        critic_EC[e, 45] = sensordata[0]
+        critic_EC[e, 46] = sensordata[1]
+        critic_EC[e, 47] = sensordata[2]
+        critic_EC[e, 48] = mem[MEM_CMD_VEL]
+        critic_EC[e, 49] = mem[MEM_CMD_VEL + 1]
+        critic_EC[e, 50] = mem[MEM_CMD_VEL + 2]
+        critic_EC[e, 51:72] = x15
+        # walk.ksim:43  lin_vel   = local_lin_vel
+        critic_EC[e, 72] = local_lin_vel_x
+        critic_EC[e, 73] = local_lin_vel_y
+        critic_EC[e, 74] = x16*qpos[5] - x17*qpos[4] + x18*qpos[3] + qvel[2]
+        # walk.ksim:44  ang_vel   = local_ang_vel
+        critic_EC[e, 75] = qvel[3]
+        critic_EC[e, 76] = qvel[4]
+        critic_EC[e, 77] = qvel[5]
+        # walk.ksim:45  height    = height
+        critic_EC[e, 78] = qpos[2]
+        # walk.ksim:46  feet      = feet
+        critic_EC[e, 79] = x21
+        critic_EC[e, 80] = x22
+        # walk.ksim:47  air_time  = air_time
+        critic_EC[e, 81] = mem[MEM_STATE_AIR_TIME]
+        critic_EC[e, 82] = mem[MEM_STATE_AIR_TIME + 1]
+        # walk.ksim:48  torque    = actuator_force / 100
+        critic_EC[e, 83:104] = 0.01*x23
+
+        # reward terms (unweighted)
+        x24 = mem[MEM_FIRST] <= 0.5
+        # walk.ksim:54  let moving = norm(cmd.vel.xy) > 0.1
+        moving = np.sqrt(mem[MEM_CMD_VEL]**2 + mem[MEM_CMD_VEL + 1]**2) > 0.1
+        # walk.ksim:52  let beyond_limits = max(abs(joint_pos - (joint_upper + joint_lower) / 2)...
+        beyond_limits = np.maximum(0.0, -BEYOND_LIMITS_CONST + np.abs(x0 - BEYOND_LIMITS_CONST_2))
+        # walk.ksim:57  alive        1.0         : 1
+        reward_terms_ER[e, 0] = 1.0
+        # walk.ksim:58  track_lin    1.0         : exp_kernel(local_lin_vel.xy - cmd.vel.xy, 0.25)
+        reward_terms_ER[e, 1] = np.exp(
+            -8.0*(local_lin_vel_x - mem[MEM_CMD_VEL])**2
+            - 8.0*(local_lin_vel_y - mem[MEM_CMD_VEL + 1])**2
+        )
+        # walk.ksim:59  track_yaw    0.5         : exp_kernel(local_ang_vel.z - cmd.vel.z, 0.25)
+        reward_terms_ER[e, 2] = np.exp(-8.0*(-mem[MEM_CMD_VEL + 2] + qvel[5])**2)
+        # walk.ksim:60  height       0.5         : exp_kernel(height - 1.25, 0.1)
+        reward_terms_ER[e, 3] = np.exp(-50.0*(qpos[2] - 1.25)**2)
+        # walk.ksim:61  ang_vel_xy  -0.05        : norm2(local_ang_vel.xy)
+        reward_terms_ER[e, 4] = qvel[3]**2 + qvel[4]**2
+        # walk.ksim:62  action_rate -0.01        : norm2(action - prev(action))
+        reward_terms_ER[e, 5] = np.sum((x14 - x15)**2)
+        # walk.ksim:63  torque      -0.00001     : norm2(actuator_force)
+        reward_terms_ER[e, 6] = np.sum(x23**2)
+        # walk.ksim:64  joint_limit -1.0         : sum(beyond_limits)
+        reward_terms_ER[e, 7] = np.sum(beyond_limits)
+        # walk.ksim:65  air_time     0.2 * level : where(moving, sum(where(feet and not prev(feet...
+        reward_terms_ER[e, 8] = (
+            (
+                mem[MEM_STATE_AIR_TIME] - 0.4
+                if (feet_0 and (not ((feet_0 and x6) or (x24 and mem[MEM_PREV_FEET] > 0.5))))
+                else 0.0
+            )
+            + (
+                mem[MEM_STATE_AIR_TIME + 1] - 0.4
+                if (feet_1 and (not ((feet_1 and x6) or (x24 and mem[MEM_PREV_FEET + 1] > 0.5))))
+                else 0.0
+            )
+            if moving
+            else 0.0
+        )
+
+        # reward weights
+        # walk.ksim:57  alive        1.0         : 1
+        reward_weights_ER[e, 0] = 1.0
+        # walk.ksim:58  track_lin    1.0         : exp_kernel(local_lin_vel.xy - cmd.vel.xy, 0.25)
+        reward_weights_ER[e, 1] = 1.0
+        # walk.ksim:59  track_yaw    0.5         : exp_kernel(local_ang_vel.z - cmd.vel.z, 0.25)
+        reward_weights_ER[e, 2] = 0.5
+        # walk.ksim:60  height       0.5         : exp_kernel(height - 1.25, 0.1)
+        reward_weights_ER[e, 3] = 0.5
+        # walk.ksim:61  ang_vel_xy  -0.05        : norm2(local_ang_vel.xy)
+        reward_weights_ER[e, 4] = -0.05
+        # walk.ksim:62  action_rate -0.01        : norm2(action - prev(action))
+        reward_weights_ER[e, 5] = -0.01
+        # walk.ksim:63  torque      -0.00001     : norm2(actuator_force)
+        reward_weights_ER[e, 6] = -1e-05
+        # walk.ksim:64  joint_limit -1.0         : sum(beyond_limits)
+        reward_weights_ER[e, 7] = -1.0
+        # walk.ksim:65  air_time     0.2 * level : where(moving, sum(where(feet and not prev(feet...
+        reward_weights_ER[e, 8] = 0.2*level
+
+        # terminations
+        # walk.ksim:68  fell   : height < 0.8
+        terminations_EK[e, 0] = qpos[2] < 0.8
+        # walk.ksim:69  tilted : angle(projected_gravity, [0, 0, -1]) > 60deg
+        terminations_EK[e, 1] = (
+            np.arctan2(np.sqrt(projected_gravity_x**2 + x9**2), -projected_gravity_z)
+            > 1.0471975511966
+        )
+
+        # next memory
+        x25 = rand_u[6] < 0.1
+        x26 = mem[MEM_CMD_VEL_TIMER] <= 1.0
+        x27 = mem[MEM_EVENT_PUSH_TIMER] <= 1.0
+        # walk.ksim:26  state air_time[2] = 0 -> where(feet, 0, air_time + ctrl_dt)
+        mem_out_EM[e, MEM_STATE_AIR_TIME] = (0.0 if feet_0 else mem[MEM_STATE_AIR_TIME] + 0.02)
+        mem_out_EM[e, MEM_STATE_AIR_TIME + 1] = (
+            0.0 if feet_1 else mem[MEM_STATE_AIR_TIME + 1] + 0.02
+        )
+        # walk.ksim:40  last      = prev(action)
+        mem_out_EM[e, MEM_PREV_ACTION:MEM_PREV_ACTION + 21] = x14
+        # walk.ksim:65  air_time     0.2 * level : where(moving, sum(where(feet and not prev(feet...
+        mem_out_EM[e, MEM_PREV_FEET] = x21
+        mem_out_EM[e, MEM_PREV_FEET + 1] = x22
+        # walk.ksim:29  command vel resample every 5s zero_prob=0.1
+        mem_out_EM[e, MEM_CMD_VEL] = (
+            (0.0 if x25 else 2.0*rand_u[3] - 0.5) if x26 else mem[MEM_CMD_VEL]
+        )
+        mem_out_EM[e, MEM_CMD_VEL + 1] = (
+            (0.0 if x25 else 0.6*rand_u[4] - 0.3) if x26 else mem[MEM_CMD_VEL + 1]
+        )
+        mem_out_EM[e, MEM_CMD_VEL + 2] = (
+            (0.0 if x25 else rand_u[5] - 0.5) if x26 else mem[MEM_CMD_VEL + 2]
+        )
+        mem_out_EM[e, MEM_CMD_VEL_TIMER] = (250.0 if x26 else mem[MEM_CMD_VEL_TIMER] - 1.0)
+        mem_out_EM[e, MEM_BIAS_GYRO] = mem[MEM_BIAS_GYRO]
+        mem_out_EM[e, MEM_BIAS_GYRO + 1] = mem[MEM_BIAS_GYRO + 1]
+        mem_out_EM[e, MEM_BIAS_GYRO + 2] = mem[MEM_BIAS_GYRO + 2]
+        mem_out_EM[e, MEM_DELAY_GRAVITY] = mem[MEM_DELAY_GRAVITY]
+        # walk.ksim:37  gravity   = projected_gravity             ~ gaussian(0.02) delay 0..2
+        mem_out_EM[e, MEM_RING_GRAVITY:MEM_RING_GRAVITY + 6] = np.array([
+            projected_gravity_x, projected_gravity_y, projected_gravity_z, x7, x11, x13
+        ])
+        # walk.ksim:83  event push every uniform(1s, 3s)
+        mem_out_EM[e, MEM_EVENT_PUSH_TIMER] = (
+            100.0*rand_u[9] + 50.0 if x27 else mem[MEM_EVENT_PUSH_TIMER] - 1.0
+        )
+        mem_out_EM[e, MEM_FIRST] = 0.0
+
+        # events: joint positions
+        qpos_out_EQ[e, 0:28] = qpos[0:28]
+
+        # events: joint velocities
+        x28 = -0.5*level
+        x29 = level
+        # walk.ksim:84  base_lin_vel.xy += uniform(-0.5 * level, 0.5 * level)
+        qvel_out_EV[e, 0] = (x28 + x29*rand_u[7] + qvel[0] if x27 else qvel[0])
+        qvel_out_EV[e, 1] = (x28 + x29*rand_u[8] + qvel[1] if x27 else qvel[1])
+        qvel_out_EV[e, 2:27] = qvel[2:27]
+
+
+# The task for the runtime (schema: `ksimdsl.abi.TaskSpec.from_dict`); a plain literal, read without
+# running this module when a run is resumed.
 SPEC = {'abi': 1,
  'task': 'walk',
  'doc': 'The humanoid walks at a commanded forward, sideways and turning speed',
@@ -19,133 +562,22 @@ SPEC = {'abi': 1,
  'engine': 'auto',
  'episode_steps': 1000,
  'actuators': {'kind': 'position',
-               'joint_qpos_adr': [8,
-                                  7,
-                                  9,
-                                  10,
-                                  11,
-                                  12,
-                                  13,
-                                  15,
-                                  14,
-                                  16,
-                                  17,
-                                  18,
-                                  19,
-                                  21,
-                                  20,
-                                  22,
-                                  23,
-                                  24,
-                                  25,
-                                  26,
-                                  27],
-               'joint_dof_adr': [7,
-                                 6,
-                                 8,
-                                 9,
-                                 10,
-                                 11,
-                                 12,
-                                 14,
-                                 13,
-                                 15,
-                                 16,
-                                 17,
-                                 18,
-                                 20,
-                                 19,
-                                 21,
-                                 22,
-                                 23,
-                                 24,
-                                 25,
-                                 26],
-               'kp': [300.0,
-                      300.0,
-                      300.0,
-                      300.0,
-                      300.0,
-                      450.0,
-                      450.0,
-                      450.0,
-                      450.0,
-                      300.0,
-                      300.0,
-                      450.0,
-                      450.0,
-                      450.0,
-                      450.0,
-                      90.0,
-                      90.0,
-                      90.0,
-                      90.0,
-                      90.0,
-                      90.0],
-               'kd': [10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0,
-                      10.0],
+               'joint_qpos_adr': [8, 7, 9, 10, 11, 12, 13, 15, 14, 16, 17, 18, 19, 21, 20, 22, 23,
+                                  24, 25, 26, 27],
+               'joint_dof_adr': [7, 6, 8, 9, 10, 11, 12, 14, 13, 15, 16, 17, 18, 20, 19, 21, 22, 23,
+                                 24, 25, 26],
+               'kp': [300.0, 300.0, 300.0, 300.0, 300.0, 450.0, 450.0, 450.0, 450.0, 300.0, 300.0,
+                      450.0, 450.0, 450.0, 450.0, 90.0, 90.0, 90.0, 90.0, 90.0, 90.0],
+               'kd': [10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0,
+                      10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 10.0],
                'action_scale': 0.5,
                'scale': 1.0,
-               'default_pos': [0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0,
-                               0.0],
-               'ctrl_range': [[-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
-                              [-1.0, 1.0],
+               'default_pos': [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+                               0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+               'ctrl_range': [[-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0],
+                              [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0],
+                              [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0],
+                              [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0],
                               [-1.0, 1.0]],
                'latency': [0.0, 0.01],
                'zero_offset': {'dist': 'gaussian', 'params': [0.0, 0.03490658503988659]}},
@@ -168,15 +600,9 @@ SPEC = {'abi': 1,
                     {'name': 'feet', 'size': 2, 'offset': 79},
                     {'name': 'air_time', 'size': 2, 'offset': 81},
                     {'name': 'torque', 'size': 21, 'offset': 83}]},
- 'rewards': [{'name': 'alive'},
-             {'name': 'track_lin'},
-             {'name': 'track_yaw'},
-             {'name': 'height'},
-             {'name': 'ang_vel_xy'},
-             {'name': 'action_rate'},
-             {'name': 'torque'},
-             {'name': 'joint_limit'},
-             {'name': 'air_time'}],
+ 'rewards': [{'name': 'alive'}, {'name': 'track_lin'}, {'name': 'track_yaw'}, {'name': 'height'},
+             {'name': 'ang_vel_xy'}, {'name': 'action_rate'}, {'name': 'torque'},
+             {'name': 'joint_limit'}, {'name': 'air_time'}],
  'dropped_rewards': [],
  'terminations': [{'name': 'fell', 'success': False}, {'name': 'tilted', 'success': False}],
  'mem_size': 41,
@@ -196,52 +622,17 @@ SPEC = {'abi': 1,
  'phys_inputs': ['qpos', 'qvel', 'actuator_force', 'sensordata', 'contact'],
  'contact_queries': [{'geoms_a': [12, 13], 'geoms_b': [0]}, {'geoms_a': [8, 9], 'geoms_b': [0]}],
  'rand': {'reset': [24, 103], 'observe': [45, 3], 'step': [45, 10]},
- 'numba_args': {'reset': ['qpos_EQ',
-                          'qvel_EV',
-                          'geom_friction_EG3',
-                          'body_mass_EB',
-                          'dof_armature_EV',
-                          'dof_damping_EV',
-                          'level_E',
-                          'rand_n_EN',
-                          'rand_u_EU',
-                          'qpos_out_EQ',
-                          'qvel_out_EV',
-                          'geom_friction_out_EG3',
-                          'body_mass_out_EB',
-                          'dof_armature_out_EV',
-                          'dof_damping_out_EV',
-                          'mem_out_EM'],
-                'observe': ['qpos_EQ',
-                            'qvel_EV',
-                            'actuator_force_EU',
-                            'sensordata_ED',
-                            'contact_EC',
-                            'action_EA',
-                            'level_E',
-                            'mem_EM',
-                            'rand_n_EN',
-                            'rand_u_EU',
-                            'actor_EO',
-                            'critic_EC'],
-                'step': ['qpos_EQ',
-                         'qvel_EV',
-                         'actuator_force_EU',
-                         'sensordata_ED',
-                         'contact_EC',
-                         'action_EA',
-                         'level_E',
-                         'mem_EM',
-                         'rand_n_EN',
-                         'rand_u_EU',
-                         'actor_EO',
-                         'critic_EC',
-                         'reward_terms_ER',
-                         'reward_weights_ER',
-                         'terminations_EK',
-                         'mem_out_EM',
-                         'qpos_out_EQ',
-                         'qvel_out_EV']},
+ 'numba_args': {'reset': ['qpos_EQ', 'qvel_EV', 'geom_friction_EG3', 'body_mass_EB',
+                          'dof_armature_EV', 'dof_damping_EV', 'level_E', 'rand_n_EN', 'rand_u_EU',
+                          'qpos_out_EQ', 'qvel_out_EV', 'geom_friction_out_EG3', 'body_mass_out_EB',
+                          'dof_armature_out_EV', 'dof_damping_out_EV', 'mem_out_EM'],
+                'observe': ['qpos_EQ', 'qvel_EV', 'actuator_force_EU', 'sensordata_ED',
+                            'contact_EC', 'action_EA', 'level_E', 'mem_EM', 'rand_n_EN',
+                            'rand_u_EU', 'actor_EO', 'critic_EC'],
+                'step': ['qpos_EQ', 'qvel_EV', 'actuator_force_EU', 'sensordata_ED', 'contact_EC',
+                         'action_EA', 'level_E', 'mem_EM', 'rand_n_EN', 'rand_u_EU', 'actor_EO',
+                         'critic_EC', 'reward_terms_ER', 'reward_weights_ER', 'terminations_EK',
+                         'mem_out_EM', 'qpos_out_EQ', 'qvel_out_EV']},
  'curriculum': {'kind': 'episode_length', 'levels': 10, 'up': 0.8, 'down': 0.3, 'min_steps': 20},
  'policy': {'kind': 'mlp',
             'hidden': [256, 256],
@@ -278,285 +669,3 @@ SPEC = {'abi': 1,
            'media_every_s': 600.0,
            'video': True},
  'ops': {'reset': [197, 80], 'observe': [194, 96], 'step': [410, 206]}}
-
-CONST = np.array([0.7068583470577035, 0.8246680715673208, 0.5497787143782138, 0.3141592653589793, 0.7461282552275759, 1.3351768777756623, 1.2723450247038663, 0.7853981633974483, 0.7853981633974483, 0.3141592653589793, 0.7461282552275759, 1.3351768777756623, 1.2723450247038663, 0.7853981633974483, 0.7853981633974483, 1.1388273369263, 1.1388273369263, 1.1780972450961724, 1.1388273369263, 1.1388273369263, 1.1780972450961724], dtype=np.float32)
-CONST_2 = np.array([0.0, -0.3926990816987242, 0.0, -0.17453292519943292, -0.21816615649929116, -1.1344640137963142, -1.3788101090755203, 0.0, 0.0, -0.17453292519943292, -0.21816615649929116, -1.1344640137963142, -1.3788101090755203, 0.0, 0.0, -0.21816615649929127, -0.21816615649929127, -0.4363323129985824, -0.21816615649929127, -0.21816615649929127, -0.4363323129985824], dtype=np.float32)
-IDX_RAND_U_0 = np.array([22, 22, 22, 23, 23, 23, 24, 24, 24, 25, 25, 25, 26, 26, 26, 27, 27, 27, 28, 28, 28, 29, 29, 29, 30, 30, 30, 31, 31, 31, 32, 32, 32, 33, 33, 33, 34, 34, 34, 35, 35, 35, 36, 36, 36, 37, 37, 37, 38, 38, 38, 39, 39, 39, 40, 40, 40, 41, 41, 41], dtype=np.int32)
-
-
-@njit(cache=True, nogil=True)
-def reset(qpos_EQ, qvel_EV, geom_friction_EG3, body_mass_EB, dof_armature_EV, dof_damping_EV, level_E, rand_n_EN, rand_u_EU, qpos_out_EQ, qvel_out_EV, geom_friction_out_EG3, body_mass_out_EB, dof_armature_out_EV, dof_damping_out_EV, mem_out_EM):
-    """Start an episode: reset writes, randomized model fields and the initial memory. Batched over the leading env axis."""
-    for e in range(level_E.shape[0]):
-        qpos = qpos_EQ[e]
-        qvel = qvel_EV[e]
-        geom_friction = geom_friction_EG3[e].reshape(-1)
-        body_mass = body_mass_EB[e]
-        dof_armature = dof_armature_EV[e]
-        dof_damping = dof_damping_EV[e]
-        rand_n = rand_n_EN[e]
-        rand_u = rand_u_EU[e]
-
-        # reset: joint positions
-        x0 = 0.5*np.arctan2(2.0*qpos[3]*qpos[6] + 2.0*qpos[4]*qpos[5], -2.0*qpos[5]**2 - 2.0*qpos[6]**2 + 1.0) - 3.14159265358979*rand_u[21] + 1.5707963267949
-        x1 = np.cos(x0)
-        x2 = np.sin(x0)
-        qpos_out_EQ[e, 0] = qpos[0]
-        qpos_out_EQ[e, 1] = qpos[1]
-        qpos_out_EQ[e, 2] = qpos[2]
-        qpos_out_EQ[e, 3] = x1*qpos[3] + x2*qpos[6]  # reset
-        qpos_out_EQ[e, 4] = x1*qpos[4] + x2*qpos[5]
-        qpos_out_EQ[e, 5] = x1*qpos[5] - x2*qpos[4]
-        qpos_out_EQ[e, 6] = x1*qpos[6] - x2*qpos[3]
-        qpos_out_EQ[e, 7:28] = qpos[7:28] + 0.1*rand_u[0:21] - 0.05  # reset
-
-        # reset: joint velocities
-        qvel_out_EV[e, 0:6] = qvel[0:6]
-        qvel_out_EV[e, 6:27] = qvel[6:27] + 0.05*rand_n[0:21]  # reset
-
-        # randomize: geom_friction
-        geom_friction_out = geom_friction_out_EG3[e].reshape(-1)
-        geom_friction_out[0:60] = (rand_u[IDX_RAND_U_0] + 0.5)*geom_friction[0:60]  # new
-
-        # randomize: body_mass
-        body_mass_out_EB[e, 0] = body_mass[0]
-        body_mass_out_EB[e, 1] = (0.2*rand_u[42] + 0.9)*body_mass[1]  # new
-        body_mass_out_EB[e, 2:17] = body_mass[2:17]
-
-        # randomize: dof_armature
-        dof_armature_out_EV[e, 0:27] = (0.1*rand_u[43:70] + 0.95)*dof_armature[0:27]  # new
-
-        # randomize: dof_damping
-        dof_damping_out_EV[e, 0:27] = (0.2*rand_u[70:97] + 0.9)*dof_damping[0:27]  # new
-
-        # initial memory
-        x3 = rand_u[100] < 0.1
-        mem_out_EM[e, 0] = 0.0  # state_air_time
-        mem_out_EM[e, 1] = 0.0
-        mem_out_EM[e, 2:23] = np.full(21, 0.0)  # prev_action
-        mem_out_EM[e, 23] = 0.0  # prev_feet
-        mem_out_EM[e, 24] = 0.0
-        mem_out_EM[e, 25] = (0.0 if x3 else 2.0*rand_u[97] - 0.5)  # cmd_vel
-        mem_out_EM[e, 26] = (0.0 if x3 else 0.6*rand_u[98] - 0.3)
-        mem_out_EM[e, 27] = (0.0 if x3 else rand_u[99] - 0.5)
-        mem_out_EM[e, 28] = 250.0  # cmd_vel_timer
-        mem_out_EM[e, 29] = 0.02*rand_n[21]  # bias_gyro
-        mem_out_EM[e, 30] = 0.02*rand_n[22]
-        mem_out_EM[e, 31] = 0.02*rand_n[23]
-        mem_out_EM[e, 32] = min(2.0, np.floor(3.0*rand_u[101]))  # delay_gravity
-        mem_out_EM[e, 33:39] = np.full(6, 0.0)  # ring_gravity
-        mem_out_EM[e, 39] = 100.0*rand_u[102] + 50.0  # event_push_timer
-        mem_out_EM[e, 40] = 1.0  # first
-
-
-@njit(cache=True, nogil=True)
-def observe(qpos_EQ, qvel_EV, actuator_force_EU, sensordata_ED, contact_EC, action_EA, level_E, mem_EM, rand_n_EN, rand_u_EU, actor_EO, critic_EC):
-    """Observations of the current state (memory unchanged). Batched over the leading env axis."""
-    for e in range(level_E.shape[0]):
-        qpos = qpos_EQ[e]
-        qvel = qvel_EV[e]
-        actuator_force = actuator_force_EU[e]
-        sensordata = sensordata_ED[e]
-        contact = contact_EC[e]
-        action = action_EA[e]
-        mem = mem_EM[e]
-        rand_n = rand_n_EN[e]
-        rand_u = rand_u_EU[e]
-
-        # observe actor
-        x0 = qpos[7:28]
-        x1 = 0.1*qvel[6:27]
-        x2 = 2.0*qpos[4]
-        x3 = 2.0*qpos[5]
-        projected_gravity_x = -x2*qpos[6] + x3*qpos[3]
-        x5 = mem[32] < 0.5
-        x6 = mem[40] > 0.5
-        x7 = mem[32] < 1.5
-        projected_gravity_y = -x2*qpos[3] - x3*qpos[6]
-        projected_gravity_z = 2.0*qpos[4]**2 + 2.0*qpos[5]**2 - 1.0
-        x10 = np.where(x6, action[0:21], mem[2:23])
-        actor_EO[e, 0:21] = x0 + 0.01*rand_n[0:21]  # joint_pos
-        actor_EO[e, 21:42] = x1 + 0.1*rand_n[21:42]  # joint_vel
-        actor_EO[e, 42] = (projected_gravity_x if x5 else ((projected_gravity_x if x6 else mem[33]) if x7 else (projected_gravity_x if x6 else mem[36]))) + 0.02*rand_n[42]  # gravity
-        actor_EO[e, 43] = (projected_gravity_y if x5 else ((projected_gravity_y if x6 else mem[34]) if x7 else (projected_gravity_y if x6 else mem[37]))) + 0.02*rand_n[43]
-        actor_EO[e, 44] = (projected_gravity_z if x5 else ((projected_gravity_z if x6 else mem[35]) if x7 else (projected_gravity_z if x6 else mem[38]))) + 0.02*rand_n[44]
-        actor_EO[e, 45] = mem[29] + 0.2*rand_u[0] + sensordata[0] - 0.1  # gyro
-        actor_EO[e, 46] = mem[30] + 0.2*rand_u[1] + sensordata[1] - 0.1
-        actor_EO[e, 47] = mem[31] + 0.2*rand_u[2] + sensordata[2] - 0.1
-        actor_EO[e, 48] = mem[25]  # command
-        actor_EO[e, 49] = mem[26]
-        actor_EO[e, 50] = mem[27]
-        actor_EO[e, 51:72] = x10  # last
-
-        # observe critic (clean)
-        x11 = -x3*qvel[2] + 2.0*qpos[6]*qvel[1]
-        x12 = x2*qvel[2] - 2.0*qpos[6]*qvel[0]
-        x13 = -x2*qvel[1] + 2.0*qpos[5]*qvel[0]
-        feet_0 = contact[0] > 0.5
-        feet_1 = contact[1] > 0.5
-        critic_EC[e, 0:21] = x0  # joint_pos
-        critic_EC[e, 21:42] = x1  # joint_vel
-        critic_EC[e, 42] = projected_gravity_x  # gravity
-        critic_EC[e, 43] = projected_gravity_y
-        critic_EC[e, 44] = projected_gravity_z
-        critic_EC[e, 45] = sensordata[0]  # gyro
-        critic_EC[e, 46] = sensordata[1]
-        critic_EC[e, 47] = sensordata[2]
-        critic_EC[e, 48] = mem[25]  # command
-        critic_EC[e, 49] = mem[26]
-        critic_EC[e, 50] = mem[27]
-        critic_EC[e, 51:72] = x10  # last
-        critic_EC[e, 72] = x11*qpos[3] + x12*qpos[6] - x13*qpos[5] + qvel[0]  # lin_vel
-        critic_EC[e, 73] = -x11*qpos[6] + x12*qpos[3] + x13*qpos[4] + qvel[1]
-        critic_EC[e, 74] = x11*qpos[5] - x12*qpos[4] + x13*qpos[3] + qvel[2]
-        critic_EC[e, 75] = qvel[3]  # ang_vel
-        critic_EC[e, 76] = qvel[4]
-        critic_EC[e, 77] = qvel[5]
-        critic_EC[e, 78] = qpos[2]  # height
-        critic_EC[e, 79] = (1.0 if feet_0 else 0.0)  # feet
-        critic_EC[e, 80] = (1.0 if feet_1 else 0.0)
-        critic_EC[e, 81] = mem[0]  # air_time
-        critic_EC[e, 82] = mem[1]
-        critic_EC[e, 83:104] = 0.01*actuator_force[0:21]  # torque
-
-
-@njit(cache=True, nogil=True)
-def step(qpos_EQ, qvel_EV, actuator_force_EU, sensordata_ED, contact_EC, action_EA, level_E, mem_EM, rand_n_EN, rand_u_EU, actor_EO, critic_EC, reward_terms_ER, reward_weights_ER, terminations_EK, mem_out_EM, qpos_out_EQ, qvel_out_EV):
-    """Observations, rewards, terminations and the next memory after one control step. Batched over the leading env axis."""
-    for e in range(level_E.shape[0]):
-        qpos = qpos_EQ[e]
-        qvel = qvel_EV[e]
-        actuator_force = actuator_force_EU[e]
-        sensordata = sensordata_ED[e]
-        contact = contact_EC[e]
-        action = action_EA[e]
-        level = level_E[e]
-        mem = mem_EM[e]
-        rand_n = rand_n_EN[e]
-        rand_u = rand_u_EU[e]
-
-        # observe actor
-        x0 = qpos[7:28]
-        x1 = 0.1*qvel[6:27]
-        x2 = 2.0*qpos[4]
-        x3 = 2.0*qpos[5]
-        projected_gravity_x = -x2*qpos[6] + x3*qpos[3]
-        x5 = mem[32] < 0.5
-        x6 = mem[40] > 0.5
-        x7 = (projected_gravity_x if x6 else mem[33])
-        x8 = mem[32] < 1.5
-        x9 = x2*qpos[3] + x3*qpos[6]
-        projected_gravity_y = -x9
-        x11 = (projected_gravity_y if x6 else mem[34])
-        projected_gravity_z = 2.0*qpos[4]**2 + 2.0*qpos[5]**2 - 1.0
-        x13 = (projected_gravity_z if x6 else mem[35])
-        x14 = action[0:21]
-        x15 = np.where(x6, x14, mem[2:23])
-        actor_EO[e, 0:21] = x0 + 0.01*rand_n[0:21]  # joint_pos
-        actor_EO[e, 21:42] = x1 + 0.1*rand_n[21:42]  # joint_vel
-        actor_EO[e, 42] = (projected_gravity_x if x5 else (x7 if x8 else (projected_gravity_x if x6 else mem[36]))) + 0.02*rand_n[42]  # gravity
-        actor_EO[e, 43] = (projected_gravity_y if x5 else (x11 if x8 else (projected_gravity_y if x6 else mem[37]))) + 0.02*rand_n[43]
-        actor_EO[e, 44] = (projected_gravity_z if x5 else (x13 if x8 else (projected_gravity_z if x6 else mem[38]))) + 0.02*rand_n[44]
-        actor_EO[e, 45] = mem[29] + 0.2*rand_u[0] + sensordata[0] - 0.1  # gyro
-        actor_EO[e, 46] = mem[30] + 0.2*rand_u[1] + sensordata[1] - 0.1
-        actor_EO[e, 47] = mem[31] + 0.2*rand_u[2] + sensordata[2] - 0.1
-        actor_EO[e, 48] = mem[25]  # command
-        actor_EO[e, 49] = mem[26]
-        actor_EO[e, 50] = mem[27]
-        actor_EO[e, 51:72] = x15  # last
-
-        # observe critic (clean)
-        x16 = -x3*qvel[2] + 2.0*qpos[6]*qvel[1]
-        x17 = x2*qvel[2] - 2.0*qpos[6]*qvel[0]
-        x18 = -x2*qvel[1] + 2.0*qpos[5]*qvel[0]
-        local_lin_vel_x = x16*qpos[3] + x17*qpos[6] - x18*qpos[5] + qvel[0]
-        local_lin_vel_y = -x16*qpos[6] + x17*qpos[3] + x18*qpos[4] + qvel[1]
-        x23 = actuator_force[0:21]
-        feet_0 = contact[0] > 0.5
-        feet_1 = contact[1] > 0.5
-        x21 = (1.0 if feet_0 else 0.0)
-        x22 = (1.0 if feet_1 else 0.0)
-        critic_EC[e, 0:21] = x0  # joint_pos
-        critic_EC[e, 21:42] = x1  # joint_vel
-        critic_EC[e, 42] = projected_gravity_x  # gravity
-        critic_EC[e, 43] = projected_gravity_y
-        critic_EC[e, 44] = projected_gravity_z
-        critic_EC[e, 45] = sensordata[0]  # gyro
-        critic_EC[e, 46] = sensordata[1]
-        critic_EC[e, 47] = sensordata[2]
-        critic_EC[e, 48] = mem[25]  # command
-        critic_EC[e, 49] = mem[26]
-        critic_EC[e, 50] = mem[27]
-        critic_EC[e, 51:72] = x15  # last
-        critic_EC[e, 72] = local_lin_vel_x  # lin_vel
-        critic_EC[e, 73] = local_lin_vel_y
-        critic_EC[e, 74] = x16*qpos[5] - x17*qpos[4] + x18*qpos[3] + qvel[2]
-        critic_EC[e, 75] = qvel[3]  # ang_vel
-        critic_EC[e, 76] = qvel[4]
-        critic_EC[e, 77] = qvel[5]
-        critic_EC[e, 78] = qpos[2]  # height
-        critic_EC[e, 79] = x21  # feet
-        critic_EC[e, 80] = x22
-        critic_EC[e, 81] = mem[0]  # air_time
-        critic_EC[e, 82] = mem[1]
-        critic_EC[e, 83:104] = 0.01*x23  # torque
-
-        # reward terms (unweighted)
-        x24 = mem[40] <= 0.5
-        moving = np.sqrt(mem[25]**2 + mem[26]**2) > 0.1
-        beyond_limits = np.maximum(0.0, -CONST + np.abs(x0 - CONST_2))
-        reward_terms_ER[e, 0] = 1.0  # alive
-        reward_terms_ER[e, 1] = np.exp(-8.0*(local_lin_vel_x - mem[25])**2 - 8.0*(local_lin_vel_y - mem[26])**2)  # track_lin
-        reward_terms_ER[e, 2] = np.exp(-8.0*(-mem[27] + qvel[5])**2)  # track_yaw
-        reward_terms_ER[e, 3] = np.exp(-50.0*(qpos[2] - 1.25)**2)  # height
-        reward_terms_ER[e, 4] = qvel[3]**2 + qvel[4]**2  # ang_vel_xy
-        reward_terms_ER[e, 5] = np.sum((x14 - x15)**2)  # action_rate
-        reward_terms_ER[e, 6] = np.sum(x23**2)  # torque
-        reward_terms_ER[e, 7] = np.sum(beyond_limits)  # joint_limit
-        reward_terms_ER[e, 8] = ((mem[0] - 0.4 if (feet_0 and (not ((feet_0 and x6) or (x24 and mem[23] > 0.5)))) else 0.0) + (mem[1] - 0.4 if (feet_1 and (not ((feet_1 and x6) or (x24 and mem[24] > 0.5)))) else 0.0) if moving else 0.0)  # air_time
-
-        # reward weights
-        reward_weights_ER[e, 0] = 1.0  # alive
-        reward_weights_ER[e, 1] = 1.0  # track_lin
-        reward_weights_ER[e, 2] = 0.5  # track_yaw
-        reward_weights_ER[e, 3] = 0.5  # height
-        reward_weights_ER[e, 4] = -0.05  # ang_vel_xy
-        reward_weights_ER[e, 5] = -0.01  # action_rate
-        reward_weights_ER[e, 6] = -1e-05  # torque
-        reward_weights_ER[e, 7] = -1.0  # joint_limit
-        reward_weights_ER[e, 8] = 0.2*level  # air_time
-
-        # terminations
-        terminations_EK[e, 0] = qpos[2] < 0.8  # fell
-        terminations_EK[e, 1] = np.arctan2(np.sqrt(projected_gravity_x**2 + x9**2), -projected_gravity_z) > 1.0471975511966  # tilted
-
-        # next memory
-        x25 = rand_u[6] < 0.1
-        x26 = mem[28] <= 1.0
-        x27 = mem[39] <= 1.0
-        mem_out_EM[e, 0] = (0.0 if feet_0 else mem[0] + 0.02)  # state_air_time
-        mem_out_EM[e, 1] = (0.0 if feet_1 else mem[1] + 0.02)
-        mem_out_EM[e, 2:23] = x14  # prev_action
-        mem_out_EM[e, 23] = x21  # prev_feet
-        mem_out_EM[e, 24] = x22
-        mem_out_EM[e, 25] = ((0.0 if x25 else 2.0*rand_u[3] - 0.5) if x26 else mem[25])  # cmd_vel
-        mem_out_EM[e, 26] = ((0.0 if x25 else 0.6*rand_u[4] - 0.3) if x26 else mem[26])
-        mem_out_EM[e, 27] = ((0.0 if x25 else rand_u[5] - 0.5) if x26 else mem[27])
-        mem_out_EM[e, 28] = (250.0 if x26 else mem[28] - 1.0)  # cmd_vel_timer
-        mem_out_EM[e, 29] = mem[29]
-        mem_out_EM[e, 30] = mem[30]
-        mem_out_EM[e, 31] = mem[31]
-        mem_out_EM[e, 32] = mem[32]
-        mem_out_EM[e, 33:39] = np.array([projected_gravity_x, projected_gravity_y, projected_gravity_z, x7, x11, x13])  # ring_gravity
-        mem_out_EM[e, 39] = (100.0*rand_u[9] + 50.0 if x27 else mem[39] - 1.0)  # event_push_timer
-        mem_out_EM[e, 40] = 0.0  # first
-
-        # events: joint positions
-        qpos_out_EQ[e, 0:28] = qpos[0:28]
-
-        # events: joint velocities
-        x28 = -0.5*level
-        x29 = level
-        qvel_out_EV[e, 0] = (x28 + x29*rand_u[7] + qvel[0] if x27 else qvel[0])  # push
-        qvel_out_EV[e, 1] = (x28 + x29*rand_u[8] + qvel[1] if x27 else qvel[1])
-        qvel_out_EV[e, 2:27] = qvel[2:27]

@@ -2,8 +2,172 @@
 # backend: jax
 # ops (sympy count_ops, before -> after CSE): reset 15 -> 15, observe 4 -> 2, step 39 -> 37
 # Regenerate with `ksimdsl compile` (kernels/: `python -m ksimdsl.codegen.refresh`).
+#
+# reset:
+#   inputs: qpos, qvel, rand_u[7]
+#   outputs: qpos[9], qvel[9], mem[1]
+# observe:
+#   inputs: qvel, xpos, xmat
+#   outputs: actor[24], critic[24]
+# step:
+#   inputs: qvel, xpos, xmat, sensordata
+#   named intermediates: standing, move, stand
+#   outputs: actor[24], critic[24], reward_terms[1], reward_weights[1], terminations[0], mem[1]
+# SPEC, the task's description for the runtime, is the literal at the end of the module.
 import jax.numpy as jnp
 
+# Per-env memory `mem` (1 float): the offset of each slot.
+MEM_FIRST = 0  # first, 1 float
+
+
+def reset(qpos, qvel, fields, level, rand_n, rand_u):
+    """Start an episode: reset writes, randomized model fields and the initial memory."""
+    # Random draws (rand_n ~ N(0, 1), rand_u ~ U[0, 1)):
+    #   rand_u[0]       walker.ksim:41  joint_pos["rooty"]  = uniform(-180deg, 180deg)
+    #   rand_u[1:3]     walker.ksim:42  joint_pos["*_hip"]   = uniform(-20deg, 100deg)
+    #   rand_u[3:5]     walker.ksim:43  joint_pos["*_knee"]  = uniform(-150deg, 0deg)
+    #   rand_u[5:7]     walker.ksim:44  joint_pos["*_ankle"] = uniform(-45deg, 45deg)
+
+    # reset: joint positions
+    # walker.ksim:41  joint_pos["rooty"]  = uniform(-180deg, 180deg)
+    qpos_reset = 6.28318530717959*rand_u[0] - 3.14159265358979
+    # walker.ksim:42  joint_pos["*_hip"]   = uniform(-20deg, 100deg)
+    qpos_reset_3 = 2.0943951023932*rand_u[1] - 0.349065850398866
+    # walker.ksim:43  joint_pos["*_knee"]  = uniform(-150deg, 0deg)
+    qpos_reset_4 = 2.61799387799149*rand_u[3] - 2.61799387799149
+    # walker.ksim:44  joint_pos["*_ankle"] = uniform(-45deg, 45deg)
+    qpos_reset_5 = 1.5707963267949*rand_u[5] - 0.785398163397448
+    # walker.ksim:42  joint_pos["*_hip"]   = uniform(-20deg, 100deg)
+    qpos_reset_6 = 2.0943951023932*rand_u[2] - 0.349065850398866
+    # walker.ksim:43  joint_pos["*_knee"]  = uniform(-150deg, 0deg)
+    qpos_reset_7 = 2.61799387799149*rand_u[4] - 2.61799387799149
+    # walker.ksim:44  joint_pos["*_ankle"] = uniform(-45deg, 45deg)
+    qpos_reset_8 = 1.5707963267949*rand_u[6] - 0.785398163397448
+
+    return {
+        "qpos": jnp.stack([
+            qpos[0], qpos[1], qpos_reset, qpos_reset_3, qpos_reset_4, qpos_reset_5, qpos_reset_6,
+            qpos_reset_7, qpos_reset_8
+        ], dtype=jnp.float32),
+        "qvel": jnp.asarray(qvel[0:9], dtype=jnp.float32),
+        "fields": {},
+        "mem": jnp.stack([1.0], dtype=jnp.float32),
+    }
+
+
+def observe(phys, action, level, mem, rand_n, rand_u):
+    """Observations of the current state (memory unchanged)."""
+    qvel = phys["qvel"]
+    xpos = phys["xpos"]
+    xmat = phys["xmat"]
+
+    # observe actor
+    x0 = jnp.array([
+        xmat[1, 0], xmat[1, 2], xmat[2, 0], xmat[2, 2], xmat[3, 0], xmat[3, 2], xmat[4, 0],
+        xmat[4, 2], xmat[5, 0], xmat[5, 2], xmat[6, 0], xmat[6, 2], xmat[7, 0], xmat[7, 2]
+    ])
+    x1 = qvel[0:9]
+    # walker.ksim:21  orientations = [body_forward("torso").x,       body_up("torso").x,
+    actor_orientations = x0
+    # walker.ksim:28  height       = torso_height
+    actor_height = xpos[1, 2]
+    # walker.ksim:29  velocity     = qvel
+    actor_velocity = x1
+
+    # observe critic (clean)
+    # walker.ksim:21  orientations = [body_forward("torso").x,       body_up("torso").x,
+    critic_orientations = x0
+    # walker.ksim:28  height       = torso_height
+    critic_height = xpos[1, 2]
+    # walker.ksim:29  velocity     = qvel
+    critic_velocity = x1
+
+    return {
+        "actor": jnp.concatenate([
+            actor_orientations, jnp.stack([actor_height]), actor_velocity
+        ], dtype=jnp.float32),
+        "critic": jnp.concatenate([
+            critic_orientations, jnp.stack([critic_height]), critic_velocity
+        ], dtype=jnp.float32),
+    }
+
+
+def step(phys, action, level, mem, rand_n, rand_u):
+    """Observations, rewards, terminations and the next memory after one control step."""
+    qvel = phys["qvel"]
+    xpos = phys["xpos"]
+    xmat = phys["xmat"]
+    sensordata = phys["sensordata"]
+
+    # observe actor
+    x3 = jnp.array([
+        xmat[1, 0], xmat[1, 2], xmat[2, 0], xmat[2, 2], xmat[3, 0], xmat[3, 2], xmat[4, 0],
+        xmat[4, 2], xmat[5, 0], xmat[5, 2], xmat[6, 0], xmat[6, 2], xmat[7, 0], xmat[7, 2]
+    ])
+    x4 = qvel[0:9]
+    # walker.ksim:21  orientations = [body_forward("torso").x,       body_up("torso").x,
+    actor_orientations = x3
+    # walker.ksim:28  height       = torso_height
+    actor_height = xpos[1, 2]
+    # walker.ksim:29  velocity     = qvel
+    actor_velocity = x4
+
+    # observe critic (clean)
+    # walker.ksim:21  orientations = [body_forward("torso").x,       body_up("torso").x,
+    critic_orientations = x3
+    # walker.ksim:28  height       = torso_height
+    critic_height = xpos[1, 2]
+    # walker.ksim:29  velocity     = qvel
+    critic_velocity = x4
+
+    # reward terms (unweighted)
+    x0 = sensordata[0] - 1.0
+    x1 = sensordata[0] < 1.0
+    x2 = sensordata[0] - 1000000.0
+    # walker.ksim:32  let standing = tolerance(torso_height, lo=1.2, hi=1e6, margin=0.6)
+    standing = jnp.where(
+        jnp.logical_and(xpos[1, 2] >= 1.2, xpos[1, 2] <= 1000000.0),
+        1.0,
+        jnp.exp(
+            -6.39606970276124*jnp.where(
+                xpos[1, 2] < 1.2, (1.2 - xpos[1, 2])**2, (xpos[1, 2] - 1000000.0)**2
+            )
+        )
+    )
+    # walker.ksim:35  let move     = tolerance(speed, lo=1, hi=1e6, margin=0.5, value_at_margin=0...
+    move = jnp.where(
+        jnp.logical_and(sensordata[0] >= 1.0, sensordata[0] <= 1000000.0),
+        1.0,
+        jnp.where(
+            jnp.where(x1, jnp.where(x0 >= 0.0, x0, -x0) < 1.0, jnp.where(x2 >= 0.0, x2, -x2) < 1.0),
+            1.0 - jnp.where(x1, -x0, x2), 0.0
+        )
+    )
+    # walker.ksim:34  let stand    = (3 * standing + upright) / 4
+    stand = 0.75*standing + 0.125*xmat[1, 8] + 0.125
+    # walker.ksim:38  walk  1.0 : stand * (5 * move + 1) / 6
+    reward_walk = 0.166666666666667*stand*(5.0*move + 1.0)
+
+    # reward weights
+    # walker.ksim:38  walk  1.0 : stand * (5 * move + 1) / 6
+    weight_walk = 1.0
+
+    return {
+        "actor": jnp.concatenate([
+            actor_orientations, jnp.stack([actor_height]), actor_velocity
+        ], dtype=jnp.float32),
+        "critic": jnp.concatenate([
+            critic_orientations, jnp.stack([critic_height]), critic_velocity
+        ], dtype=jnp.float32),
+        "reward_terms": jnp.stack([reward_walk], dtype=jnp.float32),
+        "reward_weights": jnp.stack([weight_walk], dtype=jnp.float32),
+        "terminations": jnp.zeros(0, dtype=jnp.bool_),
+        "mem": jnp.stack([0.0], dtype=jnp.float32),
+    }
+
+
+# The task for the runtime (schema: `ksimdsl.abi.TaskSpec.from_dict`); a plain literal, read without
+# running this module when a run is resumed.
 SPEC = {'abi': 1,
  'task': 'walker',
  'doc': 'A planar walker stands up and walks forward',
@@ -25,7 +189,8 @@ SPEC = {'abi': 1,
                'action_scale': 1.0,
                'scale': 1.0,
                'default_pos': [],
-               'ctrl_range': [[-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0]],
+               'ctrl_range': [[-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0],
+                              [-1.0, 1.0]],
                'latency': None,
                'zero_offset': None},
  'action_size': 6,
@@ -82,88 +247,3 @@ SPEC = {'abi': 1,
            'media_every_s': 600.0,
            'video': True},
  'ops': {'reset': [15, 15], 'observe': [4, 2], 'step': [39, 37]}}
-
-
-def reset(qpos, qvel, fields, level, rand_n, rand_u):
-    """Start an episode: reset writes, randomized model fields and the initial memory."""
-
-    # reset: joint positions
-    qpos_reset = 6.28318530717959*rand_u[0] - 3.14159265358979
-    qpos_reset_3 = 2.0943951023932*rand_u[1] - 0.349065850398866
-    qpos_reset_4 = 2.61799387799149*rand_u[3] - 2.61799387799149
-    qpos_reset_5 = 1.5707963267949*rand_u[5] - 0.785398163397448
-    qpos_reset_6 = 2.0943951023932*rand_u[2] - 0.349065850398866
-    qpos_reset_7 = 2.61799387799149*rand_u[4] - 2.61799387799149
-    qpos_reset_8 = 1.5707963267949*rand_u[6] - 0.785398163397448
-
-    return {
-        "qpos": jnp.stack([qpos[0], qpos[1], qpos_reset, qpos_reset_3, qpos_reset_4, qpos_reset_5, qpos_reset_6, qpos_reset_7, qpos_reset_8], dtype=jnp.float32),
-        "qvel": jnp.asarray(qvel[0:9], dtype=jnp.float32),
-        "fields": {},
-        "mem": jnp.stack([1.0], dtype=jnp.float32),
-    }
-
-
-def observe(phys, action, level, mem, rand_n, rand_u):
-    """Observations of the current state (memory unchanged)."""
-    qvel = phys["qvel"]
-    xpos = phys["xpos"]
-    xmat = phys["xmat"]
-
-    # observe actor
-    x0 = jnp.array([xmat[1, 0], xmat[1, 2], xmat[2, 0], xmat[2, 2], xmat[3, 0], xmat[3, 2], xmat[4, 0], xmat[4, 2], xmat[5, 0], xmat[5, 2], xmat[6, 0], xmat[6, 2], xmat[7, 0], xmat[7, 2]])
-    x1 = qvel[0:9]
-    actor_orientations = x0
-    actor_height = xpos[1, 2]
-    actor_velocity = x1
-
-    # observe critic (clean)
-    critic_orientations = x0
-    critic_height = xpos[1, 2]
-    critic_velocity = x1
-
-    return {
-        "actor": jnp.concatenate([actor_orientations, jnp.stack([actor_height]), actor_velocity], dtype=jnp.float32),
-        "critic": jnp.concatenate([critic_orientations, jnp.stack([critic_height]), critic_velocity], dtype=jnp.float32),
-    }
-
-
-def step(phys, action, level, mem, rand_n, rand_u):
-    """Observations, rewards, terminations and the next memory after one control step."""
-    qvel = phys["qvel"]
-    xpos = phys["xpos"]
-    xmat = phys["xmat"]
-    sensordata = phys["sensordata"]
-
-    # observe actor
-    x3 = jnp.array([xmat[1, 0], xmat[1, 2], xmat[2, 0], xmat[2, 2], xmat[3, 0], xmat[3, 2], xmat[4, 0], xmat[4, 2], xmat[5, 0], xmat[5, 2], xmat[6, 0], xmat[6, 2], xmat[7, 0], xmat[7, 2]])
-    x4 = qvel[0:9]
-    actor_orientations = x3
-    actor_height = xpos[1, 2]
-    actor_velocity = x4
-
-    # observe critic (clean)
-    critic_orientations = x3
-    critic_height = xpos[1, 2]
-    critic_velocity = x4
-
-    # reward terms (unweighted)
-    x0 = sensordata[0] - 1.0
-    x1 = sensordata[0] < 1.0
-    x2 = sensordata[0] - 1000000.0
-    standing = jnp.where(jnp.logical_and(xpos[1, 2] >= 1.2, xpos[1, 2] <= 1000000.0), 1.0, jnp.exp(-6.39606970276124*jnp.where(xpos[1, 2] < 1.2, (1.2 - xpos[1, 2])**2, (xpos[1, 2] - 1000000.0)**2)))
-    move = jnp.where(jnp.logical_and(sensordata[0] >= 1.0, sensordata[0] <= 1000000.0), 1.0, jnp.where(jnp.where(x1, jnp.where(x0 >= 0.0, x0, -x0) < 1.0, jnp.where(x2 >= 0.0, x2, -x2) < 1.0), 1.0 - jnp.where(x1, -x0, x2), 0.0))
-    stand = 0.75*standing + 0.125*xmat[1, 8] + 0.125
-    reward_walk = 0.166666666666667*stand*(5.0*move + 1.0)
-
-    # reward weights
-    weight_walk = 1.0
-
-    return {
-        "actor": jnp.concatenate([actor_orientations, jnp.stack([actor_height]), actor_velocity], dtype=jnp.float32),
-        "critic": jnp.concatenate([critic_orientations, jnp.stack([critic_height]), critic_velocity], dtype=jnp.float32),
-        "reward_terms": jnp.stack([reward_walk], dtype=jnp.float32),
-        "reward_weights": jnp.stack([weight_walk], dtype=jnp.float32),
-        "terminations": jnp.zeros(0, dtype=jnp.bool_),
-        "mem": jnp.stack([0.0], dtype=jnp.float32),
-    }

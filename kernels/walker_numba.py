@@ -2,9 +2,174 @@
 # backend: numba
 # ops (sympy count_ops, before -> after CSE): reset 15 -> 15, observe 4 -> 2, step 39 -> 37
 # Regenerate with `ksimdsl compile` (kernels/: `python -m ksimdsl.codegen.refresh`).
+#
+# reset:
+#   inputs: qpos, qvel, rand_u[7]
+#   outputs: qpos[9], qvel[9], mem[1]
+# observe:
+#   inputs: qvel, xpos, xmat
+#   outputs: actor[24], critic[24]
+# step:
+#   inputs: qvel, xpos, xmat, sensordata
+#   named intermediates: standing, move, stand
+#   outputs: actor[24], critic[24], reward_terms[1], reward_weights[1], terminations[0], mem[1]
+# SPEC, the task's description for the runtime, is the literal at the end of the module.
 import numpy as np
 from numba import njit
 
+# Per-env memory `mem` (1 float): the offset of each slot.
+MEM_FIRST = 0  # first, 1 float
+
+
+@njit(cache=True, nogil=True)
+def reset(qpos_EQ, qvel_EV, level_E, rand_n_EN, rand_u_EU, qpos_out_EQ, qvel_out_EV, mem_out_EM):
+    """Start an episode: reset writes, randomized model fields and the initial memory.
+
+    Batched over the leading env axis."""
+    # Random draws (rand_n ~ N(0, 1), rand_u ~ U[0, 1)):
+    #   rand_u[0]       walker.ksim:41  joint_pos["rooty"]  = uniform(-180deg, 180deg)
+    #   rand_u[1:3]     walker.ksim:42  joint_pos["*_hip"]   = uniform(-20deg, 100deg)
+    #   rand_u[3:5]     walker.ksim:43  joint_pos["*_knee"]  = uniform(-150deg, 0deg)
+    #   rand_u[5:7]     walker.ksim:44  joint_pos["*_ankle"] = uniform(-45deg, 45deg)
+    for e in range(level_E.shape[0]):
+        qpos = qpos_EQ[e]
+        qvel = qvel_EV[e]
+        rand_u = rand_u_EU[e]
+
+        # reset: joint positions
+        qpos_out_EQ[e, 0] = qpos[0]
+        qpos_out_EQ[e, 1] = qpos[1]
+        # walker.ksim:41  joint_pos["rooty"]  = uniform(-180deg, 180deg)
+        qpos_out_EQ[e, 2] = 6.28318530717959*rand_u[0] - 3.14159265358979
+        # walker.ksim:42  joint_pos["*_hip"]   = uniform(-20deg, 100deg)
+        qpos_out_EQ[e, 3] = 2.0943951023932*rand_u[1] - 0.349065850398866
+        # walker.ksim:43  joint_pos["*_knee"]  = uniform(-150deg, 0deg)
+        qpos_out_EQ[e, 4] = 2.61799387799149*rand_u[3] - 2.61799387799149
+        # walker.ksim:44  joint_pos["*_ankle"] = uniform(-45deg, 45deg)
+        qpos_out_EQ[e, 5] = 1.5707963267949*rand_u[5] - 0.785398163397448
+        # walker.ksim:42  joint_pos["*_hip"]   = uniform(-20deg, 100deg)
+        qpos_out_EQ[e, 6] = 2.0943951023932*rand_u[2] - 0.349065850398866
+        # walker.ksim:43  joint_pos["*_knee"]  = uniform(-150deg, 0deg)
+        qpos_out_EQ[e, 7] = 2.61799387799149*rand_u[4] - 2.61799387799149
+        # walker.ksim:44  joint_pos["*_ankle"] = uniform(-45deg, 45deg)
+        qpos_out_EQ[e, 8] = 1.5707963267949*rand_u[6] - 0.785398163397448
+
+        # reset: joint velocities
+        qvel_out_EV[e, 0:9] = qvel[0:9]
+
+        # initial memory
+        mem_out_EM[e, MEM_FIRST] = 1.0
+
+
+@njit(cache=True, nogil=True)
+def observe(
+    qvel_EV, xpos_EB3, xmat_EB9, sensordata_ED, action_EA, level_E, mem_EM, rand_n_EN, rand_u_EU,
+    actor_EO, critic_EC
+):
+    """Observations of the current state (memory unchanged).
+
+    Batched over the leading env axis."""
+    for e in range(level_E.shape[0]):
+        qvel = qvel_EV[e]
+        xpos = xpos_EB3[e]
+        xmat = xmat_EB9[e]
+
+        # observe actor
+        x0 = np.array([
+            xmat[1, 0], xmat[1, 2], xmat[2, 0], xmat[2, 2], xmat[3, 0], xmat[3, 2], xmat[4, 0],
+            xmat[4, 2], xmat[5, 0], xmat[5, 2], xmat[6, 0], xmat[6, 2], xmat[7, 0], xmat[7, 2]
+        ])
+        x1 = qvel[0:9]
+        # walker.ksim:21  orientations = [body_forward("torso").x,       body_up("torso").x,
+        actor_EO[e, 0:14] = x0
+        # walker.ksim:28  height       = torso_height
+        actor_EO[e, 14] = xpos[1, 2]
+        # walker.ksim:29  velocity     = qvel
+        actor_EO[e, 15:24] = x1
+
+        # observe critic (clean)
+        # walker.ksim:21  orientations = [body_forward("torso").x,       body_up("torso").x,
+        critic_EC[e, 0:14] = x0
+        # walker.ksim:28  height       = torso_height
+        critic_EC[e, 14] = xpos[1, 2]
+        # walker.ksim:29  velocity     = qvel
+        critic_EC[e, 15:24] = x1
+
+
+@njit(cache=True, nogil=True)
+def step(
+    qvel_EV, xpos_EB3, xmat_EB9, sensordata_ED, action_EA, level_E, mem_EM, rand_n_EN, rand_u_EU,
+    actor_EO, critic_EC, reward_terms_ER, reward_weights_ER, terminations_EK, mem_out_EM
+):
+    """Observations, rewards, terminations and the next memory after one control step.
+
+    Batched over the leading env axis."""
+    for e in range(level_E.shape[0]):
+        qvel = qvel_EV[e]
+        xpos = xpos_EB3[e]
+        xmat = xmat_EB9[e]
+        sensordata = sensordata_ED[e]
+
+        # observe actor
+        x3 = np.array([
+            xmat[1, 0], xmat[1, 2], xmat[2, 0], xmat[2, 2], xmat[3, 0], xmat[3, 2], xmat[4, 0],
+            xmat[4, 2], xmat[5, 0], xmat[5, 2], xmat[6, 0], xmat[6, 2], xmat[7, 0], xmat[7, 2]
+        ])
+        x4 = qvel[0:9]
+        # walker.ksim:21  orientations = [body_forward("torso").x,       body_up("torso").x,
+        actor_EO[e, 0:14] = x3
+        # walker.ksim:28  height       = torso_height
+        actor_EO[e, 14] = xpos[1, 2]
+        # walker.ksim:29  velocity     = qvel
+        actor_EO[e, 15:24] = x4
+
+        # observe critic (clean)
+        # walker.ksim:21  orientations = [body_forward("torso").x,       body_up("torso").x,
+        critic_EC[e, 0:14] = x3
+        # walker.ksim:28  height       = torso_height
+        critic_EC[e, 14] = xpos[1, 2]
+        # walker.ksim:29  velocity     = qvel
+        critic_EC[e, 15:24] = x4
+
+        # reward terms (unweighted)
+        x0 = sensordata[0] - 1.0
+        x1 = sensordata[0] < 1.0
+        x2 = sensordata[0] - 1000000.0
+        # walker.ksim:32  let standing = tolerance(torso_height, lo=1.2, hi=1e6, margin=0.6)
+        standing = (
+            1.0
+            if (xpos[1, 2] >= 1.2 and xpos[1, 2] <= 1000000.0)
+            else np.exp(
+                -6.39606970276124*(
+                    (1.2 - xpos[1, 2])**2 if xpos[1, 2] < 1.2 else (xpos[1, 2] - 1000000.0)**2
+                )
+            )
+        )
+        # walker.ksim:35  let move     = tolerance(speed, lo=1, hi=1e6, margin=0.5, value_at_marg...
+        move = (
+            1.0
+            if (sensordata[0] >= 1.0 and sensordata[0] <= 1000000.0)
+            else (
+                1.0 - (-x0 if x1 else x2)
+                if ((x0 if x0 >= 0.0 else -x0) < 1.0 if x1 else (x2 if x2 >= 0.0 else -x2) < 1.0)
+                else 0.0
+            )
+        )
+        # walker.ksim:34  let stand    = (3 * standing + upright) / 4
+        stand = 0.75*standing + 0.125*xmat[1, 8] + 0.125
+        # walker.ksim:38  walk  1.0 : stand * (5 * move + 1) / 6
+        reward_terms_ER[e, 0] = 0.166666666666667*stand*(5.0*move + 1.0)
+
+        # reward weights
+        # walker.ksim:38  walk  1.0 : stand * (5 * move + 1) / 6
+        reward_weights_ER[e, 0] = 1.0
+
+        # next memory
+        mem_out_EM[e, MEM_FIRST] = 0.0
+
+
+# The task for the runtime (schema: `ksimdsl.abi.TaskSpec.from_dict`); a plain literal, read without
+# running this module when a run is resumed.
 SPEC = {'abi': 1,
  'task': 'walker',
  'doc': 'A planar walker stands up and walks forward',
@@ -26,7 +191,8 @@ SPEC = {'abi': 1,
                'action_scale': 1.0,
                'scale': 1.0,
                'default_pos': [],
-               'ctrl_range': [[-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0]],
+               'ctrl_range': [[-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0], [-1.0, 1.0],
+                              [-1.0, 1.0]],
                'latency': None,
                'zero_offset': None},
  'action_size': 6,
@@ -47,40 +213,14 @@ SPEC = {'abi': 1,
  'phys_inputs': ['qvel', 'xpos', 'xmat', 'sensordata'],
  'contact_queries': [],
  'rand': {'reset': [0, 7], 'observe': [0, 0], 'step': [0, 0]},
- 'numba_args': {'reset': ['qpos_EQ',
-                          'qvel_EV',
-                          'level_E',
-                          'rand_n_EN',
-                          'rand_u_EU',
-                          'qpos_out_EQ',
-                          'qvel_out_EV',
-                          'mem_out_EM'],
-                'observe': ['qvel_EV',
-                            'xpos_EB3',
-                            'xmat_EB9',
-                            'sensordata_ED',
-                            'action_EA',
-                            'level_E',
-                            'mem_EM',
-                            'rand_n_EN',
-                            'rand_u_EU',
-                            'actor_EO',
+ 'numba_args': {'reset': ['qpos_EQ', 'qvel_EV', 'level_E', 'rand_n_EN', 'rand_u_EU', 'qpos_out_EQ',
+                          'qvel_out_EV', 'mem_out_EM'],
+                'observe': ['qvel_EV', 'xpos_EB3', 'xmat_EB9', 'sensordata_ED', 'action_EA',
+                            'level_E', 'mem_EM', 'rand_n_EN', 'rand_u_EU', 'actor_EO',
                             'critic_EC'],
-                'step': ['qvel_EV',
-                         'xpos_EB3',
-                         'xmat_EB9',
-                         'sensordata_ED',
-                         'action_EA',
-                         'level_E',
-                         'mem_EM',
-                         'rand_n_EN',
-                         'rand_u_EU',
-                         'actor_EO',
-                         'critic_EC',
-                         'reward_terms_ER',
-                         'reward_weights_ER',
-                         'terminations_EK',
-                         'mem_out_EM']},
+                'step': ['qvel_EV', 'xpos_EB3', 'xmat_EB9', 'sensordata_ED', 'action_EA', 'level_E',
+                         'mem_EM', 'rand_n_EN', 'rand_u_EU', 'actor_EO', 'critic_EC',
+                         'reward_terms_ER', 'reward_weights_ER', 'terminations_EK', 'mem_out_EM']},
  'curriculum': {'kind': 'constant', 'value': 1.0},
  'policy': {'kind': 'mlp',
             'hidden': [128, 128],
@@ -117,87 +257,3 @@ SPEC = {'abi': 1,
            'media_every_s': 600.0,
            'video': True},
  'ops': {'reset': [15, 15], 'observe': [4, 2], 'step': [39, 37]}}
-
-
-@njit(cache=True, nogil=True)
-def reset(qpos_EQ, qvel_EV, level_E, rand_n_EN, rand_u_EU, qpos_out_EQ, qvel_out_EV, mem_out_EM):
-    """Start an episode: reset writes, randomized model fields and the initial memory. Batched over the leading env axis."""
-    for e in range(level_E.shape[0]):
-        qpos = qpos_EQ[e]
-        qvel = qvel_EV[e]
-        rand_u = rand_u_EU[e]
-
-        # reset: joint positions
-        qpos_out_EQ[e, 0] = qpos[0]
-        qpos_out_EQ[e, 1] = qpos[1]
-        qpos_out_EQ[e, 2] = 6.28318530717959*rand_u[0] - 3.14159265358979  # reset
-        qpos_out_EQ[e, 3] = 2.0943951023932*rand_u[1] - 0.349065850398866  # reset
-        qpos_out_EQ[e, 4] = 2.61799387799149*rand_u[3] - 2.61799387799149  # reset
-        qpos_out_EQ[e, 5] = 1.5707963267949*rand_u[5] - 0.785398163397448  # reset
-        qpos_out_EQ[e, 6] = 2.0943951023932*rand_u[2] - 0.349065850398866  # reset
-        qpos_out_EQ[e, 7] = 2.61799387799149*rand_u[4] - 2.61799387799149  # reset
-        qpos_out_EQ[e, 8] = 1.5707963267949*rand_u[6] - 0.785398163397448  # reset
-
-        # reset: joint velocities
-        qvel_out_EV[e, 0:9] = qvel[0:9]
-
-        # initial memory
-        mem_out_EM[e, 0] = 1.0  # first
-
-
-@njit(cache=True, nogil=True)
-def observe(qvel_EV, xpos_EB3, xmat_EB9, sensordata_ED, action_EA, level_E, mem_EM, rand_n_EN, rand_u_EU, actor_EO, critic_EC):
-    """Observations of the current state (memory unchanged). Batched over the leading env axis."""
-    for e in range(level_E.shape[0]):
-        qvel = qvel_EV[e]
-        xpos = xpos_EB3[e]
-        xmat = xmat_EB9[e]
-
-        # observe actor
-        x0 = np.array([xmat[1, 0], xmat[1, 2], xmat[2, 0], xmat[2, 2], xmat[3, 0], xmat[3, 2], xmat[4, 0], xmat[4, 2], xmat[5, 0], xmat[5, 2], xmat[6, 0], xmat[6, 2], xmat[7, 0], xmat[7, 2]])
-        x1 = qvel[0:9]
-        actor_EO[e, 0:14] = x0  # orientations
-        actor_EO[e, 14] = xpos[1, 2]  # height
-        actor_EO[e, 15:24] = x1  # velocity
-
-        # observe critic (clean)
-        critic_EC[e, 0:14] = x0  # orientations
-        critic_EC[e, 14] = xpos[1, 2]  # height
-        critic_EC[e, 15:24] = x1  # velocity
-
-
-@njit(cache=True, nogil=True)
-def step(qvel_EV, xpos_EB3, xmat_EB9, sensordata_ED, action_EA, level_E, mem_EM, rand_n_EN, rand_u_EU, actor_EO, critic_EC, reward_terms_ER, reward_weights_ER, terminations_EK, mem_out_EM):
-    """Observations, rewards, terminations and the next memory after one control step. Batched over the leading env axis."""
-    for e in range(level_E.shape[0]):
-        qvel = qvel_EV[e]
-        xpos = xpos_EB3[e]
-        xmat = xmat_EB9[e]
-        sensordata = sensordata_ED[e]
-
-        # observe actor
-        x3 = np.array([xmat[1, 0], xmat[1, 2], xmat[2, 0], xmat[2, 2], xmat[3, 0], xmat[3, 2], xmat[4, 0], xmat[4, 2], xmat[5, 0], xmat[5, 2], xmat[6, 0], xmat[6, 2], xmat[7, 0], xmat[7, 2]])
-        x4 = qvel[0:9]
-        actor_EO[e, 0:14] = x3  # orientations
-        actor_EO[e, 14] = xpos[1, 2]  # height
-        actor_EO[e, 15:24] = x4  # velocity
-
-        # observe critic (clean)
-        critic_EC[e, 0:14] = x3  # orientations
-        critic_EC[e, 14] = xpos[1, 2]  # height
-        critic_EC[e, 15:24] = x4  # velocity
-
-        # reward terms (unweighted)
-        x0 = sensordata[0] - 1.0
-        x1 = sensordata[0] < 1.0
-        x2 = sensordata[0] - 1000000.0
-        standing = (1.0 if (xpos[1, 2] >= 1.2 and xpos[1, 2] <= 1000000.0) else np.exp(-6.39606970276124*((1.2 - xpos[1, 2])**2 if xpos[1, 2] < 1.2 else (xpos[1, 2] - 1000000.0)**2)))
-        move = (1.0 if (sensordata[0] >= 1.0 and sensordata[0] <= 1000000.0) else (1.0 - (-x0 if x1 else x2) if ((x0 if x0 >= 0.0 else -x0) < 1.0 if x1 else (x2 if x2 >= 0.0 else -x2) < 1.0) else 0.0))
-        stand = 0.75*standing + 0.125*xmat[1, 8] + 0.125
-        reward_terms_ER[e, 0] = 0.166666666666667*stand*(5.0*move + 1.0)  # walk
-
-        # reward weights
-        reward_weights_ER[e, 0] = 1.0  # walk
-
-        # next memory
-        mem_out_EM[e, 0] = 0.0  # first

@@ -7,6 +7,7 @@ its SPEC literal). Refresh with `pytest tests/test_codegen.py --update-goldens`.
 
 from __future__ import annotations
 
+import ast
 import json
 import traceback
 from pathlib import Path
@@ -172,6 +173,21 @@ def test_let_names_survive_into_generated_code():
 WALKER = ROOT / "tasks" / "models" / "walker.xml"  # rootz, rootx, rooty have no range
 
 
+def _statements(source: str) -> list[str]:
+    """The source's statements, each on one line (generated code wraps long ones inside brackets)."""
+    out: list[str] = []
+    depth = 0
+    for line in source.splitlines():
+        if line.lstrip().startswith("#"):
+            continue
+        if depth:
+            out[-1] += " " + line.strip()
+        else:
+            out.append(line)
+        depth += sum(line.count(c) for c in "([{") - sum(line.count(c) for c in ")]}")
+    return [s.replace("( ", "(").replace("[ ", "[").replace(" )", ")").replace(" ]", "]") for s in out]
+
+
 def test_joint_limits_fold_and_infinite_limits_print_as_array_constants():
     body = """
 let beyond = max(abs(joint_pos - (joint_upper + joint_lower) / 2) - 0.9 * (joint_upper - joint_lower) / 2, 0)
@@ -192,12 +208,12 @@ reward
     task = check_source(Source("/virtual/t.ksim", text))
     for backend, arr in (("jax", "jnp"), ("numba", "np")):
         c = compile_checked(task, backend=backend)
-        consts = {line.split(" = ")[0]: line for line in c.source.splitlines() if f" = {arr}.array(" in line}
+        consts = {line.split(" = ")[0]: line for line in _statements(c.source) if f" = {arr}.array(" in line}
         assert f"[-{arr}.inf, -{arr}.inf, -{arr}.inf, " in consts["JOINT_LOWER"]
         assert f"[{arr}.inf, {arr}.inf, {arr}.inf, " in consts["JOINT_UPPER"]
         assert "inf," not in consts["JOINT_LOWER"].replace(f"{arr}.inf,", "")
         # (upper + lower) / 2 and 0.9 * (upper - lower) / 2 are folded: two constant arrays, no arithmetic on limits
-        beyond = next(line for line in c.source.splitlines() if line.strip().startswith("beyond = "))
+        beyond = next(line for line in _statements(c.source) if line.strip().startswith("beyond = "))
         assert "JOINT_" not in beyond and beyond.count("CONST") == 2, beyond
         json.dumps(c.spec, allow_nan=False)  # SPEC stays plain JSON
         module = load_module(c.source, f"limits:{backend}")
@@ -277,3 +293,45 @@ def test_generated_code_goldens(update_goldens, monkeypatch):
     assert not failures, "generated code changed; if intended run `pytest tests/test_codegen.py --update-goldens`\n" + (
         "\n".join(failures)
     )
+
+
+# --------------------------------------------------------------------------- readability
+
+
+def test_generated_lines_are_wrapped_without_changing_the_code(monkeypatch):
+    from ksimdsl.codegen import layout
+
+    c = compile_task(str(ROOT / "tasks" / "walk.ksim"), backend="numba")
+    assert max(len(line) for line in c.source.splitlines()) <= layout.WIDTH
+    monkeypatch.setattr(layout, "WIDTH", 10**6)
+    unwrapped = compile_task(str(ROOT / "tasks" / "walk.ksim"), backend="numba").source
+    assert ast.dump(ast.parse(c.source)) == ast.dump(ast.parse(unwrapped))
+
+
+def test_mem_slots_draws_and_task_lines_are_named_in_the_code():
+    for backend in ("jax", "numba"):
+        c = compile_task(str(ROOT / "tasks" / "walk.ksim"), backend=backend)
+        lines = c.source.splitlines()
+        delay = next(m for m in c.spec["mem_layout"] if m["name"] == "delay.gravity")
+        assert f"MEM_DELAY_GRAVITY = {delay['offset']}  # delay.gravity, 1 float; walk.ksim:37  gravity" in c.source
+        assert "mem[MEM_DELAY_GRAVITY] < 0.5" in c.source and f"mem[{delay['offset']}]" not in c.source
+        stripped = [line.strip() for line in lines]
+        assert "#   rand_u[21]      walk.ksim:80  base_yaw   = uniform(-180deg, 180deg)" in stripped
+        assert "# walk.ksim:58  track_lin    1.0         : exp_kernel(local_lin_vel.xy - cmd.vel.xy, 0.25)" in stripped
+        assert "# walk.ksim:52  (joint_upper + joint_lower) / 2" in lines  # above the folded constant
+        assert "CONST_2 =" not in c.source.replace("BEYOND_LIMITS_CONST_2 =", "")
+        # the code starts near the top; SPEC is the last statement, a literal
+        tree = ast.parse(c.source)
+        assert isinstance(tree.body[-1], ast.Assign) and tree.body[-1].targets[0].id == "SPEC"
+        assert ast.literal_eval(tree.body[-1].value) == c.spec
+        assert next(i for i, line in enumerate(lines) if line.startswith("def ")) < 80
+
+
+def test_task_text_in_comments_is_escaped():
+    task = _task("reward\n    a 1.0 : qpos[0]   # caf\u00e9 \u2192 import os\n")
+    for backend in ("jax", "numba"):
+        source = compile_checked(task, backend=backend).source
+        assert source.isascii()
+        assert "# t.ksim:8  a 1.0 : qpos[0]   # caf\\xe9 \\u2192 import os" in source
+        imports = [n for n in ast.parse(source).body if isinstance(n, (ast.Import, ast.ImportFrom))]
+        assert all(a.name in ("jax.numpy", "numpy", "njit") for n in imports for a in n.names)

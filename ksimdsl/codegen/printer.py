@@ -15,7 +15,7 @@ Numbers print as the shortest float literal that round-trips (`0.02`, not
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from typing import Any, Mapping
 
 import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
@@ -81,7 +81,9 @@ class KernelPrinter(NumPyPrinter):
 
     `alias` is the array module's name in the generated source (`jnp` or `np`);
     `symbol_shapes` gives the packed size of CSE temporaries; `const_names`
-    maps constant arrays and index tuples to their module-level names.
+    and `index_names` map constant arrays and index tuples to their
+    module-level names; `mem_names` (a `names.MemNames`) prints indices of
+    `mem` with the named slot offsets (`mem[MEM_DELAY_GRAVITY]`).
     """
 
     alias = "np"
@@ -92,11 +94,13 @@ class KernelPrinter(NumPyPrinter):
         symbol_shapes: Mapping[sp.Symbol, int] | None = None,
         const_names: Mapping[sp.Basic, str] | None = None,
         index_names: Mapping[tuple[int, ...], str] | None = None,
+        mem_names: Any = None,
     ):
         super().__init__({"fully_qualified_modules": True, "inline": True, "allow_unknown_functions": False})
         self.symbol_shapes = dict(symbol_shapes or {})
         self.const_names = dict(const_names or {})
         self.index_names = dict(index_names or {})
+        self.mem_names = mem_names
         self._shape_memo: dict = {}
 
     # ------------------------------------------------------------------ helpers
@@ -176,12 +180,19 @@ class KernelPrinter(NumPyPrinter):
 
     # ------------------------------------------------------------------ arrays
 
+    def _named_mem(self, base: str) -> bool:
+        return base == "mem" and self.mem_names is not None
+
     def _print_Indexed(self, expr: sp.Indexed) -> str:
+        if self._named_mem(str(expr.base.label)) and len(expr.indices) == 1:
+            return f"mem[{self.mem_names.index(int(expr.indices[0]))}]"
         idx = ", ".join(str(int(i)) for i in expr.indices)
         return f"{expr.base.label}[{idx}]"
 
     def _print_ArrSlice(self, expr: vec.ArrSlice) -> str:
         rows = f"{expr.start}:{expr.stop}"
+        if self._named_mem(expr.base.name) and expr.col is None:
+            rows = self.mem_names.range(expr.start, expr.stop)
         if expr.col is None:
             return f"{expr.base.name}[{rows}]"
         return f"{expr.base.name}[{rows}, {expr.col}]"
@@ -243,7 +254,8 @@ class KernelPrinter(NumPyPrinter):
     def _print_atan2(self, expr) -> str:
         return f"{self.fn('arctan2')}({self._print(expr.args[0])}, {self._print(expr.args[1])})"
 
-    def _minmax(self, name: str, args) -> str:
+    def _nest(self, name: str, args) -> str:
+        """`f(a, f(b, c))` for the binary array function `name` (maximum, logical_and, ...)."""
         printed = [self._print(a) for a in args]
         out = printed[-1]
         for p in reversed(printed[:-1]):
@@ -251,10 +263,10 @@ class KernelPrinter(NumPyPrinter):
         return out
 
     def _print_Max(self, expr) -> str:
-        return self._minmax("maximum", expr.args)
+        return self._nest("maximum", expr.args)
 
     def _print_Min(self, expr) -> str:
-        return self._minmax("minimum", expr.args)
+        return self._nest("minimum", expr.args)
 
     # ------------------------------------------------------------------ logic
 
@@ -265,21 +277,14 @@ class KernelPrinter(NumPyPrinter):
         prec = PRECEDENCE["Relational"]
         return f"{self.parenthesize(expr.lhs, prec)} {op} {self.parenthesize(expr.rhs, prec)}"
 
-    def _logic(self, name: str, args) -> str:
-        printed = [self._print(a) for a in args]
-        out = printed[-1]
-        for p in reversed(printed[:-1]):
-            out = f"{self.fn(name)}({p}, {out})"
-        return out
-
     def _print_And(self, expr) -> str:
-        return self._logic("logical_and", expr.args)
+        return self._nest("logical_and", expr.args)
 
     def _print_Or(self, expr) -> str:
-        return self._logic("logical_or", expr.args)
+        return self._nest("logical_or", expr.args)
 
     def _print_Xor(self, expr) -> str:
-        return self._logic("logical_xor", expr.args)
+        return self._nest("logical_xor", expr.args)
 
     def _print_Not(self, expr) -> str:
         return f"{self.fn('logical_not')}({self._print(expr.args[0])})"

@@ -407,6 +407,7 @@ class _Checker:
             name=task_stmt.name,
             doc=task_stmt.doc or "",
             source_path=self.source.path,
+            source_text=self.source.text,
             model=model,
             physics=physics,
             engine=engine,

@@ -679,3 +679,4 @@ class CheckedTask:
     curriculum: Mapping[str, Any]
     policy: Mapping[str, Any]
     train: Mapping[str, Any]
+    source_text: str = ""  # the task file's text (quoted in the generated code's comments)

@@ -15,10 +15,11 @@ from typing import Mapping
 
 import sympy as sp
 
+from ksimdsl.errors import Span
 from ksimdsl.ir import vec
 from ksimdsl.ir.vec import Val
 
-__all__ = ["Segment", "Output", "PhaseIR", "MemSlot", "TaskIR", "LEVEL", "TIME", "expr_input_names", "format_task_ir"]
+__all__ = ["Origin", "DrawUse", "Segment", "Output", "PhaseIR", "MemSlot", "TaskIR", "LEVEL", "TIME", "expr_input_names", "format_task_ir"]
 
 #: The env's curriculum level (a scalar input of every phase).
 LEVEL = sp.Symbol("level", real=True)
@@ -27,12 +28,34 @@ TIME = sp.Symbol("time", real=True)
 
 
 @dataclass(frozen=True)
+class Origin:
+    """Where something of the generated code comes from: a definition's name and its task text."""
+
+    name: str
+    span: Span | None = None
+
+
+@dataclass(frozen=True)
+class DrawUse:
+    """The standard draws `base[start : start + count]` (`rand_n` or `rand_u`), feeding the text at `span`."""
+
+    base: str
+    start: int
+    count: int
+    span: Span | None = None
+
+
+@dataclass(frozen=True)
 class Segment:
-    """`size` elements at `offset` of an output array, named `label` in generated code."""
+    """`size` elements at `offset` of an output array, named `label` in generated code.
+
+    `span` is the task text that defines it (None for pass-through elements).
+    """
 
     label: str
     offset: int
     val: Val
+    span: Span | None = None
 
     @property
     def size(self) -> int:
@@ -85,6 +108,12 @@ class PhaseIR:
     names: Mapping[sp.Basic, str] = field(default_factory=dict)
     #: `let` definitions: printed as a variable of that name wherever used
     lets: Mapping[sp.Basic, str] = field(default_factory=dict)
+    #: the phase's random draws, in allocation order
+    draws: tuple[DrawUse, ...] = ()
+    #: anonymous constant arrays (ConstArr nodes) and gather index tuples -> the definition they belong to
+    origins: Mapping[object, Origin] = field(default_factory=dict)
+    #: variable name of a `let` -> its definition in the task
+    let_spans: Mapping[str, Span] = field(default_factory=dict)
 
     def output(self, key: str) -> Output:
         for out in self.outputs:
@@ -118,11 +147,17 @@ def expr_input_names(expr: sp.Basic) -> set[str]:
 
 @dataclass(frozen=True)
 class MemSlot:
-    """A named region of the per-env `mem` vector."""
+    """A named region of the per-env `mem` vector.
+
+    `span` is the task text that needs it; a `scalar` slot holds a scalar value
+    (a vector slot of size 1 holds a 1-vector).
+    """
 
     name: str
     offset: int
     size: int
+    span: Span | None = None
+    scalar: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,9 @@
 """Shape-carrying sympy values: scalars, expanded small vectors and packed arrays.
 
+Long constant arrays are named (`ConstArr`); a name starting with `_` marks an
+anonymous one (a literal or a folded expression) that the code generator names
+after the definition it belongs to.
+
 A ksim value is lowered to sympy in one of three forms (`Val`):
 
 * a **scalar**: one sympy expression (`size is None`);
@@ -33,37 +37,10 @@ import sympy as sp
 from ksimdsl.errors import InternalCompilerError
 
 __all__ = [
-    "SMALL",
-    "Val",
-    "array",
-    "PackedLeaf",
-    "ArrSlice",
-    "ArrGather",
-    "ConstArr",
-    "Concat",
-    "Fill",
-    "RSum",
-    "RMax",
-    "RMin",
-    "Reduction",
-    "shape_of",
-    "element",
-    "take",
-    "scalar",
-    "vector",
-    "const_vector",
-    "from_array",
-    "elementwise",
-    "as_bool",
-    "as_number",
-    "select",
-    "concat",
-    "broadcast",
-    "reduce_sum",
-    "reduce_max",
-    "reduce_min",
-    "rename_const",
-    "has_no_real_value",
+    "SMALL", "Val", "array", "PackedLeaf", "ArrSlice", "ArrGather", "ConstArr", "Concat", "Fill",
+    "RSum", "RMax", "RMin", "Reduction", "shape_of", "element", "take", "scalar", "vector",
+    "const_vector", "num", "from_array", "elementwise", "as_bool", "as_number", "select", "concat",
+    "broadcast", "reduce_sum", "reduce_max", "reduce_min", "rename_const", "has_no_real_value",
     "has_infinity",
 ]
 
@@ -265,7 +242,7 @@ def gather(base: str, rows: Sequence[int], col: int | None = None) -> sp.Expr:
 
 def const_array(name: str, values: Sequence[float]) -> sp.Expr:
     """A packed constant array (`Fill` when all values are equal)."""
-    vals = [sp.Float(float(v)) if not float(v).is_integer() else sp.Integer(int(v)) for v in values]
+    vals = [num(v) for v in values]
     if all(v == vals[0] for v in vals):
         return Fill(vals[0], len(vals))
     return ConstArr(sp.Symbol(name), *vals)
@@ -298,24 +275,22 @@ class RSum(Reduction):
         return None
 
 
-class RMax(Reduction):
+class _Extremum(Reduction):
+    """The largest or smallest element (of a fill: its value)."""
+
+    @classmethod
+    def eval(cls, x):  # noqa: D102 - sympy hook
+        if isinstance(x, Fill):
+            return x.value
+        return None
+
+
+class RMax(_Extremum):
     """Maximum element."""
 
-    @classmethod
-    def eval(cls, x):  # noqa: D102 - sympy hook
-        if isinstance(x, Fill):
-            return x.value
-        return None
 
-
-class RMin(Reduction):
+class RMin(_Extremum):
     """Minimum element."""
-
-    @classmethod
-    def eval(cls, x):  # noqa: D102 - sympy hook
-        if isinstance(x, Fill):
-            return x.value
-        return None
 
 
 # --------------------------------------------------------------------------- shapes
@@ -434,11 +409,12 @@ def vector(components: Sequence[sp.Basic | float], boolean: bool = False) -> Val
 def const_vector(name: str, values: Sequence[float]) -> Val:
     """A constant vector; long ones become one module-level constant array `name`."""
     if len(values) <= SMALL:
-        return vector([_num(v) for v in values])
+        return vector([num(v) for v in values])
     return Val((const_array(name, values),), len(values))
 
 
-def _num(v: float) -> sp.Expr:
+def num(v: float) -> sp.Expr:
+    """A sympy number: an Integer when `v` is integral, else a Float."""
     v = float(v)
     return sp.Integer(int(v)) if v.is_integer() else sp.Float(v)
 
@@ -499,7 +475,7 @@ def _fold_const(f: Callable[..., sp.Basic], items: Sequence[sp.Basic], size: int
             raise InternalCompilerError(f"constant folding produced {out}")
         # sin(inf), sqrt(-1), ... have no real value: NaN here, reported by the lowering.
         values.append(float(out) if out.is_comparable else math.nan)
-    return const_array("const", values)
+    return const_array("_const", values)
 
 
 def has_no_real_value(e: sp.Basic) -> bool:
@@ -580,28 +556,25 @@ def concat(vals: Sequence[Val]) -> Val:
     return Val((Concat(*parts),), n, boolean)
 
 
-def reduce_sum(v: Val) -> Val:
+def _reduce(v: Val, packed: Callable[[sp.Basic], sp.Basic], expanded: Callable[..., sp.Basic]) -> Val:
     if v.size is None:
         return v
     v = as_number(v)
     if v.packed:
-        return scalar(RSum(v.items[0]))
-    return scalar(sp.Add(*v.items))
+        return scalar(packed(v.items[0]))
+    return scalar(expanded(*v.items))
+
+
+def reduce_sum(v: Val) -> Val:
+    """Sum of the elements (a scalar stays itself)."""
+    return _reduce(v, RSum, sp.Add)
 
 
 def reduce_max(v: Val) -> Val:
-    if v.size is None:
-        return v
-    v = as_number(v)
-    if v.packed:
-        return scalar(RMax(v.items[0]))
-    return scalar(sp.Max(*v.items))
+    """Largest element."""
+    return _reduce(v, RMax, sp.Max)
 
 
 def reduce_min(v: Val) -> Val:
-    if v.size is None:
-        return v
-    v = as_number(v)
-    if v.packed:
-        return scalar(RMin(v.items[0]))
-    return scalar(sp.Min(*v.items))
+    """Smallest element."""
+    return _reduce(v, RMin, sp.Min)

@@ -21,7 +21,7 @@ from numba import njit
 MEM_FIRST = 0  # first, 1 float
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def reset(qpos_EQ, qvel_EV, level_E, rand_n_EN, rand_u_EU, qpos_out_EQ, qvel_out_EV, mem_out_EM):
     """Start an episode: reset writes, randomized model fields and the initial memory.
 
@@ -49,7 +49,7 @@ def reset(qpos_EQ, qvel_EV, level_E, rand_n_EN, rand_u_EU, qpos_out_EQ, qvel_out
         mem_out_EM[e, MEM_FIRST] = 1.0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def observe(
     qpos_EQ, qvel_EV, action_EA, level_E, mem_EM, rand_n_EN, rand_u_EU, actor_EO, critic_EC
 ):
@@ -81,7 +81,7 @@ def observe(
         critic_EC[e, 4] = qvel[1]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def step(
     qpos_EQ, qvel_EV, action_EA, level_E, mem_EM, rand_n_EN, rand_u_EU, actor_EO, critic_EC,
     reward_terms_ER, reward_weights_ER, terminations_EK, mem_out_EM

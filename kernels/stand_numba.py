@@ -25,7 +25,7 @@ MEM_EVENT_PUSH_TIMER = 21  # event.push.timer, 1 float; stand.ksim:53  event pus
 MEM_FIRST = 22  # first, 1 float
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def reset(qpos_EQ, qvel_EV, level_E, rand_n_EN, rand_u_EU, qpos_out_EQ, qvel_out_EV, mem_out_EM):
     """Start an episode: reset writes, randomized model fields and the initial memory.
 
@@ -75,7 +75,7 @@ def reset(qpos_EQ, qvel_EV, level_E, rand_n_EN, rand_u_EU, qpos_out_EQ, qvel_out
         mem_out_EM[e, MEM_FIRST] = 1.0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def observe(
     qpos_EQ, qvel_EV, xmat_EB9, sensordata_ED, action_EA, level_E, mem_EM, rand_n_EN, rand_u_EU,
     actor_EO, critic_EC
@@ -139,7 +139,7 @@ def observe(
         critic_EC[e, 72] = qvel[2]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def step(
     qpos_EQ, qvel_EV, xmat_EB9, sensordata_ED, action_EA, level_E, mem_EM, rand_n_EN, rand_u_EU,
     actor_EO, critic_EC, reward_terms_ER, reward_weights_ER, terminations_EK, mem_out_EM,

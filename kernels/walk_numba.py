@@ -58,7 +58,7 @@ GEOM_FRICTION_IDX = np.array([
 ], dtype=np.int32)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def reset(
     qpos_EQ, qvel_EV, geom_friction_EG3, body_mass_EB, dof_armature_EV, dof_damping_EV, level_E,
     rand_n_EN, rand_u_EU, qpos_out_EQ, qvel_out_EV, geom_friction_out_EG3, body_mass_out_EB,
@@ -164,7 +164,7 @@ def reset(
         mem_out_EM[e, MEM_FIRST] = 1.0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def observe(
     qpos_EQ, qvel_EV, actuator_force_EU, sensordata_ED, contact_EC, action_EA, level_E, mem_EM,
     rand_n_EN, rand_u_EU, actor_EO, critic_EC
@@ -292,7 +292,7 @@ def observe(
         critic_EC[e, 83:104] = 0.01*actuator_force[0:21]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def step(
     qpos_EQ, qvel_EV, actuator_force_EU, sensordata_ED, contact_EC, action_EA, level_E, mem_EM,
     rand_n_EN, rand_u_EU, actor_EO, critic_EC, reward_terms_ER, reward_weights_ER, terminations_EK,

@@ -21,7 +21,7 @@ from numba import njit
 MEM_FIRST = 0  # first, 1 float
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def reset(qpos_EQ, qvel_EV, level_E, rand_n_EN, rand_u_EU, qpos_out_EQ, qvel_out_EV, mem_out_EM):
     """Start an episode: reset writes, randomized model fields and the initial memory.
 
@@ -61,7 +61,7 @@ def reset(qpos_EQ, qvel_EV, level_E, rand_n_EN, rand_u_EU, qpos_out_EQ, qvel_out
         mem_out_EM[e, MEM_FIRST] = 1.0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def observe(
     qvel_EV, xpos_EB3, xmat_EB9, sensordata_ED, action_EA, level_E, mem_EM, rand_n_EN, rand_u_EU,
     actor_EO, critic_EC
@@ -96,7 +96,7 @@ def observe(
         critic_EC[e, 15:24] = x1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def step(
     qvel_EV, xpos_EB3, xmat_EB9, sensordata_ED, action_EA, level_E, mem_EM, rand_n_EN, rand_u_EU,
     actor_EO, critic_EC, reward_terms_ER, reward_weights_ER, terminations_EK, mem_out_EM

@@ -150,7 +150,7 @@ def test_header_names_version_source_backend_and_op_counts():
     assert head[1] == "# backend: numba"
     ops = c.spec["ops"]
     assert f"step {ops['step'][0]} -> {ops['step'][1]}" in head[2]
-    assert "@njit(cache=True, nogil=True)" in c.source and "for e in range(level_E.shape[0]):" in c.source
+    assert '@njit(cache=True, nogil=True, error_model="numpy")' in c.source and "for e in range(level_E.shape[0]):" in c.source
 
 
 def test_cse_can_be_turned_off():

@@ -335,6 +335,18 @@ def test_every_function_agrees_across_backends():
     np.testing.assert_allclose(r["level_time"], inputs["level"] * inputs["time"], rtol=1e-5)
 
 
+def test_division_by_zero_is_inf_on_both_backends_never_an_exception():
+    """`1 / max(x, 0)` at x <= 0: numba kernels use numpy's error model, so both give inf (issue 18)."""
+    body = "reward\n    inv 1.0 : 1 / max(qpos[0], 0)\n    lg 1.0 : log(max(qpos[0], 0))\n"
+    spec, results = check_task_parity(task_source(body), E=32, seed=7)
+    inputs, out = results["step"]
+    q0 = inputs["qpos"][:, 0]
+    assert (q0 <= 0).any() and (q0 > 0).any()
+    inv, lg = out["reward_terms"][:, 0], out["reward_terms"][:, 1]
+    assert np.all(np.isposinf(inv[q0 <= 0])) and np.all(np.isneginf(lg[q0 <= 0]))
+    assert np.all(np.isfinite(inv[q0 > 0]))
+
+
 def _one_hot_ref(i):
     return sum((k + 1) * (np.abs(i - k) < 0.5) for k in range(3))
 

@@ -8,7 +8,8 @@ the source for one backend:
   `observe(phys, action, level, mem, rand_n, rand_u)`,
   `step(phys, action, level, mem, rand_n, rand_u)`, one env per call,
   returning dicts;
-* numba: the same three functions batched, `@njit(cache=True, nogil=True)`, a
+* numba: the same three functions batched, `@njit(cache=True, nogil=True,
+  error_model="numpy")` (x / 0 is inf or NaN as in JAX, never an exception), a
   `for e in range(E)` loop and positional arrays in the order of
   `SPEC["numba_args"][phase]` (inputs, then preallocated outputs).
 
@@ -310,7 +311,7 @@ def _jax_output(body: _Body, out: Output, items: Sequence[tuple[sp.Basic, ...]])
 def _render_phase_numba(code: PhaseCode, module: _Module, args: Sequence[str], phys_inputs: Sequence[str]) -> list[str]:
     phase, ir = code.phase, module.ir
     body = _Body(module.printer(code, "numba"), module, "    ", _local_names(code) | set(args))
-    lines = ["@njit(cache=True, nogil=True)"]
+    lines = ['@njit(cache=True, nogil=True, error_model="numpy")']
     lines += wrap(f"def {phase.name}", "(" + ", ".join(args) + ")", ":")
     body.emit(f'"""{_PHASE_DOCS[phase.name]}')
     body.emit("")

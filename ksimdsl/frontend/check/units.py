@@ -1,0 +1,9 @@
+"""Units (placeholder)."""
+
+from __future__ import annotations
+
+from ksimdsl.frontend.check.context import Part
+
+
+class Units(Part):
+    pass

@@ -128,10 +128,10 @@ class Context:
         cx.outputs = Outputs(cx)
         cx.writes = Writes(cx)
         cx.shapes = Shapes(cx)
-        cx.exprs = Exprs(cx)
         cx.select = Selection(cx)
         cx.calls = Calls(cx)
         cx.lookups = Lookups(cx)
+        cx.exprs = Exprs(cx)  # last: it binds the typers of the other parts
         return cx
 
     # ----------------------------------------------------------------- error plumbing

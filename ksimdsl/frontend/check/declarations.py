@@ -61,6 +61,7 @@ class Declarations(Part):
             entry.failed = True
             return
         entry.value = value
+        self.cx.units.define_let(s.name, s.value)
         self.cx.let_defs.append(t.LetDef(s.name, value, s.span))
 
     def state(self, s: ast.StateStmt) -> t.StateDef | None:

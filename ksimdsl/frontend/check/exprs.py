@@ -2,36 +2,74 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, NoReturn
 
 from ksimdsl.errors import InternalCompilerError, did_you_mean
 from ksimdsl.frontend import ast
 from ksimdsl.frontend import builtins as bi
 from ksimdsl.frontend import typed as t
-from ksimdsl.frontend.check.context import Ctx, Part, Reported
+from ksimdsl.frontend.check.context import Context, Ctx, Part, Reported
+
+#: Deepest typed expression accepted, counting through the lets it uses. The
+#: lowering and sympy's printers recurse over it; this keeps them far from
+#: Python's recursion limit (a chain of lets can otherwise nest without bound).
+MAX_DEPTH = 100
+
+
+class Depths:
+    """The depth of typed expressions (a leaf is 1), through let values; iterative, memoized."""
+
+    def __init__(self) -> None:
+        self._memo: dict[int, tuple[t.Expr, int]] = {}  # id -> (node kept alive, depth)
+
+    def __call__(self, e: t.Expr) -> int:
+        memo = self._memo
+        stack: list[tuple[t.Expr, bool]] = [(e, False)]
+        while stack:
+            node, ready = stack.pop()
+            if id(node) in memo:
+                continue
+            kids = t.children(node)
+            if ready or not kids:
+                memo[id(node)] = (node, 1 + max((memo[id(k)][1] for k in kids), default=0))
+            else:
+                stack.append((node, True))
+                stack.extend((k, False) for k in kids if id(k) not in memo)
+        return memo[id(e)][1]
 
 
 class Exprs(Part):
     """Types expressions: the dispatch on node kind, names, vectors and operators."""
 
+    def __init__(self, cx: Context):
+        super().__init__(cx)
+        self.depth = Depths()
+        self._typers: dict[type, Callable[[Any, Ctx], t.Expr]] = {
+            ast.Num: lambda node, ctx: cx.consts.num(node),
+            ast.Name: self.name,
+            ast.Attr: cx.select.attr,
+            ast.Index: cx.select.index,
+            ast.Call: cx.calls.call,
+            ast.Vector: self.vector,
+            ast.Unary: self.unary,
+            ast.Binary: self.binary,
+        }
+
     def expr(self, node: ast.Expr, ctx: Ctx) -> t.Expr:
         """Type one expression (raises Reported after recording an error)."""
-        if isinstance(node, ast.Num):
-            return self.cx.consts.num(node)
-        if isinstance(node, ast.Name):
-            return self.name(node, ctx)
-        if isinstance(node, ast.Attr):
-            return self.cx.select.attr(node, ctx)
-        if isinstance(node, ast.Index):
-            return self.cx.select.index(node, ctx)
-        if isinstance(node, ast.Call):
-            return self.cx.calls.call(node, ctx)
-        if isinstance(node, ast.Vector):
-            return self.vector(node, ctx)
-        if isinstance(node, ast.Unary):
-            return self.unary(node, ctx)
-        if isinstance(node, ast.Binary):
-            return self.binary(node, ctx)
+        typer = self._typers.get(type(node))
+        if typer is None:
+            self._not_a_value(node)
+        typed = typer(node, ctx)
+        if self.depth(typed) > MAX_DEPTH:
+            self.fail(
+                node.span,
+                f"expression nested too deeply (more than {MAX_DEPTH} levels, counting the lets it uses)",
+            )
+        self.cx.units.of(node)
+        return typed
+
+    def _not_a_value(self, node: ast.Expr) -> NoReturn:
         if isinstance(node, ast.Str):
             self.fail(
                 node.span,

@@ -92,6 +92,7 @@ class Outputs(Part):
                 r.value.span,
                 f"reward '{r.name}' must be a scalar, got {value.type}; wrap it in sum(...) or norm(...)",
             )
+        self.cx.units.require_plain(r.value, f"reward '{r.name}'", "a reward is a plain number")
         if weight is None:
             raise Reported
         return t.RewardDef(r.name, weight, value, r.span)
@@ -102,6 +103,7 @@ class Outputs(Part):
         self.cx.shapes.require_static(weight, what, dists=False)
         if not weight.type.is_scalar:
             self.fail(r.weight.span, f"{what} must be a scalar, got {weight.type}")
+        self.cx.units.require_plain(r.weight, what, "a weight is a plain number")
         return weight
 
     def terminations(self, stmt: ast.Statement | None) -> tuple[t.TerminationDef, ...]:

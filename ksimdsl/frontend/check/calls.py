@@ -108,6 +108,8 @@ class Calls(Part):
             shape: tuple[int, ...] = ()
             for e in ordered:
                 shape = self.cx.shapes.broadcast_shape(t.Type("float", shape), e.type, sig.name, span)
+            if len(ordered) == 1:
+                self.cx.consts.require_real(sig.name, ordered[0], bound["x"].span)
             return t.Apply(sig.name, tuple(ordered), t.Type("float", shape), span=span)
         if rule == "exp_kernel":
             return t.Apply(sig.name, (self.cx.shapes.as_float(args["x"]), scalar_float("s")), t.FLOAT, span=span)

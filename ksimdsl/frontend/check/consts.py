@@ -4,13 +4,37 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Callable
 
-from ksimdsl.errors import InternalCompilerError
+from ksimdsl.errors import InternalCompilerError, Span
 from ksimdsl.frontend import ast
 from ksimdsl.frontend import builtins as bi
 from ksimdsl.frontend import typed as t
 from ksimdsl.frontend.check.context import Context, Ctx, Part, fmt_num
 from ksimdsl.frontend.check.folding import TIME_UNITS, StaticValues
+
+
+#: Math functions of one argument whose constant calls are checked for a real value.
+_REAL_FUNCTIONS: dict[str, Callable[[float], float]] = {
+    "sqrt": math.sqrt,
+    "log": math.log,
+    "exp": math.exp,
+    "sin": math.sin,
+    "cos": math.cos,
+    "tanh": math.tanh,
+}
+
+
+def _has_real_value(fn: Callable[[float], float], x: float) -> bool:
+    """False where `fn(x)` is not a real number (log(0), sqrt(-1), sin(inf), a NaN argument)."""
+    if math.isnan(x):
+        return False
+    try:
+        return not math.isnan(fn(x))
+    except ValueError:
+        return False
+    except OverflowError:  # exp(1000): a real value too large for a float
+        return True
 
 
 class Consts(Part):
@@ -124,16 +148,35 @@ class Consts(Part):
         bad = [i for i, v in enumerate(values) if math.isnan(v)]
         if not bad:
             return
-        labels = self.cx.select.labels(e)  # known constants with labels are per-joint built-ins
-        if e.type.is_scalar:
-            where = ""
-        elif labels:
-            where = f" for joint{'s' if len(bad) > 1 else ''} " + ", ".join(f"'{labels[i]}'" for i in bad)
-        else:
-            where = f" for element{'s' if len(bad) > 1 else ''} " + ", ".join(str(i) for i in bad)
+        where = self._where(e, bad)
         operands = (*(self.static_values(e.left) or ()), *(self.static_values(e.right) or ()))
         notes = [bi.INFINITE_LIMITS_NOTE] if any(math.isinf(v) for v in operands) else []
         self.fail(e.span, f"this constant expression has no real value{where}", *notes)
+
+    def require_real(self, func: str, arg: t.Expr, span: Span) -> None:
+        """Reject a math function of known constants outside its domain (`log(0)`, `sqrt(-4)`).
+
+        The lowering folds such calls at compile time; `span` is the argument's.
+        """
+        fn = _REAL_FUNCTIONS.get(func)
+        values = None if fn is None else self.static_values(arg)
+        if values is None:
+            return
+        bad = [i for i, v in enumerate(values) if not _has_real_value(fn, v)]  # type: ignore[arg-type]
+        if not bad:
+            return
+        shown = ", ".join(fmt_num(values[i]) for i in bad[:3]) + (", ..." if len(bad) > 3 else "")
+        notes = [bi.INFINITE_LIMITS_NOTE] if any(math.isinf(values[i]) for i in bad) else []
+        self.fail(span, f"{func}() has no real value for {shown}{self._where(arg, bad)}", *notes)
+
+    def _where(self, e: t.Expr, bad: list[int]) -> str:
+        """`` (scalar), ` for joints 'a', 'b'` or ` for elements 0, 2`: where a constant vector fails."""
+        if e.type.is_scalar:
+            return ""
+        labels = self.cx.select.labels(e)  # known constants with labels are per-joint built-ins
+        if labels:
+            return f" for joint{'s' if len(bad) > 1 else ''} " + ", ".join(f"'{labels[i]}'" for i in bad)
+        return f" for element{'s' if len(bad) > 1 else ''} " + ", ".join(str(i) for i in bad)
 
     def fold(self, op: str, a: t.Const, b: t.Const, typ: t.Type, node: ast.Binary) -> t.Const:
         n = typ.size

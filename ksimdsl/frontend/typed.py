@@ -414,10 +414,18 @@ def children(node: Expr) -> tuple[Expr, ...]:
 
 
 def walk(node: Expr):
-    """Yield `node` and every sub-expression, depth first (pre-order)."""
+    """Yield `node` and every sub-expression, depth first (pre-order).
+
+    A node shared by several parents (a `let` used twice) is visited once, so
+    a walk is linear in the number of distinct nodes.
+    """
     stack = [node]
+    seen: set[int] = set()
     while stack:
         n = stack.pop()
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
         yield n
         stack.extend(reversed(children(n)))
 

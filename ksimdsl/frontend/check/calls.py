@@ -186,7 +186,7 @@ class Calls(Part):
         inner = self.cx.exprs.expr(node.args[0], ctx)
         if any(isinstance(n, t.Dist) for n in t.walk(inner)):
             self.fail(node.args[0].span, "prev() of a random draw has no meaning")
-        slot = self.cx.prev_slots.setdefault(inner, len(self.cx.prev_slots))
+        slot = self.cx.prev_slot(inner)
         return t.Prev(inner, slot, inner.type, node.span)
 
     def dist(self, node: ast.Call, ctx: Ctx) -> t.Dist:

@@ -157,26 +157,35 @@ class Consts(Part):
         """Reject a math function of known constants outside its domain (`log(0)`, `sqrt(-4)`).
 
         The lowering folds such calls at compile time; `span` is the argument's.
+        Infinite values (`joint_upper` of a joint without a range) are left to
+        the lowering, which names the joint limits in its message.
         """
         fn = _REAL_FUNCTIONS.get(func)
         values = None if fn is None else self.static_values(arg)
         if values is None:
             return
-        bad = [i for i, v in enumerate(values) if not _has_real_value(fn, v)]  # type: ignore[arg-type]
+        bad = [i for i, v in enumerate(values) if not (math.isinf(v) or _has_real_value(fn, v))]  # type: ignore[arg-type]
         if not bad:
             return
-        shown = ", ".join(fmt_num(values[i]) for i in bad[:3]) + (", ..." if len(bad) > 3 else "")
-        notes = [bi.INFINITE_LIMITS_NOTE] if any(math.isinf(values[i]) for i in bad) else []
-        self.fail(span, f"{func}() has no real value for {shown}{self._where(arg, bad)}", *notes)
+        if arg.type.is_scalar:
+            self.fail(span, f"{func}() has no real value for {fmt_num(values[0])}")
+        shown = [f"{i} ({fmt_num(values[i])})" for i in bad]
+        self.fail(span, f"{func}() has no real value{self._where(arg, bad, shown)}")
 
-    def _where(self, e: t.Expr, bad: list[int]) -> str:
-        """`` (scalar), ` for joints 'a', 'b'` or ` for elements 0, 2`: where a constant vector fails."""
+    def _where(self, e: t.Expr, bad: list[int], shown: list[str] | None = None) -> str:
+        """`` (scalar), ` for joints 'a', 'b'` or ` for elements 0, 2`: where a constant vector fails.
+
+        `shown[k]` (default: the index) describes element `bad[k]`; a joint name replaces its index.
+        """
         if e.type.is_scalar:
             return ""
+        shown = shown or [str(i) for i in bad]
         labels = self.cx.select.labels(e)  # known constants with labels are per-joint built-ins
+        plural = "s" if len(bad) > 1 else ""
         if labels:
-            return f" for joint{'s' if len(bad) > 1 else ''} " + ", ".join(f"'{labels[i]}'" for i in bad)
-        return f" for element{'s' if len(bad) > 1 else ''} " + ", ".join(str(i) for i in bad)
+            named = [f"'{labels[i]}'" + text[len(str(i)) :] for i, text in zip(bad, shown)]
+            return f" for joint{plural} " + ", ".join(named)
+        return f" for element{plural} " + ", ".join(shown)
 
     def fold(self, op: str, a: t.Const, b: t.Const, typ: t.Type, node: ast.Binary) -> t.Const:
         n = typ.size

@@ -9,8 +9,9 @@ validates `key=value` settings, and so on. `Context.build` wires them up.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterable, Mapping, NoReturn, TypeVar, get_args
 
 from ksimdsl import abi
 from ksimdsl.errors import DiagnosticSink, InternalCompilerError, KsimError, Source, Span
@@ -32,7 +33,7 @@ if TYPE_CHECKING:  # the parts import this module
     from ksimdsl.frontend.check.units import Units
     from ksimdsl.frontend.check.writes import Writes
 
-__all__ = ["Reported", "Ctx", "LetEntry", "StateEntry", "Context", "Part", "fmt_num"]
+__all__ = ["Reported", "Ctx", "LetEntry", "StateEntry", "StructuralKeys", "Context", "Part", "fmt_num"]
 
 
 _T = TypeVar("_T")
@@ -72,6 +73,45 @@ def fmt_num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else repr(float(x))
 
 
+_EXPR_TYPES = tuple(get_args(t.Expr))
+
+
+class StructuralKeys:
+    """Keys that are equal exactly for equal typed expressions (spans aside), computed in linear time.
+
+    Hashing a typed expression hashes its whole tree, once per path to every
+    node: exponential for lets that use each other twice. Here every distinct
+    node gets a small integer once (memoized by identity, iterative).
+    """
+
+    def __init__(self) -> None:
+        self._memo: dict[int, tuple[t.Expr, int]] = {}  # id -> (node kept alive, key)
+        self._interned: dict[tuple, int] = {}
+
+    def __call__(self, e: t.Expr) -> int:
+        memo = self._memo
+        stack: list[tuple[t.Expr, bool]] = [(e, False)]
+        while stack:
+            node, ready = stack.pop()
+            if id(node) in memo:
+                continue
+            kids = [k for k in t.children(node) if id(k) not in memo]
+            if ready or not kids:
+                shape = (type(node), *(self._field(getattr(node, f.name)) for f in dataclasses.fields(node) if f.compare))
+                memo[id(node)] = (node, self._interned.setdefault(shape, len(self._interned)))
+            else:
+                stack.append((node, True))
+                stack.extend((k, False) for k in kids)
+        return memo[id(e)][1]
+
+    def _field(self, value: Any) -> Hashable:
+        if isinstance(value, _EXPR_TYPES):
+            return ("expr", self._memo[id(value)][1])
+        if isinstance(value, tuple) and value and isinstance(value[0], _EXPR_TYPES):
+            return ("exprs", tuple(self._memo[id(v)][1] for v in value))
+        return value
+
+
 class Context:
     """The state of one check: the module, the sink, the model, the name tables and the parts."""
 
@@ -88,7 +128,8 @@ class Context:
         self.let_defs: list[t.LetDef] = []
         self.states: dict[str, StateEntry] = {}
         self.commands: dict[str, tuple[str, ...]] = {}
-        self.prev_slots: dict[t.Expr, int] = {}
+        self.prev_slots: dict[Hashable, tuple[t.Expr, int]] = {}  # structural key -> (expr, slot)
+        self.keys = StructuralKeys()
         self.contact_queries: dict[t.ContactQuery, int] = {}
         # the parts, set by `build`
         self.settings: Settings
@@ -158,6 +199,13 @@ class Context:
         """`fn` on every item; items with errors (recorded) or no result are left out."""
         results = (self.attempt(fn, item) for item in items)
         return tuple(r for r in results if r is not None)
+
+    def prev_slot(self, expr: t.Expr) -> int:
+        """The `prev` memory slot of `expr`; equal expressions (spans aside) share one."""
+        key = self.keys(expr)
+        if key not in self.prev_slots:
+            self.prev_slots[key] = (expr, len(self.prev_slots))
+        return self.prev_slots[key][1]
 
     @property
     def m(self) -> ModelInfo:

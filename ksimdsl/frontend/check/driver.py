@@ -108,7 +108,7 @@ class Checker(Part):
             reset=reset,
             events=events,
             contact_queries=tuple(self.cx.contact_queries),
-            prev_slots=tuple(t.PrevSlot(i, e) for e, i in self.cx.prev_slots.items()),
+            prev_slots=tuple(t.PrevSlot(i, e) for e, i in self.cx.prev_slots.values()),
             curriculum=curriculum,
             policy=policy,
             train=train,

@@ -6,7 +6,7 @@ from ksimdsl.errors import Span, did_you_mean
 from ksimdsl.frontend import ast
 from ksimdsl.frontend import builtins as bi
 from ksimdsl.frontend import typed as t
-from ksimdsl.frontend.check.context import Ctx, Part
+from ksimdsl.frontend.check.context import Context, Ctx, Part
 from ksimdsl.frontend.check.names import no_match_message
 from ksimdsl.frontend.model_info import is_glob, match_names
 
@@ -30,8 +30,18 @@ _LABEL_KINDS = {
 class Selection(Part):
     """Selections from vectors (swizzles, indices, slices, globs) and element labels."""
 
+    def __init__(self, cx: Context):
+        super().__init__(cx)
+        self._labels: dict[int, tuple[t.Expr, tuple[str, ...]]] = {}  # id -> (node kept alive, labels)
+
     def labels(self, e: t.Expr) -> tuple[str, ...]:
-        """MJCF names of the elements of `e`, or () when unknown."""
+        """MJCF names of the elements of `e`, or () when unknown (memoized: lets are shared)."""
+        hit = self._labels.get(id(e))
+        if hit is None:
+            hit = self._labels[id(e)] = (e, self._find_labels(e))
+        return hit[1]
+
+    def _find_labels(self, e: t.Expr) -> tuple[str, ...]:
         if isinstance(e, t.Quantity):
             return e.labels
         if isinstance(e, (t.Let,)):

@@ -68,13 +68,18 @@ class Shapes(Part):
                 return n.array not in allowed_arrays
             return isinstance(n, (t.Action, t.StateRef, t.CommandRef, t.Prev))
 
+        clean: set[int] = set()  # nodes already searched in vain (a let used twice is searched once)
+
         def find(n: t.Expr) -> t.Expr | None:
             if bad(n):
                 return n
+            if id(n) in clean:
+                return None
             for c in t.children(n):
                 hit = find(c)
                 if hit is not None:
                     return n if isinstance(n, (t.Let, t.Quantity)) else hit
+            clean.add(id(n))
             return None
 
         return find(e)

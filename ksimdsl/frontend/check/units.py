@@ -9,8 +9,9 @@ not known (built-in quantities, states, commands, most function results).
 The rules, lenient wherever a unit is not known:
 
 - `+ -`, comparisons, `min`/`max`/`clip`/`where` and the parameters of a
-  distribution need operands of one unit; a plain number or an unknown unit
-  goes with anything (`joint_pos + 10deg`, `0..10ms`);
+  distribution need operands of one unit; a plain number takes the other's
+  unit (`1 + 5ms` is a time), and an unknown unit goes with anything and
+  makes the result unknown (`joint_pos[1] - 5deg`);
 - `* /` multiply units (`2 * 5ms` is a time, `10ms / 1ms` a plain number);
   anything times an unknown unit is unknown;
 - `ctrl_dt` and `time` are times; selections, `-x`, `abs`, `sum`, `mean`,
@@ -96,19 +97,22 @@ class Units(Part):
         return hit[1]
 
     def agree(self, items: Iterable[tuple[ast.Expr, Unit]], span: Span, doing: str) -> Unit:
-        """The common unit of `items`; an error when two known units differ."""
-        known: tuple[ast.Expr, Unit] | None = None
-        plain = True
-        for node, unit in items:
-            plain = plain and unit == ()
+        """The common unit of `items`; an error when two known units differ.
+
+        A plain number takes the other's unit; an unknown unit makes the result unknown.
+        """
+        known: Unit = None
+        unknown = False
+        for _, unit in items:
+            unknown = unknown or unit is None
             if not unit:
                 continue
-            if known is not None and known[1] != unit:
-                self.fail(
-                    span, f"unit mismatch: cannot {doing} {describe_unit(known[1])} and {describe_unit(unit)}"
-                )
-            known = known or (node, unit)
-        return known[1] if known is not None else (() if plain else None)
+            if known is not None and known != unit:
+                self.fail(span, f"unit mismatch: cannot {doing} {describe_unit(known)} and {describe_unit(unit)}")
+            known = unit
+        if unknown:
+            return None
+        return known if known is not None else ()
 
     # ----------------------------------------------------------------- rules
 

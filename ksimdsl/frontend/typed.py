@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ksimdsl.errors import Span
+from ksimdsl.frontend import typed_expr as _expr
 from ksimdsl.frontend.typed_expr import (  # re-exported: `typed` is the one module to import
     BOOL,
     FLOAT,
@@ -76,32 +77,8 @@ from ksimdsl.frontend.typed_expr import (  # re-exported: `typed` is the one mod
 )
 from ksimdsl.frontend.typed_expr import span_field as _span
 
-__all__ = [
-    "Type",
-    "FLOAT",
-    "BOOL",
-    "Const",
-    "PhysRead",
-    "Level",
-    "Action",
-    "StateRef",
-    "CommandRef",
-    "Prev",
-    "Let",
-    "Quantity",
-    "Apply",
-    "Gather",
-    "Concat",
-    "Unary",
-    "Binary",
-    "Compare",
-    "Logic",
-    "Where",
-    "Cast",
-    "Dist",
-    "Expr",
-    "children",
-    "walk",
+__all__ = [  # every expression node of typed_expr, then the task
+    *(name for name in _expr.__all__ if name != "span_field"),
     "FreeRoot",
     "ModelSummary",
     "Physics",

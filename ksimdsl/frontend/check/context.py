@@ -17,6 +17,7 @@ from ksimdsl import abi
 from ksimdsl.errors import DiagnosticSink, InternalCompilerError, KsimError, Source, Span
 from ksimdsl.frontend import ast
 from ksimdsl.frontend import typed as t
+from ksimdsl.frontend.check.folding import fold_dag
 from ksimdsl.frontend.model_info import ModelInfo
 
 if TYPE_CHECKING:  # the parts import this module
@@ -89,20 +90,11 @@ class StructuralKeys:
         self._interned: dict[tuple, int] = {}
 
     def __call__(self, e: t.Expr) -> int:
-        memo = self._memo
-        stack: list[tuple[t.Expr, bool]] = [(e, False)]
-        while stack:
-            node, ready = stack.pop()
-            if id(node) in memo:
-                continue
-            kids = [k for k in t.children(node) if id(k) not in memo]
-            if ready or not kids:
-                shape = (type(node), *(self._field(getattr(node, f.name)) for f in dataclasses.fields(node) if f.compare))
-                memo[id(node)] = (node, self._interned.setdefault(shape, len(self._interned)))
-            else:
-                stack.append((node, True))
-                stack.extend((k, False) for k in kids)
-        return memo[id(e)][1]
+        return fold_dag(e, self._memo, t.children, self._key)
+
+    def _key(self, node: t.Expr, _: list[int]) -> int:
+        shape = (type(node), *(self._field(getattr(node, f.name)) for f in dataclasses.fields(node) if f.compare))
+        return self._interned.setdefault(shape, len(self._interned))
 
     def _field(self, value: Any) -> Hashable:
         if isinstance(value, _EXPR_TYPES):

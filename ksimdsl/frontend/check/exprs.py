@@ -9,6 +9,7 @@ from ksimdsl.frontend import ast
 from ksimdsl.frontend import builtins as bi
 from ksimdsl.frontend import typed as t
 from ksimdsl.frontend.check.context import Context, Ctx, Part, Reported
+from ksimdsl.frontend.check.folding import fold_dag
 
 #: Deepest typed expression accepted, counting through the lets it uses. The
 #: lowering and sympy's printers recurse over it; this keeps them far from
@@ -23,19 +24,7 @@ class Depths:
         self._memo: dict[int, tuple[t.Expr, int]] = {}  # id -> (node kept alive, depth)
 
     def __call__(self, e: t.Expr) -> int:
-        memo = self._memo
-        stack: list[tuple[t.Expr, bool]] = [(e, False)]
-        while stack:
-            node, ready = stack.pop()
-            if id(node) in memo:
-                continue
-            kids = t.children(node)
-            if ready or not kids:
-                memo[id(node)] = (node, 1 + max((memo[id(k)][1] for k in kids), default=0))
-            else:
-                stack.append((node, True))
-                stack.extend((k, False) for k in kids if id(k) not in memo)
-        return memo[id(e)][1]
+        return fold_dag(e, self._memo, t.children, lambda _, kids: 1 + max(kids, default=0))
 
 
 class Exprs(Part):

@@ -10,17 +10,44 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Callable, TypeVar
 
 from ksimdsl.frontend import ast
 from ksimdsl.frontend import typed as t
 
-__all__ = ["TIME_UNITS", "const_pairs", "arith", "StaticValues", "range_units"]
+__all__ = ["TIME_UNITS", "const_pairs", "arith", "fold_dag", "StaticValues", "range_units"]
 
 
 #: Seconds per unit for durations.
 TIME_UNITS = {"s": 1.0, "ms": 1e-3}
 
 _Values = tuple[float, ...] | None
+_V = TypeVar("_V")
+
+
+def fold_dag(
+    root: t.Expr,
+    memo: dict[int, tuple[t.Expr, _V]],
+    operands: Callable[[t.Expr], tuple[t.Expr, ...]],
+    combine: Callable[[t.Expr, list[_V]], _V],
+) -> _V:
+    """`combine(node, values of its operands)` for `root`, bottom up, each distinct node once.
+
+    `memo` maps id(node) to (node, value): the node is kept alive so that its
+    id stays its own. Iterative: any depth of nesting is fine.
+    """
+    stack: list[tuple[t.Expr, bool]] = [(root, False)]
+    while stack:
+        node, ready = stack.pop()
+        if id(node) in memo:
+            continue
+        ops = operands(node)
+        if ready or not ops:
+            memo[id(node)] = (node, combine(node, [memo[id(o)][1] for o in ops]))
+        else:
+            stack.append((node, True))
+            stack.extend((o, False) for o in ops if id(o) not in memo)
+    return memo[id(root)][1]
 
 
 def const_pairs(a: t.Const, b: t.Const) -> list[tuple[float, float]]:
@@ -52,8 +79,8 @@ def arith(op: str, x: float, y: float) -> float:
     return math.nan if isinstance(v, complex) else float(v)
 
 
-def _operands(e: t.Expr) -> tuple[t.Expr, ...] | None:
-    """The sub-expressions whose values `e`'s value is made of; None when `e` is not static."""
+def _operands(e: t.Expr) -> tuple[t.Expr, ...]:
+    """The sub-expressions whose values `e`'s value is made of (none for a leaf or a dynamic node)."""
     if isinstance(e, t.Const):
         return ()
     if isinstance(e, (t.Let, t.Quantity)):
@@ -64,14 +91,14 @@ def _operands(e: t.Expr) -> tuple[t.Expr, ...] | None:
         return (e.operand,)
     if isinstance(e, t.Binary):
         return (e.left, e.right)
-    return None
+    return ()
 
 
 def _combine(e: t.Expr, parts: list[_Values]) -> _Values:
     if isinstance(e, t.Const):
         return e.values
-    if any(p is None for p in parts):
-        return None
+    if not parts or any(p is None for p in parts):
+        return None  # not static, or made of something that is not
     if isinstance(e, (t.Let, t.Quantity)):
         return parts[0]
     if isinstance(e, t.Gather):
@@ -94,21 +121,7 @@ class StaticValues:
         self._memo: dict[int, tuple[t.Expr, _Values]] = {}  # id -> (node kept alive, values)
 
     def __call__(self, e: t.Expr) -> _Values:
-        memo = self._memo
-        stack: list[tuple[t.Expr, bool]] = [(e, False)]
-        while stack:
-            node, ready = stack.pop()
-            if id(node) in memo:
-                continue
-            ops = _operands(node)
-            if ops is None:
-                memo[id(node)] = (node, None)
-            elif ready:
-                memo[id(node)] = (node, _combine(node, [memo[id(o)][1] for o in ops]))
-            else:
-                stack.append((node, True))
-                stack.extend((o, False) for o in ops if id(o) not in memo)
-        return memo[id(e)][1]
+        return fold_dag(e, self._memo, _operands, _combine)
 
 
 def range_units(rng: ast.Range) -> ast.Range:

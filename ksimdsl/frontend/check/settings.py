@@ -8,7 +8,7 @@ from types import MappingProxyType
 from typing import Any, Iterable
 
 from ksimdsl import abi
-from ksimdsl.errors import InternalCompilerError, KsimError, did_you_mean
+from ksimdsl.errors import InternalCompilerError, KsimError, Span, did_you_mean
 from ksimdsl.frontend import ast
 from ksimdsl.frontend import builtins as bi
 from ksimdsl.frontend import typed as t
@@ -130,17 +130,17 @@ class Settings(Part):
             )
         return dataclasses.replace(new, substeps=substeps)
 
+    def choose(self, word: str, span: Span, choices: Iterable[str], what: str, plural: str) -> str:
+        """`word` if it is one of `choices`, else an `unknown WHAT` error with a suggestion."""
+        if word not in choices:
+            self.fail(span, f"unknown {what} '{word}'" + did_you_mean(word, choices), f"{plural}: {', '.join(choices)}")
+        return word
+
     def engine(self, stmt: ast.Statement | None) -> str:
         if stmt is None:
             return "auto"
         assert isinstance(stmt, ast.EngineStmt)
-        if stmt.engine not in bi.ENGINES:
-            self.fail(
-                stmt.engine_span,
-                f"unknown engine '{stmt.engine}'" + did_you_mean(stmt.engine, bi.ENGINES),
-                f"engines: {', '.join(bi.ENGINES)}",
-            )
-        return stmt.engine
+        return self.choose(stmt.engine, stmt.engine_span, bi.ENGINES, "engine", "engines")
 
     def episode(self, stmt: ast.Statement | None) -> int:
         if stmt is None:
@@ -155,13 +155,8 @@ class Settings(Part):
         if stmt is None:
             return MappingProxyType({"kind": "constant", "value": 1.0})
         assert isinstance(stmt, ast.CurriculumStmt)
-        table = bi.CURRICULUM_KINDS.get(stmt.kind)
-        if table is None:
-            self.fail(
-                stmt.kind_span,
-                f"unknown curriculum '{stmt.kind}'" + did_you_mean(stmt.kind, bi.CURRICULUM_KINDS),
-                f"curricula: {', '.join(bi.CURRICULUM_KINDS)}",
-            )
+        self.choose(stmt.kind, stmt.kind_span, bi.CURRICULUM_KINDS, "curriculum", "curricula")
+        table = bi.CURRICULUM_KINDS[stmt.kind]
         out: dict[str, Any] = {"kind": stmt.kind, **bi.CURRICULUM_DEFAULTS[stmt.kind]}
         if stmt.args:
             if stmt.kind != "constant" or len(stmt.args) > 1:
@@ -178,13 +173,7 @@ class Settings(Part):
         if stmt is None:
             return MappingProxyType(out)
         assert isinstance(stmt, ast.PolicyStmt)
-        if stmt.kind not in bi.POLICY_KINDS:
-            self.fail(
-                stmt.kind_span,
-                f"unknown policy '{stmt.kind}'" + did_you_mean(stmt.kind, bi.POLICY_KINDS),
-                f"policies: {', '.join(bi.POLICY_KINDS)}",
-            )
-        out["kind"] = stmt.kind
+        out["kind"] = self.choose(stmt.kind, stmt.kind_span, bi.POLICY_KINDS, "policy", "policies")
         if stmt.kind == "gru":
             out["hidden"] = [256]
         for key, (value, _) in self.validate(stmt.settings, dict(bi.POLICY_SETTINGS), "policy").items():
@@ -214,14 +203,9 @@ class Settings(Part):
 
     def actuator_kind(self, stmt: ast.ActuatorsStmt | None) -> str:
         """`ctrl` (no statement), `position` or `torque`."""
-        kind = "ctrl" if stmt is None else stmt.kind
-        if stmt is not None and kind not in bi.ACTUATOR_KINDS:
-            self.fail(
-                stmt.kind_span,
-                f"unknown actuator kind '{kind}'" + did_you_mean(kind, bi.ACTUATOR_KINDS),
-                f"actuator kinds: {', '.join(bi.ACTUATOR_KINDS)}",
-            )
-        return kind
+        if stmt is None:
+            return "ctrl"
+        return self.choose(stmt.kind, stmt.kind_span, bi.ACTUATOR_KINDS, "actuator kind", "actuator kinds")
 
     def actuator_values(self, stmt: ast.ActuatorsStmt | None, kind: str) -> dict[str, float]:
         """The gains and scales of `actuators KIND key=value ...`, defaults filled in."""

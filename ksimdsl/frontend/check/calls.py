@@ -201,7 +201,7 @@ class Calls(Part):
         if not lo_n <= len(node.args) <= hi_n:
             self.fail(node.span, f"{node.func}() takes {lo_n} or {hi_n} arguments, got {len(node.args)}")
         inner = Ctx(f"the parameters of {node.func}()")
-        params = [self.cx.shapes.as_float(self.cx.exprs.expr(a, inner)) for a in node.args]
+        params = [self.cx.exprs.float_expr(a, inner) for a in node.args]
         return self.make_dist(node, params)
 
     def make_dist(self, node: ast.Call, params: list[t.Expr]) -> t.Dist:

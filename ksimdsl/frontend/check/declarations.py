@@ -77,13 +77,13 @@ class Declarations(Part):
 
     def state_init(self, s: ast.StateStmt, shape: tuple[int, ...]) -> t.Expr:
         what = f"the initial value of state '{s.name}'"
-        init = self.cx.shapes.as_float(self.cx.exprs.expr(s.init, Ctx(what, allow_dist=True)))
+        init = self.cx.exprs.float_expr(s.init, Ctx(what, allow_dist=True))
         self.cx.shapes.require_static(init, what)
         return self.cx.shapes.fit_shape(init, shape, s.init.span, what)
 
     def state_update(self, s: ast.StateStmt, typ: t.Type) -> t.Expr:
         what = f"the update of state '{s.name}'"
-        update = self.cx.shapes.as_float(self.cx.exprs.expr(s.update, Ctx(what, state_update=True)))
+        update = self.cx.exprs.float_expr(s.update, Ctx(what, state_update=True))
         if update.type.shape != typ.shape:
             self.fail(s.update.span, f"state '{s.name}' is {typ} but its update is {update.type}")
         return update
@@ -109,7 +109,7 @@ class Declarations(Part):
         return t.CommandDef(s.name, tuple(fields), resample, zero_prob, s.span)
 
     def command_field(self, f: ast.CommandField, what: str) -> t.Expr:
-        value = self.cx.shapes.as_float(self.cx.exprs.expr(f.dist, Ctx(what, allow_dist=True)))
+        value = self.cx.exprs.float_expr(f.dist, Ctx(what, allow_dist=True))
         self.cx.shapes.require_static(value, what)
         if not value.type.is_scalar:
             self.fail(f.dist.span, f"{what} must be a scalar, got {value.type}")

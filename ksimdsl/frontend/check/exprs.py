@@ -58,6 +58,10 @@ class Exprs(Part):
         self.cx.units.of(node)
         return typed
 
+    def float_expr(self, node: ast.Expr, ctx: Ctx) -> t.Expr:
+        """`expr`, bools cast to float."""
+        return self.cx.shapes.as_float(self.expr(node, ctx))
+
     def _not_a_value(self, node: ast.Expr) -> NoReturn:
         if isinstance(node, ast.Str):
             self.fail(

@@ -42,7 +42,7 @@ class Outputs(Part):
 
     def obs_item(self, item: ast.ObsItem, group: str) -> t.ObsItem:
         what = f"observation '{item.name}'"
-        value = self.cx.shapes.as_float(self.cx.exprs.expr(item.value, Ctx(what)))
+        value = self.cx.exprs.float_expr(item.value, Ctx(what))
         noise = bias = delay = None
         multiplicative = False
         if group == "critic" and (item.noise or item.bias or item.delay):
@@ -86,7 +86,7 @@ class Outputs(Part):
 
     def reward(self, r: ast.RewardTerm) -> t.RewardDef:
         weight = self.attempt(self.reward_weight, r)
-        value = self.cx.shapes.as_float(self.cx.exprs.expr(r.value, Ctx(f"reward '{r.name}'")))
+        value = self.cx.exprs.float_expr(r.value, Ctx(f"reward '{r.name}'"))
         if not value.type.is_scalar:
             self.fail(
                 r.value.span,
@@ -99,7 +99,7 @@ class Outputs(Part):
 
     def reward_weight(self, r: ast.RewardTerm) -> t.Expr:
         what = f"the weight of reward '{r.name}'"
-        weight = self.cx.shapes.as_float(self.cx.exprs.expr(r.weight, Ctx(what)))
+        weight = self.cx.exprs.float_expr(r.weight, Ctx(what))
         self.cx.shapes.require_static(weight, what, dists=False)
         if not weight.type.is_scalar:
             self.fail(r.weight.span, f"{what} must be a scalar, got {weight.type}")

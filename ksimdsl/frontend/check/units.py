@@ -28,7 +28,7 @@ from typing import Iterable
 from ksimdsl.errors import Span
 from ksimdsl.frontend import ast
 from ksimdsl.frontend import builtins as bi
-from ksimdsl.frontend.check.context import Part
+from ksimdsl.frontend.check.context import Context, Part
 
 __all__ = ["Unit", "Units", "describe_unit"]
 
@@ -75,7 +75,7 @@ def _power(a: Unit, exponent: ast.Expr) -> Unit:
 class Units(Part):
     """The unit of every expression node; unit mismatches are errors."""
 
-    def __init__(self, cx):  # type: ignore[no-untyped-def]
+    def __init__(self, cx: Context):
         super().__init__(cx)
         self._memo: dict[int, tuple[ast.Expr, Unit]] = {}  # id -> (node kept alive, unit)
         self._lets: dict[str, Unit] = {}

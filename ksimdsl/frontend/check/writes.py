@@ -54,7 +54,7 @@ class Writes(Part):
         if a.op not in ("=", "+=", "*="):
             self.fail(a.span, f"unknown operator '{a.op}'")
         what = f"randomize {name}"
-        value = self.cx.shapes.as_float(self.cx.exprs.expr(a.value, Ctx(what, allow_dist=True)))
+        value = self.cx.exprs.float_expr(a.value, Ctx(what, allow_dist=True))
         self.cx.shapes.require_static(value, what)
         if not value.type.is_scalar:
             self.fail(
@@ -126,7 +126,7 @@ class Writes(Part):
         if target == "base_yaw" and a.op == "*=":
             self.fail(a.span, "base_yaw takes `=` (set the heading) or `+=` (turn), not `*=`")
         what = f"{block} {node.id}"
-        value = self.cx.shapes.as_float(self.cx.exprs.expr(a.value, Ctx(what, allow_dist=True)))
+        value = self.cx.exprs.float_expr(a.value, Ctx(what, allow_dist=True))
         if block == "reset":
             self.cx.shapes.require_reset(value)
         shape = () if scalar else (len(index),)

@@ -96,14 +96,14 @@ class Units(Part):
             hit = self._memo[id(node)] = (node, self._compute(node))
         return hit[1]
 
-    def agree(self, items: Iterable[tuple[ast.Expr, Unit]], span: Span, doing: str) -> Unit:
-        """The common unit of `items`; an error when two known units differ.
+    def agree(self, units: Iterable[Unit], span: Span, doing: str) -> Unit:
+        """The common unit of `units`; an error when two known units differ.
 
         A plain number takes the other's unit; an unknown unit makes the result unknown.
         """
         known: Unit = None
         unknown = False
-        for _, unit in items:
+        for unit in units:
             unknown = unknown or unit is None
             if not unit:
                 continue
@@ -146,15 +146,14 @@ class Units(Part):
             return _times(a, b, 1 if op == "*" else -1)
         if op == "^":
             return _power(a, node.right)
-        pair = ((node.left, a), (node.right, b))
-        unit = self.agree(pair, node.span, _VERBS.get(op, "compare"))
+        unit = self.agree((a, b), node.span, _VERBS.get(op, "compare"))
         return unit if op in ("+", "-") else ()
 
     def _call(self, node: ast.Call) -> Unit:
         f = node.func
         if f in bi.DISTRIBUTIONS:
             doing = f"draw {f}() from"
-            return self.agree(((a, self.of(a)) for a in node.args), node.span, doing)
+            return self.agree((self.of(a) for a in node.args), node.span, doing)
         if f == "prev" and len(node.args) == 1:
             return self.of(node.args[0])
         if f not in _KEEP and f not in _AGREE:
@@ -163,5 +162,4 @@ class Units(Part):
         bound = dict(zip(sig.param_names, node.args))
         bound.update((kw.name, kw.value) for kw in node.kwargs)
         names = _AGREE.get(f, sig.param_names[:1])
-        values = [(bound[n], self.of(bound[n])) for n in names if n in bound]
-        return self.agree(values, node.span, f"take {f}() of")
+        return self.agree((self.of(bound[n]) for n in names if n in bound), node.span, f"take {f}() of")

@@ -20,6 +20,7 @@ imports it.
 from __future__ import annotations
 
 import difflib
+import functools
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -33,10 +34,15 @@ __all__ = [
     "suggest",
     "did_you_mean",
     "MAX_ERRORS",
+    "QUOTE_WIDTH",
 ]
 
 #: How many independent errors one file reports before giving up.
 MAX_ERRORS = 20
+
+#: At most this many characters of a source line are quoted under a message
+#: (a window around the caret, `...` marking what was cut).
+QUOTE_WIDTH = 120
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +72,40 @@ class Source:
     text: str
 
     def line_text(self, line: int) -> str:
-        lines = self.text.splitlines()
+        lines = _lines(self.text)
         if 1 <= line <= len(lines):
             return lines[line - 1]
         return ""
+
+
+@functools.lru_cache(maxsize=4)
+def _lines(text: str) -> list[str]:
+    """The lines of a source text (cached: a file with many errors is split once)."""
+    return text.splitlines()
+
+
+def _quote(text: str, col: int, width: int) -> tuple[str, int, int]:
+    """A window of at most `QUOTE_WIDTH` characters of `text` around columns col..col+width.
+
+    Returns (shown text, caret column in it, caret width in it); both columns 1-based.
+    """
+    if len(text) <= QUOTE_WIDTH:
+        return text, col, width
+    body = QUOTE_WIDTH - 6  # room for the `...` on both sides
+    lo = max(0, min(col - 1 - body // 3, len(text) - body))
+    hi = min(len(text), lo + body)
+    head = "..." if lo > 0 else ""
+    tail = "..." if hi < len(text) else ""
+    start = col - lo + len(head)
+    return head + text[lo:hi] + tail, start, max(1, min(width, hi - (col - 1)))
+
+
+def _clip(message: str, limit: int = 8 * QUOTE_WIDTH) -> str:
+    """`message`, its middle cut out when it is longer than `limit` (a name of a million characters)."""
+    if len(message) <= limit:
+        return message
+    keep = limit // 2
+    return f"{message[:keep]} ... {message[-keep:]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +121,11 @@ class Diagnostic:
     def format(self) -> str:
         """`FILE:LINE:COL: error: MESSAGE`, the source line and a caret under the span."""
         where = self.source.path if self.source is not None else "ksimdsl"
+        message = _clip(self.message)
         if self.span is not None:
-            head = f"{where}:{self.span.line}:{self.span.col}: {self.severity}: {self.message}"
+            head = f"{where}:{self.span.line}:{self.span.col}: {self.severity}: {message}"
         else:
-            head = f"{where}: {self.severity}: {self.message}"
+            head = f"{where}: {self.severity}: {message}"
         out = [head]
         if self.span is not None and self.source is not None:
             text = self.source.line_text(self.span.line).replace("\t", " ")
@@ -100,6 +137,8 @@ class Diagnostic:
                 else:
                     width = max(1, len(text) - start + 1)
                 width = max(1, min(width, len(text) - start + 1))
+                text, start, width = _quote(text, start, width)
+                out[-1] = "    " + text
                 out.append("    " + " " * (start - 1) + "^" + "~" * (width - 1))
         for note in self.notes:
             out.append(f"    note: {note}")

@@ -673,3 +673,83 @@ def test_checker_bugs_are_internal_errors() -> None:
     )
     with pytest.raises(InternalCompilerError):
         check_module(module, Source("t.ksim", "task t\n"), model_path=CARTPOLE)
+
+
+# --------------------------------------------------------------------------- large inputs (issue 18)
+
+
+def _let_chain(n: int, step: str, first: str = "joint_pos[0]") -> str:
+    """`let a1 = FIRST` then `let a{i} = STEP` with `{p}` the previous name."""
+    return f"let a1 = {first}\n" + "".join(f"let a{i} = {step.format(p=f'a{i - 1}')}\n" for i in range(2, n + 1))
+
+
+def test_squaring_let_chain_checks_in_linear_time() -> None:
+    # each let uses the previous one twice: exponential if any walk is not memoized (hangs)
+    task = check(_let_chain(30, "{p} * {p}", first="2"))
+    assert [d.name for d in task.lets][-1] == "a30"
+    body = "observe actor\n    q = prev(a25)\nreward\n    alive 1 : 1\n    last 1 : a25\n"
+    task = check(_let_chain(25, "{p} * {p} + {p}"), body=body)
+    assert task.rewards[-1].name == "last"
+
+
+@pytest.mark.parametrize("n", [500, 2000])
+def test_long_let_chain_is_a_positioned_error_not_a_recursion_error(n: int) -> None:
+    out = errors(_let_chain(n, "{p} + 1"), body=MINIMAL_BODY + f"    last 1 : a{n}\n")
+    assert "error: expression nested too deeply (more than 100 levels, counting the lets it uses)" in out
+    assert out.count("error:") == 1  # later lets and the reward using them stay silent
+    assert "t.ksim:51:11:" in out  # `let a50 = a49 + 1`: the first definition past the limit
+
+
+def test_long_let_chain_compiles_to_a_clean_exit_2(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    task = tmp_path / "chain.ksim"
+    task.write_text(f'{HEADER}model "{CARTPOLE}"\n' + _let_chain(2000, "{p} + 1") + MINIMAL_BODY + "    last 1 : a2000\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
+    run = subprocess.run(
+        [sys.executable, "-m", "ksimdsl.cli", "compile", str(task)], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert run.returncode == 2, run.stderr
+    assert "Traceback" not in run.stderr and "nested too deeply" in run.stderr
+
+
+def test_flat_sums_and_products_of_hundreds_of_terms() -> None:
+    terms = " + ".join(["1"] * 500)
+    task = check(f"let s = {terms}\nlet p = " + " * ".join(["joint_pos[0]"] * 300) + "\n")
+    assert task.lets[0].value == t.Const(500.0, t.FLOAT)
+    mixed = "1" + "".join(f" {'-' if i % 3 else '+'} {i % 7 + 1}" for i in range(300))
+    task = check(f"let m = {mixed}\nlet d = 1000" + " / 2 * 3" * 100 + "\n")
+    assert task.lets[0].value.value == pytest.approx(eval(mixed))  # noqa: S307 - our own arithmetic
+    assert task.lets[1].value.value == pytest.approx(1000 * 1.5**100)
+
+
+def test_many_lets_check() -> None:
+    task = check("".join(f"let a{i} = {i}\n" for i in range(5000)))
+    assert len(task.lets) == 5000
+
+
+def test_a_very_long_line_is_quoted_as_a_window() -> None:
+    line = "let x = " + "1 + " * 2000 + "nope  # " + "x" * 1_000_000
+    out = errors(line)
+    assert "error: unknown name 'nope'" in out
+    assert len(out) < 1000
+    quoted, caret = out.splitlines()[1:3]
+    assert quoted.startswith("    ...") and quoted.endswith("...") and len(quoted) <= 4 + 120
+    assert quoted[caret.index("^") : caret.index("^") + 4] == "nope"
+
+
+def test_constant_math_outside_its_domain_is_an_error_at_the_argument() -> None:
+    for call, col, shown in (("log(-1)", 15, "-1"), ("log(0)", 15, "0"), ("sqrt(-4)", 16, "-4")):
+        out = errors("", body=f"observe actor\n    q = joint_pos\nreward\n    a 1 : {call}\n")
+        assert f"t.ksim:5:{col}: error: {call.split('(')[0]}() has no real value for {shown}" in out
+
+
+def test_unit_mismatches_are_errors() -> None:
+    assert "t.ksim:2:9: error: unit mismatch: cannot add a time and an angle" in errors("let x = 1s + 1deg")
+    out = errors("", body="observe actor\n    q = joint_pos\nreward\n    a 1 : 5ms\n")
+    assert "error: unit mismatch: reward 'a' is a time; a reward is a plain number" in out
+    out = errors("", body="observe actor\n    q = joint_pos\nreward\n    a 3deg : 1\n")
+    assert "error: unit mismatch: the weight of reward 'a' is an angle; a weight is a plain number" in out
+    check("let x = joint_pos[0] + 10deg\nlet r = 20ms / 1ms\n", body=MINIMAL_BODY + "    r 1 : r + abs(x - 5deg)\n")

@@ -428,3 +428,69 @@ def test_every_statement_keyword_starts_a_statement() -> None:
     grammar = (REPO / "grammar" / "ksim.lark").read_text()
     for keyword in STATEMENT_KEYWORDS:
         assert f'"{keyword}"' in grammar, keyword
+
+
+# --------------------------------------------------------------------------- long chains and large files (issue 18)
+
+
+def _depth(e: ast.Expr) -> int:
+    """Depth of an expression tree (iterative)."""
+    deepest, stack = 0, [(e, 1)]
+    while stack:
+        node, d = stack.pop()
+        deepest = max(deepest, d)
+        if isinstance(node, ast.Binary):
+            stack += [(node.left, d + 1), (node.right, d + 1)]
+        elif isinstance(node, ast.Unary):
+            stack.append((node.operand, d + 1))
+    return deepest
+
+
+def _leaves(e: ast.Expr) -> list[str]:
+    """The operands of a chain, left to right, as written."""
+    out, stack = [], [e]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Binary):
+            stack += [node.right, node.left]
+        else:
+            out.append(dump_expr(node))
+    return out
+
+
+def _evaluate(e: ast.Expr) -> float:
+    if isinstance(e, ast.Num):
+        return e.value
+    assert isinstance(e, ast.Binary)
+    a, b = _evaluate(e.left), _evaluate(e.right)
+    ops = {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b, "/": lambda: a / b}
+    return ops[e.op]()
+
+
+@pytest.mark.parametrize("ops", ["+", "+-", "*", "*/"])
+def test_long_flat_chains_are_balanced_with_their_value(ops: str) -> None:
+    n = 999
+    terms = [str(i % 3 * 0.5 + 0.5) for i in range(n)]  # products stay within float range
+    text = terms[0] + "".join(f" {ops[i % len(ops)]} {t}" for i, t in enumerate(terms[1:]))
+    (stmt,) = parse(f"let x = {text}\n").statements
+    value = stmt.value  # type: ignore[attr-defined]
+    assert _depth(value) <= 12  # log2(999) + 1, not 999
+    assert _leaves(value) == terms
+    assert _evaluate(value) == pytest.approx(eval(text))  # noqa: S307 - our own arithmetic
+    assert value.span == Span(1, 9, 1, 9 + len(text))
+
+
+def test_short_chains_keep_the_grammar_shape() -> None:
+    assert expr("a - b - c + d") == expr("((a - b) - c) + d")
+    assert _depth(parse("let x = " + " and ".join(["a"] * 16) + "\n").statements[0].value) == 16  # type: ignore[attr-defined]
+
+
+
+
+def test_line_numbers_of_a_late_error() -> None:
+    err = error("".join(f"let a{i} = {i}\n" for i in range(3000)) + "let bad = 1 +\n")
+    assert err.first.span is not None and err.first.span.line == 3001
+    module = parse("".join(f"let a{i} = {i}\n" for i in range(3000)) + "reward\n    r 1 : (1 +\n        2)\n")
+    assert module.statements[-2].value.span == Span(3000, 13, 3000, 17)  # type: ignore[attr-defined]
+    value = module.statements[-1].terms[0].value  # type: ignore[attr-defined]
+    assert (value.span.line, value.span.end_line, value.right.span) == (3002, 3003, Span(3003, 9, 3003, 10))

@@ -20,24 +20,25 @@ How it works:
 3. Lark's errors are turned into messages a user can act on (`unknown
    statement 'rewrad' (did you mean 'reward'?)`, `expected ':' after reward
    weight`, `'(' was never closed`, ...).
-4. `_AstBuilder` turns each Lark tree into the frozen AST dataclasses, with
+4. `ksimdsl.frontend.astbuild` balances long chains of `+`/`*`/`and`/`or`,
+   bounds the nesting depth and turns each Lark tree into the frozen AST dataclasses, with
    1-based spans whose end column is exclusive.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from lark import Token, Transformer, Tree, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
+from lark import Token, Tree
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from ksimdsl.errors import Diagnostic, DiagnosticSink, KsimError, Source, Span, did_you_mean
 from ksimdsl.frontend import ast
+from ksimdsl.frontend.astbuild import MAX_NESTING, build_statements, token_span
 from ksimdsl.frontend.grammar import (
     DEDENT,
     INDENT,
@@ -52,11 +53,6 @@ from ksimdsl.frontend.grammar import (
 
 __all__ = ["parse_source", "parse_file", "read_source", "MAX_NESTING"]
 
-#: Deepest syntax tree accepted. The AST builder and the later stages walk
-#: expressions recursively; this keeps them far from Python's recursion limit.
-MAX_NESTING = 100
-
-_NUMBER_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)[ ]*([a-z]*)")
 _EXPRESSION_STARTS = frozenset({"NAME", "NUMBER", "STRING", "LPAR", "LSQB", "MINUS", "NOT"})
 _OPERATORS = frozenset({"OR", "AND", "COMPARE", "PLUS", "MINUS", "STAR", "SLASH", "POW", "DOT", "LSQB", "LPAR"})
 _OPENERS = {"LPAR": "RPAR", "LSQB": "RSQB"}
@@ -188,8 +184,8 @@ class _Chunk:
         return len(first) - len(first.lstrip(" "))
 
     def text(self) -> str:
-        # Leading newlines keep Lark's line numbers equal to the file's.
-        return "\n" * (self.first_line - 1) + "\n".join(self.lines) + "\n"
+        """The statement's text; Lark numbers its lines from 1 (`first_line - 1` less than the file's)."""
+        return "\n".join(self.lines) + "\n"
 
 
 #: A line that can only be a statement: a statement keyword followed by a name
@@ -248,54 +244,67 @@ def _parse_chunk(chunk: _Chunk, source: Source) -> list[ast.Statement]:
         span = Span(chunk.first_line, 1, chunk.first_line, chunk.indent + 1)
         raise KsimError.at(source, span, "unexpected indent")
     parser = get_parser().parse_interactive(chunk.text())
+    offset = chunk.first_line - 1
     history: list[Token] = []
     try:
         for token in parser.iter_parse():
             history.append(token)
         tree = parser.feed_eof(history[-1] if history else None)
     except UnexpectedToken as err:
+        _shift_tokens([*history, err.token], offset)
         raise KsimError(_explain_token(err, parser.accepts(), history, source)) from None
     except UnexpectedCharacters as err:
+        err.line += offset
         raise KsimError(_explain_character(err, source)) from None
     except UnexpectedInput as err:  # pragma: no cover - LALR raises only the two above
-        span = Span.point(max(1, err.line), max(1, err.column))
+        span = Span.point(max(1, err.line + offset), max(1, err.column))
         raise KsimError.at(source, span, "syntax error") from None
     except DedentMismatch as err:
+        line = err.span.line + offset
         raise KsimError.at(
             source,
-            err.span,
+            Span(line, err.span.col, line, err.span.end_col),
             "unindent does not match any outer indentation level",
             "the enclosing blocks are indented by " + _join([str(n) for n in err.open_indents]) + " spaces",
         ) from None
-    _check_nesting(tree, source)
-    try:
-        return _AstBuilder(source).transform(tree)
-    except VisitError as err:
-        if isinstance(err.orig_exc, KsimError):
-            raise err.orig_exc from None
-        raise
+    _shift_tree(tree, offset)
+    return build_statements(tree, source)
 
 
-def _check_nesting(tree: Tree, source: Source) -> None:
-    """Reject trees deeper than `MAX_NESTING` (walked iteratively: no recursion here).
+def _shift_tokens(tokens: Iterable[Token], offset: int) -> None:
+    """Renumber tokens from chunk lines to file lines (each token once)."""
+    seen: set[int] = set()
+    for token in tokens:
+        if id(token) in seen or not offset:
+            continue
+        seen.add(id(token))
+        if token.line is not None:
+            token.line += offset
+        if token.end_line is not None:
+            token.end_line += offset
 
-    The depth counts the few statement levels above an expression too.
-    """
-    stack: list[tuple[Tree, int]] = [(tree, 0)]
+
+def _shift_tree(tree: Tree, offset: int) -> None:
+    """Renumber a parsed chunk's positions (node metas and tokens) from chunk lines to file lines."""
+    if not offset:
+        return
+    stack = [tree]
+    tokens: list[Token] = []
     while stack:
-        node, depth = stack.pop()
-        if depth > MAX_NESTING:
-            meta = node.meta
-            span = Span.point(meta.line, meta.column) if not meta.empty else None
-            raise KsimError.at(source, span, f"expression nested too deeply (more than {MAX_NESTING} levels)")
-        stack.extend((child, depth + 1) for child in node.children if isinstance(child, Tree))
+        node = stack.pop()
+        meta = node.meta
+        if not meta.empty:
+            meta.line += offset
+            meta.end_line += offset
+        for child in node.children:
+            if isinstance(child, Tree):
+                stack.append(child)
+            elif isinstance(child, Token):
+                tokens.append(child)
+    _shift_tokens(tokens, offset)
 
 
 # --------------------------------------------------------------------------- error messages
-
-
-def _token_span(token: Token) -> Span:
-    return Span(token.line, token.column, token.end_line or token.line, token.end_column or token.column + 1)
 
 
 def _describe(token: Token) -> str:
@@ -383,7 +392,7 @@ class _Stuck:
         if self.token.type in ("$END", NL, DEDENT) and visible:
             last = visible[-1]
             return Span.point(last.end_line or last.line, last.end_column or last.column + 1)
-        return _token_span(self.token)
+        return token_span(self.token)
 
     def error(self, message: str, span: Span | None = None, *notes: str) -> Diagnostic:
         return Diagnostic(message, span or self.span, self.source, notes=tuple(notes))
@@ -431,7 +440,7 @@ def _explain_brackets(stuck: _Stuck) -> Diagnostic | None:
             open_stack.pop()
     if open_stack and (token.type in ("$END", DEDENT) or (token.column == 1 and token.line > open_stack[-1].line)):
         opener = open_stack[-1]
-        return stuck.error(f"'{opener.value}' was never closed", _token_span(opener))
+        return stuck.error(f"'{opener.value}' was never closed", token_span(opener))
     if token.type in _CLOSERS:
         if not open_stack:
             return stuck.error(f"unmatched '{token.value}'")
@@ -459,7 +468,7 @@ def _explain_unit(stuck: _Stuck) -> Diagnostic | None:
         ):
             return stuck.error(
                 f"unknown unit '{name.value}'{did_you_mean(name.value, UNITS)}",
-                _token_span(name),
+                token_span(name),
                 "units are " + ", ".join(UNITS),
             )
     return None
@@ -488,7 +497,7 @@ def _explain_in_context(stuck: _Stuck) -> Diagnostic | None:
         )
     if keyword == "command" and not stuck.in_block and previous.type == "NAME" and previous.value == "every":
         return stuck.error(
-            "expected 'resample every INTERVAL' (for example `resample every 5s`)", _token_span(previous)
+            "expected 'resample every INTERVAL' (for example `resample every 5s`)", token_span(previous)
         )
     if stuck.in_block and keyword == "reward":
         if len(line) == 1 and token.type == "COLON":
@@ -522,247 +531,3 @@ def _explain_character(err: UnexpectedCharacters, source: Source) -> Diagnostic:
     else:
         message = f"unexpected character '{char}'"
     return Diagnostic(message, Span.point(line, col), source)
-
-
-# --------------------------------------------------------------------------- tree -> AST
-
-
-def _span(meta) -> Span:
-    return Span(meta.line, meta.column, meta.end_line, meta.end_column)
-
-
-def _of_type(children: Iterable[object], kind: type) -> tuple:
-    return tuple(child for child in children if isinstance(child, kind))
-
-
-@v_args(meta=True)
-class _AstBuilder(Transformer):
-    """Builds `ksimdsl.frontend.ast` nodes from the Lark tree, bottom up."""
-
-    def __init__(self, source: Source):
-        super().__init__(visit_tokens=False)
-        self.source = source
-
-    def _error(self, span: Span, message: str, *notes: str) -> KsimError:
-        return KsimError.at(self.source, span, message, *notes)
-
-    # ---------------------------------------------------------------- statements
-
-    def start(self, meta, children):
-        return list(children)
-
-    def task(self, meta, children):
-        name, doc = children
-        return ast.TaskStmt(name.value, doc.value[1:-1] if doc is not None else None, _span(meta))
-
-    def model(self, meta, children):
-        (path,) = children
-        return ast.ModelStmt(path.value[1:-1], _span(meta), _token_span(path))
-
-    def engine(self, meta, children):
-        (name,) = children
-        return ast.EngineStmt(name.value, _span(meta), _token_span(name))
-
-    def episode(self, meta, children):
-        (length,) = children
-        return ast.EpisodeStmt(self._number(length), _span(meta))
-
-    def settings(self, meta, children):
-        keyword = children[0]
-        return ast.SettingsStmt(keyword.value, _of_type(children, ast.Setting), _span(meta))
-
-    def setting(self, meta, children):
-        key, value = children
-        return ast.Setting(key.value, value, _span(meta), _token_span(key))
-
-    def actuators(self, meta, children):
-        kind = children[0]
-        latency = self._at_most_one(children, ast.ActuatorLatency, "latency")
-        zero_offset = self._at_most_one(children, ast.ActuatorZeroOffset, "zero_offset")
-        return ast.ActuatorsStmt(
-            kind=kind.value,
-            kind_span=_token_span(kind),
-            settings=_of_type(children, ast.Setting),
-            overrides=_of_type(children, ast.Assign),
-            latency=latency,
-            zero_offset=zero_offset,
-            span=_span(meta),
-        )
-
-    def _at_most_one(self, children, kind: type, what: str):
-        found = _of_type(children, kind)
-        if len(found) > 1:
-            raise self._error(found[1].span, f"'{what}' given twice in one actuators block")
-        return found[0] if found else None
-
-    def latency(self, meta, children):
-        (value,) = children
-        return ast.ActuatorLatency(value, _span(meta))
-
-    def zero_offset(self, meta, children):
-        (dist,) = children
-        return ast.ActuatorZeroOffset(dist, _span(meta))
-
-    def let(self, meta, children):
-        name, value = children
-        return ast.LetStmt(name.value, value, _span(meta), _token_span(name))
-
-    def state(self, meta, children):
-        name, size, init, update = children
-        return ast.StateStmt(name.value, size, init, update, _span(meta), _token_span(name))
-
-    def command(self, meta, children):
-        name, every = children[0], children[1]
-        return ast.CommandStmt(
-            name=name.value,
-            resample_every=every,
-            settings=_of_type(children, ast.Setting),
-            fields=_of_type(children, ast.CommandField),
-            span=_span(meta),
-            name_span=_token_span(name),
-        )
-
-    def resample(self, meta, children):
-        (every,) = children
-        return every
-
-    def command_field(self, meta, children):
-        name, dist = children
-        return ast.CommandField(name.value, dist, _span(meta), _token_span(name))
-
-    def observe(self, meta, children):
-        group = children[0]
-        items = tuple(child for child in children[1:] if isinstance(child, (ast.ObsItem, ast.ObsInclude)))
-        return ast.ObserveStmt(group.value, items, _span(meta), _token_span(group))
-
-    def obs_item(self, meta, children):
-        name, value, noise, bias, delay = children
-        return ast.ObsItem(name.value, value, noise, bias, delay, _span(meta), _token_span(name))
-
-    def obs_include(self, meta, children):
-        (group,) = children
-        return ast.ObsInclude(group.value, _span(meta))
-
-    def noise(self, meta, children):
-        dist, star = children
-        return ast.Noise(dist, star is not None, _span(meta))
-
-    def bias(self, meta, children):
-        (dist,) = children
-        return dist
-
-    def delay(self, meta, children):
-        (value,) = children
-        return value
-
-    def reward(self, meta, children):
-        return ast.RewardStmt(_of_type(children, ast.RewardTerm), _span(meta))
-
-    def reward_term(self, meta, children):
-        name, weight, value = children
-        return ast.RewardTerm(name.value, weight, value, _span(meta), _token_span(name))
-
-    def terminate(self, meta, children):
-        return ast.TerminateStmt(_of_type(children, ast.TerminationTerm), _span(meta))
-
-    def terminate_term(self, meta, children):
-        name, cond, success = children
-        return ast.TerminationTerm(name.value, cond, success is not None, _span(meta), _token_span(name))
-
-    def randomize(self, meta, children):
-        return ast.RandomizeStmt(_of_type(children, ast.Assign), _span(meta))
-
-    def reset(self, meta, children):
-        return ast.ResetStmt(_of_type(children, ast.Assign), _span(meta))
-
-    def event(self, meta, children):
-        name, every = children[0], children[1]
-        return ast.EventStmt(name.value, every, _of_type(children[2:], ast.Assign), _span(meta), _token_span(name))
-
-    def curriculum(self, meta, children):
-        kind, value = children[0], children[1]
-        args = (value,) if value is not None else ()
-        return ast.CurriculumStmt(kind.value, _token_span(kind), args, _of_type(children, ast.Setting), _span(meta))
-
-    def policy(self, meta, children):
-        kind = children[0]
-        return ast.PolicyStmt(kind.value, _token_span(kind), _of_type(children, ast.Setting), _span(meta))
-
-    def assign(self, meta, children):
-        target, op, value = children
-        return ast.Assign(target, op, value, _span(meta))
-
-    def assign_op(self, meta, children):
-        (op,) = children
-        return str(op.value)
-
-    def range(self, meta, children):
-        lo, hi = children
-        return ast.Range(lo, hi, _span(meta))
-
-    # ---------------------------------------------------------------- expressions
-
-    def binary(self, meta, children):
-        left, op, right = children
-        return ast.Binary(str(op.value), left, right, _span(meta))
-
-    def unary(self, meta, children):
-        op, operand = children
-        return ast.Unary(str(op.value), operand, _span(meta))
-
-    def attr(self, meta, children):
-        base, name = children
-        return ast.Attr(base, name.value, _span(meta), _token_span(name))
-
-    def index(self, meta, children):
-        base, index = children
-        return ast.Index(base, index, _span(meta))
-
-    def slice(self, meta, children):
-        lo, hi = children
-        return ast.Slice(lo, hi, _span(meta))
-
-    def number(self, meta, children):
-        (token,) = children
-        return self._number(token)
-
-    def _number(self, token: Token) -> ast.Num:
-        match = _NUMBER_RE.fullmatch(token.value)
-        if match is None:  # the NUMBER terminal and _NUMBER_RE disagree: a bug
-            raise AssertionError(f"malformed NUMBER token {token.value!r}")
-        digits, unit = match.groups()
-        value = float(digits)
-        if not math.isfinite(value):
-            raise self._error(_token_span(token), f"number {digits} is too large")
-        is_int = not any(c in digits for c in ".eE")
-        return ast.Num(value, unit or None, _token_span(token), is_int)
-
-    def string(self, meta, children):
-        (token,) = children
-        return ast.Str(token.value[1:-1], _token_span(token))
-
-    def name(self, meta, children):
-        (token,) = children
-        return ast.Name(token.value, _token_span(token))
-
-    def vector(self, meta, children):
-        return ast.Vector(tuple(child for child in children if child is not None), _span(meta))
-
-    def call(self, meta, children):
-        func, args = children[0], [child for child in children[1:] if child is not None]
-        positional: list[ast.Expr] = []
-        keywords: list[ast.Keyword] = []
-        for arg in args:
-            if isinstance(arg, ast.Keyword):
-                if any(k.name == arg.name for k in keywords):
-                    raise self._error(arg.span, f"keyword argument '{arg.name}' given twice")
-                keywords.append(arg)
-            elif keywords:
-                raise self._error(arg.span, "positional argument after a keyword argument")
-            else:
-                positional.append(arg)
-        return ast.Call(func.value, tuple(positional), tuple(keywords), _span(meta), _token_span(func))
-
-    def keyword(self, meta, children):
-        name, value = children
-        return ast.Keyword(name.value, value, _span(meta))

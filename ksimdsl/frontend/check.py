@@ -27,6 +27,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping, NoReturn, TypeVar
 
 from ksimdsl import abi
+from ksimdsl import settings as S
 from ksimdsl.errors import DiagnosticSink, InternalCompilerError, KsimError, Source, Span, did_you_mean
 from ksimdsl.frontend import ast
 from ksimdsl.frontend import builtins as bi
@@ -376,11 +377,9 @@ class _Checker:
         actuators = self.attempt(self._actuators, singles.get("actuators"))
         if actuators is not None:
             self.action_size = len(actuators.names)
-        curriculum = self.attempt(self._curriculum, singles.get("curriculum")) or MappingProxyType(
-            {"kind": "constant", "value": 1.0}
-        )
-        policy = self.attempt(self._policy, singles.get("policy")) or MappingProxyType(dict(abi.DEFAULT_POLICY))
-        train = self.attempt(self._train, singles.get("train")) or MappingProxyType(dict(abi.DEFAULT_TRAIN))
+        curriculum = self.attempt(self._curriculum, singles.get("curriculum")) or S.CurriculumSettings()
+        policy = self.attempt(self._policy, singles.get("policy")) or S.PolicySettings()
+        train = self.attempt(self._train, singles.get("train")) or S.TrainSettings()
 
         stmts = self.module.statements
         self._declare_names(stmts)
@@ -528,21 +527,20 @@ class _Checker:
         return out
 
     def _setting_value(self, s: ast.Setting, spec: bi.Setting, where: str) -> Any:
+        """The value of one `key=value`, parsed by the setting's kind and checked against its bounds."""
         v = s.value
         label = f"{where} setting '{s.key}'"
         if spec.kind in ("name", "bool"):
-            choices = ("true", "false") if spec.kind == "bool" else spec.choices
+            choices = ("true", "false") if spec.kind == "bool" else spec.accepted
             if isinstance(v, (ast.Name, ast.Str)):
                 word = v.id if isinstance(v, ast.Name) else v.value
                 if word in choices:
-                    return word == "true" if spec.kind == "bool" else word
+                    return word == "true" if spec.kind == "bool" else spec.canonical(word)
                 self.fail(
                     v.span,
                     f"{label} must be one of {', '.join(choices)}, got '{word}'" + did_you_mean(word, choices),
                 )
             self.fail(v.span, f"{label} must be one of {', '.join(choices)}")
-        if spec.kind == "time":
-            return self._duration_seconds(v, label)
         if spec.kind == "policy_dist":
             if isinstance(v, ast.Name) and v.id == "normal":
                 return ("normal", 1)
@@ -551,17 +549,51 @@ class _Checker:
             self.fail(v.span, f"{label} must be `normal` or `mixture(K)`")
         if spec.kind == "int_list":
             items = v.items if isinstance(v, ast.Vector) else (v,)
-            if not items:
-                self.fail(v.span, f"{label} needs at least one layer size")
-            return [self._const_int(i, label, minimum=int(spec.minimum or 0)) for i in items]
-        if spec.kind == "int":
-            return self._const_int(v, label, minimum=None if spec.minimum is None else int(spec.minimum))
-        if spec.kind == "float":
-            x = self._const_float(v, label)
-            if spec.minimum is not None and x < spec.minimum:
-                self.fail(v.span, f"{label} must be at least {_fmt_num(spec.minimum)}, got {_fmt_num(x)}")
-            return x
-        raise InternalCompilerError(f"unknown setting kind {spec.kind!r}")
+            sizes = []
+            for item in items:
+                sizes.append(self._const_int(item, label))
+                self._check_setting(spec, (sizes[-1],), item.span, label)
+            self._check_setting(spec, tuple(sizes), v.span, label)
+            return tuple(sizes)
+        if spec.kind == "time":
+            value: Any = self._duration_seconds(v, label)
+        elif spec.kind == "int":
+            value = self._const_int(v, label)
+        elif spec.kind == "float":
+            value = self._const_float(v, label)
+        else:
+            raise InternalCompilerError(f"unknown setting kind {spec.kind!r}")
+        self._check_setting(spec, value, v.span, label)
+        return value
+
+    def _check_setting(self, spec: bi.Setting, value: Any, span: Span, label: str) -> None:
+        problem = S.value_problem(spec, value)
+        if problem is not None:
+            self.fail(span, f"{label} {problem}")
+
+    def _section(
+        self,
+        cls: type,
+        values: dict[str, Any],
+        vals: Mapping[str, tuple[Any, ast.Setting]],
+        span: Span | None,
+        where: str,
+        *notes: str,
+    ) -> Any:
+        """Settings section `cls` from checked values (field name -> value) of a statement's `vals`.
+
+        The section's cross-field rules (ksimdsl.settings) are reported at the settings they involve.
+        """
+        found = S.problems(cls, values)
+        table = cls.table()  # type: ignore[attr-defined]
+        for p in found:
+            keys = [table[k].via or k if k in table else k for k in p.keys]
+            at = next((vals[k][1] for k in keys if k in vals), None)
+            where_span = (at.value.span if p.single else at.span) if at is not None else span
+            self.sink.error(where_span, p.describe(f"{where} setting '{keys[0]}'"), *notes)
+        if found:
+            raise _Reported
+        return cls(**values)
 
     def _const(self, node: ast.Expr, what: str) -> t.Const:
         """A compile-time constant: numbers (units folded), vectors and arithmetic on them."""
@@ -603,45 +635,40 @@ class _Checker:
 
     def _physics(self, stmt: ast.Statement | None) -> t.Physics:
         base = self._default_physics()
+        values: dict[str, Any] = {name: getattr(base, name) for name in S.PhysicsSettings.by_name()}
         if stmt is None:
-            return base
+            note = "dt is the model's timestep and ctrl_dt the default; set them with `physics dt=... ctrl_dt=...`"
+            return self._typed_physics(self._section(S.PhysicsSettings, values, {}, None, "physics", note))
         assert isinstance(stmt, ast.SettingsStmt)
+        errors = len(self.sink.diagnostics)
         vals = self._settings(stmt.settings, bi.PHYSICS_SETTINGS, "physics")
-        get = lambda k, d: vals[k][0] if k in vals else d  # noqa: E731
-        dt, ctrl_dt = float(get("dt", base.dt)), float(get("ctrl_dt", base.ctrl_dt))
-        for key in ("dt", "ctrl_dt"):
-            if key in vals and vals[key][0] <= 0:
-                self.fail(vals[key][1].value.span, f"physics {key} must be positive")
-        substeps = round(ctrl_dt / dt)
-        if substeps < 1 or abs(substeps * dt - ctrl_dt) > 1e-6 * ctrl_dt + 1e-12:
-            span = (vals.get("ctrl_dt") or vals.get("dt") or (None, stmt))[1]
-            self.fail(
-                span.span,
-                f"ctrl_dt ({_fmt_num(ctrl_dt * 1000)}ms) must be a whole multiple of dt ({_fmt_num(dt * 1000)}ms)",
-            )
+        if len(self.sink.diagnostics) > errors:
+            raise _Reported
+        values |= {bi.PHYSICS_SETTINGS[k].name: v for k, (v, _) in vals.items()}
+        return self._typed_physics(self._section(S.PhysicsSettings, values, vals, stmt.span, "physics"))
+
+    @staticmethod
+    def _typed_physics(p: S.PhysicsSettings) -> t.Physics:
         return t.Physics(
-            dt=dt,
-            ctrl_dt=ctrl_dt,
-            substeps=substeps,
-            solver=str(get("solver", base.solver)),
-            iterations=int(get("iterations", base.iterations)),
-            ls_iterations=int(get("ls_iterations", base.ls_iterations)),
+            dt=p.dt,
+            ctrl_dt=p.ctrl_dt,
+            substeps=p.substeps,
+            solver=p.solver,
+            iterations=p.iterations,
+            ls_iterations=p.ls_iterations,
         )
 
     def _override_physics(self, physics: t.Physics) -> t.Physics:
         """`physics` with command-line overrides (validated like the task's own settings)."""
-        unknown = sorted(set(self.physics_overrides) - {"dt", "ctrl_dt", "solver", "iterations", "ls_iterations"})
+        unknown = sorted(set(self.physics_overrides) - set(S.PhysicsSettings.by_name()))
         if unknown:
             raise InternalCompilerError(f"unknown physics override(s) {unknown}")
         new = dataclasses.replace(physics, **self.physics_overrides)
-        if new.dt <= 0 or new.ctrl_dt <= 0:
-            raise KsimError("physics dt and ctrl_dt must be positive")
-        substeps = round(new.ctrl_dt / new.dt)
-        if substeps < 1 or abs(substeps * new.dt - new.ctrl_dt) > 1e-6 * new.ctrl_dt + 1e-12:
-            raise KsimError(
-                f"ctrl_dt ({_fmt_num(new.ctrl_dt * 1000)}ms) must be a whole multiple of dt ({_fmt_num(new.dt * 1000)}ms)"
-            )
-        return dataclasses.replace(new, substeps=substeps)
+        values = {name: getattr(new, name) for name in S.PhysicsSettings.by_name()}
+        found = S.problems(S.PhysicsSettings, values)
+        if found:
+            raise KsimError("; ".join(p.describe(f"physics setting '{p.keys[0]}'") for p in found))
+        return self._typed_physics(S.PhysicsSettings(**values))
 
     def _engine(self, stmt: ast.Statement | None) -> str:
         if stmt is None:
@@ -666,7 +693,7 @@ class _Checker:
 
     def _curriculum(self, stmt: ast.Statement | None) -> Any:
         if stmt is None:
-            return MappingProxyType({"kind": "constant", "value": 1.0})
+            return S.CurriculumSettings()
         assert isinstance(stmt, ast.CurriculumStmt)
         table = bi.CURRICULUM_KINDS.get(stmt.kind)
         if table is None:
@@ -675,21 +702,21 @@ class _Checker:
                 f"unknown curriculum '{stmt.kind}'" + did_you_mean(stmt.kind, bi.CURRICULUM_KINDS),
                 f"curricula: {', '.join(bi.CURRICULUM_KINDS)}",
             )
-        out: dict[str, Any] = {"kind": stmt.kind, **bi.CURRICULUM_DEFAULTS[stmt.kind]}
+        where = f"curriculum {stmt.kind}"
+        values: dict[str, Any] = {"kind": stmt.kind}
         if stmt.args:
             if stmt.kind != "constant" or len(stmt.args) > 1:
                 self.fail(stmt.args[0].span, f"curriculum {stmt.kind} takes only key=value settings")
-            out["value"] = self._const_float(stmt.args[0], "the constant curriculum level")
-        for key, (value, _) in self._settings(stmt.settings, dict(table), f"curriculum {stmt.kind}").items():
-            out[key] = value
-        if stmt.kind == "constant" and not 0.0 <= out["value"] <= 1.0:
-            self.fail(stmt.span, f"a curriculum level is in [0, 1], got {_fmt_num(out['value'])}")
-        return MappingProxyType(out)
+            what = "the constant curriculum level"
+            values["value"] = self._const_float(stmt.args[0], what)
+            self._check_setting(table["value"], values["value"], stmt.args[0].span, what)
+        vals = self._settings(stmt.settings, dict(table), where)
+        values |= {table[k].name: v for k, (v, _) in vals.items()}
+        return self._section(S.CurriculumSettings, values, vals, stmt.span, where)
 
     def _policy(self, stmt: ast.Statement | None) -> Any:
-        out = dict(abi.DEFAULT_POLICY)
         if stmt is None:
-            return MappingProxyType(out)
+            return S.PolicySettings()
         assert isinstance(stmt, ast.PolicyStmt)
         if stmt.kind not in bi.POLICY_KINDS:
             self.fail(
@@ -697,25 +724,24 @@ class _Checker:
                 f"unknown policy '{stmt.kind}'" + did_you_mean(stmt.kind, bi.POLICY_KINDS),
                 f"policies: {', '.join(bi.POLICY_KINDS)}",
             )
-        out["kind"] = stmt.kind
+        values: dict[str, Any] = {"kind": stmt.kind}
         if stmt.kind == "gru":
-            out["hidden"] = [256]
-        for key, (value, _) in self._settings(stmt.settings, dict(bi.POLICY_SETTINGS), "policy").items():
+            values["hidden"] = (256,)
+        vals = self._settings(stmt.settings, bi.POLICY_SETTINGS, "policy")
+        for key, (value, _) in vals.items():
             if key == "dist":
-                out["dist"], out["mixtures"] = value
+                values["dist"], values["mixtures"] = value
             else:
-                out[key] = value
-        if out["min_std"] > out["max_std"]:
-            self.fail(stmt.span, "policy min_std must not exceed max_std")
-        return MappingProxyType(out)
+                values[bi.POLICY_SETTINGS[key].name] = value
+        return self._section(S.PolicySettings, values, vals, stmt.span, "policy")
 
     def _train(self, stmt: ast.Statement | None) -> Any:
-        out = dict(abi.DEFAULT_TRAIN)
-        if stmt is not None:
-            assert isinstance(stmt, ast.SettingsStmt)
-            for key, (value, _) in self._settings(stmt.settings, dict(bi.TRAIN_SETTINGS), "train").items():
-                out[key] = value
-        return MappingProxyType(out)
+        if stmt is None:
+            return S.TrainSettings()
+        assert isinstance(stmt, ast.SettingsStmt)
+        vals = self._settings(stmt.settings, bi.TRAIN_SETTINGS, "train")
+        values = {bi.TRAIN_SETTINGS[k].name: v for k, (v, _) in vals.items()}
+        return self._section(S.TrainSettings, values, vals, stmt.span, "train")
 
     # ----------------------------------------------------------------- durations
 

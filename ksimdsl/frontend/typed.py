@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Union
 
 from ksimdsl.errors import Span
+from ksimdsl.settings import CurriculumSettings, PolicySettings, TrainSettings
 
 __all__ = [
     "Type",
@@ -651,8 +652,7 @@ class PrevSlot:
 class CheckedTask:
     """A fully checked task: every name resolved, every shape known, units folded.
 
-    `train`, `policy` and `curriculum` are validated dicts with the defaults of
-    `ksimdsl.abi` merged in (read-only mappings).
+    `train`, `policy` and `curriculum` are the validated settings of `ksimdsl.settings`.
     """
 
     name: str
@@ -676,6 +676,6 @@ class CheckedTask:
     events: tuple[EventDef, ...]
     contact_queries: tuple[ContactQuery, ...]
     prev_slots: tuple[PrevSlot, ...]
-    curriculum: Mapping[str, Any]
-    policy: Mapping[str, Any]
-    train: Mapping[str, Any]
+    curriculum: CurriculumSettings
+    policy: PolicySettings
+    train: TrainSettings

@@ -211,7 +211,7 @@ def test_latency_holds_the_previous_target_for_the_first_substeps():
     spec, _, path = cartpole_task()
     spec = dataclasses.replace(
         spec,
-        physics={**spec.physics, "dt": 0.002, "substeps": 5},
+        physics=dataclasses.replace(spec.physics, dt=0.002),  # 5 substeps of the 10 ms control step
         actuators=dataclasses.replace(spec.actuators, latency=(0.004, 0.004)),
     )
     actuators = ActuatorModel.from_spec(spec, load_model(spec, path))

@@ -61,6 +61,7 @@ __all__ = [
     "machine_memory_bytes",
     "memory_problem",
     "format_value",
+    "docs_table",
     "INT32_MAX",
     "MAX_SUBSTEPS",
 ]
@@ -241,8 +242,9 @@ class Section:
                 values[s.name] = _coerce(s, raw)
             except _BadValue as exc:
                 found.append(Problem((key,), str(exc)))
-        if found:
-            raise _error(cls.SECTION, found)
+        if found:  # with what is wrong with the values that did convert
+            found += [p for p in problems(cls, values) if p.single]
+            raise _error(cls.SECTION, sorted(found, key=lambda p: list(table).index(p.keys[0]) if p.keys[0] in table else -1))
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -651,7 +653,7 @@ def machine_memory_bytes() -> int | None:
 
 
 def _gib(n: float) -> str:
-    return f"{n / 2**30:.3g} GiB"
+    return f"{n / 2**30:.3g} GiB" if n >= 2**30 else f"{n / 2**20:.3g} MiB"
 
 
 def memory_problem(
@@ -675,3 +677,39 @@ def memory_problem(
         f"({obs_actor_size} + {obs_critic_size} observations and {action_size} actions per step), "
         f"but this machine has {_gib(available)} of memory; lower num_envs or rollout",
     )
+
+
+# --------------------------------------------------------------------------- documentation
+
+
+def _doc_value(s: Setting, value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(map(str, value)) + "]"
+    return format_value(value, s) if isinstance(value, (int, float)) else str(value)
+
+
+def _doc_range(s: Setting) -> str:
+    if s.choices:
+        return " ".join(s.accepted)
+    if s.kind == "bool":
+        return "true false"
+    parts = []
+    if s.minimum is not None:
+        parts.append(f"≥ {format_value(s.minimum, s)}")
+    if s.gt is not None:
+        parts.append(f"> {format_value(s.gt, s)}")
+    if s.le is not None:
+        parts.append(f"≤ {format_value(s.le, s)}")
+    if s.lt is not None:
+        parts.append(f"< {format_value(s.lt, s)}")
+    return ", ".join(parts)
+
+
+def docs_table(settings: Mapping[str, Setting]) -> str:
+    """The Markdown table of docs/language.md for some settings (tests/test_settings.py keeps them equal)."""
+    rows = ["| key | default | values | meaning |", "|---|---|---|---|"]
+    for key, s in settings.items():
+        rows.append(f"| `{key}` | `{_doc_value(s, s.default)}` | {_doc_range(s)} | {s.doc} |")
+    return "\n".join(rows)

@@ -1,4 +1,4 @@
-"""The settings schema (ksimdsl/settings.py) is the one description of every setting.
+"""The settings schema (ksimdsl/settings) is the one description of every setting.
 
 Its views (the checker's tables, abi defaults, the docs' tables, the network
 activations) agree with it; SPEC dicts round-trip through the typed TaskSpec;

@@ -318,7 +318,7 @@ def test_actuation_matches_the_jax_actuator_model():
             kind="position", kp=(30.0,), kd=(2.0,), action_scale=0.5, default_pos=(0.2,), latency=(0.004, 0.016),
             zero_offset={"dist": "uniform", "params": [0.05]},
         ),
-        physics=dict(SPEC.physics) | {"dt": 0.005, "ctrl_dt": 0.02, "substeps": 4},
+        physics=dataclasses.replace(SPEC.physics, dt=0.005, ctrl_dt=0.02),  # 4 substeps
     )  # fmt: skip
     model = mujoco.MjModel.from_xml_path(str(MODEL_PATH))
     jax_model = ActuatorModel.from_spec(spec, model)
@@ -376,7 +376,7 @@ def test_numba_actor_matches_the_jax_actor(activation):
 
 def test_numba_mixture_actor_matches_the_jax_actor():
     spec = SPEC.with_overrides(
-        policy=dict(SPEC.policy) | {"hidden": [16], "dist": "mixture", "mixtures": 3, "min_std": 0.05, "max_std": 2.0}
+        policy=dataclasses.replace(SPEC.policy, hidden=(16,), dist="mixture", mixtures=3, min_std=0.05, max_std=2.0)
     )
     state = ppo.init_ppo_from_spec(spec, key=jax.random.PRNGKey(5))
     rng = np.random.default_rng(1)
@@ -412,7 +412,7 @@ def test_numba_mixture_actor_matches_the_jax_actor():
 @pytest.mark.parametrize("numba_policy", [True, False], ids=["numba-actor", "jax-actor"])
 def test_collector_trajectory_and_stats(numba_policy):
     spec = SPEC.with_overrides(
-        train=dict(SPEC.train) | {"rollout": 40, "num_envs": 6, "minibatches": 2}, episode_steps=15
+        train=dataclasses.replace(SPEC.train, rollout=40, num_envs=6, minibatches=2), episode_steps=15
     )
     collector = MujocoCollector(spec, KN, MODEL_PATH, threads=2, numba_policy=numba_policy)
     key = jax.random.PRNGKey(0)

@@ -15,6 +15,7 @@ from fixtures.probe import probe_task, split_obs
 
 from ksimdsl.abi import ActuatorSpec
 from ksimdsl.errors import KsimError
+from ksimdsl.settings import CurriculumSettings
 from ksimdsl.runtime.actuators import ActuatorModel
 from ksimdsl.runtime.curriculum import Curriculum
 from ksimdsl.runtime.mjx_env import MjxEnv
@@ -48,7 +49,7 @@ def shipped_env():
     spec = dataclasses.replace(
         spec,
         episode_steps=3,
-        curriculum={"kind": "episode_length", "levels": 10, "up": 0.8, "down": 0.3, "min_steps": 0},
+        curriculum=CurriculumSettings(kind="episode_length", levels=10, up=0.8, down=0.3, min_steps=0),
     )
     env = MjxEnv(spec, kernels, path, num_envs=NUM_ENVS)
     return env, jax.jit(env.reset), jax.jit(env.step)

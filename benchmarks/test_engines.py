@@ -27,6 +27,7 @@ on a 2-core CPU; >= 70% of raw 2-thread physics throughput on the humanoid.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -51,7 +52,7 @@ from ksimdsl.runtime.collect import MjxCollector  # noqa: E402
 from ksimdsl.runtime.loader import load_module  # noqa: E402
 from ksimdsl.runtime.mujoco_collect import MujocoCollector  # noqa: E402
 from ksimdsl.runtime.mujoco_env import MujocoEnv  # noqa: E402
-from ksimdsl.runtime.train import train  # noqa: E402
+from ksimdsl.runtime.train import RunPlan, train  # noqa: E402
 
 TASKS = {"cartpole": "cartpole.ksim", "walker": "walker.ksim", "humanoid": "stand.ksim", "walk": "walk.ksim"}
 ENVS = int(os.environ.get("KSIMDSL_BENCH_ENVS", "128"))
@@ -76,11 +77,11 @@ def load_task(name: str, envs: int, rollout_len: int | None = None) -> Task:
 
     def sized(spec: dict) -> TaskSpec:
         s = TaskSpec.from_dict(spec)
-        train_cfg = dict(s.train) | {"num_envs": envs, "steps": ITERATIONS, "checkpoint_every": 0}
+        train_cfg = {"num_envs": envs, "steps": ITERATIONS, "checkpoint_every": 0}
         if rollout_len:
             train_cfg["rollout"] = rollout_len
-        train_cfg["minibatches"] = min(int(train_cfg["minibatches"]), envs)
-        return s.with_overrides(train=train_cfg)
+        train_cfg["minibatches"] = min(s.train.minibatches, envs)
+        return s.with_overrides(train=dataclasses.replace(s.train, **train_cfg))
 
     spec_jax = sized(jax_task.spec)
     return Task(
@@ -105,7 +106,7 @@ def train_sps(task: Task, engine: str) -> dict[str, float]:
         kernels = load_module(task.source_jax, f"{task.name}:jax")
         collector = MjxCollector(spec, kernels, task.model_path)
     with tempfile.TemporaryDirectory() as tmp:
-        train(spec, kernels, model_path=task.model_path, run_dir=Path(tmp) / "run", engine=engine, progress=False,
+        train(spec, kernels, model_path=task.model_path, engine=engine, plan=RunPlan(Path(tmp) / "run", progress=False),
               collector=collector)  # fmt: skip
         records = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
     elapsed = time.monotonic() - t0

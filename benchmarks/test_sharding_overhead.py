@@ -58,7 +58,7 @@ def compiled_step(task_path: str, *, num_envs: int, layout: str) -> tuple[Callab
         jax.block_until_ready(stats)
 
     run()  # warm-up
-    return run, num_envs * int(spec.train["rollout"])
+    return run, num_envs * spec.train.rollout
 
 
 @pytest.mark.parametrize("layout", LAYOUTS, ids=lambda layout: layout.replace(" ", "-"))

@@ -2,9 +2,13 @@
 
 The compiler emits a module with a `SPEC` dict (JSON-compatible) and the
 functions `reset`, `observe`, `step` (see docs/architecture.md). The runtime
-turns `SPEC` into the frozen `TaskSpec` below. This module is pure Python and
-imports nothing from the rest of ksimdsl except errors, so both the compiler
-and the runtime may import it.
+turns `SPEC` into the frozen `TaskSpec` below (`TaskSpec.from_dict`, the one
+reader) and back (`TaskSpec.to_dict`, the SPEC format the run's config.json
+records). Its settings are the typed dataclasses of `ksimdsl.settings`
+(`spec.train.lr`, `spec.policy.hidden`, `spec.physics.dt`); change them with
+`dataclasses.replace`. This module is pure Python and imports nothing from the
+rest of ksimdsl except errors and settings, so both the compiler and the
+runtime may import it.
 """
 
 from __future__ import annotations
@@ -12,6 +16,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any, Mapping
+
+from ksimdsl.errors import KsimError
+from ksimdsl.settings import ENGINES, CurriculumSettings, PhysicsSettings, PolicySettings, TrainSettings
+
+__all__ = [
+    "ABI_VERSION",
+    "PHYS_FIELDS",
+    "PHASES",
+    "ENGINES",
+    "DEFAULT_PHYSICS",
+    "DEFAULT_POLICY",
+    "DEFAULT_TRAIN",
+    "PPO_METRICS",
+    "ObsEntry",
+    "ActuatorSpec",
+    "TaskSpec",
+]
 
 ABI_VERSION = 1
 
@@ -38,55 +59,17 @@ PHYS_FIELDS: Mapping[str, str] = MappingProxyType(
 
 PHASES = ("reset", "observe", "step")
 
-DEFAULT_PHYSICS: Mapping[str, Any] = MappingProxyType(
-    {"dt": 0.004, "ctrl_dt": 0.02, "solver": "newton", "iterations": 4, "ls_iterations": 8}
-)
+def _defaults(cls: type) -> Mapping[str, Any]:
+    d = cls().to_dict()
+    for key in cls.DERIVED:
+        d.pop(key, None)
+    return MappingProxyType(d)
 
-DEFAULT_POLICY: Mapping[str, Any] = MappingProxyType(
-    {
-        "kind": "mlp",
-        "hidden": [256, 256],
-        "layers": 1,  # gru layers
-        "dist": "normal",
-        "mixtures": 1,
-        "min_std": 0.01,
-        "max_std": 1.0,
-        "init_std": 0.5,
-        "activation": "elu",
-    }
-)
 
-DEFAULT_TRAIN: Mapping[str, Any] = MappingProxyType(
-    {
-        "num_envs": 256,
-        "rollout": 32,
-        "epochs": 4,
-        "minibatches": 4,
-        "lr": 3e-4,
-        "optimizer": "adam",  # adam | adamw
-        "weight_decay": 0.0,
-        "warmup": 0,  # optimizer steps of linear lr warmup
-        "gamma": 0.99,
-        "lambda": 0.95,
-        "clip": 0.2,
-        "value_clip": 0.0,  # 0: plain MSE; clipping at a fixed size cripples a critic whose returns are O(100)
-        "entropy": 0.0,
-        "value_coef": 0.5,
-        "max_grad_norm": 1.0,
-        "normalize_obs": True,
-        "normalize_adv": True,
-        "steps": 100,  # training iterations
-        "max_seconds": 0.0,  # 0: no wall-clock limit
-        "seed": 0,
-        "checkpoint_every": 50,  # iterations
-        "devices": 0,  # 0: all local devices
-        "watchdog_s": 600.0,  # a single jitted iteration slower than this is reported as a stall
-        "media_every_s": 600.0,  # write a video and plots into the run directory this often (0: only at the end)
-        "video": True,  # False: plots only
-    }
-)
-
-ENGINES = ("auto", "mjx", "mujoco")
+#: Defaults of the settings sections as SPEC-style dicts (derived from ksimdsl.settings).
+DEFAULT_PHYSICS: Mapping[str, Any] = _defaults(PhysicsSettings)
+DEFAULT_POLICY: Mapping[str, Any] = _defaults(PolicySettings)
+DEFAULT_TRAIN: Mapping[str, Any] = _defaults(TrainSettings)
 
 #: Scalars the PPO update reports each iteration (runtime.ppo.update; plotted by runtime.plots).
 PPO_METRICS = (
@@ -135,8 +118,8 @@ class TaskSpec:
     doc: str
     source_file: str
     model: str
-    physics: Mapping[str, Any]
-    engine: str
+    physics: PhysicsSettings
+    engine: str  # one of ENGINES
     episode_steps: int
     actuators: ActuatorSpec
     action_size: int
@@ -153,11 +136,12 @@ class TaskSpec:
     phys_inputs: tuple[str, ...]
     contact_queries: tuple[Mapping[str, Any], ...]
     rand: Mapping[str, tuple[int, int]]
-    curriculum: Mapping[str, Any]
-    policy: Mapping[str, Any]
-    train: Mapping[str, Any]
+    curriculum: CurriculumSettings
+    policy: PolicySettings
+    train: TrainSettings
     numba_args: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     ops: Mapping[str, Any] = field(default_factory=dict)
+    dropped_rewards: tuple[str, ...] = ()
 
     @property
     def obs_actor_size(self) -> int:
@@ -169,10 +153,11 @@ class TaskSpec:
 
     @property
     def substeps(self) -> int:
-        return int(self.physics["substeps"])
+        return self.physics.substeps
 
     @staticmethod
     def from_dict(d: Mapping[str, Any]) -> "TaskSpec":
+        """The one reader of SPEC dicts (a generated module's, or a stored run's); settings are validated."""
         if d.get("abi") != ABI_VERSION:
             raise ValueError(
                 f"generated module has ABI {d.get('abi')!r}, this ksimdsl expects {ABI_VERSION}; "
@@ -187,16 +172,14 @@ class TaskSpec:
             act_kw["ctrl_range"] = tuple(tuple(r) for r in act_kw["ctrl_range"])
         if act_kw.get("latency") is not None:
             act_kw["latency"] = tuple(act_kw["latency"])
-        physics = dict(DEFAULT_PHYSICS) | dict(d["physics"])
-        physics.setdefault("substeps", max(1, round(physics["ctrl_dt"] / physics["dt"])))
         return TaskSpec(
             abi=d["abi"],
             task=d["task"],
             doc=d.get("doc") or "",
             source_file=d.get("source_file", ""),
             model=d["model"],
-            physics=MappingProxyType(physics),
-            engine=d.get("engine", "auto"),
+            physics=PhysicsSettings.from_dict(d["physics"]),
+            engine=_engine(d.get("engine", "auto")),
             episode_steps=int(d["episode_steps"]),
             actuators=ActuatorSpec(**act_kw),
             action_size=int(d["action_size"]),
@@ -213,12 +196,65 @@ class TaskSpec:
             phys_inputs=tuple(d["phys_inputs"]),
             contact_queries=tuple(MappingProxyType(dict(c)) for c in d.get("contact_queries", ())),
             rand=MappingProxyType({k: tuple(v) for k, v in d["rand"].items()}),
-            curriculum=MappingProxyType(dict(d.get("curriculum") or {"kind": "constant", "value": 1.0})),
-            policy=MappingProxyType(dict(DEFAULT_POLICY) | dict(d.get("policy") or {})),
-            train=MappingProxyType(dict(DEFAULT_TRAIN) | dict(d.get("train") or {})),
+            curriculum=CurriculumSettings.from_dict(d.get("curriculum") or {}),
+            policy=PolicySettings.from_dict(d.get("policy") or {}),
+            train=TrainSettings.from_dict(d.get("train") or {}),
             numba_args=MappingProxyType({k: tuple(v) for k, v in (d.get("numba_args") or {}).items()}),
             ops=MappingProxyType(dict(d.get("ops") or {})),
+            dropped_rewards=tuple(d.get("dropped_rewards", ())),
         )
+
+    def to_dict(self) -> dict[str, Any]:
+        """This spec as SPEC-format plain data: `TaskSpec.from_dict(spec.to_dict()) == spec`."""
+        d: dict[str, Any] = {
+            "abi": self.abi,
+            "task": self.task,
+            "doc": self.doc,
+            "source_file": self.source_file,
+            "model": self.model,
+            "physics": self.physics.to_dict(),
+            "engine": self.engine,
+            "episode_steps": self.episode_steps,
+            "actuators": {f.name: _plain(getattr(self.actuators, f.name)) for f in fields(ActuatorSpec)},
+            "action_size": self.action_size,
+            "obs": {
+                "actor": [{"name": o.name, "size": o.size, "offset": o.offset} for o in self.obs_actor],
+                "critic": [{"name": o.name, "size": o.size, "offset": o.offset} for o in self.obs_critic],
+            },
+            "rewards": [{"name": r} for r in self.rewards],
+            "dropped_rewards": list(self.dropped_rewards),
+            "terminations": [{"name": n, "success": s} for n, s in zip(self.terminations, self.success)],
+            "mem_size": self.mem_size,
+            "mem_layout": _plain(self.mem_layout),
+            "commands": _plain(self.commands),
+            "randomize_fields": list(self.randomize_fields),
+            "writes_phys": self.writes_phys,
+            "phys_inputs": list(self.phys_inputs),
+            "contact_queries": _plain(self.contact_queries),
+            "rand": _plain(self.rand),
+        }
+        if self.numba_args:
+            d["numba_args"] = _plain(self.numba_args)
+        d["curriculum"] = self.curriculum.to_dict()
+        d["policy"] = self.policy.to_dict()
+        d["train"] = self.train.to_dict()
+        d["ops"] = _plain(self.ops)
+        return d
 
     def with_overrides(self, **changes: Any) -> "TaskSpec":
         return replace(self, **changes)
+
+
+def _engine(name: Any) -> str:
+    if name not in ENGINES:
+        raise KsimError(f"unknown engine {name!r} (expected one of {', '.join(ENGINES)})")
+    return str(name)
+
+
+def _plain(value: Any) -> Any:
+    """JSON-style data: mappings as dicts, tuples as lists, recursively."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

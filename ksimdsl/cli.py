@@ -25,6 +25,7 @@ from typing import Sequence
 
 from ksimdsl import __version__
 from ksimdsl.errors import InternalCompilerError, KsimError
+from ksimdsl.settings import ENGINES
 
 EXIT_OK = 0
 EXIT_USER = 2
@@ -69,7 +70,7 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("task")
     c.add_argument("--run", required=True, metavar="RUN_DIR")
     c.add_argument("--episodes", type=int, default=10)
-    c.add_argument("--engine", choices=("auto", "mjx", "mujoco"), default=None)
+    c.add_argument("--engine", choices=ENGINES, default=None)
     c.add_argument("--json", action="store_true", help="print one JSON object")
 
     c = sub.add_parser("render", help="render the deterministic policy of a run to a video")
@@ -80,7 +81,7 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--camera", metavar="NAME", help="a camera of the model (default: track the root body)")
     c.add_argument("--width", type=int, default=640)
     c.add_argument("--height", type=int, default=480)
-    c.add_argument("--engine", choices=("auto", "mjx", "mujoco"), default=None)
+    c.add_argument("--engine", choices=ENGINES, default=None)
 
     c = sub.add_parser("export", help="export the deterministic actor of a run to ONNX")
     c.add_argument("task")

@@ -18,6 +18,7 @@ from typing import Any, Mapping, Sequence
 
 from ksimdsl.abi import TaskSpec
 from ksimdsl.errors import KsimError
+from ksimdsl.settings import ENGINES
 
 ENGINE_BACKEND = {"mjx": "jax", "mujoco": "numba"}
 #: physics settings the compiler folds into the kernels; overriding them recompiles the task
@@ -86,7 +87,7 @@ def resolve_engine(engine: str) -> str:
     if engine in ("mjx", "mujoco"):
         return engine
     if engine != "auto":
-        raise KsimError(f"unknown engine '{engine}' (expected auto, mjx or mujoco)")
+        raise KsimError(f"unknown engine '{engine}' (expected one of {', '.join(ENGINES)})")
     if has_accelerator():
         return "mjx"
     try:
@@ -121,15 +122,16 @@ def _compile_source(
     from ksimdsl.codegen import compile_checked
     from ksimdsl.frontend.check import check_source
     from ksimdsl.runtime.loader import load_module
-    from ksimdsl.runtime.overrides import apply_overrides
+    from ksimdsl.runtime.overrides import apply_overrides, check_items
 
+    check_items(list(overrides))  # a bad key or value points at its item before anything is compiled
     checked = check_source(source)
     engine_override, _ = _split_engine_override(overrides)
     chosen = resolve_engine(engine or engine_override or checked.engine)
     backend = ENGINE_BACKEND[chosen]
     compiled = compile_checked(checked, backend=backend, source_file=source_file)
     spec = apply_overrides(TaskSpec.from_dict(compiled.spec), list(overrides))  # validates every key
-    physics = {k: spec.physics[k] for k in COMPILED_PHYSICS}
+    physics = {k: getattr(spec.physics, k) for k in COMPILED_PHYSICS}
     if physics != {k: getattr(checked.physics, k) for k in COMPILED_PHYSICS}:
         # dt/ctrl_dt are folded into the kernels (episode steps, timers, `ctrl_dt`): compile again with them
         checked = check_source(source, physics=physics)
@@ -223,11 +225,11 @@ def _load_run_task(run_dir: str | Path, *, overrides: Sequence[str], engine: str
     stored_spec = _stored_spec(gen, stored)
     spec = apply_overrides(TaskSpec.from_dict(stored_spec), all_overrides)
     base = apply_overrides(TaskSpec.from_dict(stored_spec), launch_overrides)
-    changed = [k for k in COMPILED_PHYSICS if spec.physics[k] != base.physics[k]]
+    changed = [k for k in COMPILED_PHYSICS if getattr(spec.physics, k) != getattr(base.physics, k)]
     if changed:
         raise KsimError(
             f"cannot change {', '.join(changed)} when resuming: the run's kernels were compiled with "
-            f"{', '.join(f'{k}={base.physics[k]}' for k in changed)}"
+            f"{', '.join(f'{k}={getattr(base.physics, k)}' for k in changed)}"
         )
     source_file = stored_spec.get("source_file")
     task = _compile_source(
@@ -248,62 +250,43 @@ def _media_hook(task: LoadedTask, run_dir: Path) -> Any:
     """Videos and plots written into the run directory while training (train keys media_every_s, video)."""
     from ksimdsl.runtime.render import MediaConfig, TrainingMedia
 
-    config = MediaConfig(every_s=float(task.spec.train["media_every_s"]), video=bool(task.spec.train["video"]))
+    config = MediaConfig(every_s=task.spec.train.media_every_s, video=task.spec.train.video)
     media = TrainingMedia(task.spec, task.kernels, model_path=task.model_path, run_dir=run_dir, engine=task.engine, config=config)
     return media.maybe_write
+
+
+def _train(task: LoadedTask, *, run_dir: str | Path | None, resume: bool, progress: bool) -> Any:
+    """Train `task`; the runtime validates what depends on the machine, then creates or reopens the run directory."""
+    from ksimdsl.runtime.train import RunPlan, train
+
+    plan = RunPlan(
+        run_dir=run_dir,
+        resume=resume,
+        progress=progress,
+        task_text=task.task_text,
+        generated_sources=task.generated_sources,
+        extra={"launch": task.launch_info()},
+        make_hook=lambda path: _media_hook(task, path),
+    )
+    return train(task.spec, task.kernels, model_path=task.model_path, engine=task.engine, plan=plan)
 
 
 def start_training(
     task_path: str, *, overrides: Sequence[str] = (), run_dir: str | None = None, progress: bool = True
 ) -> Any:
     """`ksimdsl train TASK.ksim key=value ...`"""
-    from ksimdsl.runtime.train import train
-
-    from ksimdsl.runtime.runs import create_run_dir
-
-    from ksimdsl.runtime.sharding import is_main_process
-
     enable_compilation_cache()
-    task = load_task(task_path, overrides=overrides)
-    main = is_main_process()  # in a multi-process run only process 0 writes the run directory
-    run_path = create_run_dir(task.spec.task, path=run_dir) if main else run_dir
-    print(f"{task.spec.task}: engine {task.engine}, {task.spec.train['num_envs']} envs", flush=True)
-    return train(
-        task.spec,
-        task.kernels,
-        model_path=task.model_path,
-        run_dir=run_path,
-        task_text=task.task_text,
-        generated_sources=task.generated_sources,
-        engine=task.engine,
-        progress=progress,
-        extra={"launch": task.launch_info()},
-        on_iteration=_media_hook(task, run_path) if main else None,
-    )
+    task = load_task(task_path, overrides=overrides)  # every setting is validated here
+    print(f"{task.spec.task}: engine {task.engine}, {task.spec.train.num_envs} envs", flush=True)
+    return _train(task, run_dir=run_dir, resume=False, progress=progress)
 
 
 def resume_training(run_dir: str, *, overrides: Sequence[str] = (), progress: bool = True) -> Any:
     """`ksimdsl train --resume RUN_DIR [key=value ...]`"""
-    from ksimdsl.runtime.train import train
-
-    from ksimdsl.runtime.sharding import is_main_process
-
     enable_compilation_cache()
     engine_override, rest = _split_engine_override(overrides)
     task = _load_run_task(run_dir, overrides=rest, engine=engine_override)
-    return train(
-        task.spec,
-        task.kernels,
-        model_path=task.model_path,
-        run_dir=run_dir,
-        task_text=task.task_text,
-        generated_sources=task.generated_sources,
-        engine=task.engine,
-        resume=True,
-        progress=progress,
-        extra={"launch": task.launch_info()},
-        on_iteration=_media_hook(task, Path(run_dir)) if is_main_process() else None,
-    )
+    return _train(task, run_dir=run_dir, resume=True, progress=progress)
 
 
 def evaluate_run(

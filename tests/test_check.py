@@ -107,10 +107,10 @@ def test_spec_example_settings_and_units(walk: t.CheckedTask) -> None:
     assert walk.engine == "mjx"
     assert walk.episode_steps == 1000  # 20s / 20ms
     assert walk.model.nq == 28 and walk.model.root is not None and walk.model.root.qpos_adr == 0
-    assert walk.train["num_envs"] == 2048 and walk.train["lambda"] == 0.95
-    assert walk.train["normalize_obs"] is True  # default merged in
-    assert walk.policy["dist"] == "mixture" and walk.policy["mixtures"] == 5 and walk.policy["hidden"] == [256, 256]
-    assert walk.curriculum == {"kind": "episode_length", "levels": 10, "up": 0.8, "down": 0.3, "min_steps": 20}
+    assert walk.train.num_envs == 2048 and walk.train.lam == 0.95
+    assert walk.train.normalize_obs is True  # default merged in
+    assert walk.policy.dist == "mixture" and walk.policy.mixtures == 5 and walk.policy.hidden == (256, 256)
+    assert walk.curriculum.to_dict() == {"kind": "episode_length", "levels": 10, "up": 0.8, "down": 0.3, "min_steps": 20}
 
 
 def test_spec_example_actuators(walk: t.CheckedTask) -> None:
@@ -474,7 +474,7 @@ reward
     (vel,) = task.commands
     assert vel.resample_steps == 100 and vel.zero_prob == 0.25 and vel.size == 2
     assert task.obs_actor[1].value.indices == (1,)
-    assert task.curriculum == {"kind": "linear", "step": 0.05, "every": 100}
+    assert task.curriculum.to_dict() == {"kind": "linear", "step": 0.05, "every": 100}
 
 
 def test_latency_in_steps_and_episode_in_steps() -> None:

@@ -116,7 +116,7 @@ def test_checkpoint_of_another_task_or_task_version_is_refused(tmp_path, spec):
     with pytest.raises(KsimError, match="different version of task"):
         load_checkpoint(tmp_path, {"state": make_tree(0)}, spec=changed)
     # training settings may change between sessions
-    more_steps = dataclasses.replace(spec, train={**spec.train, "steps": 999})
+    more_steps = dataclasses.replace(spec, train=dataclasses.replace(spec.train, steps=999))
     assert load_checkpoint(tmp_path, {"state": make_tree(0)}, spec=more_steps).meta.iteration == 1
 
 

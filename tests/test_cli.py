@@ -183,6 +183,38 @@ def test_unknown_override_key_lists_the_valid_keys(capsys, tmp_path):
     assert not run_dir.exists()  # nothing is written before the settings are valid
 
 
+def test_a_bad_override_value_exits_2_pointing_at_the_item_without_a_run_dir(capsys, tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_main(capsys, "train", CARTPOLE, "engine=mjx", "num_envs=0", "--run-dir", run_dir)
+    first = assert_one_line_user_error(result, "bad value for 'num_envs': must be at least 1, got 0")
+    assert first.startswith("command line:1:21: error:")
+    assert "engine=mjx num_envs=0" in result.stderr and not run_dir.exists()
+    result = run_main(capsys, "train", CARTPOLE, "engine=mjx", "num_envs=6", "--run-dir", run_dir)  # minibatches=4
+    assert_one_line_user_error(result, "command line:1:12: error: num_envs=6 must be a multiple of minibatches=4")
+    assert not run_dir.exists()
+
+
+def test_a_rollout_larger_than_memory_is_refused_before_the_run_dir_exists(capsys, tmp_path, monkeypatch):
+    from ksimdsl import settings
+
+    monkeypatch.setattr(settings, "machine_memory_bytes", lambda: 2**16)
+    run_dir = tmp_path / "run"
+    result = run_main(capsys, "train", CARTPOLE, "engine=mjx", "--run-dir", run_dir)
+    assert_one_line_user_error(result, "train: num_envs=128 x rollout=64 needs at least", "lower num_envs or rollout")
+    assert not run_dir.exists()
+
+
+def test_check_reports_settings_errors_at_their_position(capsys, tmp_path):
+    text = CARTPOLE.read_text().replace('"models/cartpole.xml"', f'"{TASKS / "models" / "cartpole.xml"}"')
+    text = text.replace("minibatches=4", "minibatches=3", 1)
+    task = tmp_path / "settings.ksim"
+    task.write_text(text)
+    result = run_main(capsys, "check", task)
+    line = next(i for i, ln in enumerate(text.splitlines(), 1) if ln.startswith("train "))
+    col = text.splitlines()[line - 1].index("num_envs=") + 1
+    assert_one_line_user_error(result, f"{task}:{line}:{col}: error: num_envs=128 must be a multiple of minibatches=3")
+
+
 def test_overrides_may_follow_the_options():
     from ksimdsl.cli import _parse
 

@@ -26,6 +26,7 @@ Tolerances and why:
 
 from __future__ import annotations
 
+import dataclasses
 import types
 from pathlib import Path
 
@@ -122,7 +123,7 @@ def stand_task():
 
 
 def _with_solver(spec: TaskSpec, iterations: int, ls_iterations: int) -> TaskSpec:
-    return spec.with_overrides(physics=dict(spec.physics) | {"iterations": iterations, "ls_iterations": ls_iterations})
+    return spec.with_overrides(physics=dataclasses.replace(spec.physics, iterations=iterations, ls_iterations=ls_iterations))
 
 
 @pytest.mark.slow
@@ -141,7 +142,7 @@ def test_humanoid_contact_parity_with_a_converged_solver(stand_task):
 @pytest.mark.slow
 def test_humanoid_with_few_line_search_iterations_differs_by_design(stand_task):
     spec_j, kj, spec_n, kn, model = stand_task
-    assert (spec_n.physics["iterations"], spec_n.physics["ls_iterations"]) == (1, 4)
+    assert (spec_n.physics.iterations, spec_n.physics.ls_iterations) == (1, 4)
     r = _run_both(spec_j, kj, spec_n, kn, model, num_envs=3, steps=5)
     (_, rew_m, done_m, qpos_m), (_, rew_c, done_c, qpos_c) = r["mjx"], r["mujoco"]
     np.testing.assert_allclose(rew_m, rew_c, rtol=0.1)

@@ -15,6 +15,7 @@ from fixtures.probe import probe_task, split_obs
 
 from ksimdsl.abi import ActuatorSpec
 from ksimdsl.errors import KsimError
+from ksimdsl.settings import CurriculumSettings
 from ksimdsl.runtime.actuators import ActuatorModel
 from ksimdsl.runtime.curriculum import Curriculum
 from ksimdsl.runtime.mjx_env import MjxEnv
@@ -48,7 +49,7 @@ def shipped_env():
     spec = dataclasses.replace(
         spec,
         episode_steps=3,
-        curriculum={"kind": "episode_length", "levels": 10, "up": 0.8, "down": 0.3, "min_steps": 0},
+        curriculum=CurriculumSettings(kind="episode_length", levels=10, up=0.8, down=0.3, min_steps=0),
     )
     env = MjxEnv(spec, kernels, path, num_envs=NUM_ENVS)
     return env, jax.jit(env.reset), jax.jit(env.step)
@@ -211,7 +212,7 @@ def test_latency_holds_the_previous_target_for_the_first_substeps():
     spec, _, path = cartpole_task()
     spec = dataclasses.replace(
         spec,
-        physics={**spec.physics, "dt": 0.002, "substeps": 5},
+        physics=dataclasses.replace(spec.physics, dt=0.002),  # 5 substeps of the 10 ms control step
         actuators=dataclasses.replace(spec.actuators, latency=(0.004, 0.004)),
     )
     actuators = ActuatorModel.from_spec(spec, load_model(spec, path))

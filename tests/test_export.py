@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from types import MappingProxyType
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +26,7 @@ BATCH = 16
 
 def _spec_with_policy(**policy):
     spec, _, _ = cartpole_task()
-    return dataclasses.replace(spec, policy=MappingProxyType(dict(spec.policy) | policy))
+    return dataclasses.replace(spec, policy=dataclasses.replace(spec.policy, **policy))
 
 
 def _trained_looking_state(spec, seed: int, *, normalize: bool = True) -> ppo.PPOState:
@@ -216,8 +215,8 @@ def test_policy_loads_whatever_optimizer_settings_the_run_trained_with(tmp_path)
     run_dir = _write_run(tmp_path, spec, state)
     # `train` settings may differ between training and export (they are overridable);
     # adam <-> adamw: another optimizer-state layout
-    flipped = "adamw" if spec.train["optimizer"] == "adam" else "adam"
-    other = dataclasses.replace(spec, train=MappingProxyType(dict(spec.train) | {"optimizer": flipped}))
+    flipped = "adamw" if spec.train.optimizer == "adam" else "adam"
+    other = dataclasses.replace(spec, train=dataclasses.replace(spec.train, optimizer=flipped))
     assert jax.tree.structure(ppo.init_ppo_from_spec(other, key=jax.random.PRNGKey(0)).opt_state) != jax.tree.structure(
         state.opt_state
     )

@@ -7,6 +7,7 @@ until the compiler's numba backend exists.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import subprocess
@@ -317,7 +318,7 @@ def test_actuation_matches_the_jax_actuator_model():
             kind="position", kp=(30.0,), kd=(2.0,), action_scale=0.5, default_pos=(0.2,), latency=(0.004, 0.016),
             zero_offset={"dist": "uniform", "params": [0.05]},
         ),
-        physics=dict(SPEC.physics) | {"dt": 0.005, "ctrl_dt": 0.02, "substeps": 4},
+        physics=dataclasses.replace(SPEC.physics, dt=0.005, ctrl_dt=0.02),  # 4 substeps
     )  # fmt: skip
     model = mujoco.MjModel.from_xml_path(str(MODEL_PATH))
     jax_model = ActuatorModel.from_spec(spec, model)
@@ -348,7 +349,7 @@ def test_actuation_matches_the_jax_actuator_model():
 
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 def test_numba_actor_matches_the_jax_actor(activation):
-    spec = SPEC.with_overrides(policy=dict(SPEC.policy) | {"activation": activation, "hidden": [16, 8]})
+    spec = SPEC.with_overrides(policy=dataclasses.replace(SPEC.policy, activation=activation, hidden=(16, 8)))
     state = ppo.init_ppo_from_spec(spec, key=jax.random.PRNGKey(3))
     rng = np.random.default_rng(0)
     obs_EO = rng.normal(size=(10, spec.obs_actor_size)).astype(np.float32) * 3
@@ -365,17 +366,17 @@ def test_numba_actor_matches_the_jax_actor(activation):
     np.testing.assert_allclose(action_EA, np.asarray(dist.mean_A + dist.std_A * eps_EA), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(log_prob_E, np.asarray(distributions.log_prob(dist, action_EA)), rtol=1e-4, atol=1e-4)
     assert HostActor.supports(model)
-    mixture = ppo.init_ppo_from_spec(spec.with_overrides(policy=dict(spec.policy) | {"dist": "mixture", "mixtures": 3}),
+    mixture = ppo.init_ppo_from_spec(spec.with_overrides(policy=dataclasses.replace(spec.policy, dist="mixture", mixtures=3)),
                                      key=jax.random.PRNGKey(0))  # fmt: skip
     assert HostActor.supports(mixture.model)
-    gru = ppo.init_ppo_from_spec(spec.with_overrides(policy=dict(spec.policy) | {"kind": "gru", "hidden": [8]}),
+    gru = ppo.init_ppo_from_spec(spec.with_overrides(policy=dataclasses.replace(spec.policy, kind="gru", hidden=(8,))),
                                  key=jax.random.PRNGKey(0))  # fmt: skip
     assert not HostActor.supports(gru.model)
 
 
 def test_numba_mixture_actor_matches_the_jax_actor():
     spec = SPEC.with_overrides(
-        policy=dict(SPEC.policy) | {"hidden": [16], "dist": "mixture", "mixtures": 3, "min_std": 0.05, "max_std": 2.0}
+        policy=dataclasses.replace(SPEC.policy, hidden=(16,), dist="mixture", mixtures=3, min_std=0.05, max_std=2.0)
     )
     state = ppo.init_ppo_from_spec(spec, key=jax.random.PRNGKey(5))
     rng = np.random.default_rng(1)
@@ -411,7 +412,7 @@ def test_numba_mixture_actor_matches_the_jax_actor():
 @pytest.mark.parametrize("numba_policy", [True, False], ids=["numba-actor", "jax-actor"])
 def test_collector_trajectory_and_stats(numba_policy):
     spec = SPEC.with_overrides(
-        train=dict(SPEC.train) | {"rollout": 40, "num_envs": 6, "minibatches": 2}, episode_steps=15
+        train=dataclasses.replace(SPEC.train, rollout=40, num_envs=6, minibatches=2), episode_steps=15
     )
     collector = MujocoCollector(spec, KN, MODEL_PATH, threads=2, numba_policy=numba_policy)
     key = jax.random.PRNGKey(0)
@@ -450,7 +451,7 @@ def test_collector_trajectory_and_stats(numba_policy):
 
 def test_checkpoint_restores_the_exact_continuation(tmp_path):
     """Through the run directory's checkpoint files, like `ksimdsl train --resume`."""
-    spec = SPEC.with_overrides(train=dict(SPEC.train) | {"rollout": 8, "num_envs": 4})
+    spec = SPEC.with_overrides(train=dataclasses.replace(SPEC.train, rollout=8, num_envs=4))
     key = jax.random.PRNGKey(0)
     a = MujocoCollector(spec, KN, MODEL_PATH, threads=2)
     state = ppo.init_ppo_from_spec(spec, key=key)

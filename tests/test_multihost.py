@@ -21,7 +21,7 @@ from test_sharding import TINY, assert_metrics_match, tiny_task
 
 from ksimdsl.runtime.checkpoint import list_checkpoints
 from ksimdsl.runtime.runs import read_metrics
-from ksimdsl.runtime.train import train
+from ksimdsl.runtime.train import RunPlan, train
 
 TESTS_DIR = Path(__file__).resolve().parent
 LIMIT_S = 600
@@ -41,7 +41,7 @@ WORKER = textwrap.dedent(
     from fixtures.cartpole import cartpole_task
     from ksimdsl.runtime import ppo
     from ksimdsl.runtime.overrides import apply_overrides
-    from ksimdsl.runtime.train import train
+    from ksimdsl.runtime.train import RunPlan, train
 
     spec, kernels, path = cartpole_task()
     hook_calls = []
@@ -52,8 +52,8 @@ WORKER = textwrap.dedent(
         action, _ = policy(jnp.zeros(spec.obs_actor_size), policy.initial_carry())
         hook_calls.append([iteration, final, bool(jnp.all(jnp.isfinite(action))), len(action.devices())])
 
-    result = train(apply_overrides(spec, tiny + ["steps=3"]), kernels, model_path=path, run_dir=run_dir,
-                   progress=False, on_iteration=hook)
+    result = train(apply_overrides(spec, tiny + ["steps=3"]), kernels, model_path=path,
+                   plan=RunPlan(run_dir, progress=False, make_hook=lambda _: hook))
     print("RESULT " + json.dumps({"process": jax.process_index(), "processes": jax.process_count(),
                                   "devices": jax.device_count(), "local_devices": jax.local_device_count(),
                                   "iterations": result.iterations,
@@ -94,7 +94,7 @@ def test_two_processes_train_together_and_agree_with_one(tmp_path):
                 )
         # meanwhile, the single-process reference: same seed, same 8 environments on one device
         spec, kernels, path = tiny_task("steps=3")
-        train(spec, kernels, model_path=path, run_dir=tmp_path / "reference", progress=False)
+        train(spec, kernels, model_path=path, plan=RunPlan(tmp_path / "reference", progress=False))
         codes = [p.wait(timeout=LIMIT_S) for p in procs]
     finally:
         for p in procs:

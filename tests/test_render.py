@@ -62,7 +62,7 @@ def rollout(cartpole):
 
 def test_rollout_records_every_control_step_with_auto_resets(cartpole, rollout):
     spec, _, _, _ = cartpole
-    ctrl_dt = float(spec.physics["ctrl_dt"])
+    ctrl_dt = spec.physics.ctrl_dt
     assert rollout.qpos_TQ.shape == (11, 2)
     # the task's reset block: slider uniform(-0.1, 0.1), hinge uniform(-0.034, 0.034)
     assert np.all(np.abs(rollout.qpos_TQ[[0, 4, 8]]) <= [0.1 + 1e-6, 0.034 + 1e-6])

@@ -27,7 +27,7 @@ from ksimdsl.errors import KsimError
 from ksimdsl.runtime.overrides import apply_overrides
 from ksimdsl.runtime.runs import read_metrics
 from ksimdsl.runtime.sharding import DistributedConfig, EnvMesh, mesh_devices, parse_coordinator
-from ksimdsl.runtime.train import TIMING_KEYS, train
+from ksimdsl.runtime.train import TIMING_KEYS, RunPlan, train
 
 TESTS_DIR = Path(__file__).resolve().parent
 TINY = ["num_envs=8", "rollout=8", "minibatches=2", "epochs=1", "hidden=[16,16]", "checkpoint_every=2"]
@@ -94,7 +94,7 @@ def test_a_host_engine_cannot_be_sharded(tmp_path):
     assert EnvMesh.for_collector(host_collector, devices=1, num_envs=8) is None
     assert EnvMesh.for_collector(host_collector, devices=0, num_envs=8) is None
     with pytest.raises(KsimError, match="devices=2 needs engine=mjx; engine=mujoco steps its environments on the host"):
-        train(spec, kernels, model_path=path, run_dir=tmp_path / "run", progress=False, collector=host_collector)
+        train(spec, kernels, model_path=path, plan=RunPlan(tmp_path / "run", progress=False), collector=host_collector)
 
 
 # --------------------------------------------------------------------------- 4 devices (subprocess)
@@ -112,7 +112,7 @@ SCRIPT = textwrap.dedent(
     from ksimdsl.runtime import ppo
     from ksimdsl.runtime.overrides import apply_overrides
     from ksimdsl.runtime.sharding import ENV_AXIS, EnvMesh
-    from ksimdsl.runtime.train import make_collector, train
+    from ksimdsl.runtime.train import RunPlan, make_collector, train
 
     TINY = json.loads(sys.argv[3])
     spec, kernels, path = cartpole_task()
@@ -141,10 +141,10 @@ SCRIPT = textwrap.dedent(
             report[f"error {devices} {num_envs}"] = str(err)
 
     # 2 iterations on 4 devices, then resumed on 1 device for a third
-    train(apply_overrides(spec, TINY + ["devices=4", "steps=2"]), kernels, model_path=path, run_dir=out / "run",
-          progress=False)
-    train(apply_overrides(spec, TINY + ["devices=1", "steps=3"]), kernels, model_path=path, run_dir=out / "run",
-          resume=True, progress=False)
+    train(apply_overrides(spec, TINY + ["devices=4", "steps=2"]), kernels, model_path=path,
+          plan=RunPlan(out / "run", progress=False))
+    train(apply_overrides(spec, TINY + ["devices=1", "steps=3"]), kernels, model_path=path,
+          plan=RunPlan(out / "run", resume=True, progress=False))
     (out / "report.json").write_text(json.dumps(report))
     """
 )
@@ -160,7 +160,7 @@ def test_training_on_four_devices_matches_one_device_and_resumes_on_one(tmp_path
         try:
             # meanwhile, the 1-device reference in this process: same seed, same 8 environments
             spec, kernels, path = tiny_task("devices=1", "steps=3")
-            train(spec, kernels, model_path=path, run_dir=tmp_path / "reference", progress=False)
+            train(spec, kernels, model_path=path, plan=RunPlan(tmp_path / "reference", progress=False))
             returncode = proc.wait(timeout=LIMIT_S)
         finally:
             if proc.poll() is None:

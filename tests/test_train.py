@@ -24,7 +24,7 @@ from ksimdsl.runtime.collect import RolloutStats
 from ksimdsl.runtime.evaluate import evaluate, run_episodes_mjx
 from ksimdsl.runtime.overrides import apply_overrides, valid_keys
 from ksimdsl.runtime.runs import MetricsLog, read_metrics
-from ksimdsl.runtime.train import TIMING_KEYS, train
+from ksimdsl.runtime.train import TIMING_KEYS, RunPlan, train
 from ksimdsl.runtime.watchdog import STALL_EXIT_CODE, Watchdog
 
 #: Tiny training settings. test_cli.py trains with the same ones (and the task's own policy), so the
@@ -48,8 +48,8 @@ def test_runs_are_reproducible_and_an_interrupted_run_resumes_identically(tmp_pa
     spec, kernels, path = tiny_task("steps=4")
     sources = {"cartpole_kernel.py": "# generated\n"}
     straight = train(
-        spec, kernels, model_path=path, run_dir=tmp_path / "a", task_text="task cartpole\n",
-        generated_sources=sources, progress=False,
+        spec, kernels, model_path=path,
+        plan=RunPlan(tmp_path / "a", task_text="task cartpole\n", generated_sources=sources, progress=False),
     )
     assert straight.stop_reason == "steps" and straight.iterations == 4 and straight.env_steps == 4 * 8 * 8
     a = read_metrics(tmp_path / "a")
@@ -77,12 +77,12 @@ def test_runs_are_reproducible_and_an_interrupted_run_resumes_identically(tmp_pa
             os.kill(os.getpid(), signal.SIGINT)
 
     monkeypatch.setattr(MetricsLog, "write", write_then_interrupt)
-    first = train(spec, kernels, model_path=path, run_dir=tmp_path / "b", progress=False)
+    first = train(spec, kernels, model_path=path, plan=RunPlan(tmp_path / "b", progress=False))
     monkeypatch.setattr(MetricsLog, "write", original_write)
     assert first.stop_reason == "interrupted" and first.iterations == 2
     assert first.checkpoint.name == "ckpt_00000002.safetensors"
 
-    resumed = train(spec, kernels, model_path=path, run_dir=tmp_path / "b", resume=True, progress=False)
+    resumed = train(spec, kernels, model_path=path, plan=RunPlan(tmp_path / "b", resume=True, progress=False))
     assert resumed.iterations == 4 and resumed.env_steps == straight.env_steps
     b = read_metrics(tmp_path / "b")
     assert without_timing(b) == without_timing(a)
@@ -91,7 +91,7 @@ def test_runs_are_reproducible_and_an_interrupted_run_resumes_identically(tmp_pa
 def test_resume_rejects_a_missing_run(tmp_path):
     spec, kernels, path = tiny_task("steps=1")
     with pytest.raises(KsimError, match="does not exist"):
-        train(spec, kernels, model_path=path, run_dir=tmp_path / "nope", resume=True, progress=False)
+        train(spec, kernels, model_path=path, plan=RunPlan(tmp_path / "nope", resume=True, progress=False))
 
 
 # --------------------------------------------------------------------------- host collectors, max_seconds
@@ -104,8 +104,8 @@ class FakeCollector:
 
     def __init__(self, spec, *, sleep_s: float = 0.0):
         self.spec = spec
-        self.num_envs = int(spec.train["num_envs"])
-        self.rollout = int(spec.train["rollout"])
+        self.num_envs = spec.train.num_envs
+        self.rollout = spec.train.rollout
         self.sleep_s = sleep_s
 
     def init(self, *, key):
@@ -141,7 +141,7 @@ class FakeCollector:
 def test_max_seconds_stops_cleanly_with_a_checkpoint(tmp_path):
     spec, kernels, path = tiny_task("steps=100000", "max_seconds=1.5")
     result = train(
-        spec, kernels, model_path=path, run_dir=tmp_path / "run", progress=False,
+        spec, kernels, model_path=path, plan=RunPlan(tmp_path / "run", progress=False),
         collector=FakeCollector(spec, sleep_s=0.05),
     )
     assert result.stop_reason == "max_seconds"
@@ -183,18 +183,18 @@ def test_watchdog_default_ends_the_process_with_a_clear_message():
 
 def test_overrides_are_applied_with_types():
     spec, _, _ = cartpole_task()
-    original_envs = spec.train["num_envs"]
+    original_envs = spec.train.num_envs
     out = apply_overrides(
         spec,
         ["num_envs=8", "lr=1e-3", "train.seed=3", "hidden=[32, 32]", "normalize_obs=false", "dist=mixture(3)",
          "engine=mujoco", "dt=0.002", "solver=cg", "max_seconds=60", "devices=1"],
     )
-    assert out.train["num_envs"] == 8 and out.train["lr"] == 1e-3 and out.train["seed"] == 3
-    assert out.policy["hidden"] == [32, 32] and out.policy["dist"] == "mixture" and out.policy["mixtures"] == 3
-    assert out.train["normalize_obs"] is False and out.engine == "mujoco"
-    assert out.physics["dt"] == 0.002 and out.physics["substeps"] == 5 and out.physics["solver"] == "cg"
-    assert out.train["max_seconds"] == 60.0 and out.train["devices"] == 1
-    assert spec.train["num_envs"] == original_envs != 8  # the original is untouched
+    assert out.train.num_envs == 8 and out.train.lr == 1e-3 and out.train.seed == 3
+    assert out.policy.hidden == (32, 32) and out.policy.dist == "mixture" and out.policy.mixtures == 3
+    assert out.train.normalize_obs is False and out.engine == "mujoco"
+    assert out.physics.dt == 0.002 and out.physics.substeps == 5 and out.physics.solver == "cg"
+    assert out.train.max_seconds == 60.0 and out.train.devices == 1
+    assert spec.train.num_envs == original_envs != 8  # the original is untouched
 
 
 def test_unknown_override_lists_valid_keys_with_a_suggestion():
@@ -248,7 +248,7 @@ def test_cartpole_learns_to_balance(tmp_path):
     """
     spec, kernels, path = cartpole_task()
     spec = apply_overrides(spec, ["num_envs=64", "steps=100", "seed=0"])
-    result = train(spec, kernels, model_path=path, run_dir=tmp_path / "run", progress=False)
+    result = train(spec, kernels, model_path=path, plan=RunPlan(tmp_path / "run", progress=False))
     assert result.iterations == 100
     returns = [r["episode_return"] for r in read_metrics(tmp_path / "run") if r["episode_return"] is not None]
     assert np.mean(returns[-10:]) > 3.0 * np.mean(returns[:5])

@@ -174,9 +174,9 @@ def build_spec(
     }
     if backend == "numba":
         spec["numba_args"] = {name: numba_args(name, ir, phys_inputs) for name in codes}
-    spec["curriculum"] = dict(task.curriculum)
-    spec["policy"] = dict(task.policy)
-    spec["train"] = dict(task.train)
+    spec["curriculum"] = task.curriculum.to_dict()
+    spec["policy"] = task.policy.to_dict()
+    spec["train"] = task.train.to_dict()
     spec["ops"] = {name: [c.elim.ops_before, c.elim.ops_after] for name, c in codes.items()}
     return _jsonable(spec)
 

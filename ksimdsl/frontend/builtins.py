@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Mapping
 
-from ksimdsl.abi import DEFAULT_PHYSICS, DEFAULT_POLICY, DEFAULT_TRAIN
+from ksimdsl import settings as S
+from ksimdsl.settings import ENGINES, Setting
 
 __all__ = [
     "QUANTITIES",
@@ -206,57 +207,16 @@ DISTRIBUTIONS: Mapping[str, tuple[int, int]] = MappingProxyType({"uniform": (1, 
 SWIZZLE: Mapping[str, int] = MappingProxyType({"x": 0, "y": 1, "z": 2, "w": 3})
 
 
-@dataclass(frozen=True)
-class Setting:
-    """A `key=value` setting: value kind and (for names) the allowed choices.
+# Settings tables: views of the schema in ksimdsl.settings (kinds, choices, bounds, defaults live there).
+# `Setting` (re-exported) has the value kind, the choices and the bounds of one `key=value`.
 
-    kinds: "int", "float", "bool", "time" (seconds; needs a unit), "name",
-    "int_list" (an int or a vector of ints), "policy_dist" (normal | mixture(k)).
-    """
+PHYSICS_SETTINGS: Mapping[str, Setting] = S.PhysicsSettings.file_table()
 
-    kind: str
-    choices: tuple[str, ...] = ()
-    minimum: float | None = None
+TRAIN_SETTINGS: Mapping[str, Setting] = S.TrainSettings.file_table()
 
+POLICY_KINDS: tuple[str, ...] = S.PolicySettings.by_name()["kind"].choices
 
-PHYSICS_SETTINGS: Mapping[str, Setting] = MappingProxyType(
-    {
-        "dt": Setting("time", minimum=0.0),
-        "ctrl_dt": Setting("time", minimum=0.0),
-        "solver": Setting("name", ("newton", "cg")),
-        "iterations": Setting("int", minimum=1),
-        "ls_iterations": Setting("int", minimum=1),
-    }
-)
-assert set(DEFAULT_PHYSICS) <= set(PHYSICS_SETTINGS)
-
-
-def _train_setting(key: str, default: object) -> Setting:
-    if key == "optimizer":
-        return Setting("name", ("adam", "adamw"))
-    if isinstance(default, bool):
-        return Setting("bool")
-    if isinstance(default, int):
-        return Setting("int", minimum=0)
-    return Setting("float")
-
-
-TRAIN_SETTINGS: Mapping[str, Setting] = MappingProxyType({k: _train_setting(k, v) for k, v in DEFAULT_TRAIN.items()})
-
-POLICY_KINDS = ("mlp", "gru")
-
-POLICY_SETTINGS: Mapping[str, Setting] = MappingProxyType(
-    {
-        "hidden": Setting("int_list", minimum=1),
-        "layers": Setting("int", minimum=1),
-        "dist": Setting("policy_dist"),
-        "min_std": Setting("float", minimum=0.0),
-        "max_std": Setting("float", minimum=0.0),
-        "init_std": Setting("float", minimum=0.0),
-        "activation": Setting("name", ("elu", "relu", "tanh", "gelu", "swish")),
-    }
-)
-assert set(POLICY_SETTINGS) == set(DEFAULT_POLICY) - {"kind", "mixtures"}
+POLICY_SETTINGS: Mapping[str, Setting] = S.PolicySettings.file_table()
 
 #: Actuator kind -> its settings (all floats) with defaults; None: required.
 ACTUATOR_KINDS: Mapping[str, Mapping[str, float | None]] = MappingProxyType(
@@ -267,33 +227,16 @@ ACTUATOR_KINDS: Mapping[str, Mapping[str, float | None]] = MappingProxyType(
     }
 )
 
-#: Curriculum kind -> settings with defaults (None: required).
+#: Curriculum kind -> its settings, and their defaults.
 CURRICULUM_KINDS: Mapping[str, Mapping[str, Setting]] = MappingProxyType(
-    {
-        "episode_length": MappingProxyType(
-            {
-                "levels": Setting("int", minimum=1),
-                "up": Setting("float", minimum=0.0),
-                "down": Setting("float", minimum=0.0),
-                "min_steps": Setting("int", minimum=0),
-            }
-        ),
-        "linear": MappingProxyType({"step": Setting("float", minimum=0.0), "every": Setting("int", minimum=1)}),
-        "constant": MappingProxyType({"value": Setting("float", minimum=0.0)}),
-    }
+    {kind: S.CurriculumSettings.kind_table(kind) for kind in S.CURRICULUM_KINDS}
 )
 
 CURRICULUM_DEFAULTS: Mapping[str, Mapping[str, float]] = MappingProxyType(
-    {
-        "episode_length": MappingProxyType({"levels": 10, "up": 0.8, "down": 0.3, "min_steps": 20}),
-        "linear": MappingProxyType({"step": 0.01, "every": 100}),
-        "constant": MappingProxyType({"value": 1.0}),
-    }
+    {kind: MappingProxyType({k: s.default for k, s in table.items()}) for kind, table in CURRICULUM_KINDS.items()}
 )
 
-COMMAND_SETTINGS: Mapping[str, Setting] = MappingProxyType({"zero_prob": Setting("float", minimum=0.0)})
-
-ENGINES = ("auto", "mjx", "mujoco")
+COMMAND_SETTINGS: Mapping[str, Setting] = S.CommandSettings.file_table()
 
 #: reset / event assignment targets.
 RESET_TARGETS = (

@@ -44,10 +44,11 @@ scalar against a vector, never two vectors of different lengths.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from ksimdsl.errors import Span
 from ksimdsl.frontend import typed_expr as _expr
+from ksimdsl.settings import CurriculumSettings, PolicySettings, TrainSettings
 from ksimdsl.frontend.typed_expr import (  # re-exported: `typed` is the one module to import
     BOOL,
     FLOAT,
@@ -327,8 +328,7 @@ class PrevSlot:
 class CheckedTask:
     """A fully checked task: every name resolved, every shape known, units folded.
 
-    `train`, `policy` and `curriculum` are validated dicts with the defaults of
-    `ksimdsl.abi` merged in (read-only mappings).
+    `train`, `policy` and `curriculum` are the validated settings of `ksimdsl.settings`.
     """
 
     name: str
@@ -352,7 +352,7 @@ class CheckedTask:
     events: tuple[EventDef, ...]
     contact_queries: tuple[ContactQuery, ...]
     prev_slots: tuple[PrevSlot, ...]
-    curriculum: Mapping[str, Any]
-    policy: Mapping[str, Any]
-    train: Mapping[str, Any]
+    curriculum: CurriculumSettings
+    policy: PolicySettings
+    train: TrainSettings
     source_text: str = ""  # the task file's text (quoted in the generated code's comments)

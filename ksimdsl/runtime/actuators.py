@@ -59,7 +59,7 @@ class ActuatorModel:
             latency=None if act.latency is None else (float(act.latency[0]), float(act.latency[1])),
             zero_offset_dist=None if zo is None else str(zo["dist"]),
             zero_offset_params=() if zo is None else tuple(float(p) for p in zo["params"]),
-            dt=float(spec.physics["dt"]),
+            dt=float(spec.physics.dt),
         )
 
     @property

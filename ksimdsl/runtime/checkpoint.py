@@ -90,9 +90,7 @@ class Checkpoint:
 
 def spec_hash(spec: TaskSpec) -> str:
     """Hash of everything in the spec that decides what the saved arrays mean."""
-    from ksimdsl.runtime.runs import spec_to_dict
-
-    d = spec_to_dict(spec)
+    d = spec.to_dict()
     for name in _MUTABLE_SPEC_FIELDS:
         d.pop(name, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

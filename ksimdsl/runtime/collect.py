@@ -140,8 +140,8 @@ class MjxCollector:
 
     def __init__(self, spec: TaskSpec, kernels: ModuleType, model_path: str | Path, *, num_envs: int | None = None):
         self.spec = spec
-        self.num_envs = int(num_envs if num_envs is not None else spec.train["num_envs"])
-        self.rollout = int(spec.train["rollout"])
+        self.num_envs = int(num_envs if num_envs is not None else spec.train.num_envs)
+        self.rollout = int(spec.train.rollout)
         self.env = MjxEnv(spec, kernels, model_path, num_envs=self.num_envs)
 
     def init(self, *, key: jax.Array) -> MjxCollectorState:

@@ -15,46 +15,28 @@ pure.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from types import ModuleType
 from typing import Any, Mapping
 
 import jax.numpy as jnp
 
-from ksimdsl.errors import KsimError
+from ksimdsl.settings import CURRICULUM_KINDS, CurriculumSettings
 
 __all__ = ["Curriculum", "KINDS"]
 
-KINDS = ("episode_length", "linear", "constant")
+KINDS = CURRICULUM_KINDS
 
 
 @dataclass(frozen=True)
-class Curriculum:
-    kind: str
-    levels: int = 10
-    up: float = 0.8
-    down: float = 0.3
-    min_steps: int = 0
-    step: float = 0.0
-    every: int = 1
-    value: float = 1.0
+class Curriculum(CurriculumSettings):
+    """The task's curriculum settings (`ksimdsl.settings.CurriculumSettings`) with the level updates."""
 
     @staticmethod
-    def from_spec(curriculum: Mapping[str, Any]) -> "Curriculum":
-        kind = str(curriculum.get("kind", "constant"))
-        if kind not in KINDS:
-            raise KsimError(f"unknown curriculum '{kind}' (expected one of {', '.join(KINDS)})")
-        if kind == "episode_length":
-            return Curriculum(
-                kind,
-                levels=max(1, int(curriculum.get("levels", 10))),
-                up=float(curriculum.get("up", 0.8)),
-                down=float(curriculum.get("down", 0.3)),
-                min_steps=int(curriculum.get("min_steps", 0)),
-            )
-        if kind == "linear":
-            return Curriculum(kind, step=float(curriculum.get("step", 0.01)), every=max(1, int(curriculum.get("every", 1))))
-        return Curriculum(kind, value=float(curriculum.get("value", 1.0)))
+    def from_spec(curriculum: CurriculumSettings | Mapping[str, Any]) -> "Curriculum":
+        if not isinstance(curriculum, CurriculumSettings):
+            curriculum = CurriculumSettings.from_dict(curriculum)
+        return Curriculum(**{f.name: getattr(curriculum, f.name) for f in fields(CurriculumSettings)})
 
     @property
     def initial_level(self) -> float:

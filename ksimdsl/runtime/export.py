@@ -49,7 +49,6 @@ from ksimdsl.runtime import normalize as N
 from ksimdsl.runtime import ppo
 from ksimdsl.runtime.checkpoint import CheckpointMeta, load_checkpoint
 from ksimdsl.runtime.networks import MLP, ActorCritic, GRUActor, MLPActor
-from ksimdsl.runtime.runs import spec_to_dict
 
 __all__ = ["export_onnx", "policy_to_onnx", "load_run_policy", "check_output_path", "OPSET", "IR_VERSION"]
 
@@ -266,7 +265,7 @@ def _metadata(policy: ppo.Policy, spec: TaskSpec) -> dict[str, str]:
     carry = list(actor.initial_carry().shape)
     layout = [{"name": e.name, "size": e.size, "offset": e.offset} for e in spec.obs_actor]
     internal = ("joint_qpos_adr", "joint_dof_adr")  # model addresses, meaningless outside ksimdsl
-    actuators = {k: v for k, v in spec_to_dict(spec)["actuators"].items() if k not in internal}
+    actuators = {k: v for k, v in spec.to_dict()["actuators"].items() if k not in internal}
     return {
         "ksimdsl.version": __version__,
         "ksimdsl.task": spec.task,
@@ -274,11 +273,11 @@ def _metadata(policy: ppo.Policy, spec: TaskSpec) -> dict[str, str]:
         "ksimdsl.obs_size": str(spec.obs_actor_size),
         "ksimdsl.action_size": str(spec.action_size),
         "ksimdsl.actuators": json.dumps(actuators),
-        "ksimdsl.policy": json.dumps(spec_to_dict(spec)["policy"]),
+        "ksimdsl.policy": json.dumps(spec.to_dict()["policy"]),
         "ksimdsl.recurrent": json.dumps(recurrent),
         "ksimdsl.carry_shape": json.dumps(carry),
         "ksimdsl.action_clip": json.dumps([-1.0, 1.0]),
-        "ksimdsl.ctrl_dt": str(float(spec.physics["ctrl_dt"])),
+        "ksimdsl.ctrl_dt": str(float(spec.physics.ctrl_dt)),
         "ksimdsl.normalization": "folded" if _normalize_constants(policy.obs_norm) is not None else "none",
     }
 

@@ -48,13 +48,13 @@ def load_model(spec: TaskSpec, model_path: str | Path) -> mujoco.MjModel:
             "recompile the task"
         )
     physics = spec.physics
-    model.opt.timestep = float(physics["dt"])
-    solver = str(physics.get("solver", "newton")).lower()
+    model.opt.timestep = float(physics.dt)
+    solver = physics.solver
     if solver not in SOLVERS:
         raise KsimError(f"unknown solver '{solver}' (expected one of {', '.join(SOLVERS)})")
     model.opt.solver = SOLVERS[solver]
-    model.opt.iterations = int(physics["iterations"])
-    model.opt.ls_iterations = int(physics["ls_iterations"])
+    model.opt.iterations = physics.iterations
+    model.opt.ls_iterations = physics.ls_iterations
     return model
 
 

@@ -99,8 +99,8 @@ class MujocoCollector:
     ):
         self.spec = spec
         self.numba_policy = numba_policy
-        self.num_envs = int(num_envs if num_envs is not None else spec.train["num_envs"])
-        self.rollout = int(spec.train["rollout"])
+        self.num_envs = int(num_envs if num_envs is not None else spec.train.num_envs)
+        self.rollout = int(spec.train.rollout)
         self.env = MujocoEnv(spec, kernels, model_path, num_envs=self.num_envs, threads=threads)
         self._policy_step = jax.jit(_policy_step)
 

@@ -25,7 +25,6 @@ Callers vmap over environments. Observations are expected already normalized
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import equinox as eqx
@@ -33,8 +32,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from ksimdsl.abi import DEFAULT_POLICY, TaskSpec
-from ksimdsl.errors import KsimError
+from ksimdsl.settings import PolicySettings
 from ksimdsl.runtime import distributions as D
 
 __all__ = [
@@ -58,75 +56,16 @@ ACTIVATIONS: Mapping[str, Callable[[Array], Array]] = {
     "gelu": jax.nn.gelu,
 }
 
+assert set(ACTIVATIONS) == set(PolicySettings.by_name()["activation"].choices), "networks and schema disagree"
+
 #: Scale of the initial weights of the action-mean output layer: near-zero
 #: initial means, so the first rollouts explore around the default pose.
 ACTOR_OUTPUT_SCALE = 0.01
 
 
-@dataclass(frozen=True)
-class PolicyConfig:
-    """The task's `policy` settings (abi.DEFAULT_POLICY fills omitted keys).
-
-    kind: "mlp" | "gru"; hidden: layer widths (for gru, hidden[0] is the GRU
-    width and hidden[1:] dense layers after it); layers: stacked GRU cells;
-    dist: "normal" | "mixture" with `mixtures` components; std bounds and the
-    initial std of the action distribution; activation of the dense layers.
-    """
-
-    kind: str = DEFAULT_POLICY["kind"]
-    hidden: tuple[int, ...] = tuple(DEFAULT_POLICY["hidden"])
-    layers: int = DEFAULT_POLICY["layers"]
-    dist: str = DEFAULT_POLICY["dist"]
-    mixtures: int = DEFAULT_POLICY["mixtures"]
-    min_std: float = DEFAULT_POLICY["min_std"]
-    max_std: float = DEFAULT_POLICY["max_std"]
-    init_std: float = DEFAULT_POLICY["init_std"]
-    activation: str = DEFAULT_POLICY["activation"]
-
-    def __post_init__(self) -> None:
-        def bad(msg: str) -> KsimError:
-            return KsimError(f"policy: {msg}")
-
-        if self.kind not in ("mlp", "gru"):
-            raise bad(f"unknown policy kind {self.kind!r} (expected 'mlp' or 'gru')")
-        if self.dist not in ("normal", "mixture"):
-            raise bad(f"unknown dist {self.dist!r} (expected 'normal' or 'mixture(K)')")
-        if self.kind == "gru" and not self.hidden:
-            raise bad("a gru policy needs hidden=<width>")
-        if any(int(h) < 1 for h in self.hidden):
-            raise bad(f"hidden sizes must be positive, got {list(self.hidden)}")
-        if self.layers < 1:
-            raise bad(f"layers must be >= 1, got {self.layers}")
-        if self.mixtures < 1:
-            raise bad(f"mixtures must be >= 1, got {self.mixtures}")
-        if not 0 < self.min_std <= self.max_std:
-            raise bad(f"need 0 < min_std <= max_std, got min_std={self.min_std} max_std={self.max_std}")
-        if not self.min_std <= self.init_std <= self.max_std:
-            raise bad(f"init_std={self.init_std} is outside [min_std, max_std]")
-        if self.activation not in ACTIVATIONS:
-            raise bad(f"unknown activation {self.activation!r} (one of {', '.join(ACTIVATIONS)})")
-
-    @staticmethod
-    def from_dict(policy: Mapping[str, Any]) -> "PolicyConfig":
-        """From a `SPEC["policy"]`-style dict; missing keys take abi.DEFAULT_POLICY."""
-        p = dict(DEFAULT_POLICY) | dict(policy)
-        hidden = p["hidden"]
-        hidden = (int(hidden),) if isinstance(hidden, (int, float)) else tuple(int(h) for h in hidden)
-        return PolicyConfig(
-            kind=str(p["kind"]),
-            hidden=hidden,
-            layers=int(p["layers"]),
-            dist=str(p["dist"]),
-            mixtures=int(p["mixtures"]),
-            min_std=float(p["min_std"]),
-            max_std=float(p["max_std"]),
-            init_std=float(p["init_std"]),
-            activation=str(p["activation"]),
-        )
-
-    @staticmethod
-    def from_spec(spec: TaskSpec) -> "PolicyConfig":
-        return PolicyConfig.from_dict(spec.policy)
+#: The task's `policy` settings (kind, hidden, layers, dist, mixtures, std bounds, activation):
+#: the schema's own frozen dataclass, validated on construction (see ksimdsl.settings).
+PolicyConfig = PolicySettings
 
 
 # --------------------------------------------------------------------------- building blocks

@@ -27,7 +27,7 @@ unclipped: the runtime clips them to [-1, 1] where the actuators need it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import partial
 from typing import Any, Callable, Mapping
 
@@ -37,11 +37,12 @@ import jax.numpy as jnp
 import optax
 from jax import Array
 
-from ksimdsl.abi import DEFAULT_TRAIN, PPO_METRICS, TaskSpec
+from ksimdsl.abi import PPO_METRICS, TaskSpec
 from ksimdsl.errors import KsimError
 from ksimdsl.runtime import distributions as D
 from ksimdsl.runtime import normalize as N
 from ksimdsl.runtime.networks import Actor, ActorCritic, PolicyConfig, make_actor_critic
+from ksimdsl.settings import TrainSettings, minibatch_problem, problems
 
 __all__ = [
     "PPOConfig",
@@ -75,73 +76,57 @@ __all__ = [
 METRICS = PPO_METRICS
 
 
+_TRAIN = TrainSettings()
+
+#: PPOConfig field -> the TrainSettings field it comes from (the rest share their names).
+_FROM_TRAIN = {"lam": "lam", "entropy_coef": "entropy"}
+
+
 @dataclass(frozen=True)
 class PPOConfig:
-    """The PPO part of the task's `train` settings (abi.DEFAULT_TRAIN fills omitted keys).
+    """The PPO part of the task's `train` settings (`TrainSettings`, whose defaults and bounds it shares).
 
     `lam` is the task's `lambda`, `entropy_coef` its `entropy`. A `value_clip` or
     `max_grad_norm` of 0 disables that clipping; `warmup` is a number of
-    optimizer steps of linear learning-rate warmup (0: none).
+    optimizer steps of linear learning-rate warmup (0: none). Kept apart from
+    `TrainSettings` so that loop settings (steps, seed, ...) never change the
+    jitted update's static configuration.
     """
 
-    epochs: int = DEFAULT_TRAIN["epochs"]
-    minibatches: int = DEFAULT_TRAIN["minibatches"]
-    lr: float = DEFAULT_TRAIN["lr"]
-    optimizer: str = DEFAULT_TRAIN["optimizer"]
-    weight_decay: float = DEFAULT_TRAIN["weight_decay"]
-    warmup: int = DEFAULT_TRAIN["warmup"]
-    gamma: float = DEFAULT_TRAIN["gamma"]
-    lam: float = DEFAULT_TRAIN["lambda"]
-    clip: float = DEFAULT_TRAIN["clip"]
-    value_clip: float = DEFAULT_TRAIN["value_clip"]
-    entropy_coef: float = DEFAULT_TRAIN["entropy"]
-    value_coef: float = DEFAULT_TRAIN["value_coef"]
-    max_grad_norm: float = DEFAULT_TRAIN["max_grad_norm"]
-    normalize_obs: bool = DEFAULT_TRAIN["normalize_obs"]
-    normalize_adv: bool = DEFAULT_TRAIN["normalize_adv"]
+    epochs: int = _TRAIN.epochs
+    minibatches: int = _TRAIN.minibatches
+    lr: float = _TRAIN.lr
+    optimizer: str = _TRAIN.optimizer
+    weight_decay: float = _TRAIN.weight_decay
+    warmup: int = _TRAIN.warmup
+    gamma: float = _TRAIN.gamma
+    lam: float = _TRAIN.lam
+    clip: float = _TRAIN.clip
+    value_clip: float = _TRAIN.value_clip
+    entropy_coef: float = _TRAIN.entropy
+    value_coef: float = _TRAIN.value_coef
+    max_grad_norm: float = _TRAIN.max_grad_norm
+    normalize_obs: bool = _TRAIN.normalize_obs
+    normalize_adv: bool = _TRAIN.normalize_adv
 
     def __post_init__(self) -> None:
-        def bad(msg: str) -> KsimError:
-            return KsimError(f"train: {msg}")
+        values = {_FROM_TRAIN.get(f.name, f.name): getattr(self, f.name) for f in fields(self)}
+        found = [p for p in problems(TrainSettings, values) if p.single]  # the values; num_envs is not known here
+        if found:
+            raise KsimError("; ".join(p.describe(f"train setting '{p.keys[0]}'") for p in found))
 
-        if self.epochs < 1 or self.minibatches < 1:
-            raise bad(f"epochs and minibatches must be >= 1, got {self.epochs} and {self.minibatches}")
-        if self.optimizer not in ("adam", "adamw"):
-            raise bad(f"unknown optimizer {self.optimizer!r} (expected 'adam' or 'adamw')")
-        if not self.lr > 0:
-            raise bad(f"lr must be positive, got {self.lr}")
-        if not (0 <= self.gamma <= 1 and 0 <= self.lam <= 1):
-            raise bad(f"gamma and lambda must lie in [0, 1], got {self.gamma} and {self.lam}")
-        if self.clip <= 0:
-            raise bad(f"clip must be positive, got {self.clip}")
-        if min(self.value_clip, self.max_grad_norm, self.weight_decay, self.warmup) < 0:
-            raise bad("value_clip, max_grad_norm, weight_decay and warmup must be >= 0")
+    @staticmethod
+    def from_settings(train: TrainSettings) -> "PPOConfig":
+        return PPOConfig(**{f.name: getattr(train, _FROM_TRAIN.get(f.name, f.name)) for f in fields(PPOConfig)})
 
     @staticmethod
     def from_dict(train: Mapping[str, Any]) -> "PPOConfig":
-        """From a `SPEC["train"]`-style dict; keys PPO does not use are ignored."""
-        t = dict(DEFAULT_TRAIN) | dict(train)
-        return PPOConfig(
-            epochs=int(t["epochs"]),
-            minibatches=int(t["minibatches"]),
-            lr=float(t["lr"]),
-            optimizer=str(t["optimizer"]),
-            weight_decay=float(t["weight_decay"]),
-            warmup=int(t["warmup"]),
-            gamma=float(t["gamma"]),
-            lam=float(t["lambda"]),
-            clip=float(t["clip"]),
-            value_clip=float(t["value_clip"]),
-            entropy_coef=float(t["entropy"]),
-            value_coef=float(t["value_coef"]),
-            max_grad_norm=float(t["max_grad_norm"]),
-            normalize_obs=bool(t["normalize_obs"]),
-            normalize_adv=bool(t["normalize_adv"]),
-        )
+        """From a `SPEC["train"]`-style dict, validated by the schema."""
+        return PPOConfig.from_settings(TrainSettings.from_dict(train))
 
     @staticmethod
     def from_spec(spec: TaskSpec) -> "PPOConfig":
-        return PPOConfig.from_dict(spec.train)
+        return PPOConfig.from_settings(spec.train)
 
 
 # --------------------------------------------------------------------------- data
@@ -428,7 +413,7 @@ def init_ppo(
 def init_ppo_from_spec(spec: TaskSpec, *, key: Array) -> PPOState:
     """`init_ppo` with the task's policy/train settings and observation/action sizes."""
     return init_ppo(
-        PolicyConfig.from_spec(spec),
+        spec.policy,
         PPOConfig.from_spec(spec),
         obs_actor_size=spec.obs_actor_size,
         obs_critic_size=spec.obs_critic_size,
@@ -501,11 +486,9 @@ def update(
     """
     config = state.config
     num_envs = traj.reward_TE.shape[1]
-    if num_envs % config.minibatches:
-        raise KsimError(
-            f"train: num_envs={num_envs} must be a multiple of minibatches={config.minibatches} "
-            "(minibatches split the environments)"
-        )
+    problem = minibatch_problem(num_envs, config.minibatches)
+    if problem is not None:
+        raise KsimError(f"train: {problem}")
     envs_per_minibatch = num_envs // config.minibatches
 
     # 1-2. normalizers merge the rollout, then values and GAE under the new statistics.

@@ -93,13 +93,13 @@ class RenderConfig:
 
     def control_steps(self, spec: TaskSpec) -> int:
         """Control steps to simulate."""
-        ctrl_dt = float(spec.physics["ctrl_dt"])
+        ctrl_dt = float(spec.physics.ctrl_dt)
         seconds = self.seconds if self.seconds is not None else min(DEFAULT_SECONDS, spec.episode_steps * ctrl_dt)
         return max(1, round(seconds / ctrl_dt))
 
     def frame_stride(self, spec: TaskSpec) -> int:
         """Control steps per video frame."""
-        return max(1, math.ceil(1.0 / (float(spec.physics["ctrl_dt"]) * self.max_fps)))
+        return max(1, math.ceil(1.0 / (float(spec.physics.ctrl_dt) * self.max_fps)))
 
 
 class Rollout(NamedTuple):
@@ -133,7 +133,7 @@ def _rollout_from_steps(spec: TaskSpec, qpos_TQ, step_T, return_T, done_T, final
         last_T[t] = last
     return Rollout(
         qpos_TQ=np.asarray(qpos_TQ, np.float64),
-        time_T=np.asarray(step_T, np.float64) * float(spec.physics["ctrl_dt"]),
+        time_T=np.asarray(step_T, np.float64) * float(spec.physics.ctrl_dt),
         return_T=np.asarray(return_T, np.float32),
         last_return_T=last_T,
         episode_T=episode_T,
@@ -412,7 +412,7 @@ def render_policy(
         spec, kernels, policy, model_path=model_path, engine=engine, steps=config.control_steps(spec), seed=config.seed
     )
     frames = render_frames(spec, model_path, rollout, config)
-    fps = 1.0 / (float(spec.physics["ctrl_dt"]) * config.frame_stride(spec))
+    fps = 1.0 / (float(spec.physics.ctrl_dt) * config.frame_stride(spec))
     return write_video(frames, path, fps=fps)
 
 
@@ -527,5 +527,5 @@ class TrainingMedia:
         frames = render_frames(self.spec, self.model_path, rollout, cfg)
         out = self.run_dir / self.VIDEO_DIR / f"iter_{iteration:08d}.mp4"
         check_output_path(out, VIDEO_SUFFIXES)
-        fps = 1.0 / (float(self.spec.physics["ctrl_dt"]) * cfg.frame_stride(self.spec))
+        fps = 1.0 / (float(self.spec.physics.ctrl_dt) * cfg.frame_stride(self.spec))
         return write_video(frames, out, fps=fps)

@@ -1,7 +1,7 @@
 """Run directories: where a training run leaves everything a person needs later.
 
     runs/<task>/<YYYYmmdd-HHMMSS>/
-        config.json          resolved task spec, engine, package versions
+        config.json          resolved task spec (TaskSpec.to_dict: the SPEC format), engine, package versions
         task.ksim            copy of the task file as trained
         generated/           the generated kernel source(s)
         metrics.jsonl        one JSON object per training iteration
@@ -28,7 +28,6 @@ from ksimdsl.errors import KsimError
 __all__ = [
     "create_run_dir",
     "write_run_files",
-    "spec_to_dict",
     "versions",
     "MetricsLog",
     "read_metrics",
@@ -77,11 +76,6 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def spec_to_dict(spec: TaskSpec) -> dict[str, Any]:
-    """The resolved TaskSpec as plain JSON-compatible data."""
-    return _jsonable(spec)
-
-
 def versions() -> dict[str, str]:
     """Versions of the packages a run's numbers depend on."""
     out = {"python": platform.python_version(), "platform": platform.platform()}
@@ -103,7 +97,7 @@ def write_run_files(
     extra: Mapping[str, Any] | None = None,
 ) -> None:
     """config.json, task.ksim and generated/ (overwritten on resume so they describe the latest session)."""
-    config = {"task": spec.task, "engine": engine, "spec": spec_to_dict(spec), "versions": versions()}
+    config = {"task": spec.task, "engine": engine, "spec": _jsonable(spec.to_dict()), "versions": versions()}
     if extra:
         config.update(_jsonable(dict(extra)))
     _write_text(run_dir / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=False) + "\n")

@@ -1,6 +1,6 @@
 """The training loop behind `ksimdsl train`.
 
-    result = train(spec, kernels, model_path=..., run_dir=None, task_text=..., generated_sources={...})
+    result = train(spec, kernels, model_path=..., engine="mjx", plan=RunPlan(run_dir=None, task_text=...))
 
 One iteration = one rollout of `rollout` control steps in `num_envs` envs
 (`Collector.collect`) + one `ppo.update`. With the MJX engine both run in ONE
@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterator, Mapping, Protocol
+from typing import Any, Callable, Iterator, Mapping, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -46,6 +46,7 @@ import numpy as np
 
 from ksimdsl.abi import TaskSpec
 from ksimdsl.errors import KsimError
+from ksimdsl.settings import TrainSettings, memory_problem
 from ksimdsl.runtime import ppo
 from ksimdsl.runtime.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint, spec_hash
 from ksimdsl.runtime.collect import Collector, MjxCollector, RolloutStats
@@ -53,7 +54,7 @@ from ksimdsl.runtime.runs import MetricsLog, create_run_dir, write_run_files
 from ksimdsl.runtime.sharding import EnvMesh, is_main_process
 from ksimdsl.runtime.watchdog import Watchdog
 
-__all__ = ["TrainConfig", "RunContext", "TrainResult", "train", "make_collector", "iteration_metrics", "TIMING_KEYS"]
+__all__ = ["RunPlan", "RunContext", "check_resources", "TrainResult", "train", "make_collector", "iteration_metrics", "TIMING_KEYS"]
 
 class IterationHook(Protocol):
     """Called between iterations (`final=True` once after the last checkpoint).
@@ -69,53 +70,35 @@ TIMING_KEYS = ("wall_s", "sps", "iteration_s")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """The loop's own settings, from the task's (overridden) `train` block."""
+class RunPlan:
+    """Where a run writes, what it records about itself, and how it reports.
 
-    steps: int
-    max_seconds: float
-    seed: int
-    checkpoint_every: int
-    watchdog_s: float
-    num_envs: int
-    rollout: int
-    devices: int  # local devices to shard the environments over (0: all); see ksimdsl.runtime.sharding
+    `run_dir` None: a new `runs_root/<task>/<timestamp>`; with `resume` it names
+    the run to continue. `task_text`, `generated_sources` and `extra` (more
+    config.json keys, e.g. "launch") are recorded in the run directory.
+    `make_hook` is called with the run directory once it exists (main process
+    only) and returns the hook run between iterations (e.g. periodic videos,
+    render.TrainingMedia), or None.
+    """
 
-    @staticmethod
-    def from_spec(spec: TaskSpec) -> "TrainConfig":
-        t = spec.train
-        config = TrainConfig(
-            steps=int(t["steps"]),
-            max_seconds=float(t["max_seconds"]),
-            seed=int(t["seed"]),
-            checkpoint_every=int(t["checkpoint_every"]),
-            watchdog_s=float(t["watchdog_s"]),
-            num_envs=int(t["num_envs"]),
-            rollout=int(t["rollout"]),
-            devices=int(t["devices"]),
-        )
-        if config.num_envs < 1 or config.rollout < 1 or config.steps < 0:
-            raise KsimError(f"train: need num_envs >= 1, rollout >= 1, steps >= 0 (got {config})")
-        if config.num_envs % int(t["minibatches"]):
-            raise KsimError(
-                f"train: num_envs={config.num_envs} must be a multiple of minibatches={t['minibatches']} "
-                "(minibatches split the environments)"
-            )
-        return config
-
-
-@dataclass(frozen=True)
-class RunContext:
-    """Where a run writes, and what it records about itself."""
-
-    run_dir: Path
-    engine: str
+    run_dir: str | Path | None = None
+    runs_root: str | Path = "runs"
     resume: bool = False
     progress: bool = True
     task_text: str | None = None
     generated_sources: Mapping[str, str] = field(default_factory=dict)
-    on_iteration: "IterationHook | None" = None  # e.g. periodic videos and plots (render.TrainingMedia)
-    extra: Mapping[str, Any] = field(default_factory=dict)  # more keys for config.json
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    make_hook: "Callable[[Path], IterationHook | None] | None" = None
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """A plan made concrete: the run directory exists (on the main process) and the hook is made."""
+
+    run_dir: Path
+    engine: str
+    plan: RunPlan
+    on_iteration: "IterationHook | None" = None
 
 
 @dataclass(frozen=True)
@@ -281,63 +264,70 @@ class _Progress:
             self._bar.stop()
 
 
+def check_resources(spec: TaskSpec) -> None:
+    """A KsimError when the task's rollout cannot fit in this machine's memory (before anything is written)."""
+    problem = memory_problem(
+        spec.train,
+        obs_actor_size=spec.obs_actor_size,
+        obs_critic_size=spec.obs_critic_size,
+        action_size=spec.action_size,
+    )
+    if problem is not None:
+        raise KsimError(f"train: {problem.text}")
+
+
+def _open_run_dir(spec: TaskSpec, plan: RunPlan) -> Path:
+    """The run directory of `plan`: the existing one to resume, or a new one (created here, and only here)."""
+    if plan.resume:
+        if plan.run_dir is None:
+            raise KsimError("resume needs the run directory to continue")
+        run_path = Path(plan.run_dir)
+        if not run_path.is_dir():
+            raise KsimError(f"run directory {run_path} does not exist")
+        return run_path
+    if is_main_process():
+        return create_run_dir(spec.task, root=plan.runs_root, path=plan.run_dir)
+    # written by process 0 only
+    return Path(plan.run_dir) if plan.run_dir is not None else Path(plan.runs_root) / spec.task
+
+
 def train(
     spec: TaskSpec,
     kernels: ModuleType,
     *,
     model_path: str | Path,
-    run_dir: str | Path | None = None,
-    runs_root: str | Path = "runs",
-    task_text: str | None = None,
-    generated_sources: Mapping[str, str] | None = None,
     engine: str = "mjx",
-    resume: bool = False,
-    progress: bool = True,
+    plan: RunPlan = RunPlan(),
     collector: Collector | None = None,
-    on_iteration: "IterationHook | None" = None,
-    extra: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Train the task's policy with PPO, writing a run directory; see the module docstring.
 
-    `resume=True` continues the run in `run_dir` from its newest checkpoint (the
-    same task; `train` settings such as `steps` may differ). `collector` replaces
-    the engine's default collector (tests, custom engines). `extra` adds
-    JSON-compatible keys to the run's config.json.
+    `plan.resume` continues the run in `plan.run_dir` from its newest checkpoint
+    (the same task; `train` settings such as `steps` may differ). `collector`
+    replaces the engine's default collector (tests, custom engines). The task's
+    settings are valid by construction (ksimdsl.settings); what depends on the
+    machine (memory) is checked before the run directory is created.
 
     In a multi-process run (`ksimdsl.runtime.sharding.init_distributed`) every
     process calls `train` alike; only the main process creates and writes the
     run directory (pass the same `run_dir` to all of them: a resume reads it
     everywhere, so it must lie on a shared file system).
     """
-    config = TrainConfig.from_spec(spec)
-    if resume:
-        if run_dir is None:
-            raise KsimError("resume needs the run directory to continue")
-        run_path = Path(run_dir)
-        if not run_path.is_dir():
-            raise KsimError(f"run directory {run_path} does not exist")
-    elif is_main_process():
-        run_path = create_run_dir(spec.task, root=runs_root, path=run_dir)
-    else:
-        run_path = Path(run_dir) if run_dir is not None else Path(runs_root) / spec.task  # written by process 0 only
-    ctx = RunContext(
-        run_dir=run_path,
-        engine=engine,
-        resume=resume,
-        progress=progress,
-        task_text=task_text,
-        generated_sources=dict(generated_sources or {}),
-        extra=dict(extra or {}),
-        on_iteration=on_iteration,
-    )
-    if is_main_process():
+    check_resources(spec)
+    run_path = _open_run_dir(spec, plan)
+    main = is_main_process()
+    hook = plan.make_hook(run_path) if plan.make_hook is not None and main else None
+    ctx = RunContext(run_dir=run_path, engine=engine, plan=plan, on_iteration=hook)
+    if main:
         print(f"run directory: {ctx.run_dir}", flush=True)
     if collector is None:
-        collector = make_collector(spec, kernels, model_path, engine=engine, num_envs=config.num_envs)
-    return _run(spec, config, ctx, collector)
+        collector = make_collector(spec, kernels, model_path, engine=engine, num_envs=spec.train.num_envs)
+    return _run(spec, ctx, collector)
 
 
-def _run(spec: TaskSpec, config: TrainConfig, ctx: RunContext, collector: Collector) -> TrainResult:
+def _run(spec: TaskSpec, ctx: RunContext, collector: Collector) -> TrainResult:
+    config: TrainSettings = spec.train
+    plan = ctx.plan
     session_start = time.monotonic()
     main = is_main_process()  # the one process (of a multi-process run) that writes anything
     mesh = EnvMesh.for_collector(collector, devices=config.devices, num_envs=config.num_envs)
@@ -348,7 +338,7 @@ def _run(spec: TaskSpec, config: TrainConfig, ctx: RunContext, collector: Collec
     else:
         collector_state = mesh.init_collector(collector, ppo_state, key=k_env)
     iteration, env_steps, wall_offset = 0, 0, 0.0
-    if ctx.resume:
+    if plan.resume:
         ckpt = load_checkpoint(
             ctx.run_dir, {"ppo": ppo_state, "collector": collector.to_checkpoint(collector_state)}, spec=spec
         )
@@ -362,9 +352,9 @@ def _run(spec: TaskSpec, config: TrainConfig, ctx: RunContext, collector: Collec
             ctx.run_dir,
             spec,
             engine=ctx.engine,
-            task_text=ctx.task_text,
-            generated_sources=ctx.generated_sources,
-            extra={**ctx.extra, **({"resumed_from_iteration": iteration} if ctx.resume else {})},
+            task_text=plan.task_text,
+            generated_sources=plan.generated_sources,
+            extra={**plan.extra, **({"resumed_from_iteration": iteration} if plan.resume else {})},
         )
 
     def checkpoint(wall_s: float) -> Path | None:
@@ -396,9 +386,9 @@ def _run(spec: TaskSpec, config: TrainConfig, ctx: RunContext, collector: Collec
         collector_state = mesh.place(collector_state, mesh.collector_shardings(collector_state))
         train_step = _make_train_step(collector, mesh, mesh.step_shardings(ppo_state, collector_state))
     watchdog = Watchdog(config.watchdog_s)
-    metrics_log = MetricsLog(ctx.run_dir, start_after=iteration if ctx.resume else 0) if main else None
+    metrics_log = MetricsLog(ctx.run_dir, start_after=iteration if plan.resume else 0) if main else None
     on_iteration = ctx.on_iteration if main else None
-    bar = _Progress(ctx.progress and main, config.steps, iteration, f"train {spec.task}")
+    bar = _Progress(plan.progress and main, config.steps, iteration, f"train {spec.task}")
     stop_reason = "steps"
     last_metrics: dict[str, Any] | None = None
     last_return: float | None = None

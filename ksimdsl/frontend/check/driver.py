@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import os
-from types import MappingProxyType
 
-from ksimdsl import abi
+from ksimdsl import settings as S
 from ksimdsl.errors import InternalCompilerError
 from ksimdsl.frontend import ast
 from ksimdsl.frontend import typed as t
@@ -60,11 +59,9 @@ class Checker(Part):
         actuators = self.attempt(self.cx.actuators.actuators, singles.get("actuators"))
         if actuators is not None:
             self.cx.action_size = len(actuators.names)
-        curriculum = self.attempt(self.cx.settings.curriculum, singles.get("curriculum")) or MappingProxyType(
-            {"kind": "constant", "value": 1.0}
-        )
-        policy = self.attempt(self.cx.settings.policy, singles.get("policy")) or MappingProxyType(dict(abi.DEFAULT_POLICY))
-        train = self.attempt(self.cx.settings.train, singles.get("train")) or MappingProxyType(dict(abi.DEFAULT_TRAIN))
+        curriculum = self.attempt(self.cx.settings.curriculum, singles.get("curriculum")) or S.CurriculumSettings()
+        policy = self.attempt(self.cx.settings.policy, singles.get("policy")) or S.PolicySettings()
+        train = self.attempt(self.cx.settings.train, singles.get("train")) or S.TrainSettings()
 
         stmts = self.cx.module.statements
         self.cx.decls.declare_names(stmts)

@@ -4,15 +4,15 @@ command statements is validated here, against the tables of `builtins`."""
 from __future__ import annotations
 
 import dataclasses
-from types import MappingProxyType
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from ksimdsl import abi
+from ksimdsl import settings as S
 from ksimdsl.errors import InternalCompilerError, KsimError, Span, did_you_mean
 from ksimdsl.frontend import ast
 from ksimdsl.frontend import builtins as bi
 from ksimdsl.frontend import typed as t
-from ksimdsl.frontend.check.context import Part, fmt_num
+from ksimdsl.frontend.check.context import Part, Reported, fmt_num
 
 
 class Settings(Part):
@@ -53,21 +53,20 @@ class Settings(Part):
         return out
 
     def value(self, s: ast.Setting, spec: bi.Setting, where: str) -> Any:
+        """The value of one `key=value`, parsed by the setting's kind and checked against its bounds."""
         v = s.value
         label = f"{where} setting '{s.key}'"
         if spec.kind in ("name", "bool"):
-            choices = ("true", "false") if spec.kind == "bool" else spec.choices
+            choices = ("true", "false") if spec.kind == "bool" else spec.accepted
             if isinstance(v, (ast.Name, ast.Str)):
                 word = v.id if isinstance(v, ast.Name) else v.value
                 if word in choices:
-                    return word == "true" if spec.kind == "bool" else word
+                    return word == "true" if spec.kind == "bool" else spec.canonical(word)
                 self.fail(
                     v.span,
                     f"{label} must be one of {', '.join(choices)}, got '{word}'" + did_you_mean(word, choices),
                 )
             self.fail(v.span, f"{label} must be one of {', '.join(choices)}")
-        if spec.kind == "time":
-            return self.cx.consts.duration_seconds(v, label)
         if spec.kind == "policy_dist":
             if isinstance(v, ast.Name) and v.id == "normal":
                 return ("normal", 1)
@@ -76,59 +75,89 @@ class Settings(Part):
             self.fail(v.span, f"{label} must be `normal` or `mixture(K)`")
         if spec.kind == "int_list":
             items = v.items if isinstance(v, ast.Vector) else (v,)
-            if not items:
-                self.fail(v.span, f"{label} needs at least one layer size")
-            return [self.cx.consts.const_int(i, label, minimum=int(spec.minimum or 0)) for i in items]
-        if spec.kind == "int":
-            return self.cx.consts.const_int(v, label, minimum=None if spec.minimum is None else int(spec.minimum))
-        if spec.kind == "float":
-            x = self.cx.consts.const_float(v, label)
-            if spec.minimum is not None and x < spec.minimum:
-                self.fail(v.span, f"{label} must be at least {fmt_num(spec.minimum)}, got {fmt_num(x)}")
-            return x
-        raise InternalCompilerError(f"unknown setting kind {spec.kind!r}")
+            sizes = []
+            for item in items:
+                sizes.append(self.cx.consts.const_int(item, label))
+                self.check_value(spec, (sizes[-1],), item.span, label)
+            self.check_value(spec, tuple(sizes), v.span, label)
+            return tuple(sizes)
+        if spec.kind == "time":
+            value: Any = self.cx.consts.duration_seconds(v, label)
+        elif spec.kind == "int":
+            value = self.cx.consts.const_int(v, label)
+        elif spec.kind == "float":
+            value = self.cx.consts.const_float(v, label)
+        else:
+            raise InternalCompilerError(f"unknown setting kind {spec.kind!r}")
+        self.check_value(spec, value, v.span, label)
+        return value
+
+    def check_value(self, spec: bi.Setting, value: Any, span: Span, label: str) -> None:
+        """One value against its setting's type, choices, finiteness and bounds (ksimdsl.settings)."""
+        problem = S.value_problem(spec, value)
+        if problem is not None:
+            self.fail(span, f"{label} {problem}")
+
+    def section(
+        self,
+        cls: type,
+        values: dict[str, Any],
+        vals: Mapping[str, tuple[Any, ast.Setting]],
+        span: Span | None,
+        where: str,
+        *notes: str,
+    ) -> Any:
+        """Settings section `cls` from checked values (field name -> value) of a statement's `vals`.
+
+        The section's cross-field rules (ksimdsl.settings) are reported at the settings they involve.
+        """
+        found = S.problems(cls, values)
+        table = cls.table()  # type: ignore[attr-defined]
+        for p in found:
+            keys = [table[k].via or k if k in table else k for k in p.keys]
+            at = next((vals[k][1] for k in keys if k in vals), None)
+            where_span = (at.value.span if p.single else at.span) if at is not None else span
+            self.cx.sink.error(where_span, p.describe(f"{where} setting '{keys[0]}'"), *notes)
+        if found:
+            raise Reported
+        return cls(**values)
 
     def physics(self, stmt: ast.Statement | None) -> t.Physics:
         base = self.default_physics()
+        values: dict[str, Any] = {name: getattr(base, name) for name in S.PhysicsSettings.by_name()}
         if stmt is None:
-            return base
+            note = "dt is the model's timestep and ctrl_dt the default; set them with `physics dt=... ctrl_dt=...`"
+            return self.typed_physics(self.section(S.PhysicsSettings, values, {}, None, "physics", note))
         assert isinstance(stmt, ast.SettingsStmt)
+        errors = len(self.cx.sink.diagnostics)
         vals = self.validate(stmt.settings, bi.PHYSICS_SETTINGS, "physics")
-        get = lambda k, d: vals[k][0] if k in vals else d  # noqa: E731
-        dt, ctrl_dt = float(get("dt", base.dt)), float(get("ctrl_dt", base.ctrl_dt))
-        for key in ("dt", "ctrl_dt"):
-            if key in vals and vals[key][0] <= 0:
-                self.fail(vals[key][1].value.span, f"physics {key} must be positive")
-        substeps = round(ctrl_dt / dt)
-        if substeps < 1 or abs(substeps * dt - ctrl_dt) > 1e-6 * ctrl_dt + 1e-12:
-            span = (vals.get("ctrl_dt") or vals.get("dt") or (None, stmt))[1]
-            self.fail(
-                span.span,
-                f"ctrl_dt ({fmt_num(ctrl_dt * 1000)}ms) must be a whole multiple of dt ({fmt_num(dt * 1000)}ms)",
-            )
+        if len(self.cx.sink.diagnostics) > errors:
+            raise Reported
+        values |= {bi.PHYSICS_SETTINGS[k].name: v for k, (v, _) in vals.items()}
+        return self.typed_physics(self.section(S.PhysicsSettings, values, vals, stmt.span, "physics"))
+
+    @staticmethod
+    def typed_physics(p: S.PhysicsSettings) -> t.Physics:
         return t.Physics(
-            dt=dt,
-            ctrl_dt=ctrl_dt,
-            substeps=substeps,
-            solver=str(get("solver", base.solver)),
-            iterations=int(get("iterations", base.iterations)),
-            ls_iterations=int(get("ls_iterations", base.ls_iterations)),
+            dt=p.dt,
+            ctrl_dt=p.ctrl_dt,
+            substeps=p.substeps,
+            solver=p.solver,
+            iterations=p.iterations,
+            ls_iterations=p.ls_iterations,
         )
 
     def override_physics(self, physics: t.Physics) -> t.Physics:
         """`physics` with command-line overrides (validated like the task's own settings)."""
-        unknown = sorted(set(self.cx.physics_overrides) - {"dt", "ctrl_dt", "solver", "iterations", "ls_iterations"})
+        unknown = sorted(set(self.cx.physics_overrides) - set(S.PhysicsSettings.by_name()))
         if unknown:
             raise InternalCompilerError(f"unknown physics override(s) {unknown}")
         new = dataclasses.replace(physics, **self.cx.physics_overrides)
-        if new.dt <= 0 or new.ctrl_dt <= 0:
-            raise KsimError("physics dt and ctrl_dt must be positive")
-        substeps = round(new.ctrl_dt / new.dt)
-        if substeps < 1 or abs(substeps * new.dt - new.ctrl_dt) > 1e-6 * new.ctrl_dt + 1e-12:
-            raise KsimError(
-                f"ctrl_dt ({fmt_num(new.ctrl_dt * 1000)}ms) must be a whole multiple of dt ({fmt_num(new.dt * 1000)}ms)"
-            )
-        return dataclasses.replace(new, substeps=substeps)
+        values = {name: getattr(new, name) for name in S.PhysicsSettings.by_name()}
+        found = S.problems(S.PhysicsSettings, values)
+        if found:
+            raise KsimError("; ".join(p.describe(f"physics setting '{p.keys[0]}'") for p in found))
+        return self.typed_physics(S.PhysicsSettings(**values))
 
     def choose(self, word: str, span: Span, choices: Iterable[str], what: str, plural: str) -> str:
         """`word` if it is one of `choices`, else an `unknown WHAT` error with a suggestion."""
@@ -153,45 +182,44 @@ class Settings(Part):
 
     def curriculum(self, stmt: ast.Statement | None) -> Any:
         if stmt is None:
-            return MappingProxyType({"kind": "constant", "value": 1.0})
+            return S.CurriculumSettings()
         assert isinstance(stmt, ast.CurriculumStmt)
         self.choose(stmt.kind, stmt.kind_span, bi.CURRICULUM_KINDS, "curriculum", "curricula")
         table = bi.CURRICULUM_KINDS[stmt.kind]
-        out: dict[str, Any] = {"kind": stmt.kind, **bi.CURRICULUM_DEFAULTS[stmt.kind]}
+        where = f"curriculum {stmt.kind}"
+        values: dict[str, Any] = {"kind": stmt.kind}
         if stmt.args:
             if stmt.kind != "constant" or len(stmt.args) > 1:
                 self.fail(stmt.args[0].span, f"curriculum {stmt.kind} takes only key=value settings")
-            out["value"] = self.cx.consts.const_float(stmt.args[0], "the constant curriculum level")
-        for key, (value, _) in self.validate(stmt.settings, dict(table), f"curriculum {stmt.kind}").items():
-            out[key] = value
-        if stmt.kind == "constant" and not 0.0 <= out["value"] <= 1.0:
-            self.fail(stmt.span, f"a curriculum level is in [0, 1], got {fmt_num(out['value'])}")
-        return MappingProxyType(out)
+            what = "the constant curriculum level"
+            values["value"] = self.cx.consts.const_float(stmt.args[0], what)
+            self.check_value(table["value"], values["value"], stmt.args[0].span, what)
+        vals = self.validate(stmt.settings, dict(table), where)
+        values |= {table[k].name: v for k, (v, _) in vals.items()}
+        return self.section(S.CurriculumSettings, values, vals, stmt.span, where)
 
     def policy(self, stmt: ast.Statement | None) -> Any:
-        out = dict(abi.DEFAULT_POLICY)
         if stmt is None:
-            return MappingProxyType(out)
+            return S.PolicySettings()
         assert isinstance(stmt, ast.PolicyStmt)
-        out["kind"] = self.choose(stmt.kind, stmt.kind_span, bi.POLICY_KINDS, "policy", "policies")
+        values: dict[str, Any] = {"kind": self.choose(stmt.kind, stmt.kind_span, bi.POLICY_KINDS, "policy", "policies")}
         if stmt.kind == "gru":
-            out["hidden"] = [256]
-        for key, (value, _) in self.validate(stmt.settings, dict(bi.POLICY_SETTINGS), "policy").items():
+            values["hidden"] = (256,)
+        vals = self.validate(stmt.settings, bi.POLICY_SETTINGS, "policy")
+        for key, (value, _) in vals.items():
             if key == "dist":
-                out["dist"], out["mixtures"] = value
+                values["dist"], values["mixtures"] = value
             else:
-                out[key] = value
-        if out["min_std"] > out["max_std"]:
-            self.fail(stmt.span, "policy min_std must not exceed max_std")
-        return MappingProxyType(out)
+                values[bi.POLICY_SETTINGS[key].name] = value
+        return self.section(S.PolicySettings, values, vals, stmt.span, "policy")
 
     def train(self, stmt: ast.Statement | None) -> Any:
-        out = dict(abi.DEFAULT_TRAIN)
-        if stmt is not None:
-            assert isinstance(stmt, ast.SettingsStmt)
-            for key, (value, _) in self.validate(stmt.settings, dict(bi.TRAIN_SETTINGS), "train").items():
-                out[key] = value
-        return MappingProxyType(out)
+        if stmt is None:
+            return S.TrainSettings()
+        assert isinstance(stmt, ast.SettingsStmt)
+        vals = self.validate(stmt.settings, bi.TRAIN_SETTINGS, "train")
+        values = {bi.TRAIN_SETTINGS[k].name: v for k, (v, _) in vals.items()}
+        return self.section(S.TrainSettings, values, vals, stmt.span, "train")
 
     def command_zero_prob(self, s: ast.CommandStmt) -> float:
         """The `zero_prob=p` of a command statement (0 when not given)."""

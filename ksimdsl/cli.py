@@ -30,6 +30,7 @@ from ksimdsl.settings import ENGINES
 EXIT_OK = 0
 EXIT_USER = 2
 EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):
@@ -158,7 +159,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             args.task, overrides=list(args.overrides), run_dir=args.run_dir, progress=not args.no_progress
         )
     print(f"{result.stop_reason}: {result.iterations} iterations, {result.env_steps:,} env steps in {result.wall_s:.0f} s; run directory {result.run_dir}")
-    return EXIT_OK
+    # stopped by Ctrl-C, SIGTERM or SIGHUP: checkpointed, but the job did not finish (the shell's 128 + SIGINT)
+    return EXIT_INTERRUPTED if result.stop_reason == "interrupted" else EXIT_OK
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -297,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USER
     except KeyboardInterrupt:
         print("ksimdsl: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except InternalCompilerError as err:
         traceback.print_exc()
         print(f"ksimdsl: {err}\nThis is a bug in ksimdsl {__version__}, not in your task file.", file=sys.stderr)

@@ -43,23 +43,38 @@ TENSORBOARD_DIR = "tb"
 
 
 def create_run_dir(task: str, *, root: str | Path = "runs", path: str | Path | None = None) -> Path:
-    """A new run directory `root/<task>/<timestamp>` (or `path`), created; never reuses one."""
-    if path is not None:
-        run_dir = Path(path)
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise KsimError(f"run directory {run_dir} already exists and is not empty (use --resume to continue it)")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        return run_dir
-    base = Path(root) / task
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for n in range(1000):
-        run_dir = base / (stamp if n == 0 else f"{stamp}-{n}")
-        try:
-            run_dir.mkdir(parents=True, exist_ok=False)
+    """The run directory `path` (created if missing), or a new `root/<task>/<timestamp>`.
+
+    Whether an existing `path` may be used is decided under the run's lock (`reusable`).
+    """
+    try:
+        if path is not None:
+            run_dir = Path(path)
+            if run_dir.exists() and not run_dir.is_dir():
+                raise KsimError(f"run directory {run_dir} exists and is not a directory")
+            run_dir.mkdir(parents=True, exist_ok=True)
             return run_dir
-        except FileExistsError:
-            continue
+        base = Path(root) / task
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for n in range(1000):
+            run_dir = base / (stamp if n == 0 else f"{stamp}-{n}")
+            try:
+                run_dir.mkdir(parents=True, exist_ok=False)
+                return run_dir
+            except FileExistsError:
+                continue
+    except OSError as exc:
+        raise KsimError(f"cannot create run directory {path or root}: {exc.strerror or exc}") from None
     raise KsimError(f"cannot create a run directory under {base}")
+
+
+def reusable(run_dir: Path) -> bool:
+    """True for an empty directory, or a run that stopped before writing its first checkpoint."""
+    from ksimdsl.runtime.checkpoint import list_checkpoints
+    from ksimdsl.runtime.runlock import LOCK_FILE
+
+    entries = {p.name for p in run_dir.iterdir()} - {LOCK_FILE}
+    return not entries or (CONFIG_FILE in entries and not list_checkpoints(run_dir))
 
 
 def _jsonable(value: Any) -> Any:
@@ -104,7 +119,10 @@ def write_run_files(
     if task_text is not None:
         _write_text(run_dir / TASK_FILE, task_text)
     gen = run_dir / GENERATED_DIR
-    gen.mkdir(exist_ok=True)
+    try:
+        gen.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise KsimError(f"cannot write {gen}: {exc.strerror or exc}") from None
     for name, text in generated_sources.items():
         safe = Path(name).name
         if not safe.endswith(".py"):
@@ -113,9 +131,14 @@ def write_run_files(
 
 
 def _write_text(path: Path, text: str) -> None:
+    """Write `path` atomically; a failure (full disk, read-only directory) is a KsimError, no partial file."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise KsimError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 class MetricsLog:
@@ -130,7 +153,10 @@ class MetricsLog:
         if start_after is not None and self.path.exists():
             kept = [r for r in read_metrics(run_dir) if int(r.get("iteration", 0)) <= start_after]
             _write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
-        self._file = open(self.path, "a", encoding="utf-8")
+        try:
+            self._file = open(self.path, "a", encoding="utf-8")
+        except OSError as exc:
+            raise KsimError(f"cannot write {self.path}: {exc.strerror or exc}") from None
         self._tb = None
         if tensorboard:
             from tensorboardX import SummaryWriter
@@ -139,8 +165,11 @@ class MetricsLog:
 
     def write(self, record: Mapping[str, Any]) -> None:
         clean = _jsonable(dict(record))
-        self._file.write(json.dumps(clean) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(clean) + "\n")
+            self._file.flush()
+        except OSError as exc:
+            raise KsimError(f"cannot write {self.path}: {exc.strerror or exc}") from None
         if self._tb is not None:
             step = int(clean.get("env_steps", clean.get("iteration", 0)))
             for key, value in clean.items():

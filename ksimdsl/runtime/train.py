@@ -31,14 +31,13 @@ exactly as the uninterrupted run would have.
 from __future__ import annotations
 
 import math
-import signal
-import threading
+import shutil
 import time
-from contextlib import contextmanager
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Iterator, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -48,9 +47,18 @@ from ksimdsl.abi import TaskSpec
 from ksimdsl.errors import KsimError
 from ksimdsl.settings import TrainSettings, memory_problem
 from ksimdsl.runtime import ppo
-from ksimdsl.runtime.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint, spec_hash
+from ksimdsl.runtime.checkpoint import (
+    CheckpointMeta,
+    latest_checkpoint,
+    load_checkpoint,
+    remove_temporary_files,
+    save_checkpoint,
+    spec_hash,
+)
 from ksimdsl.runtime.collect import Collector, MjxCollector, RolloutStats
-from ksimdsl.runtime.runs import MetricsLog, create_run_dir, write_run_files
+from ksimdsl.runtime.runlock import run_lock
+from ksimdsl.runtime.runs import TENSORBOARD_DIR, MetricsLog, create_run_dir, reusable, write_run_files
+from ksimdsl.runtime.stopflag import StopFlag
 from ksimdsl.runtime.sharding import EnvMesh, is_main_process
 from ksimdsl.runtime.watchdog import Watchdog
 
@@ -154,34 +162,45 @@ def iteration_metrics(spec: TaskSpec, stats: RolloutStats, update_metrics: Mappi
     return out
 
 
-class _StopFlag:
-    """Ctrl-C requests a stop at the next iteration boundary; a second Ctrl-C aborts immediately."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    @contextmanager
-    def installed(self) -> Iterator["_StopFlag"]:
-        if threading.current_thread() is not threading.main_thread():
-            yield self
-            return
-        previous = signal.getsignal(signal.SIGINT)
-
-        def handler(signum: int, frame: Any) -> None:
-            if self.requested:
-                signal.signal(signal.SIGINT, previous)
-                raise KeyboardInterrupt
-            self.requested = True
-
-        signal.signal(signal.SIGINT, handler)
-        try:
-            yield self
-        finally:
-            signal.signal(signal.SIGINT, previous)
-
-
 #: Stop requests the main process broadcasts to the others each iteration (by index).
 _STOP_REQUESTS = (None, "interrupted", "max_seconds")
+
+
+#: Consecutive iterations whose every optimizer step was skipped (non-finite loss or gradient)
+#: after which training stops with an error instead of spinning without learning.
+MAX_SKIPPED_ITERATIONS = 5
+
+
+class _SkippedUpdates:
+    """Counts iterations in which `ppo.update` skipped every optimizer step, and stops training
+    with an error that names the reward terms that were not finite after MAX_SKIPPED_ITERATIONS."""
+
+    def __init__(self, spec: TaskSpec):
+        self.spec = spec
+        self.steps_per_update = spec.train.epochs * spec.train.minibatches
+        self.in_a_row = 0
+
+    def record(self, update_metrics: Mapping[str, Any], record: Mapping[str, Any]) -> None:
+        skipped = float(update_metrics.get("skipped_steps", 0.0))
+        self.in_a_row = self.in_a_row + 1 if skipped >= self.steps_per_update else 0
+        if self.in_a_row < MAX_SKIPPED_ITERATIONS:
+            return
+        terms = [
+            name
+            for name in self.spec.rewards
+            if not math.isfinite(float(record.get(f"reward_raw/{name}", 0.0) or 0.0))
+            or float(record.get(f"nonfinite/{name}", 0.0) or 0.0) > 0
+        ]
+        where = (
+            f"non-finite values came from reward term(s) {', '.join(repr(t) for t in terms)}"
+            if terms
+            else "the rewards were finite: look at the observations and the reward weights' sizes"
+        )
+        raise KsimError(
+            f"training stopped: the PPO loss or gradient was not finite in every update of the last "
+            f"{self.in_a_row} iterations, so the policy could not learn ({where}); "
+            "the last checkpoint holds the last finite parameters"
+        )
 
 
 def _local(mesh: EnvMesh | None, ppo_state: ppo.PPOState) -> ppo.PPOState:
@@ -228,7 +247,7 @@ def _make_train_step(
 class _Progress:
     """rich progress bar (or nothing) showing iteration, env-steps, return and steps/s."""
 
-    def __init__(self, enabled: bool, total: int, done: int, task: str):
+    def __init__(self, enabled: bool, total: int | None, done: int, task: str):
         self._bar = None
         if not enabled:
             return
@@ -316,13 +335,33 @@ def train(
     check_resources(spec)
     run_path = _open_run_dir(spec, plan)
     main = is_main_process()
-    hook = plan.make_hook(run_path) if plan.make_hook is not None and main else None
-    ctx = RunContext(run_dir=run_path, engine=engine, plan=plan, on_iteration=hook)
-    if main:
-        print(f"run directory: {ctx.run_dir}", flush=True)
-    if collector is None:
-        collector = make_collector(spec, kernels, model_path, engine=engine, num_envs=spec.train.num_envs)
-    return _run(spec, ctx, collector)
+    # one writer per run directory, for the whole run (a second `train` gets the holder's PID)
+    with run_lock(run_path) if main else nullcontext():
+        if main:
+            _claim_run_dir(run_path, plan)
+        hook = plan.make_hook(run_path) if plan.make_hook is not None and main else None
+        ctx = RunContext(run_dir=run_path, engine=engine, plan=plan, on_iteration=hook)
+        if main:
+            print(f"run directory: {ctx.run_dir}", flush=True)
+        if collector is None:
+            collector = make_collector(spec, kernels, model_path, engine=engine, num_envs=spec.train.num_envs)
+        return _run(spec, ctx, collector)
+
+
+def _claim_run_dir(run_path: Path, plan: RunPlan) -> None:
+    """Under the lock: refuse a directory that holds another run; tidy what a killed run left.
+
+    A new run may use an empty directory or one whose run stopped before its first checkpoint
+    (it starts over there); temporary files of a checkpoint write that was killed are removed.
+    """
+    if not plan.resume and plan.run_dir is not None and not reusable(run_path):
+        raise KsimError(
+            f"run directory {run_path} already exists and is not empty (use --resume to continue it)"
+        )
+    remove_temporary_files(run_path)
+    if latest_checkpoint(run_path) is None:
+        # nothing to continue from: the TensorBoard events of a run that died early would only mislead
+        shutil.rmtree(run_path / TENSORBOARD_DIR, ignore_errors=True)
 
 
 def _run(spec: TaskSpec, ctx: RunContext, collector: Collector) -> TrainResult:
@@ -338,7 +377,10 @@ def _run(spec: TaskSpec, ctx: RunContext, collector: Collector) -> TrainResult:
     else:
         collector_state = mesh.init_collector(collector, ppo_state, key=k_env)
     iteration, env_steps, wall_offset = 0, 0, 0.0
-    if plan.resume:
+    if plan.resume and latest_checkpoint(ctx.run_dir) is None:
+        if main:
+            print(f"no checkpoint in {ctx.run_dir} yet (its run stopped before the first): starting at iteration 0", flush=True)
+    elif plan.resume:
         ckpt = load_checkpoint(
             ctx.run_dir, {"ppo": ppo_state, "collector": collector.to_checkpoint(collector_state)}, spec=spec
         )
@@ -388,21 +430,25 @@ def _run(spec: TaskSpec, ctx: RunContext, collector: Collector) -> TrainResult:
     watchdog = Watchdog(config.watchdog_s)
     metrics_log = MetricsLog(ctx.run_dir, start_after=iteration if plan.resume else 0) if main else None
     on_iteration = ctx.on_iteration if main else None
-    bar = _Progress(plan.progress and main, config.steps, iteration, f"train {spec.task}")
+    limit = config.iteration_limit  # None: until max_seconds
+    bar = _Progress(plan.progress and main, limit, iteration, f"train {spec.task}")
     stop_reason = "steps"
+    skipped = _SkippedUpdates(spec)
     last_metrics: dict[str, Any] | None = None
     last_return: float | None = None
     ckpt_path: Path | None = None
+    stop_signal: str | None = None
     steps_per_iteration = config.num_envs * config.rollout
     try:
-        with _StopFlag().installed() as stop:
-            if collector.jittable and iteration < config.steps:
+        with StopFlag().installed() as stop:
+            if collector.jittable and (limit is None or iteration < limit):
                 with watchdog.watch("compiling the training step"):
                     train_step = train_step.lower(ppo_state, collector_state, iteration_key(iteration)).compile()
-            while iteration < config.steps:
+            while limit is None or iteration < limit:
                 request = None
                 if stop.requested:
                     request = "interrupted"
+                    stop_signal = stop.signal_name
                 elif config.max_seconds > 0 and time.monotonic() - session_start >= config.max_seconds:
                     request = "max_seconds"
                 if mesh is not None:  # processes see different clocks and signals: the main process decides
@@ -430,7 +476,8 @@ def _run(spec: TaskSpec, ctx: RunContext, collector: Collector) -> TrainResult:
                 bar.update(iteration, record, last_return)
                 if on_iteration is not None:
                     on_iteration(_local(mesh, ppo_state), iteration=iteration, final=False)
-                if config.checkpoint_every > 0 and iteration % config.checkpoint_every == 0 and iteration < config.steps:
+                skipped.record(update_metrics, record)
+                if config.checkpoint_every > 0 and iteration % config.checkpoint_every == 0 and iteration != limit:
                     ckpt_path = checkpoint(wall_s)
             ckpt_path = checkpoint(wall_offset + time.monotonic() - session_start)
             if on_iteration is not None:
@@ -441,7 +488,7 @@ def _run(spec: TaskSpec, ctx: RunContext, collector: Collector) -> TrainResult:
             metrics_log.close()
         watchdog.close()
     if stop_reason == "interrupted" and main:
-        print(f"interrupted; checkpoint written to {ckpt_path}", flush=True)
+        print(f"interrupted ({stop_signal or 'SIGINT'}); checkpoint written to {ckpt_path}", flush=True)
     elif stop_reason == "max_seconds" and main:
         print(f"stopped after max_seconds={config.max_seconds:g}; checkpoint written to {ckpt_path}", flush=True)
     return TrainResult(

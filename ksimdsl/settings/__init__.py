@@ -75,6 +75,8 @@ __all__ = [
 ]
 
 #: Integers the runtime keeps in int32 (step counters, indices) stay below this.
+#: Iterations a task trains for when it sets neither `steps` nor `max_seconds`.
+DEFAULT_ITERATIONS = 100
 INT32_MAX = 2**31 - 1
 #: Physics substeps per control step (ctrl_dt / dt) at most.
 MAX_SUBSTEPS = 10_000
@@ -189,7 +191,9 @@ class TrainSettings(Section):
     max_grad_norm: float = setting(1.0, ge=0, doc="gradient norm clip (0: off)")
     normalize_obs: bool = setting(True, doc="running observation normalization")
     normalize_adv: bool = setting(True, doc="per-minibatch advantage normalization")
-    steps: int = setting(100, ge=0, le=INT32_MAX, doc="training iterations (in total, over resumes)")
+    steps: int = setting(
+        0, ge=0, le=INT32_MAX, doc="training iterations in total, over resumes (0: until max_seconds, or 100 without it)"
+    )
     max_seconds: float = setting(0.0, ge=0, doc="stop after this wall time (0: no limit)")
     seed: int = setting(0, ge=0, le=2**32 - 1, doc="random seed")
     checkpoint_every: int = setting(50, ge=0, le=INT32_MAX, doc="iterations between checkpoints (0: only at the end)")
@@ -197,6 +201,13 @@ class TrainSettings(Section):
     watchdog_s: float = setting(600.0, ge=0, doc="report an iteration slower than this as a stall (0: off)")
     media_every_s: float = setting(600.0, ge=0, doc="seconds between videos and plots (0: only at the end)")
     video: bool = setting(True, doc="write videos (false: plots only)")
+
+    @property
+    def iteration_limit(self) -> int | None:
+        """Iterations to train for: `steps`; when it is 0, none (max_seconds decides) or 100 without max_seconds."""
+        if self.steps > 0:
+            return self.steps
+        return None if self.max_seconds > 0 else DEFAULT_ITERATIONS
 
     @classmethod
     def cross_problems(cls, v: Mapping[str, Any]) -> Iterator[Problem]:

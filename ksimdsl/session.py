@@ -18,8 +18,8 @@ from typing import Any, Mapping, Sequence
 
 from ksimdsl.abi import TaskSpec
 from ksimdsl.errors import KsimError
+from ksimdsl.runtime.engine import backend_of, has_accelerator, resolve
 
-ENGINE_BACKEND = {"mjx": "jax", "mujoco": "numba"}
 #: physics settings the compiler folds into the kernels; overriding them recompiles the task
 COMPILED_PHYSICS = ("dt", "ctrl_dt", "solver", "iterations", "ls_iterations")
 
@@ -39,7 +39,7 @@ class LoadedTask:
 
     @property
     def generated_sources(self) -> dict[str, str]:
-        return {f"kernels_{ENGINE_BACKEND[self.engine]}.py": self.source}
+        return {f"kernels_{backend_of(self.engine)}.py": self.source}
 
     def launch_info(self) -> dict[str, Any]:
         return {
@@ -71,29 +71,9 @@ def enable_compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-def has_accelerator() -> bool:
-    """True when JAX sees a GPU or TPU."""
-    import jax
-
-    try:
-        return any(d.platform in ("gpu", "cuda", "rocm", "tpu") for d in jax.devices())
-    except RuntimeError:
-        return False
-
-
 def resolve_engine(engine: str) -> str:
     """`auto` -> `mjx` on an accelerator, else the CPU MuJoCo engine (when this build has it)."""
-    if engine in ("mjx", "mujoco"):
-        return engine
-    if engine != "auto":
-        raise KsimError(f"unknown engine '{engine}' (expected auto, mjx or mujoco)")
-    if has_accelerator():
-        return "mjx"
-    try:
-        import ksimdsl.runtime.mujoco_env  # noqa: F401
-    except ImportError:
-        return "mjx"
-    return "mujoco"
+    return resolve(engine)
 
 
 def _split_engine_override(overrides: Sequence[str]) -> tuple[str | None, list[str]]:
@@ -119,15 +99,15 @@ def load_task(task_path: str, *, overrides: Sequence[str] = (), engine: str | No
     checked = check_source(source)
     engine_override, _ = _split_engine_override(overrides)
     chosen = resolve_engine(engine or engine_override or checked.engine)
-    compiled = compile_checked(checked, backend=ENGINE_BACKEND[chosen])
+    compiled = compile_checked(checked, backend=backend_of(chosen))
     spec = apply_overrides(TaskSpec.from_dict(compiled.spec), list(overrides))  # validates every key
     physics = {k: spec.physics[k] for k in COMPILED_PHYSICS}
     if physics != {k: getattr(checked.physics, k) for k in COMPILED_PHYSICS}:
         # dt/ctrl_dt are folded into the kernels (episode steps, timers, `ctrl_dt`): compile again with them
         checked = check_source(source, physics=physics)
-        compiled = compile_checked(checked, backend=ENGINE_BACKEND[chosen])
+        compiled = compile_checked(checked, backend=backend_of(chosen))
         spec = apply_overrides(TaskSpec.from_dict(compiled.spec), list(overrides))
-    kernels = load_module(compiled.source, f"{checked.name}:{ENGINE_BACKEND[chosen]}")
+    kernels = load_module(compiled.source, f"{checked.name}:{backend_of(chosen)}")
     return LoadedTask(
         spec=spec,
         kernels=kernels,
@@ -166,12 +146,10 @@ def _load_run_task(run_dir: str | Path, *, overrides: Sequence[str], engine: str
 
     launch = _read_launch(run_dir)
     chosen = engine or launch["engine"]
-    if chosen not in ENGINE_BACKEND:
-        raise KsimError(f"unknown engine '{chosen}' (expected mjx or mujoco)")
-    gen = Path(run_dir) / GENERATED_DIR / f"kernels_{ENGINE_BACKEND[chosen]}.py"
+    gen = Path(run_dir) / GENERATED_DIR / f"kernels_{backend_of(chosen)}.py"
     if gen.is_file():
         source = gen.read_text()
-        kernels = load_module(source, f"{Path(run_dir).name}:{ENGINE_BACKEND[chosen]}")
+        kernels = load_module(source, f"{Path(run_dir).name}:{backend_of(chosen)}")
         all_overrides = list(launch.get("overrides", [])) + list(overrides)
         spec = apply_overrides(TaskSpec.from_dict(kernels.SPEC), all_overrides)
         base = apply_overrides(TaskSpec.from_dict(kernels.SPEC), list(launch.get("overrides", [])))

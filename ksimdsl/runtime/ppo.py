@@ -1,7 +1,7 @@
 """Proximal Policy Optimization: GAE, the clipped losses and the jitted update.
 
 One training iteration of the runtime is `collect` (a rollout of T control
-steps in E environments, see `ksimdsl.runtime.collect`) followed by
+steps in E environments, see `ksimdsl.runtime.engine`) followed by
 
     state, metrics = update(state, traj, key=key)
 

@@ -48,7 +48,8 @@ from ksimdsl.abi import TaskSpec
 from ksimdsl.errors import KsimError
 from ksimdsl.runtime import ppo
 from ksimdsl.runtime.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint, spec_hash
-from ksimdsl.runtime.collect import Collector, MjxCollector, RolloutStats
+from ksimdsl.runtime import engine as engines
+from ksimdsl.runtime.engine.base import Collector, RolloutStats
 from ksimdsl.runtime.runs import MetricsLog, create_run_dir, write_run_files
 from ksimdsl.runtime.sharding import EnvMesh, is_main_process
 from ksimdsl.runtime.watchdog import Watchdog
@@ -132,16 +133,8 @@ class TrainResult:
 def make_collector(
     spec: TaskSpec, kernels: ModuleType, model_path: str | Path, *, engine: str, num_envs: int | None = None
 ) -> Collector:
-    """The Collector of `engine` ("mjx" | "mujoco") for this task."""
-    if engine == "mjx":
-        return MjxCollector(spec, kernels, model_path, num_envs=num_envs)
-    if engine == "mujoco":
-        try:
-            from ksimdsl.runtime.mujoco_collect import MujocoCollector
-        except ImportError:
-            raise KsimError("engine=mujoco is not available in this build of ksimdsl; use engine=mjx") from None
-        return MujocoCollector(spec, kernels, model_path, num_envs=num_envs)
-    raise KsimError(f"unknown engine '{engine}' (expected mjx or mujoco)")
+    """The Collector of `engine` (a name in the engine registry, e.g. "mjx" | "mujoco") for this task."""
+    return engines.get(engine).make_collector(spec, kernels, model_path, num_envs=num_envs)
 
 
 def iteration_metrics(spec: TaskSpec, stats: RolloutStats, update_metrics: Mapping[str, Any]) -> dict[str, Any]:

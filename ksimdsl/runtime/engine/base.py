@@ -36,6 +36,7 @@ Defined here, once for both engines:
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -48,6 +49,7 @@ from ksimdsl.runtime.engine.curriculum import Curriculum
 
 __all__ = [
     "Engine",
+    "EngineDef",
     "Env",
     "Collector",
     "Loop",
@@ -360,3 +362,45 @@ class Engine(Protocol):
         self, spec: TaskSpec, kernels: ModuleType, model_path: str | Path, *, envs: int, seed: int
     ) -> Callable[[], Any]:
         """A function doing one physics step of a batch of `envs` (blocking), for `ksimdsl bench`."""
+
+
+@dataclass(frozen=True)
+class EngineDef:
+    """An `Engine` declared by where its parts live ("module:name" in the engine's package), imported
+    on first use: `env` (the `Env` class), `collector` (the `Collector` class), `physics` (the
+    `physics_benchmark` function). The Loop follows `jittable`."""
+
+    name: str
+    backend: str
+    jittable: bool
+    env: str
+    collector: str
+    physics: str = "bench:physics_benchmark"
+
+    def _part(self, where: str) -> Any:
+        module, attr = where.split(":")
+        return getattr(importlib.import_module(f"ksimdsl.runtime.engine.{self.name}.{module}"), attr)
+
+    @property
+    def loop(self) -> Loop:
+        from ksimdsl.runtime.engine.loop import HOST_LOOP, JAX_LOOP
+
+        return JAX_LOOP if self.jittable else HOST_LOOP
+
+    def check_available(self) -> None:
+        self._part(self.env)
+
+    def make_env(
+        self, spec: TaskSpec, kernels: ModuleType, model_path: str | Path, *, num_envs: int, threads: int | None = None
+    ) -> Env:
+        return self._part(self.env)(spec, kernels, model_path, num_envs=num_envs, threads=threads)
+
+    def make_collector(
+        self, spec: TaskSpec, kernels: ModuleType, model_path: str | Path, *, num_envs: int | None = None
+    ) -> Collector:
+        return self._part(self.collector)(spec, kernels, model_path, num_envs=num_envs)
+
+    def physics_benchmark(
+        self, spec: TaskSpec, kernels: ModuleType, model_path: str | Path, *, envs: int, seed: int
+    ) -> Callable[[], Any]:
+        return self._part(self.physics)(spec, kernels, model_path, envs=envs, seed=seed)

@@ -46,10 +46,7 @@ from ksimdsl.runtime.engine.actuators import ActuatorModel, JaxDraws
 from ksimdsl.runtime.engine.base import EnvSnapshot, EpisodeCounters, KernelStep, OutcomeRules, StepOutput, step_outcome
 from ksimdsl.runtime.engine.model import default_pose, load_model
 
-__all__ = ["MjxEnv", "EnvState", "ContactQueries"]
-
-#: The MJX engine's state is the shared snapshot pytree itself.
-EnvState = EnvSnapshot
+__all__ = ["MjxEnv", "ContactQueries"]
 
 
 class ContactQueries:
@@ -115,9 +112,11 @@ class _Episode(NamedTuple):
 
 
 class MjxEnv:
-    """E environments of one task on MJX. Static configuration only; state lives in `EnvState`."""
+    """E environments of one task on MJX. Static configuration only; state lives in an `EnvSnapshot`."""
 
-    def __init__(self, spec: TaskSpec, kernels: ModuleType, model_path: str | Path, *, num_envs: int):
+    def __init__(
+        self, spec: TaskSpec, kernels: ModuleType, model_path: str | Path, *, num_envs: int, threads: int | None = None
+    ):  # `threads`: the `Env` factory's signature; XLA schedules MJX's work itself
         if num_envs < 1:
             raise KsimError(f"num_envs must be at least 1, got {num_envs}")
         self.spec = spec
@@ -258,20 +257,14 @@ class MjxEnv:
         counters = EpisodeCounters(state.step_E, state.episode_return_E, state.level_E, state.steps_at_level_E)
         output, counters = step_outcome(jnp, self.rules, kernel, nan_E, counters)
         done_E = output.done_E
-        stepped = EnvSnapshot(
+        stepped = state._replace(
             data=data,
-            fields_E=state.fields_E,
             mem_EM=out["mem"].astype(jnp.float32),
             obs_actor_EO=output.final_obs_actor_EO,
             obs_critic_EC=output.final_obs_critic_EC,
-            level_E=counters.level_E,
-            steps_at_level_E=counters.steps_at_level_E,
-            step_E=counters.step_E,
-            episode_return_E=counters.episode_return_E,
             prev_ctrl_EU=new_ctrl_EU,
-            latency_E=state.latency_E,
-            zero_offset_EU=state.zero_offset_EU,
             key=key,
+            **counters._asdict(),
         )
         next_state = jax.lax.cond(
             jnp.any(done_E),

@@ -42,7 +42,12 @@ from ksimdsl.runtime.engine.mujoco.numba_policy import HostActor
 __all__ = ["MujocoCollector", "MujocoCollectorState"]
 
 #: EnvSnapshot field -> its array name in checkpoints (the names the C-MuJoCo engine has always used).
-_CHECKPOINT_NAMES = {"data": "physics_EX", "fields_E": "fields", "episode_return_E": "running_return_E", "key": "rng_state"}
+_CHECKPOINT_NAMES = {
+    "data": "physics_EX",
+    "fields_E": "fields",
+    "episode_return_E": "running_return_E",
+    "key": "rng_state",
+}
 #: The EnvSnapshot as checkpointed: the same fields, in the same order, under those names.
 _SavedSnapshot = namedtuple("EnvSnapshot", [_CHECKPOINT_NAMES.get(f, f) for f in EnvSnapshot._fields])
 

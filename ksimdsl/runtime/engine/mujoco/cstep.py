@@ -121,48 +121,22 @@ def quiet_mujoco_warnings() -> bool:
 # --------------------------------------------------------------------------- addresses as pointers
 
 
-@intrinsic
-def _voidptr(typingctx, address):
-    """uint64 address -> void*."""
-    sig = types.voidptr(types.uint64)
+def _address_as(pointer_type: Any) -> Any:
+    """A numba intrinsic turning a uint64 address into `pointer_type`."""
 
-    def codegen(context, builder, signature, args):
-        return builder.inttoptr(args[0], context.get_value_type(types.voidptr))
+    def cast(typingctx, address):
+        def codegen(context, builder, signature, args):
+            return builder.inttoptr(args[0], context.get_value_type(pointer_type))
 
-    return sig, codegen
+        return pointer_type(types.uint64), codegen
 
-
-@intrinsic
-def _f64ptr(typingctx, address):
-    """uint64 address -> double*."""
-    sig = types.CPointer(types.float64)(types.uint64)
-
-    def codegen(context, builder, signature, args):
-        return builder.inttoptr(args[0], context.get_value_type(types.CPointer(types.float64)))
-
-    return sig, codegen
+    return intrinsic(cast)
 
 
-@intrinsic
-def _i32ptr(typingctx, address):
-    """uint64 address -> int*."""
-    sig = types.CPointer(types.int32)(types.uint64)
-
-    def codegen(context, builder, signature, args):
-        return builder.inttoptr(args[0], context.get_value_type(types.CPointer(types.int32)))
-
-    return sig, codegen
-
-
-@intrinsic
-def _u64ptr(typingctx, address):
-    """uint64 address -> uint64*."""
-    sig = types.CPointer(types.uint64)(types.uint64)
-
-    def codegen(context, builder, signature, args):
-        return builder.inttoptr(args[0], context.get_value_type(types.CPointer(types.uint64)))
-
-    return sig, codegen
+_voidptr = _address_as(types.voidptr)  # void*
+_f64ptr = _address_as(types.CPointer(types.float64))  # double*
+_i32ptr = _address_as(types.CPointer(types.int32))  # int*
+_u64ptr = _address_as(types.CPointer(types.uint64))  # uint64*
 
 
 # --------------------------------------------------------------------------- struct layout
@@ -488,41 +462,34 @@ def write_model_fields(idx_K, field_adr_RE, size_R, values_adr_R):
 
 
 @njit(nogil=True, cache=True)
+def _write_row(adr, row_N):
+    """Copy row_N into the float64 array at address adr."""
+    dst = carray(_f64ptr(adr), (row_N.shape[0],))
+    for i in range(row_N.shape[0]):
+        dst[i] = row_N[i]
+
+
+@njit(nogil=True, cache=True)
 def reset_and_forward(idx_K, envs, qpos_KQ, qvel_KV, ctrl_KU):
     """For env idx_K[k]: mj_resetData, then qpos/qvel/ctrl from row k, then mj_forward."""
-    nq = qpos_KQ.shape[1]
-    nv = qvel_KV.shape[1]
-    nu = ctrl_KU.shape[1]
     for k in range(idx_K.shape[0]):
         e = idx_K[k]
         m = _voidptr(envs.m_adr_E[e])
         d = _voidptr(envs.d_adr_E[e])
         _mj_resetData(m, d)
-        qpos = carray(_f64ptr(envs.qpos_adr_E[e]), (nq,))
-        qvel = carray(_f64ptr(envs.qvel_adr_E[e]), (nv,))
-        ctrl = carray(_f64ptr(envs.ctrl_adr_E[e]), (nu,))
-        for i in range(nq):
-            qpos[i] = qpos_KQ[k, i]
-        for i in range(nv):
-            qvel[i] = qvel_KV[k, i]
-        for i in range(nu):
-            ctrl[i] = ctrl_KU[k, i]
+        _write_row(envs.qpos_adr_E[e], qpos_KQ[k])
+        _write_row(envs.qvel_adr_E[e], qvel_KV[k])
+        _write_row(envs.ctrl_adr_E[e], ctrl_KU[k])
         _mj_forward(m, d)
 
 
 @njit(nogil=True, cache=True)
 def write_state(idx_K, envs, qpos_KQ, qvel_KV):
     """Overwrite qpos/qvel of envs idx_K (events that change the state, `writes_phys`)."""
-    nq = qpos_KQ.shape[1]
-    nv = qvel_KV.shape[1]
     for k in range(idx_K.shape[0]):
         e = idx_K[k]
-        qpos = carray(_f64ptr(envs.qpos_adr_E[e]), (nq,))
-        qvel = carray(_f64ptr(envs.qvel_adr_E[e]), (nv,))
-        for i in range(nq):
-            qpos[i] = qpos_KQ[k, i]
-        for i in range(nv):
-            qvel[i] = qvel_KV[k, i]
+        _write_row(envs.qpos_adr_E[e], qpos_KQ[k])
+        _write_row(envs.qvel_adr_E[e], qvel_KV[k])
 
 
 #: Actuator kinds of `actuate` (see docs/architecture.md, "Actuators").

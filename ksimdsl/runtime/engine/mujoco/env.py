@@ -15,8 +15,7 @@ state lives in preallocated numpy arrays.
                                                                   # evaluated in the worker threads
     snap = env.snapshot(); env.restore(snap)                      # base.EnvSnapshot, for checkpoints
 
-`HostEnv(env)` is the engine's `base.Env`: the functional reset/step the shared
-episode loops (`ksimdsl.runtime.engine.loop`) drive, with the env as its own state.
+`hostenv.HostEnv` wraps it into the engine's `base.Env` for the shared episode loops.
 
 One control step:
 
@@ -77,7 +76,7 @@ from ksimdsl.runtime.engine.mujoco import cstep
 from ksimdsl.runtime.engine.mujoco.kernel_args import KernelArgs
 from ksimdsl.runtime.engine.mujoco.numba_policy import HostActor
 
-__all__ = ["MujocoEnv", "HostEnv", "default_threads"]
+__all__ = ["MujocoEnv", "default_threads"]
 
 #: Physics fields that are read straight out of each MjData (all float64 arrays in the bindings).
 _DATA_FIELDS = (
@@ -561,37 +560,3 @@ def _rng_from_array(a: np.ndarray) -> np.random.Generator:
         "uinteger": v[5],
     }
     return np.random.Generator(bg)
-
-
-class HostEnv:
-    """The `base.Env` protocol over a `MujocoEnv`, for the shared episode loops: the state IS the env.
-
-    `reset(seed)` reseeds the env's random stream (an int, or a JAX key's bits) and resets every env;
-    `step(env, action_EA)` steps it in place and returns it with the step's output.
-    """
-
-    def __init__(self, env: MujocoEnv):
-        self.env = env
-        self.spec = env.spec
-        self.num_envs = env.num_envs
-
-    def reset(self, seed: Any) -> MujocoEnv:
-        self.env.reseed(seed)
-        self.env.reset_all()
-        return self.env
-
-    def step(self, state: MujocoEnv, action_EA: Any) -> tuple[MujocoEnv, StepOutput]:
-        return state, state.step(action_EA)
-
-    def qpos_EQ(self, state: MujocoEnv) -> np.ndarray:
-        return np.stack([d.qpos for d in state.datas])
-
-    def snapshot(self, state: MujocoEnv) -> EnvSnapshot:
-        return state.snapshot()
-
-    def restore(self, snapshot: EnvSnapshot) -> MujocoEnv:
-        self.env.restore(snapshot)
-        return self.env
-
-    def close(self) -> None:
-        self.env.close()

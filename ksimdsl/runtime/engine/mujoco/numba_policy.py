@@ -149,21 +149,10 @@ class HostActor:
 
     @property
     def packed(self) -> ActorWeights:
-        return ActorWeights(
-            norm_mean_O=self.norm_mean_O,
-            norm_inv_std_O=self.norm_inv_std_O,
-            norm_active=self.norm_active,
-            norm_clip=np.float32(self.norm_clip),
-            weights=self.weights,
-            biases=self.biases,
-            activation=self.activation,
-            head=self.head,
-            std_A=self.std_A,
-            mixtures=self.mixtures,
-            min_std=np.float32(self.min_std),
-            max_std=np.float32(self.max_std),
-            std_offset=np.float32(self.std_offset),
-        )
+        """The snapshot as `_act_range` takes it (settings as float32 scalars)."""
+        f32 = ("norm_clip", "min_std", "max_std", "std_offset")
+        fields = {f: getattr(self, f) for f in ActorWeights._fields}
+        return ActorWeights(**(fields | {f: np.float32(fields[f]) for f in f32}))
 
 
 @njit(nogil=True, cache=True, fastmath=False)

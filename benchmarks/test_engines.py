@@ -48,9 +48,9 @@ from ksimdsl.abi import TaskSpec  # noqa: E402
 from ksimdsl.codegen import compile_task  # noqa: E402
 from ksimdsl.runtime import ppo  # noqa: E402
 from ksimdsl.runtime.engine.mjx.collect import MjxCollector  # noqa: E402
-from ksimdsl.runtime.loader import load_module  # noqa: E402
 from ksimdsl.runtime.engine.mujoco.collect import MujocoCollector  # noqa: E402
 from ksimdsl.runtime.engine.mujoco.env import MujocoEnv  # noqa: E402
+from ksimdsl.runtime.loader import load_module  # noqa: E402
 from ksimdsl.runtime.train import train  # noqa: E402
 
 TASKS = {"cartpole": "cartpole.ksim", "walker": "walker.ksim", "humanoid": "stand.ksim", "walk": "walk.ksim"}

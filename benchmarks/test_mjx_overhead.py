@@ -32,8 +32,8 @@ from test_engines import load_task, train_sps
 
 from ksimdsl.runtime import ppo
 from ksimdsl.runtime.engine.mjx.collect import MjxCollector
-from ksimdsl.runtime.loader import load_module
 from ksimdsl.runtime.engine.model import default_pose, load_model
+from ksimdsl.runtime.loader import load_module
 
 ENVS = int(os.environ.get("KSIMDSL_BENCH_ENVS", "256"))
 ROLLOUT = 16

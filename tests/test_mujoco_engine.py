@@ -25,8 +25,8 @@ from ksimdsl.abi import TaskSpec
 from ksimdsl.errors import InternalCompilerError, KsimError
 from ksimdsl.runtime import distributions, normalize, ppo
 from ksimdsl.runtime import engine as engines
-from ksimdsl.runtime.engine.actuators import ActuatorModel
 from ksimdsl.runtime.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint, spec_hash
+from ksimdsl.runtime.engine.actuators import ActuatorModel
 from ksimdsl.runtime.engine.loop import run_episodes
 from ksimdsl.runtime.engine.mujoco import cstep
 from ksimdsl.runtime.engine.mujoco.collect import MujocoCollector
@@ -124,8 +124,8 @@ import numpy as np
 from ksimdsl.abi import TaskSpec
 from ksimdsl.codegen import compile_task
 from ksimdsl.runtime.engine.mujoco import cstep
-from ksimdsl.runtime.loader import load_module
 from ksimdsl.runtime.engine.mujoco.env import MujocoEnv
+from ksimdsl.runtime.loader import load_module
 
 task = compile_task(sys.argv[1], backend="numba")
 kernels = load_module(task.source, "cartpole:numba")

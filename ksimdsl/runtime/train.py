@@ -46,9 +46,9 @@ import numpy as np
 
 from ksimdsl.abi import TaskSpec
 from ksimdsl.errors import KsimError
+from ksimdsl.runtime import engine as engines
 from ksimdsl.runtime import ppo
 from ksimdsl.runtime.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint, spec_hash
-from ksimdsl.runtime import engine as engines
 from ksimdsl.runtime.engine.base import Collector, RolloutStats
 from ksimdsl.runtime.runs import MetricsLog, create_run_dir, write_run_files
 from ksimdsl.runtime.sharding import EnvMesh, is_main_process

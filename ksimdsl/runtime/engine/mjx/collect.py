@@ -77,5 +77,4 @@ class MjxCollector:
 
         start = RolloutCarry(env, state.carry_E, state.reset_E)
         end, traj, stats = collect_rollout(JAX_LOOP, step, start, jax.random.split(key, self.rollout))
-        new_state = MjxCollectorState(env=end.env, carry_E=end.carry_E, reset_E=end.reset_E, iteration=state.iteration + 1)
-        return new_state, traj, stats
+        return MjxCollectorState(**end._asdict(), iteration=state.iteration + 1), traj, stats

@@ -253,7 +253,7 @@ class MjxEnv:
             action_EA,
             keys_E,
         )
-        kernel = KernelStep(out["reward_terms"], out["reward_weights"], out["terminations"], out["actor"], out["critic"])
+        kernel = KernelStep(*(out[k] for k in ("reward_terms", "reward_weights", "terminations", "actor", "critic")))
         counters = EpisodeCounters(state.step_E, state.episode_return_E, state.level_E, state.steps_at_level_E)
         output, counters = step_outcome(jnp, self.rules, kernel, nan_E, counters)
         done_E = output.done_E

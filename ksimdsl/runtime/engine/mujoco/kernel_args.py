@@ -77,7 +77,7 @@ def roles(spec: TaskSpec, phase: str) -> tuple[str, ...]:
     return laid
 
 
-def _lay(names: tuple[str, ...], table: tuple[str, ...], expand: Mapping[str, tuple[str, ...]]) -> tuple[str, ...] | None:
+def _lay(names: tuple[str, ...], table: tuple[str, ...], expand: Mapping[str, tuple[str, ...]]) -> tuple | None:
     """The table's roles over `names`, position by position; None where they do not fit."""
     out: list[str] = []
     for item in table:

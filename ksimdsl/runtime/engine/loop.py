@@ -100,10 +100,9 @@ class HostLoop:
         return jax.jit(fn)
 
     def scan(self, body: Callable, carry: Any, xs: Any = None, length: int | None = None) -> tuple[Any, Any]:
-        n = length if xs is None else len(xs)
         records = []
-        for i in range(n):
-            carry, record = body(carry, None if xs is None else xs[i])
+        for x in [None] * length if xs is None else xs:  # iterating a JAX array unstacks it at once
+            carry, record = body(carry, x)
             records.append(record)
         return carry, jax.tree.map(lambda *leaves: np.stack(leaves), *records)
 

@@ -41,6 +41,7 @@ from typing import Any, NamedTuple
 
 import llvmlite.binding as llvm
 import mujoco
+import numba
 import numpy as np
 from numba import carray, cfunc, njit, types
 from numba.extending import intrinsic
@@ -63,6 +64,7 @@ __all__ = [
     "actuate",
     "ACTUATOR_KINDS",
     "ActuatorConstants",
+    "Specialized",
 ]
 
 #: The shared library inside the installed `mujoco` wheel.
@@ -314,6 +316,30 @@ def field_addresses(objects: list[Any], names: tuple[str, ...]) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- argument bundles
+
+
+class Specialized:
+    """A numba function `f(lo, hi, *objects)` called through the entry point compiled for its arguments.
+
+    numba's own per-call dispatch types every argument, which costs microseconds
+    for each namedtuple (the bundles below), and the hot loop calls these
+    functions once per chunk of envs per control step, always with the same
+    buffers and bundles. So the entry point is looked up by the identities of
+    `objects` (held here, so that an id cannot be reused), compiled or loaded
+    from numba's disk cache once per set of objects.
+    """
+
+    def __init__(self, dispatcher: Any):
+        self.dispatcher = dispatcher
+        self._entries: dict[tuple[int, ...], tuple[Any, tuple]] = {}
+
+    def __call__(self, lo: int, hi: int, *objects: Any) -> Any:
+        key = tuple(map(id, objects))
+        entry = self._entries.get(key)
+        if entry is None:
+            types_ = tuple(numba.typeof(a) for a in (lo, hi, *objects))
+            entry = self._entries[key] = (self.dispatcher.compile(types_), objects)
+        return entry[0](lo, hi, *objects)
 
 
 class EnvPointers(NamedTuple):

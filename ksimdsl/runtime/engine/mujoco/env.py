@@ -128,6 +128,7 @@ class _Actuation:
             clip_hi_U=np.full(nu, np.inf) if model.ctrl_hi_U is None else np.asarray(model.ctrl_hi_U, np.float64),
             dt=float(model.dt),
         )
+        self._actuate = cstep.Specialized(cstep.actuate)
 
     def draw_episode(self, rng: np.random.Generator, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(latency_K seconds, zero_offset_KU) for k new episodes (`ActuatorModel.draw_episode`)."""
@@ -141,7 +142,7 @@ class _Actuation:
 
     def __call__(self, lo: int, hi: int, raw_EA, action_EA, zero_offset_EU, latency_E, prev_ctrl_EU, ctrl_ESU):
         """`cstep.actuate` for envs [lo, hi)."""
-        cstep.actuate(lo, hi, self.constants, raw_EA, action_EA, zero_offset_EU, latency_E, prev_ctrl_EU, ctrl_ESU)
+        self._actuate(lo, hi, self.constants, raw_EA, action_EA, zero_offset_EU, latency_E, prev_ctrl_EU, ctrl_ESU)
 
 
 class MujocoEnv:
@@ -297,6 +298,7 @@ class MujocoEnv:
             ThreadPoolExecutor(self.threads - 1, thread_name_prefix="ksimdsl-mujoco") if self.threads > 1 else None
         )
         self._all_E = np.arange(E, dtype=np.int64)
+        self._advance_range = cstep.Specialized(cstep.advance)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -448,7 +450,7 @@ class MujocoEnv:
 
     def _advance(self, chunk: int) -> None:
         lo, hi = self._chunks[chunk]
-        cstep.advance(lo, hi, self.pointers, self.ctrl_ESU, self.gather, self.contacts, self.warnings_W, self.bad_E)
+        self._advance_range(lo, hi, self.pointers, self.ctrl_ESU, self.gather, self.contacts, self.warnings_W, self.bad_E)
 
     def _control_step(self, chunk: int) -> None:
         """Everything of one control step that is independent per env, for one chunk of envs."""

@@ -26,6 +26,7 @@ GRU actors keep using the JAX path (`HostActor.supports`).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -35,6 +36,7 @@ from numba import njit
 
 from ksimdsl.runtime import distributions as D
 from ksimdsl.runtime import normalize as N
+from ksimdsl.runtime.engine.mujoco.cstep import Specialized
 from ksimdsl.runtime.networks import ActorCritic, MLPActor
 
 __all__ = ["HostActor", "ACTIVATIONS", "ActorWeights"]
@@ -145,9 +147,13 @@ class HostActor:
             log_prob_E: np.ndarray) -> None:  # fmt: skip
         """Rows [lo, hi): action_EA = a sample (raw, unclipped) from the draws `eps_EN` (see `draw_noise`),
         log_prob_E = its log density."""
-        _act_range(lo, hi, self.packed, obs_EO, eps_EN, action_EA, log_prob_E)
+        self._act_range(lo, hi, self.packed, obs_EO, eps_EN, action_EA, log_prob_E)
 
-    @property
+    @functools.cached_property
+    def _act_range(self) -> Specialized:
+        return Specialized(_act_range)
+
+    @functools.cached_property
     def packed(self) -> ActorWeights:
         """The snapshot as `_act_range` takes it (settings as float32 scalars)."""
         f32 = ("norm_clip", "min_std", "max_std", "std_offset")

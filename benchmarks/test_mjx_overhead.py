@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/test_mjx_overhead.py --envs 256     # one run, a Markdown table
 
 Measured in one process, on the same model (physics settings and actuator
-rewrite of `ksimdsl.runtime.model.load_model`) and batch size:
+rewrite of `ksimdsl.runtime.engine.model.load_model`) and batch size:
 
 * `raw`: a jitted `lax.scan` over `rollout` control steps of the vmapped
   `substeps` x `mjx.step`, ctrl held — physics and nothing else;

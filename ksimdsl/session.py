@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 
 from ksimdsl.abi import TaskSpec
 from ksimdsl.errors import KsimError
-from ksimdsl.runtime.engine import backend_of, has_accelerator, resolve
+from ksimdsl.runtime.engine import backend_of, has_accelerator, resolve  # noqa: F401 (re-export)
 
 #: physics settings the compiler folds into the kernels; overriding them recompiles the task
 COMPILED_PHYSICS = ("dt", "ctrl_dt", "solver", "iterations", "ls_iterations")

@@ -4,7 +4,7 @@ and the per-episode actuator draws of both engines.
 The three actuator kinds of the language (docs/architecture.md, "Actuators"):
 
 * `position`: the model's actuators were rewritten into PD actuators at load
-  (`ksimdsl.runtime.model`), so `ctrl` is the joint target
+  (`ksimdsl.runtime.engine.model`), so `ctrl` is the joint target
   `default_pos + action_scale * action + zero_offset`; with a per-episode
   `latency` l, the substeps that start before l keep the previous target.
 * `torque`: `ctrl = scale * action` on the model's own actuators.

@@ -31,7 +31,9 @@ Defined here, once for both engines:
   the episode counters and the curriculum, with the array module as a
   parameter (`jax.numpy` inside jit, `numpy` on the host);
 * `RolloutStats` / `summarize_step`: per-rollout sums the training loop logs;
-* `EpisodeResults`: one finished episode per env (evaluation).
+* `EpisodeResults`: one finished episode per env (evaluation);
+* `EngineDef`: how an engine's folder declares its `ENGINE` (where its Env,
+  Collector and bench part live).
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ import numpy as np
 
 from ksimdsl.abi import TaskSpec
 from ksimdsl.runtime import ppo
-from ksimdsl.runtime.engine.base import Engine, Env, EpisodeResults, RolloutStats, StepOutput, summarize_step
+from ksimdsl.runtime.engine.base import Engine, EpisodeResults, RolloutStats, StepOutput, summarize_step
 
 __all__ = [
     "JaxLoop",

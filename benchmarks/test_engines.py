@@ -48,10 +48,10 @@ REPO = Path(__file__).resolve().parents[1]
 from ksimdsl.abi import TaskSpec  # noqa: E402
 from ksimdsl.codegen import compile_task  # noqa: E402
 from ksimdsl.runtime import ppo  # noqa: E402
-from ksimdsl.runtime.collect import MjxCollector  # noqa: E402
+from ksimdsl.runtime.engine.mjx.collect import MjxCollector  # noqa: E402
+from ksimdsl.runtime.engine.mujoco.collect import MujocoCollector  # noqa: E402
+from ksimdsl.runtime.engine.mujoco.env import MujocoEnv  # noqa: E402
 from ksimdsl.runtime.loader import load_module  # noqa: E402
-from ksimdsl.runtime.mujoco_collect import MujocoCollector  # noqa: E402
-from ksimdsl.runtime.mujoco_env import MujocoEnv  # noqa: E402
 from ksimdsl.runtime.train import RunPlan, train  # noqa: E402
 
 TASKS = {"cartpole": "cartpole.ksim", "walker": "walker.ksim", "humanoid": "stand.ksim", "walk": "walk.ksim"}

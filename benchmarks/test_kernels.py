@@ -40,8 +40,8 @@ from ksimdsl.runtime.bench import (  # noqa: E402
     make_inputs,
     numba_step_args,
 )
+from ksimdsl.runtime.engine.model import default_pose, load_model  # noqa: E402
 from ksimdsl.runtime.loader import load_module  # noqa: E402
-from ksimdsl.runtime.model import default_pose, load_model  # noqa: E402
 
 TASK = REPO / "tasks" / "walk.ksim"
 MODEL = REPO / "tasks" / "models" / "humanoid.xml"

@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/test_mjx_overhead.py --envs 256     # one run, a Markdown table
 
 Measured in one process, on the same model (physics settings and actuator
-rewrite of `ksimdsl.runtime.model.load_model`) and batch size:
+rewrite of `ksimdsl.runtime.engine.model.load_model`) and batch size:
 
 * `raw`: a jitted `lax.scan` over `rollout` control steps of the vmapped
   `substeps` x `mjx.step`, ctrl held — physics and nothing else;
@@ -31,9 +31,9 @@ from mujoco import mjx
 from test_engines import load_task, train_sps
 
 from ksimdsl.runtime import ppo
-from ksimdsl.runtime.collect import MjxCollector
+from ksimdsl.runtime.engine.mjx.collect import MjxCollector
+from ksimdsl.runtime.engine.model import default_pose, load_model
 from ksimdsl.runtime.loader import load_module
-from ksimdsl.runtime.model import default_pose, load_model
 
 ENVS = int(os.environ.get("KSIMDSL_BENCH_ENVS", "256"))
 ROLLOUT = 16

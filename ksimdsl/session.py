@@ -18,9 +18,8 @@ from typing import Any, Mapping, Sequence
 
 from ksimdsl.abi import TaskSpec
 from ksimdsl.errors import KsimError
-from ksimdsl.settings import ENGINES
+from ksimdsl.runtime.engine import backend_of, has_accelerator, resolve  # noqa: F401 (has_accelerator: re-exported)
 
-ENGINE_BACKEND = {"mjx": "jax", "mujoco": "numba"}
 #: physics settings the compiler folds into the kernels; overriding them recompiles the task
 COMPILED_PHYSICS = ("dt", "ctrl_dt", "solver", "iterations", "ls_iterations")
 
@@ -40,7 +39,7 @@ class LoadedTask:
 
     @property
     def generated_sources(self) -> dict[str, str]:
-        return {f"kernels_{ENGINE_BACKEND[self.engine]}.py": self.source}
+        return {f"kernels_{backend_of(self.engine)}.py": self.source}
 
     def launch_info(self) -> dict[str, Any]:
         return {
@@ -72,29 +71,9 @@ def enable_compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-def has_accelerator() -> bool:
-    """True when JAX sees a GPU or TPU."""
-    import jax
-
-    try:
-        return any(d.platform in ("gpu", "cuda", "rocm", "tpu") for d in jax.devices())
-    except RuntimeError:
-        return False
-
-
 def resolve_engine(engine: str) -> str:
     """`auto` -> `mjx` on an accelerator, else the CPU MuJoCo engine (when this build has it)."""
-    if engine in ("mjx", "mujoco"):
-        return engine
-    if engine != "auto":
-        raise KsimError(f"unknown engine '{engine}' (expected one of {', '.join(ENGINES)})")
-    if has_accelerator():
-        return "mjx"
-    try:
-        import ksimdsl.runtime.mujoco_env  # noqa: F401
-    except ImportError:
-        return "mjx"
-    return "mujoco"
+    return resolve(engine)
 
 
 def _split_engine_override(overrides: Sequence[str]) -> tuple[str | None, list[str]]:
@@ -128,7 +107,7 @@ def _compile_source(
     checked = check_source(source)
     engine_override, _ = _split_engine_override(overrides)
     chosen = resolve_engine(engine or engine_override or checked.engine)
-    backend = ENGINE_BACKEND[chosen]
+    backend = backend_of(chosen)
     compiled = compile_checked(checked, backend=backend, source_file=source_file)
     spec = apply_overrides(TaskSpec.from_dict(compiled.spec), list(overrides))  # validates every key
     physics = {k: getattr(spec.physics, k) for k in COMPILED_PHYSICS}
@@ -206,8 +185,7 @@ def _load_run_task(run_dir: str | Path, *, overrides: Sequence[str], engine: str
 
     launch = _read_launch(run_dir)
     chosen = engine or launch["engine"]
-    if chosen not in ENGINE_BACKEND:
-        raise KsimError(f"unknown engine '{chosen}' (expected mjx or mujoco)")
+    backend = backend_of(chosen)  # KsimError for an unknown engine
     launch_overrides = [str(o) for o in launch.get("overrides", [])]
     all_overrides = launch_overrides + list(overrides)
     task_file = Path(run_dir) / TASK_FILE
@@ -217,7 +195,7 @@ def _load_run_task(run_dir: str | Path, *, overrides: Sequence[str], engine: str
         if task_file.is_file()
         else read_source(launch["task_path"])
     )
-    gen = Path(run_dir) / GENERATED_DIR / f"kernels_{ENGINE_BACKEND[chosen]}.py"
+    gen = Path(run_dir) / GENERATED_DIR / f"kernels_{backend}.py"
     if not gen.is_file():
         # The run was trained on another engine: compile its task for this one.
         return _compile_source(source, overrides=all_overrides, engine=chosen)

@@ -37,9 +37,9 @@ import pytest
 
 from ksimdsl.abi import TaskSpec
 from ksimdsl.codegen import compile_task
+from ksimdsl.runtime.engine.mjx.env import MjxEnv
+from ksimdsl.runtime.engine.mujoco.env import MujocoEnv
 from ksimdsl.runtime.loader import load_module
-from ksimdsl.runtime.mjx_env import MjxEnv
-from ksimdsl.runtime.mujoco_env import MujocoEnv
 from tests.fixtures import cartpole_kernel as cartpole_jax
 from tests.fixtures import cartpole_kernel_numba as cartpole_numba
 from tests.fixtures.cartpole import MODEL_PATH as CARTPOLE_MODEL

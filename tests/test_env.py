@@ -16,10 +16,10 @@ from fixtures.probe import probe_task, split_obs
 from ksimdsl.abi import ActuatorSpec
 from ksimdsl.errors import KsimError
 from ksimdsl.settings import CurriculumSettings
-from ksimdsl.runtime.actuators import ActuatorModel
-from ksimdsl.runtime.curriculum import Curriculum
-from ksimdsl.runtime.mjx_env import MjxEnv
-from ksimdsl.runtime.model import default_pose, load_model
+from ksimdsl.runtime.engine.actuators import ActuatorModel, JaxDraws
+from ksimdsl.runtime.engine.curriculum import Curriculum
+from ksimdsl.runtime.engine.mjx.env import MjxEnv
+from ksimdsl.runtime.engine.model import default_pose, load_model
 
 NUM_ENVS = 4
 
@@ -216,7 +216,7 @@ def test_latency_holds_the_previous_target_for_the_first_substeps():
         actuators=dataclasses.replace(spec.actuators, latency=(0.004, 0.004)),
     )
     actuators = ActuatorModel.from_spec(spec, load_model(spec, path))
-    latency, _ = actuators.draw_episode(jax.random.PRNGKey(0))
+    latency, _ = actuators.draw_episode(JaxDraws(jax.random.PRNGKey(0)))
     prev, new = jnp.array([-1.0]), jnp.array([1.0])
     ctrl = [float(actuators.substep_ctrl(prev, new, latency, i)[0]) for i in range(5)]
     assert ctrl == [-1.0, -1.0, 1.0, 1.0, 1.0]  # substeps starting at 0 and 2 ms are before 4 ms

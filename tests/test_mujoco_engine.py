@@ -24,12 +24,15 @@ import pytest
 
 from ksimdsl.abi import TaskSpec
 from ksimdsl.errors import InternalCompilerError, KsimError
-from ksimdsl.runtime import cstep, distributions, normalize, ppo
-from ksimdsl.runtime.actuators import ActuatorModel
+from ksimdsl.runtime import distributions, normalize, ppo
+from ksimdsl.runtime import engine as engines
 from ksimdsl.runtime.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint, spec_hash
-from ksimdsl.runtime.mujoco_collect import MujocoCollector, run_episodes_mujoco
-from ksimdsl.runtime.mujoco_env import MujocoEnv, _Actuation
-from ksimdsl.runtime.numba_policy import ACTIVATIONS, HostActor
+from ksimdsl.runtime.engine.actuators import ActuatorModel
+from ksimdsl.runtime.engine.loop import run_episodes
+from ksimdsl.runtime.engine.mujoco import cstep
+from ksimdsl.runtime.engine.mujoco.collect import MujocoCollector
+from ksimdsl.runtime.engine.mujoco.env import MujocoEnv, _Actuation
+from ksimdsl.runtime.engine.mujoco.numba_policy import ACTIVATIONS, HostActor
 from tests.fixtures import cartpole_kernel_numba as KN
 from tests.fixtures.cartpole import MODEL_PATH
 
@@ -82,12 +85,16 @@ def test_contact_queries_match_python_contact_list():
     force_EC = np.full((1, len(queries)), -1.0)
     qpos_EQ = np.zeros((1, model.nq))
     time_E = np.zeros(1)
-    cstep.refresh(
-        np.zeros(1, np.int64), np.array([model._address], np.uint64), np.array([data._address], np.uint64),
-        cstep.field_addresses([data], ("qpos",)), np.array([model.nq], np.int64),
-        np.array([qpos_EQ.ctypes.data], np.uint64), time_E, in_a, in_b, contact_EC, force_EC, True,
-        cstep.struct_layout().as_array(),
+    adr = cstep.field_addresses([data], ("ctrl", "qpos", "qvel"))
+    pointers = cstep.EnvPointers(
+        np.array([model._address], np.uint64), np.array([data._address], np.uint64), *adr,
+        layout_L=cstep.struct_layout().as_array(),
     )  # fmt: skip
+    gather = cstep.Gather(
+        cstep.field_addresses([data], ("qpos",)), np.array([model.nq], np.int64),
+        np.array([qpos_EQ.ctypes.data], np.uint64), time_E,
+    )  # fmt: skip
+    cstep.refresh(np.zeros(1, np.int64), pointers, gather, cstep.ContactTables(in_a, in_b, contact_EC, force_EC, True))
     np.testing.assert_array_equal(qpos_EQ[0], data.qpos)
     assert time_E[0] == pytest.approx(40 * 0.005)
 
@@ -117,9 +124,9 @@ import json, sys
 import numpy as np
 from ksimdsl.abi import TaskSpec
 from ksimdsl.codegen import compile_task
-from ksimdsl.runtime import cstep
+from ksimdsl.runtime.engine.mujoco import cstep
+from ksimdsl.runtime.engine.mujoco.env import MujocoEnv
 from ksimdsl.runtime.loader import load_module
-from ksimdsl.runtime.mujoco_env import MujocoEnv
 
 task = compile_task(sys.argv[1], backend="numba")
 kernels = load_module(task.source, "cartpole:numba")
@@ -475,7 +482,7 @@ def test_checkpoint_restores_the_exact_continuation(tmp_path):
 def test_run_episodes_records_each_envs_first_episode():
     spec = SPEC.with_overrides(episode_steps=40)
     policy = ppo.make_policy(ppo.init_ppo_from_spec(spec, key=jax.random.PRNGKey(0)))
-    results = run_episodes_mujoco(spec, KN, MODEL_PATH, policy, episodes=5, seed=1, threads=2)
+    results = run_episodes(engines.get("mujoco"), spec, KN, MODEL_PATH, policy, episodes=5, seed=1, threads=2)
     assert results.return_E.shape == (5,) and np.all(np.isfinite(results.return_E))
     assert np.all((results.length_E >= 1) & (results.length_E <= 40))
     ended_by_term = results.termination_EK.any(axis=1)

@@ -19,9 +19,10 @@ import pytest
 from fixtures.cartpole import cartpole_task
 
 from ksimdsl.errors import KsimError
+from ksimdsl.runtime import engine as engines
 from ksimdsl.runtime import ppo
-from ksimdsl.runtime.collect import RolloutStats
-from ksimdsl.runtime.evaluate import evaluate, run_episodes_mjx
+from ksimdsl.runtime.engine.base import RolloutStats
+from ksimdsl.runtime.evaluate import evaluate, run_episodes
 from ksimdsl.runtime.overrides import apply_overrides, valid_keys
 from ksimdsl.runtime.runs import MetricsLog, read_metrics
 from ksimdsl.runtime.train import TIMING_KEYS, RunPlan, train
@@ -258,7 +259,7 @@ def test_cartpole_learns_to_balance(tmp_path):
     zero_policy = zero_action_policy(spec)
     action, _ = zero_policy(jnp.ones(spec.obs_actor_size), zero_policy.initial_carry())
     assert np.all(np.asarray(action) == 0.0)
-    zero = run_episodes_mjx(spec, kernels, path, zero_policy, episodes=16)
+    zero = run_episodes(engines.get("mjx"), spec, kernels, path, zero_policy, episodes=16)
     assert zero.return_E.mean() < 250, zero.return_E  # doing nothing does not solve the task
     # learned: far above the zero action (~120) and random actions (~80)
     assert report["mean_return"] > 600, (report["mean_return"], zero.return_E.mean())

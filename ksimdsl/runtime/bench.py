@@ -18,10 +18,10 @@ of the C-MuJoCo engine after a few steps of random actions):
   each numba variant (a copy of the module with numba's on-disk cache off);
 * any `baselines` (JAX functions with the kernel's `step` signature, e.g. the
   hand-written modular walk in benchmarks/) timed exactly like the JAX variants;
-* one physics step of the batch: `jit(vmap(mjx.step))` on MJX, and E
-  sequential `mj_step` calls on C MuJoCo;
+* one physics step of the batch (each engine's `physics_benchmark`):
+  `jit(vmap(mjx.step))` on MJX, and E sequential `mj_step` calls on C MuJoCo;
 * env-steps/s of each engine's whole control step (physics substeps, kernels,
-  resets): `MjxEnv.step` jitted, `MujocoEnv.step` with its worker threads.
+  resets): the shared `ksimdsl.runtime.engine.loop.env_steps_per_s`.
 
 Ratios between these numbers come from the same run on the same machine.
 """
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 import statistics
 import time
 from dataclasses import dataclass
@@ -44,6 +43,9 @@ import numpy as np
 
 from ksimdsl.abi import TaskSpec
 from ksimdsl.errors import KsimError
+from ksimdsl.runtime import engine as engines
+from ksimdsl.runtime.engine.loop import env_steps_per_s
+from ksimdsl.runtime.engine.mujoco.kernel_args import KernelArgs
 from ksimdsl.runtime.loader import load_module
 
 __all__ = [
@@ -59,7 +61,6 @@ __all__ = [
     "in_rollout",
 ]
 
-_SUFFIX = re.compile(r"_[A-Z][A-Z0-9]*$")
 FLOOR = "copy floor"
 
 
@@ -90,9 +91,8 @@ class BenchConfig:
     def __post_init__(self) -> None:
         if self.envs < 1 or self.repeats < 1 or self.warmup < 0 or self.env_steps < 1 or self.loop_calls < 1:
             raise KsimError(f"bench: need envs, repeats, loop_calls, env_steps >= 1 and warmup >= 0 (got {self})")
-        unknown = set(self.engines) - {"mjx", "mujoco"}
-        if unknown:
-            raise KsimError(f"bench: unknown engine(s) {sorted(unknown)} (expected mjx or mujoco)")
+        for name in self.engines:
+            engines.backend_of(name)  # KsimError for an unknown engine
 
 
 def time_call(fn: Callable[[], Any], *, repeats: int, warmup: int) -> float:
@@ -112,7 +112,7 @@ class StepInputs:
     """The `step` kernel's inputs for a batch of E envs, as float64 numpy arrays (numba's dtypes).
 
     phys: {name: (E, ...)} for every key of SPEC["phys_inputs"]; action_EA,
-    level_E, mem_EM; rand_n_EN / rand_u_EU drawn for the step phase.
+    level_E, mem_EM; rand_n_EN (normal) / rand_u_ED (uniform) drawn for the step phase.
     """
 
     phys: Mapping[str, np.ndarray]
@@ -120,20 +120,20 @@ class StepInputs:
     level_E: np.ndarray
     mem_EM: np.ndarray
     rand_n_EN: np.ndarray
-    rand_u_EU: np.ndarray
+    rand_u_ED: np.ndarray
 
     def jax_args(self) -> tuple:
         """(phys, action, level, mem, rand_n, rand_u) as float32 device arrays, leading env axis."""
         f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
         phys = {k: f32(v) for k, v in self.phys.items()}
-        return phys, f32(self.action_EA), f32(self.level_E), f32(self.mem_EM), f32(self.rand_n_EN), f32(self.rand_u_EU)
+        return phys, f32(self.action_EA), f32(self.level_E), f32(self.mem_EM), f32(self.rand_n_EN), f32(self.rand_u_ED)
 
 
 def make_inputs(
     spec: TaskSpec, numba_kernels: ModuleType, model_path: str | Path, *, envs: int, seed: int = 0
 ) -> StepInputs:
     """Realistic kernel inputs: E C-MuJoCo envs reset and stepped 5 times with uniform random actions."""
-    from ksimdsl.runtime.mujoco_env import MujocoEnv
+    from ksimdsl.runtime.engine.mujoco.env import MujocoEnv
 
     rng = np.random.default_rng(seed)
     env = MujocoEnv(spec, numba_kernels, model_path, num_envs=envs, seed=seed)
@@ -149,7 +149,7 @@ def make_inputs(
             level_E=np.array(env.level_E),
             mem_EM=np.array(env.mem_EM),
             rand_n_EN=rng.standard_normal((envs, n)),
-            rand_u_EU=rng.random((envs, u)),
+            rand_u_ED=rng.random((envs, u)),
         )
     finally:
         env.close()
@@ -222,17 +222,6 @@ def _bench_jax_step(step: Callable, inputs: StepInputs, config: BenchConfig) -> 
     return {"trace_s": t1 - t0, "compile_s": t2 - t0, "time_s": loop_s / config.loop_calls, "call_s": call_s}
 
 
-def _numba_arg_list(names: Sequence[str], arrays: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    """Positional arguments by base name (`qpos_out_EQ` -> `qpos_out`), as the C-MuJoCo engine resolves them."""
-    out = []
-    for name in names:
-        base = _SUFFIX.sub("", name)
-        if base not in arrays:
-            raise KsimError(f"bench: numba kernel argument '{name}' is not provided; recompile the task")
-        out.append(arrays[base])
-    return out
-
-
 def _uncached_numba_module(source: str, name: str) -> ModuleType:
     """The generated numba module with numba's on-disk cache off, so its first call really compiles.
 
@@ -259,7 +248,7 @@ def numba_step_args(spec: TaskSpec, inputs: StepInputs) -> list[np.ndarray]:
         "level": inputs.level_E,
         "mem": inputs.mem_EM,
         "rand_n": inputs.rand_n_EN,
-        "rand_u": inputs.rand_u_EU,
+        "rand_u": inputs.rand_u_ED,
         "actor": np.zeros((E, spec.obs_actor_size), np.float32),
         "critic": np.zeros((E, spec.obs_critic_size), np.float32),
         "reward_terms": np.zeros((E, len(spec.rewards))),
@@ -269,7 +258,7 @@ def numba_step_args(spec: TaskSpec, inputs: StepInputs) -> list[np.ndarray]:
         "qpos_out": np.zeros_like(qpos),
         "qvel_out": np.zeros_like(qvel),
     }
-    return _numba_arg_list(spec.numba_args["step"], arrays)
+    return KernelArgs(spec, "step").build(arrays)
 
 
 def _bench_numba_step(
@@ -280,78 +269,6 @@ def _bench_numba_step(
     args = numba_step_args(spec, inputs)
     time_s = time_call(lambda: kernels.step(*args), repeats=config.repeats, warmup=max(1, config.warmup))
     return {"compile_s": compile_s, "time_s": time_s}
-
-
-# --------------------------------------------------------------------------- physics and envs
-
-
-def _mjx_physics_step_s(spec: TaskSpec, jax_kernels: ModuleType, model_path: str | Path, config: BenchConfig) -> float:
-    from mujoco import mjx
-
-    from ksimdsl.runtime.mjx_env import MjxEnv
-
-    env = MjxEnv(spec, jax_kernels, model_path, num_envs=config.envs)
-    data = jax.jit(env.reset)(jax.random.PRNGKey(config.seed)).data
-    step = jax.jit(jax.vmap(lambda d: mjx.step(env.model, d)))
-    repeats = max(3, config.repeats // 4)  # a physics step of a large batch is slow on a CPU
-    return time_call(lambda: jax.block_until_ready(step(data)), repeats=repeats, warmup=1)
-
-
-def _mujoco_physics_step_s(spec: TaskSpec, model_path: str | Path, config: BenchConfig) -> float:
-    """E sequential mj_step calls (one thread), from states near the default pose."""
-    import mujoco
-
-    from ksimdsl.runtime.model import default_pose, load_model
-
-    model = load_model(spec, model_path)
-    qpos0, _ = default_pose(model)
-    rng = np.random.default_rng(config.seed)
-    datas = []
-    for _ in range(config.envs):
-        d = mujoco.MjData(model)
-        d.qpos[:] = qpos0
-        d.qvel[:] = 0.05 * rng.standard_normal(model.nv)
-        mujoco.mj_forward(model, d)
-        datas.append(d)
-
-    def run() -> None:
-        for d in datas:
-            mujoco.mj_step(model, d)
-
-    return time_call(run, repeats=max(3, config.repeats // 4), warmup=1)
-
-
-def _mjx_env_steps_per_s(spec: TaskSpec, jax_kernels: ModuleType, model_path: str | Path, config: BenchConfig) -> float:
-    from ksimdsl.runtime.mjx_env import MjxEnv
-
-    env = MjxEnv(spec, jax_kernels, model_path, num_envs=config.envs)
-    state = jax.jit(env.reset)(jax.random.PRNGKey(config.seed))
-    action = jnp.zeros((config.envs, spec.action_size), jnp.float32)
-    step = jax.jit(env.step)
-    state = jax.block_until_ready(step(state, action)[0])
-    t0 = time.perf_counter()
-    for _ in range(config.env_steps):
-        state, _ = step(state, action)
-    jax.block_until_ready(state)
-    return config.envs * config.env_steps / (time.perf_counter() - t0)
-
-
-def _mujoco_env_steps_per_s(
-    spec: TaskSpec, numba_kernels: ModuleType, model_path: str | Path, config: BenchConfig
-) -> float:
-    from ksimdsl.runtime.mujoco_env import MujocoEnv
-
-    env = MujocoEnv(spec, numba_kernels, model_path, num_envs=config.envs, seed=config.seed)
-    try:
-        env.reset_all()
-        action = np.zeros((config.envs, spec.action_size))
-        env.step(action)
-        t0 = time.perf_counter()
-        for _ in range(config.env_steps):
-            env.step(action)
-        return config.envs * config.env_steps / (time.perf_counter() - t0)
-    finally:
-        env.close()
 
 
 # --------------------------------------------------------------------------- the report
@@ -426,16 +343,19 @@ def bench_task(
 
     physics: dict[str, float] = {}
     env_sps: dict[str, float] = {}
-    if "mjx" in config.engines and ref_jax is not None:
-        say("MJX physics step")
-        physics["mjx"] = _mjx_physics_step_s(specs[ref_jax], modules[ref_jax], model_path, config)
-        say("MJX env steps")
-        env_sps["mjx"] = _mjx_env_steps_per_s(specs[ref_jax], modules[ref_jax], model_path, config)
-    if "mujoco" in config.engines:
-        say("C MuJoCo physics step")
-        physics["mujoco"] = _mujoco_physics_step_s(specs[ref_numba], model_path, config)
-        say("C MuJoCo env steps")
-        env_sps["mujoco"] = _mujoco_env_steps_per_s(specs[ref_numba], modules[ref_numba], model_path, config)
+    refs = {"jax": ref_jax, "numba": ref_numba}
+    for name in config.engines:
+        eng = engines.get(name)
+        ref = refs.get(eng.backend)
+        if ref is None:
+            continue
+        say(f"{name} physics step")
+        step = eng.physics_benchmark(specs[ref], modules[ref], model_path, envs=config.envs, seed=config.seed)
+        physics[name] = time_call(step, repeats=max(3, config.repeats // 4), warmup=1)  # slow on a CPU
+        say(f"{name} env steps")
+        env_sps[name] = env_steps_per_s(
+            eng, specs[ref], modules[ref], model_path, envs=config.envs, steps=config.env_steps, seed=config.seed
+        )
 
     return {
         "task": spec.task,
@@ -461,9 +381,9 @@ def _ratios(
     for name, k in kernels.items():
         if k.get("baseline"):
             continue
-        engine = "mjx" if k["backend"] == "jax" else "mujoco"
-        if engine in physics:
-            out[f"{name} kernel / {engine} physics step"] = k["time_s"] / physics[engine]
+        for engine in physics:
+            if engines.backend_of(engine) == k["backend"]:
+                out[f"{name} kernel / {engine} physics step"] = k["time_s"] / physics[engine]
         for base in baselines:
             out[f"{name} kernel / {base} kernel"] = k["time_s"] / kernels[base]["time_s"]
     for name, k in kernels.items():
@@ -510,11 +430,10 @@ def format_report(report: Mapping[str, Any]) -> str:
             f"| {_fmt_s(k['compile_s'])} ({compile_label}) |"
         )
     lines += ["", "| engine | one physics step of the batch | env-steps/s (whole control step) |", "|---|---|---|"]
-    for engine in ("mjx", "mujoco"):
-        if engine in report["physics_step_s"] or engine in report["env_steps_per_s"]:
-            phys = report["physics_step_s"].get(engine)
-            sps = report["env_steps_per_s"].get(engine)
-            lines.append(f"| {engine} | {_fmt_s(phys) if phys else '-'} | {f'{sps:,.0f}' if sps else '-'} |")
+    for engine in dict.fromkeys([*report["physics_step_s"], *report["env_steps_per_s"]]):
+        phys = report["physics_step_s"].get(engine)
+        sps = report["env_steps_per_s"].get(engine)
+        lines.append(f"| {engine} | {_fmt_s(phys) if phys else '-'} | {f'{sps:,.0f}' if sps else '-'} |")
     lines += ["", "| ratio (same run) | value |", "|---|---|"]
     lines += [f"| {name} | {value:.3f} |" for name, value in report["ratios"].items()]
     return "\n".join(lines) + "\n"

@@ -1,7 +1,7 @@
 """Proximal Policy Optimization: GAE, the clipped losses and the jitted update.
 
 One training iteration of the runtime is `collect` (a rollout of T control
-steps in E environments, see `ksimdsl.runtime.collect`) followed by
+steps in E environments, see `ksimdsl.runtime.engine`) followed by
 
     state, metrics = update(state, traj, key=key)
 
@@ -15,8 +15,9 @@ which, inside one jit-able function,
    recurrent actor is recomputed by scanning over T from the stored carry),
    taking one optimizer step on `ppo_loss` per minibatch.
 
-Shape suffixes: T time, E environments, B environments of one minibatch,
-O / C actor / critic observation, A action, N any flattened batch.
+Shape suffixes (docs/architecture.md, "Shape letters"): T time, E environments,
+B environments of one minibatch, M minibatches, Y epochs, O / C actor / critic
+observation, A action, N any flattened batch.
 
 Rollout helpers, one environment per call (vmap them):
 `act(model, obs_norm, obs_actor_O, carry, key=..)`, `value(model, obs_norm, obs_critic_C)`,
@@ -517,14 +518,14 @@ def update(
         env_MB = jax.random.permutation(epoch_key, num_envs).reshape(config.minibatches, envs_per_minibatch)
         return jax.lax.scan(minibatch_step, carry, env_MB)
 
-    (model, opt_state), metrics_EM = jax.lax.scan(
+    (model, opt_state), metrics_YM = jax.lax.scan(
         epoch, (state.model, state.opt_state), jax.random.split(key, config.epochs)
     )
 
     num_opt_steps = config.epochs * config.minibatches
     opt_step = state.opt_step + num_opt_steps
-    metrics = {name: jnp.mean(m) for name, m in metrics_EM.items()}
-    metrics["skipped_steps"] = jnp.sum(metrics_EM["skipped_steps"])
+    metrics = {name: jnp.mean(m) for name, m in metrics_YM.items()}
+    metrics["skipped_steps"] = jnp.sum(metrics_YM["skipped_steps"])
     metrics["explained_variance"] = explained_variance(batch.value_TE, batch.return_TE)
     metrics["lr"] = learning_rate(config, opt_step - 1)
     new_state = PPOState(

@@ -5,9 +5,10 @@
 Two stages, so the task's semantics come only from the runtime's own envs:
 
 1. `record_rollout` steps ONE environment of the engine the kernels were
-   compiled for (`MjxEnv` for JAX kernels, `MujocoEnv` for numba kernels) with
+   compiled for (`engine=mjx` for JAX kernels, `mujoco` for numba kernels) with
    the policy's mode, auto-resetting like training does, and records the joint
-   positions, episode time and running return after every control step;
+   positions, episode time and running return after every control step (the
+   shared loop `ksimdsl.runtime.engine.loop.Recording`);
 2. `render_frames` writes each recorded `qpos` into an `MjData` of the task's
    model (`model.load_model`), runs `mj_forward` and renders it offscreen with
    a camera tracking the root body (the first free joint's body; a fixed view
@@ -36,16 +37,16 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, NamedTuple
 
-import jax
-import jax.numpy as jnp
 import mujoco
 import numpy as np
 
 from ksimdsl.abi import TaskSpec
 from ksimdsl.errors import KsimError, did_you_mean
+from ksimdsl.runtime import engine as engines
 from ksimdsl.runtime import ppo
+from ksimdsl.runtime.engine.loop import Recording
+from ksimdsl.runtime.engine.model import load_model
 from ksimdsl.runtime.export import check_output_path, load_run_policy
-from ksimdsl.runtime.model import load_model
 
 __all__ = [
     "RenderConfig",
@@ -148,65 +149,11 @@ class Recorder:
     """
 
     def __init__(self, spec: TaskSpec, kernels: ModuleType, *, model_path: str | Path, engine: str, steps: int):
-        if engine not in ("mjx", "mujoco"):
-            raise KsimError(f"unknown engine '{engine}' (expected mjx or mujoco)")
-        self.spec, self.kernels, self.model_path = spec, kernels, model_path
-        self.engine, self.steps = engine, int(steps)
-        self._run_mjx = self._make_mjx_rollout() if engine == "mjx" else None
-        self._act = jax.jit(lambda policy, obs_O, carry: policy(obs_O, carry))
-        self._reset_carry = jax.jit(lambda policy, carry, done: policy.actor.reset(carry, done))
+        self.spec, self.engine, self.steps = spec, engine, int(steps)
+        self._recording = Recording(engines.get(engine), spec, kernels, model_path, steps=self.steps)
 
     def record(self, policy: ppo.Policy, *, seed: int = 0) -> Rollout:
-        if self._run_mjx is not None:
-            records = jax.device_get(self._run_mjx(policy, jax.random.PRNGKey(seed)))
-        else:
-            records = self._record_mujoco(policy, seed)
-        return _rollout_from_steps(self.spec, *records)
-
-    def _make_mjx_rollout(self):
-        from ksimdsl.runtime.mjx_env import MjxEnv
-
-        env = MjxEnv(self.spec, self.kernels, self.model_path, num_envs=1)
-        steps = self.steps
-
-        def run(policy: ppo.Policy, key: jax.Array):
-            state = env.reset(key)
-
-            def step(carry, _):
-                state, actor_carry = carry
-                action_A, actor_carry = policy(state.obs_actor_EO[0], actor_carry)
-                state, out = env.step(state, action_A[None])
-                actor_carry = policy.actor.reset(actor_carry, out.done_E[0])
-                done, final = out.done_E[0], out.episode_return_E[0]
-                record = (state.data.qpos[0], state.step_E[0], state.episode_return_E[0], done, final)
-                return (state, actor_carry), record
-
-            first = (state.data.qpos[0], state.step_E[0], state.episode_return_E[0], jnp.zeros((), bool), jnp.zeros(()))
-            _, records = jax.lax.scan(step, (state, policy.initial_carry()), None, length=steps)
-            return jax.tree.map(lambda a, b_T: jnp.concatenate([a[None].astype(b_T.dtype), b_T]), first, records)
-
-        return jax.jit(run)
-
-    def _record_mujoco(self, policy: ppo.Policy, seed: int):
-        from ksimdsl.runtime.mujoco_env import MujocoEnv
-
-        env = MujocoEnv(self.spec, self.kernels, self.model_path, num_envs=1, threads=1, seed=seed)
-        try:
-            env.reset_all()
-            qpos, step, ret, done, final = [env.datas[0].qpos.copy()], [0], [0.0], [False], [0.0]
-            carry = policy.initial_carry()
-            for _ in range(self.steps):
-                action_A, carry = self._act(policy, jnp.asarray(env.obs_actor_EO[0]), carry)
-                out = env.step(np.asarray(action_A, np.float64)[None])
-                carry = self._reset_carry(policy, carry, bool(out.done_E[0]))
-                qpos.append(env.datas[0].qpos.copy())
-                step.append(int(env.step_E[0]))
-                ret.append(float(env.running_return_E[0]))
-                done.append(bool(out.done_E[0]))
-                final.append(float(out.episode_return_E[0]))
-        finally:
-            env.close()
-        return np.stack(qpos), np.asarray(step), np.asarray(ret), np.asarray(done), np.asarray(final)
+        return _rollout_from_steps(self.spec, *self._recording.record(policy, seed=seed))
 
 
 def record_rollout(

@@ -50,7 +50,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ksimdsl.errors import InternalCompilerError, KsimError
 from ksimdsl.runtime import ppo
-from ksimdsl.runtime.collect import Collector, MjxCollectorState
+from ksimdsl.runtime.engine.base import Collector
+from ksimdsl.runtime.engine.mjx.collect import MjxCollectorState
 
 __all__ = [
     "ENV_AXIS",

@@ -46,6 +46,7 @@ import numpy as np
 from ksimdsl.abi import TaskSpec
 from ksimdsl.errors import KsimError
 from ksimdsl.settings import TrainSettings, memory_problem
+from ksimdsl.runtime import engine as engines
 from ksimdsl.runtime import ppo
 from ksimdsl.runtime.checkpoint import (
     CheckpointMeta,
@@ -55,7 +56,7 @@ from ksimdsl.runtime.checkpoint import (
     save_checkpoint,
     spec_hash,
 )
-from ksimdsl.runtime.collect import Collector, MjxCollector, RolloutStats
+from ksimdsl.runtime.engine.base import Collector, RolloutStats
 from ksimdsl.runtime.runlock import run_lock
 from ksimdsl.runtime.runs import TENSORBOARD_DIR, MetricsLog, create_run_dir, reusable, write_run_files
 from ksimdsl.runtime.stopflag import StopFlag
@@ -123,16 +124,8 @@ class TrainResult:
 def make_collector(
     spec: TaskSpec, kernels: ModuleType, model_path: str | Path, *, engine: str, num_envs: int | None = None
 ) -> Collector:
-    """The Collector of `engine` ("mjx" | "mujoco") for this task."""
-    if engine == "mjx":
-        return MjxCollector(spec, kernels, model_path, num_envs=num_envs)
-    if engine == "mujoco":
-        try:
-            from ksimdsl.runtime.mujoco_collect import MujocoCollector
-        except ImportError:
-            raise KsimError("engine=mujoco is not available in this build of ksimdsl; use engine=mjx") from None
-        return MujocoCollector(spec, kernels, model_path, num_envs=num_envs)
-    raise KsimError(f"unknown engine '{engine}' (expected mjx or mujoco)")
+    """The Collector of `engine` (a name in the engine registry, e.g. "mjx" | "mujoco") for this task."""
+    return engines.get(engine).make_collector(spec, kernels, model_path, num_envs=num_envs)
 
 
 def iteration_metrics(spec: TaskSpec, stats: RolloutStats, update_metrics: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Stepping many C-MuJoCo environments from numba, without the GIL.
 
-The C-MuJoCo engine (`ksimdsl.runtime.mujoco_env`) keeps one `mujoco.MjData`
+The C-MuJoCo engine (`ksimdsl.runtime.engine.mujoco.env`) keeps one `mujoco.MjData`
 per environment (and one `mujoco.MjModel` per environment when the task
 randomizes model fields). The functions here walk a contiguous range of those
 environments inside one `@njit(nogil=True)` call: they write `ctrl`, call
@@ -24,6 +24,11 @@ and the warning counters in `mjData`, and of `dist`/`geom`/`efc_address` in
 `mjContact`, are computed from the struct declarations that MuJoCo ships
 (`mujoco.introspect`) and checked against the bindings when first used
 (`struct_layout`).
+
+The arrays a function needs travel in small named bundles (numba takes
+namedtuples of arrays): `EnvPointers` (the per-env object and array addresses
+and the struct layout), `Gather` (which physics arrays are copied where) and
+`ContactTables` (the contact queries and their results).
 """
 
 from __future__ import annotations
@@ -32,10 +37,11 @@ import ctypes
 import functools
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import llvmlite.binding as llvm
 import mujoco
+import numba
 import numpy as np
 from numba import carray, cfunc, njit, types
 from numba.extending import intrinsic
@@ -43,6 +49,9 @@ from numba.extending import intrinsic
 __all__ = [
     "LIBMUJOCO",
     "StructLayout",
+    "EnvPointers",
+    "Gather",
+    "ContactTables",
     "struct_layout",
     "field_addresses",
     "advance",
@@ -54,6 +63,8 @@ __all__ = [
     "quiet_mujoco_warnings",
     "actuate",
     "ACTUATOR_KINDS",
+    "ActuatorConstants",
+    "Specialized",
 ]
 
 #: The shared library inside the installed `mujoco` wheel.
@@ -112,48 +123,22 @@ def quiet_mujoco_warnings() -> bool:
 # --------------------------------------------------------------------------- addresses as pointers
 
 
-@intrinsic
-def _voidptr(typingctx, address):
-    """uint64 address -> void*."""
-    sig = types.voidptr(types.uint64)
+def _address_as(pointer_type: Any) -> Any:
+    """A numba intrinsic turning a uint64 address into `pointer_type`."""
 
-    def codegen(context, builder, signature, args):
-        return builder.inttoptr(args[0], context.get_value_type(types.voidptr))
+    def cast(typingctx, address):
+        def codegen(context, builder, signature, args):
+            return builder.inttoptr(args[0], context.get_value_type(pointer_type))
 
-    return sig, codegen
+        return pointer_type(types.uint64), codegen
 
-
-@intrinsic
-def _f64ptr(typingctx, address):
-    """uint64 address -> double*."""
-    sig = types.CPointer(types.float64)(types.uint64)
-
-    def codegen(context, builder, signature, args):
-        return builder.inttoptr(args[0], context.get_value_type(types.CPointer(types.float64)))
-
-    return sig, codegen
+    return intrinsic(cast)
 
 
-@intrinsic
-def _i32ptr(typingctx, address):
-    """uint64 address -> int*."""
-    sig = types.CPointer(types.int32)(types.uint64)
-
-    def codegen(context, builder, signature, args):
-        return builder.inttoptr(args[0], context.get_value_type(types.CPointer(types.int32)))
-
-    return sig, codegen
-
-
-@intrinsic
-def _u64ptr(typingctx, address):
-    """uint64 address -> uint64*."""
-    sig = types.CPointer(types.uint64)(types.uint64)
-
-    def codegen(context, builder, signature, args):
-        return builder.inttoptr(args[0], context.get_value_type(types.CPointer(types.uint64)))
-
-    return sig, codegen
+_voidptr = _address_as(types.voidptr)  # void*
+_f64ptr = _address_as(types.CPointer(types.float64))  # double*
+_i32ptr = _address_as(types.CPointer(types.int32))  # int*
+_u64ptr = _address_as(types.CPointer(types.uint64))  # uint64*
 
 
 # --------------------------------------------------------------------------- struct layout
@@ -330,6 +315,63 @@ def field_addresses(objects: list[Any], names: tuple[str, ...]) -> np.ndarray:
     return out
 
 
+# --------------------------------------------------------------------------- argument bundles
+
+
+class Specialized:
+    """A numba function `f(lo, hi, *objects)` called through the entry point compiled for its arguments.
+
+    numba's own per-call dispatch types every argument, which costs microseconds
+    for each namedtuple (the bundles below), and the hot loop calls these
+    functions once per chunk of envs per control step, always with the same
+    buffers and bundles. So the entry point is looked up by the identities of
+    `objects` (held here, so that an id cannot be reused), compiled or loaded
+    from numba's disk cache once per set of objects.
+    """
+
+    def __init__(self, dispatcher: Any):
+        self.dispatcher = dispatcher
+        self._entries: dict[tuple[int, ...], tuple[Any, tuple]] = {}
+
+    def __call__(self, lo: int, hi: int, *objects: Any) -> Any:
+        key = tuple(map(id, objects))
+        entry = self._entries.get(key)
+        if entry is None:
+            types_ = tuple(numba.typeof(a) for a in (lo, hi, *objects))
+            entry = self._entries[key] = (self.dispatcher.compile(types_), objects)
+        return entry[0](lo, hi, *objects)
+
+
+class EnvPointers(NamedTuple):
+    """Where every env's MuJoCo objects live: uint64 addresses (E,), and the struct offsets."""
+
+    m_adr_E: np.ndarray  # mjModel*
+    d_adr_E: np.ndarray  # mjData*
+    ctrl_adr_E: np.ndarray  # mjData.ctrl
+    qpos_adr_E: np.ndarray  # mjData.qpos
+    qvel_adr_E: np.ndarray  # mjData.qvel
+    layout_L: np.ndarray  # int64, StructLayout.as_array()
+
+
+class Gather(NamedTuple):
+    """The physics arrays copied out of every mjData after a step (f: a gathered field)."""
+
+    src_adr_FE: np.ndarray  # uint64, the field's address in each env's mjData
+    size_F: np.ndarray  # int64, its element count
+    dst_adr_F: np.ndarray  # uint64, the (E, size_F[f]) float64 batch array it is copied to
+    time_E: np.ndarray  # float64 (E,), episode time out
+
+
+class ContactTables(NamedTuple):
+    """The contact queries (p: a pair of geom sets) and their per-env results."""
+
+    in_a_PG: np.ndarray  # uint8: geom g is on side a of query p
+    in_b_PG: np.ndarray
+    contact_EP: np.ndarray  # float64 out: 1 where the query's geoms touch
+    force_EP: np.ndarray  # float64 out: their summed normal force (when want_force)
+    want_force: bool
+
+
 # --------------------------------------------------------------------------- numba kernels
 
 
@@ -343,8 +385,9 @@ def _bad_state_count(d_adr, layout, warnings):
 
 
 @njit(nogil=True, cache=True)
-def _gather(e, d_adr, src_adr_FE, size_F, dst_adr_F, time_E, layout):
+def _gather(e, d_adr, gather, layout):
     """Copy env e's physics arrays into row e of the batch arrays; return False if any is not finite."""
+    src_adr_FE, size_F, dst_adr_F = gather.src_adr_FE, gather.size_F, gather.dst_adr_F
     finite = True
     for f in range(size_F.shape[0]):
         n = size_F[f]
@@ -355,17 +398,18 @@ def _gather(e, d_adr, src_adr_FE, size_F, dst_adr_F, time_E, layout):
             dst[i] = v
             if not np.isfinite(v):
                 finite = False
-    time_E[e] = _f64ptr(d_adr + np.uint64(layout[_L_TIME]))[0]
+    gather.time_E[e] = _f64ptr(d_adr + np.uint64(layout[_L_TIME]))[0]
     return finite
 
 
 @njit(nogil=True, cache=True)
-def _contacts(e, m_adr, d_adr, in_a_CG, in_b_CG, contact_EC, force_EC, layout, want_force):
+def _contacts(e, m_adr, d_adr, tables, layout):
     """Evaluate every contact query for env e (see docs/architecture.md, `contact`, `contact_force`)."""
-    n_queries = in_a_CG.shape[0]
-    for c in range(n_queries):
-        contact_EC[e, c] = 0.0
-        force_EC[e, c] = 0.0
+    in_a_PG, in_b_PG, contact_EP, force_EP = tables.in_a_PG, tables.in_b_PG, tables.contact_EP, tables.force_EP
+    n_queries = in_a_PG.shape[0]
+    for p in range(n_queries):
+        contact_EP[e, p] = 0.0
+        force_EP[e, p] = 0.0
     if n_queries == 0:
         return
     ncon = _i32ptr(d_adr + np.uint64(layout[_L_NCON]))[0]
@@ -382,86 +426,52 @@ def _contacts(e, m_adr, d_adr, in_a_CG, in_b_CG, contact_EC, force_EC, layout, w
         if g1 < 0 or g2 < 0:  # flex contacts have no geom
             continue
         have_force = False
-        for c in range(n_queries):
-            if (in_a_CG[c, g1] and in_b_CG[c, g2]) or (in_a_CG[c, g2] and in_b_CG[c, g1]):
-                contact_EC[e, c] = 1.0
-                if want_force:
+        for p in range(n_queries):
+            if (in_a_PG[p, g1] and in_b_PG[p, g2]) or (in_a_PG[p, g2] and in_b_PG[p, g1]):
+                contact_EP[e, p] = 1.0
+                if tables.want_force:
                     if not have_force:
                         wrench_ptr = _f64ptr(np.uint64(wrench.ctypes.data))
                         _mj_contactForce(_voidptr(m_adr), _voidptr(d_adr), np.intc(i), wrench_ptr)
                         have_force = True
-                    force_EC[e, c] += wrench[0]
+                    force_EP[e, p] += wrench[0]
 
 
 @njit(nogil=True, cache=True)
-def advance(
-    lo,
-    hi,
-    m_adr_E,
-    d_adr_E,
-    ctrl_adr_E,
-    ctrl_ESU,
-    src_adr_FE,
-    size_F,
-    dst_adr_F,
-    time_E,
-    in_a_CG,
-    in_b_CG,
-    contact_EC,
-    force_EC,
-    want_force,
-    bad_E,
-    layout,
-    warnings,
-):
+def advance(lo, hi, envs, ctrl_ESU, gather, tables, warnings_W, bad_E):
     """One control step for envs [lo, hi): substeps with ctrl_ESU[e, s], then gather.
 
-    ctrl_ESU: (E, S, nu) the ctrl of every substep. src_adr_FE / size_F /
-    dst_adr_F: for every gathered physics field f, its address in each env's
-    mjData, its element count, and the address of the (E, size_F[f]) float64
-    batch array it is copied to. time_E: (E,) episode time out. contact_EC /
-    force_EC: (E, C) contact query results out. bad_E: (E,) bool out, True where
-    the state diverged during this step (C MuJoCo's bad-qpos/qvel/qacc warning
-    fired, which also resets the data, or a gathered value is not finite).
+    ctrl_ESU: (E, S, nu) the ctrl of every substep. `gather` (a `Gather`) and
+    `tables` (`ContactTables`) receive the physics arrays and contact query
+    results. bad_E: (E,) bool out, True where the state diverged during this
+    step (one of the mjtWarning kinds warnings_W fired, C MuJoCo's
+    bad-qpos/qvel/qacc, which also resets the data, or a gathered value is not finite).
     """
+    layout = envs.layout_L
     n_sub = ctrl_ESU.shape[1]
     nu = ctrl_ESU.shape[2]
     for e in range(lo, hi):
-        m = m_adr_E[e]
-        d = d_adr_E[e]
-        before = _bad_state_count(d, layout, warnings)
-        ctrl = carray(_f64ptr(ctrl_adr_E[e]), (nu,))
+        m = envs.m_adr_E[e]
+        d = envs.d_adr_E[e]
+        before = _bad_state_count(d, layout, warnings_W)
+        ctrl = carray(_f64ptr(envs.ctrl_adr_E[e]), (nu,))
         for s in range(n_sub):
             for u in range(nu):
                 ctrl[u] = ctrl_ESU[e, s, u]
             _mj_step(_voidptr(m), _voidptr(d))
-        diverged = _bad_state_count(d, layout, warnings) != before
-        finite = _gather(e, d, src_adr_FE, size_F, dst_adr_F, time_E, layout)
+        diverged = _bad_state_count(d, layout, warnings_W) != before
+        finite = _gather(e, d, gather, layout)
         bad_E[e] = diverged or not finite
-        _contacts(e, m, d, in_a_CG, in_b_CG, contact_EC, force_EC, layout, want_force)
+        _contacts(e, m, d, tables, layout)
 
 
 @njit(nogil=True, cache=True)
-def refresh(
-    idx_K,
-    m_adr_E,
-    d_adr_E,
-    src_adr_FE,
-    size_F,
-    dst_adr_F,
-    time_E,
-    in_a_CG,
-    in_b_CG,
-    contact_EC,
-    force_EC,
-    want_force,
-    layout,
-):
+def refresh(idx_K, envs, gather, tables):
     """Gather the physics arrays and contact queries of envs idx_K without stepping."""
     for k in range(idx_K.shape[0]):
         e = idx_K[k]
-        _gather(e, d_adr_E[e], src_adr_FE, size_F, dst_adr_F, time_E, layout)
-        _contacts(e, m_adr_E[e], d_adr_E[e], in_a_CG, in_b_CG, contact_EC, force_EC, layout, want_force)
+        _gather(e, envs.d_adr_E[e], gather, envs.layout_L)
+        _contacts(e, envs.m_adr_E[e], envs.d_adr_E[e], tables, envs.layout_L)
 
 
 @njit(nogil=True, cache=True)
@@ -478,58 +488,63 @@ def write_model_fields(idx_K, field_adr_RE, size_R, values_adr_R):
 
 
 @njit(nogil=True, cache=True)
-def reset_and_forward(idx_K, m_adr_E, d_adr_E, qpos_adr_E, qvel_adr_E, ctrl_adr_E, qpos_KQ, qvel_KV, ctrl_KU):
+def _write_row(adr, row_N):
+    """Copy row_N into the float64 array at address adr."""
+    dst = carray(_f64ptr(adr), (row_N.shape[0],))
+    for i in range(row_N.shape[0]):
+        dst[i] = row_N[i]
+
+
+@njit(nogil=True, cache=True)
+def reset_and_forward(idx_K, envs, qpos_KQ, qvel_KV, ctrl_KU):
     """For env idx_K[k]: mj_resetData, then qpos/qvel/ctrl from row k, then mj_forward."""
-    nq = qpos_KQ.shape[1]
-    nv = qvel_KV.shape[1]
-    nu = ctrl_KU.shape[1]
     for k in range(idx_K.shape[0]):
         e = idx_K[k]
-        m = _voidptr(m_adr_E[e])
-        d = _voidptr(d_adr_E[e])
+        m = _voidptr(envs.m_adr_E[e])
+        d = _voidptr(envs.d_adr_E[e])
         _mj_resetData(m, d)
-        qpos = carray(_f64ptr(qpos_adr_E[e]), (nq,))
-        qvel = carray(_f64ptr(qvel_adr_E[e]), (nv,))
-        ctrl = carray(_f64ptr(ctrl_adr_E[e]), (nu,))
-        for i in range(nq):
-            qpos[i] = qpos_KQ[k, i]
-        for i in range(nv):
-            qvel[i] = qvel_KV[k, i]
-        for i in range(nu):
-            ctrl[i] = ctrl_KU[k, i]
+        _write_row(envs.qpos_adr_E[e], qpos_KQ[k])
+        _write_row(envs.qvel_adr_E[e], qvel_KV[k])
+        _write_row(envs.ctrl_adr_E[e], ctrl_KU[k])
         _mj_forward(m, d)
 
 
 @njit(nogil=True, cache=True)
-def write_state(idx_K, qpos_adr_E, qvel_adr_E, qpos_KQ, qvel_KV):
+def write_state(idx_K, envs, qpos_KQ, qvel_KV):
     """Overwrite qpos/qvel of envs idx_K (events that change the state, `writes_phys`)."""
-    nq = qpos_KQ.shape[1]
-    nv = qvel_KV.shape[1]
     for k in range(idx_K.shape[0]):
         e = idx_K[k]
-        qpos = carray(_f64ptr(qpos_adr_E[e]), (nq,))
-        qvel = carray(_f64ptr(qvel_adr_E[e]), (nv,))
-        for i in range(nq):
-            qpos[i] = qpos_KQ[k, i]
-        for i in range(nv):
-            qvel[i] = qvel_KV[k, i]
+        _write_row(envs.qpos_adr_E[e], qpos_KQ[k])
+        _write_row(envs.qvel_adr_E[e], qvel_KV[k])
 
 
 #: Actuator kinds of `actuate` (see docs/architecture.md, "Actuators").
 ACTUATOR_KINDS = {"position": 0, "torque": 1, "ctrl": 2}
 
 
+class ActuatorConstants(NamedTuple):
+    """The actuator model's constants for `actuate` (float64 arrays; +-inf where unlimited)."""
+
+    kind: int  # ACTUATOR_KINDS
+    default_pos_U: np.ndarray
+    action_scale: float
+    scale: float
+    clip_lo_U: np.ndarray
+    clip_hi_U: np.ndarray
+    dt: float  # physics substep (s)
+
+
 @njit(nogil=True, cache=True)
-def actuate(lo, hi, raw_EA, action_EA, kind, default_pos_U, action_scale, scale, zero_offset_EU, clip_lo_U,
-            clip_hi_U, latency_E, dt, prev_ctrl_EU, ctrl_ESU):  # fmt: skip
+def actuate(lo, hi, act, raw_EA, action_EA, zero_offset_EU, latency_E, prev_ctrl_EU, ctrl_ESU):
     """Actions -> the ctrl of every physics substep, for envs [lo, hi).
 
-    action_EA = clip(raw_EA, -1, 1) (what the kernels see); the target is
+    action_EA = clip(raw_EA, -1, 1) (what the kernels see); with the constants
+    `act` (`ActuatorConstants`) the target is
     `default_pos + action_scale * action + zero_offset` (kind 0, position),
     `scale * action` (1, torque) or `action` (2, ctrl), clipped to
     [clip_lo_U, clip_hi_U] (+-inf where unlimited). Substep s keeps the
     previous target while `s * dt < latency_E[e]`. prev_ctrl_EU becomes the new
-    target. Same formulas as `ksimdsl.runtime.actuators.ActuatorModel`.
+    target. Same formulas as `ksimdsl.runtime.engine.actuators.ActuatorModel`.
     """
     n_act = raw_EA.shape[1]
     n_sub = ctrl_ESU.shape[1]
@@ -539,13 +554,13 @@ def actuate(lo, hi, raw_EA, action_EA, kind, default_pos_U, action_scale, scale,
             action_EA[e, a] = min(max(raw_EA[e, a], -1.0), 1.0)
         for u in range(nu):
             a = action_EA[e, u]
-            if kind == 0:
-                target = default_pos_U[u] + action_scale * a + zero_offset_EU[e, u]
-            elif kind == 1:
-                target = scale * a
+            if act.kind == 0:
+                target = act.default_pos_U[u] + act.action_scale * a + zero_offset_EU[e, u]
+            elif act.kind == 1:
+                target = act.scale * a
             else:
                 target = a
-            target = min(max(target, clip_lo_U[u]), clip_hi_U[u])
+            target = min(max(target, act.clip_lo_U[u]), act.clip_hi_U[u])
             for s in range(n_sub):
-                ctrl_ESU[e, s, u] = prev_ctrl_EU[e, u] if s * dt < latency_E[e] else target
+                ctrl_ESU[e, s, u] = prev_ctrl_EU[e, u] if s * act.dt < latency_E[e] else target
             prev_ctrl_EU[e, u] = target

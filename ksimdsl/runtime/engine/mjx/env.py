@@ -2,11 +2,11 @@
 
 `MjxEnv(spec, kernels, model_path, num_envs=E)` holds everything static (the
 MJX model, default pose, actuator and curriculum constants); the dynamic state
-of all E environments is one `EnvState` pytree. `reset` and `step` are pure
+of all E environments is one `EnvSnapshot` pytree (`ksimdsl.runtime.engine.base`). `reset` and `step` are pure
 functions of that state, meant to run inside `jax.jit` (the collector scans
 `step` over a rollout):
 
-    state = env.reset(key)                       # every env at the start of an episode
+    state = env.reset(key)                       # every env at the start of an episode (key or int seed)
     state, out = env.step(state, action_EA)      # one control step, auto-reset of done envs
 
 One control step (per env, vmapped):
@@ -16,15 +16,15 @@ One control step (per env, vmapped):
 2. the physics arrays listed in `SPEC["phys_inputs"]` (and contact queries) go
    to `kernels.step`, which returns observations, reward terms and weights,
    termination flags and the new `mem` (and qpos/qvel when `writes_phys`);
-3. failure / success / truncation are decided; a non-finite qpos, qvel or qacc
-   is a failure with zero reward, counted in `StepOutput.nan_E`;
-4. the curriculum level moves when episodes end;
-5. if any env is done, fresh episodes are drawn for the done envs only
+3. `base.step_outcome` (shared with the C-MuJoCo engine) decides reward,
+   failure / success / truncation and moves the curriculum; a non-finite qpos,
+   qvel or qacc is a failure with zero reward, counted in `StepOutput.nan_E`;
+4. if any env is done, fresh episodes are drawn for the done envs only
    (`lax.cond` on `any(done)` outside the vmap, so the reset costs nothing on
    the many steps where no episode ends).
 
 Each env steps its own randomized model: the fields in `SPEC["randomize_fields"]`
-are kept per env in `EnvState.fields_E` and swapped into the shared MJX model
+are kept per env in `EnvSnapshot.fields_E` and swapped into the shared MJX model
 with `Model.tree_replace` inside the vmap.
 """
 
@@ -42,51 +42,16 @@ from mujoco import mjx
 
 from ksimdsl.abi import TaskSpec
 from ksimdsl.errors import KsimError
-from ksimdsl.runtime.actuators import ActuatorModel
-from ksimdsl.runtime.curriculum import Curriculum
-from ksimdsl.runtime.model import default_pose, load_model
+from ksimdsl.runtime.engine.actuators import ActuatorModel, JaxDraws
+from ksimdsl.runtime.engine.base import EnvSnapshot, EpisodeCounters, KernelStep, OutcomeRules, StepOutput, step_outcome
+from ksimdsl.runtime.engine.model import default_pose, load_model
 
-__all__ = ["MjxEnv", "EnvState", "StepOutput", "ContactQueries"]
-
-
-class EnvState(NamedTuple):
-    """Dynamic state of E environments (every leaf has a leading env axis except `key`)."""
-
-    data: mjx.Data  # physics state, batched over E
-    fields_E: dict[str, jax.Array]  # this episode's randomized model fields, {name: (E, ...)}
-    mem_EM: jax.Array  # kernel memory (state variables, prev() slots, commands, ...)
-    obs_actor_EO: jax.Array  # observation the policy acts on next
-    obs_critic_EC: jax.Array
-    level_E: jax.Array  # curriculum level in [0, 1]
-    steps_at_level_E: jax.Array  # int32, control steps since the level last changed
-    step_E: jax.Array  # int32, control steps taken in the current episode
-    episode_return_E: jax.Array  # reward summed over the current episode
-    prev_ctrl_EU: jax.Array  # actuator target of the previous control step
-    latency_E: jax.Array  # this episode's action latency (s)
-    zero_offset_EU: jax.Array  # this episode's joint calibration error (position actuators)
-    key: jax.Array  # uint32[2], the env's random stream
-
-
-class StepOutput(NamedTuple):
-    """What one control step produced, per env (before any auto-reset unless noted)."""
-
-    reward_E: jax.Array  # sum(weights * terms); 0 where the physics went non-finite
-    reward_terms_ER: jax.Array  # unweighted terms
-    reward_weights_ER: jax.Array
-    terminations_EK: jax.Array  # bool, per `terminate` entry
-    done_E: jax.Array  # bool: failure | success | truncated
-    failure_E: jax.Array  # bool: a failure termination (no bootstrap), including NaN resets
-    success_E: jax.Array  # bool: a success termination (bootstrap)
-    truncated_E: jax.Array  # bool: the episode time limit (bootstrap)
-    nan_E: jax.Array  # bool: qpos/qvel/qacc went non-finite; the env was reset
-    episode_return_E: jax.Array  # return of the episode that ended here (valid where done)
-    episode_length_E: jax.Array  # int32, its length in control steps (valid where done)
-    final_obs_actor_EO: jax.Array  # observations of the state reached, before any reset
-    final_obs_critic_EC: jax.Array
+__all__ = ["MjxEnv", "ContactQueries"]
 
 
 class ContactQueries:
-    """Static tables turning MJX's fixed-size contact arrays into `contact`/`contact_force` (C,)."""
+    """Static tables turning MJX's fixed-size contact arrays (H slots) into `contact`/`contact_force`
+    (P,): one value per contact query (a pair of geom sets)."""
 
     def __init__(self, queries, mj_model: mujoco.MjModel, template: mjx.Data):
         self.size = len(queries)
@@ -101,8 +66,8 @@ class ContactQueries:
                 side_a[c, int(g)] = True
             for g in q["geoms_b"]:
                 side_b[c, int(g)] = True
-        self.side_a_CG = side_a
-        self.side_b_CG = side_b
+        self.side_a_PG = side_a
+        self.side_b_PG = side_b
         # rows of efc_force whose sum is each contact's normal force
         adr = np.asarray(contact.efc_address, dtype=np.int64).reshape(-1)
         dim = np.asarray(contact.dim, dtype=np.int64).reshape(-1)
@@ -111,11 +76,11 @@ class ContactQueries:
         width = int(nrows.max()) if ncon else 1
         rows = adr[:, None] + np.arange(width)[None, :]
         valid = (np.arange(width)[None, :] < nrows[:, None]) & (adr[:, None] >= 0)
-        self.rows_NW = np.where(valid, rows, 0).astype(np.int32)
-        self.valid_NW = valid.astype(np.float32)
+        self.rows_HZ = np.where(valid, rows, 0).astype(np.int32)
+        self.valid_HZ = valid.astype(np.float32)
 
     def __call__(self, data: mjx.Data) -> tuple[jax.Array, jax.Array]:
-        """(contact (C,), contact_force (C,)) of one env."""
+        """(contact (P,), contact_force (P,)) of one env."""
         if self.size == 0:
             z = jnp.zeros((0,), jnp.float32)
             return z, z
@@ -123,14 +88,14 @@ class ContactQueries:
             z = jnp.zeros((self.size,), jnp.float32)
             return z, z
         contact = data._impl.contact
-        g1_N, g2_N = contact.geom[:, 0], contact.geom[:, 1]
-        side_a, side_b = jnp.asarray(self.side_a_CG), jnp.asarray(self.side_b_CG)
-        match_CN = (side_a[:, g1_N] & side_b[:, g2_N]) | (side_b[:, g1_N] & side_a[:, g2_N])
-        active_CN = match_CN & (contact.dist < 0)[None, :]
-        force_N = jnp.sum(data._impl.efc_force[self.rows_NW] * self.valid_NW, axis=1)
-        touching_C = jnp.any(active_CN, axis=1).astype(jnp.float32)
-        force_C = jnp.sum(jnp.where(active_CN, force_N[None, :], 0.0), axis=1)
-        return touching_C, force_C
+        g1_H, g2_H = contact.geom[:, 0], contact.geom[:, 1]
+        side_a, side_b = jnp.asarray(self.side_a_PG), jnp.asarray(self.side_b_PG)
+        match_PH = (side_a[:, g1_H] & side_b[:, g2_H]) | (side_b[:, g1_H] & side_a[:, g2_H])
+        active_PH = match_PH & (contact.dist < 0)[None, :]
+        force_H = jnp.sum(data._impl.efc_force[self.rows_HZ] * self.valid_HZ, axis=1)
+        touching_P = jnp.any(active_PH, axis=1).astype(jnp.float32)
+        force_P = jnp.sum(jnp.where(active_PH, force_H[None, :], 0.0), axis=1)
+        return touching_P, force_P
 
 
 class _Episode(NamedTuple):
@@ -147,9 +112,11 @@ class _Episode(NamedTuple):
 
 
 class MjxEnv:
-    """E environments of one task on MJX. Static configuration only; state lives in `EnvState`."""
+    """E environments of one task on MJX. Static configuration only; state lives in an `EnvSnapshot`."""
 
-    def __init__(self, spec: TaskSpec, kernels: ModuleType, model_path: str | Path, *, num_envs: int):
+    def __init__(
+        self, spec: TaskSpec, kernels: ModuleType, model_path: str | Path, *, num_envs: int, threads: int | None = None
+    ):  # `threads`: the `Env` factory's signature; XLA schedules MJX's work itself
         if num_envs < 1:
             raise KsimError(f"num_envs must be at least 1, got {num_envs}")
         self.spec = spec
@@ -159,7 +126,8 @@ class MjxEnv:
         device = jax.local_devices()[0]  # jax.devices()[0] belongs to process 0 in a multi-process run
         self.model = mjx.put_model(self.mj_model, device=device)
         self.actuators = ActuatorModel.from_spec(spec, self.mj_model)
-        self.curriculum = Curriculum.from_spec(spec.curriculum)
+        self.rules = OutcomeRules.from_spec(spec)
+        self.curriculum = self.rules.curriculum
         qpos0, qvel0 = default_pose(self.mj_model)
         self.qpos0_Q, self.qvel0_V = jnp.asarray(qpos0), jnp.asarray(qvel0)
         self.template = mjx.make_data(self.model, device=device)
@@ -168,7 +136,6 @@ class MjxEnv:
             if not hasattr(self.model, name):
                 raise KsimError(f"task randomizes unknown model field '{name}'; recompile the task")
         self.default_fields = {name: jnp.asarray(getattr(self.model, name)) for name in spec.randomize_fields}
-        self.success_K = np.asarray(spec.success, dtype=bool)
         for phase in ("reset", "observe", "step"):
             if phase not in spec.rand:
                 raise KsimError(f"generated module lacks SPEC['rand']['{phase}']; recompile the task")
@@ -207,7 +174,7 @@ class MjxEnv:
         rn, ru = self._rand(k_reset, "reset")
         out = self.kernels.reset(self.qpos0_Q, self.qvel0_V, dict(self.default_fields), level, rn, ru)
         fields = {name: out["fields"][name] for name in self.spec.randomize_fields}
-        latency, zero_offset = self.actuators.draw_episode(k_act)
+        latency, zero_offset = self.actuators.draw_episode(JaxDraws(k_act))
         ctrl = self.actuators.rest_target(zero_offset)
         data = self.template.replace(
             qpos=out["qpos"].astype(self.template.qpos.dtype),
@@ -247,13 +214,15 @@ class MjxEnv:
         keys = jax.random.split(key, self.num_envs)
         return jax.vmap(self._reset_one)(keys, level_E)
 
-    def reset(self, key: jax.Array) -> EnvState:
+    def reset(self, key: jax.Array | int) -> EnvSnapshot:
         """All E envs at the start of an episode, at the curriculum's initial level."""
+        if isinstance(key, int):
+            key = jax.random.PRNGKey(key)
         key, k_reset = jax.random.split(key)
         level_E = jnp.full((self.num_envs,), self.curriculum.initial_level, jnp.float32)
         ep = self._reset_batch(k_reset, level_E)
         zeros_E = jnp.zeros((self.num_envs,), jnp.float32)
-        return EnvState(
+        return EnvSnapshot(
             data=ep.data,
             fields_E=ep.fields,
             mem_EM=ep.mem,
@@ -269,7 +238,7 @@ class MjxEnv:
             key=key,
         )
 
-    def step(self, state: EnvState, action_EA: jax.Array) -> tuple[EnvState, StepOutput]:
+    def step(self, state: EnvSnapshot, action_EA: jax.Array) -> tuple[EnvSnapshot, StepOutput]:
         """One control step of every env; done envs start a new episode in the returned state."""
         key, k_step, k_reset = jax.random.split(state.key, 3)
         keys_E = jax.random.split(k_step, self.num_envs)
@@ -284,36 +253,18 @@ class MjxEnv:
             action_EA,
             keys_E,
         )
-        terms_ER = jnp.where(nan_E[:, None], 0.0, out["reward_terms"].astype(jnp.float32))
-        weights_ER = jnp.broadcast_to(out["reward_weights"], terms_ER.shape).astype(jnp.float32)
-        reward_E = jnp.sum(terms_ER * weights_ER, axis=1)
-        terminations_EK = out["terminations"].astype(bool) & ~nan_E[:, None]
-        success_K = jnp.asarray(self.success_K)
-        failure_E = jnp.any(terminations_EK & ~success_K, axis=1) | nan_E
-        success_E = jnp.any(terminations_EK & success_K, axis=1) & ~failure_E
-        step_E = state.step_E + 1
-        truncated_E = (step_E >= self.spec.episode_steps) & ~failure_E & ~success_E
-        done_E = failure_E | success_E | truncated_E
-        episode_return_E = state.episode_return_E + reward_E
-        level_E, steps_at_level_E = self.curriculum.on_step(
-            state.level_E, state.steps_at_level_E, done_E, step_E, self.spec.episode_steps
-        )
-        obs_actor_EO = _finite(out["actor"].astype(jnp.float32))
-        obs_critic_EC = _finite(out["critic"].astype(jnp.float32))
-        stepped = EnvState(
+        kernel = KernelStep(*(out[k] for k in ("reward_terms", "reward_weights", "terminations", "actor", "critic")))
+        counters = EpisodeCounters(state.step_E, state.episode_return_E, state.level_E, state.steps_at_level_E)
+        output, counters = step_outcome(jnp, self.rules, kernel, nan_E, counters)
+        done_E = output.done_E
+        stepped = state._replace(
             data=data,
-            fields_E=state.fields_E,
             mem_EM=out["mem"].astype(jnp.float32),
-            obs_actor_EO=obs_actor_EO,
-            obs_critic_EC=obs_critic_EC,
-            level_E=level_E,
-            steps_at_level_E=steps_at_level_E,
-            step_E=step_E,
-            episode_return_E=episode_return_E,
+            obs_actor_EO=output.final_obs_actor_EO,
+            obs_critic_EC=output.final_obs_critic_EC,
             prev_ctrl_EU=new_ctrl_EU,
-            latency_E=state.latency_E,
-            zero_offset_EU=state.zero_offset_EU,
             key=key,
+            **counters._asdict(),
         )
         next_state = jax.lax.cond(
             jnp.any(done_E),
@@ -321,24 +272,22 @@ class MjxEnv:
             lambda s: s,
             stepped,
         )
-        output = StepOutput(
-            reward_E=reward_E,
-            reward_terms_ER=terms_ER,
-            reward_weights_ER=weights_ER,
-            terminations_EK=terminations_EK,
-            done_E=done_E,
-            failure_E=failure_E,
-            success_E=success_E,
-            truncated_E=truncated_E,
-            nan_E=nan_E,
-            episode_return_E=episode_return_E,
-            episode_length_E=step_E,
-            final_obs_actor_EO=obs_actor_EO,
-            final_obs_critic_EC=obs_critic_EC,
-        )
         return next_state, output
 
-    def _reset_where(self, state: EnvState, done_E: jax.Array, key: jax.Array) -> EnvState:
+    def qpos_EQ(self, state: EnvSnapshot) -> jax.Array:
+        """Joint positions (E, nq) of `state`."""
+        return state.data.qpos
+
+    def snapshot(self, state: EnvSnapshot) -> EnvSnapshot:
+        return state
+
+    def restore(self, snapshot: EnvSnapshot) -> EnvSnapshot:
+        return snapshot
+
+    def close(self) -> None:
+        """Nothing to release (the `Env` protocol)."""
+
+    def _reset_where(self, state: EnvSnapshot, done_E: jax.Array, key: jax.Array) -> EnvSnapshot:
         """`state` with a fresh episode in every env where `done_E`."""
         ep = self._reset_batch(key, state.level_E)
 
@@ -359,8 +308,3 @@ class MjxEnv:
             latency_E=pick(ep.latency, state.latency_E),
             zero_offset_EU=pick(ep.zero_offset, state.zero_offset_EU),
         )
-
-
-def _finite(x: jax.Array) -> jax.Array:
-    """Non-finite entries (from a diverged physics state) replaced by 0 so they cannot poison the policy."""
-    return jnp.where(jnp.isfinite(x), x, 0.0)

@@ -1,8 +1,8 @@
 """A batch of C-MuJoCo environments driven by a compiled task's numba kernels.
 
-The CPU counterpart of `ksimdsl.runtime.mjx_env.MjxEnv`, with the same
-semantics (docs/architecture.md) and the same per-step outputs, but host-side
-and stateful: every environment is a `mujoco.MjData` (plus its own
+The CPU counterpart of `ksimdsl.runtime.engine.mjx.env.MjxEnv`, with the same
+semantics (docs/architecture.md) and the same per-step outputs (`base.StepOutput`,
+decided by the shared `base.step_outcome`), but host-side and stateful: every environment is a `mujoco.MjData` (plus its own
 `mujoco.MjModel` copy when the task randomizes model fields), and the batch
 state lives in preallocated numpy arrays.
 
@@ -13,6 +13,9 @@ state lives in preallocated numpy arrays.
 
     out, action_EA, log_prob_E = env.step_actor(actor, eps_EN)   # the same, with the policy
                                                                   # evaluated in the worker threads
+    snap = env.snapshot(); env.restore(snap)                      # base.EnvSnapshot, for checkpoints
+
+`hostenv.HostEnv` wraps it into the engine's `base.Env` for the shared episode loops.
 
 One control step:
 
@@ -27,15 +30,15 @@ One control step:
    threads run in parallel;
 2. reward, failure / success / truncation, NaN resets (C MuJoCo's
    bad-qpos/qvel/qacc warnings or a non-finite value: a failure with zero
-   reward) and the curriculum are computed on the whole batch in numpy;
+   reward) and the curriculum are computed on the whole batch by
+   `base.step_outcome` with numpy;
 3. the envs that are done start a new episode: the `reset` kernel, model
    field writes, `mj_resetData` + `mj_forward`, and the `observe` kernel, on
    the done envs only.
 
 Kernel arguments: the numba backend's functions take positional arrays in the
-order `SPEC["numba_args"][phase]`; an argument name is resolved by its base
-name (the name without its trailing shape suffix, `qpos_out_EQ` -> `qpos_out`),
-see `_KernelArgs`. Array dtypes: physics, mem, actions, levels, random draws,
+order `SPEC["numba_args"][phase]`, bound from the declared table in
+`kernel_args.py`. Array dtypes: physics, mem, actions, levels, random draws,
 reward terms/weights and model fields are float64; observations float32;
 terminations bool.
 
@@ -48,24 +51,32 @@ from __future__ import annotations
 import copy
 import itertools
 import os
-import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
-from typing import Callable, NamedTuple
+from typing import Any, Callable
 
 import mujoco
 import numpy as np
 
 from ksimdsl.abi import PHASES, TaskSpec
-from ksimdsl.errors import InternalCompilerError, KsimError
-from ksimdsl.runtime import cstep
-from ksimdsl.runtime.actuators import ActuatorModel
-from ksimdsl.runtime.curriculum import Curriculum
-from ksimdsl.runtime.model import default_pose, load_model
-from ksimdsl.runtime.numba_policy import HostActor
+from ksimdsl.errors import KsimError
+from ksimdsl.runtime.engine.actuators import ActuatorModel, NumpyDraws
+from ksimdsl.runtime.engine.base import (
+    EPISODE_STATE,
+    EnvSnapshot,
+    EpisodeCounters,
+    KernelStep,
+    OutcomeRules,
+    StepOutput,
+    step_outcome,
+)
+from ksimdsl.runtime.engine.model import default_pose, load_model
+from ksimdsl.runtime.engine.mujoco import cstep
+from ksimdsl.runtime.engine.mujoco.kernel_args import KernelArgs
+from ksimdsl.runtime.engine.mujoco.numba_policy import HostActor
 
-__all__ = ["MujocoEnv", "HostStepOutput", "default_threads"]
+__all__ = ["MujocoEnv", "default_threads"]
 
 #: Physics fields that are read straight out of each MjData (all float64 arrays in the bindings).
 _DATA_FIELDS = (
@@ -82,32 +93,12 @@ _DATA_FIELDS = (
     "site_xpos",
     "sensordata",
 )
-_SUFFIX = re.compile(r"_[A-Z][A-Z0-9]*$")
+#: MuJoCo state saved in snapshots: everything mj_step integrates and reads back.
+_STATE_SPEC = mujoco.mjtState.mjSTATE_INTEGRATION
 #: Envs are stepped in chunks handed to the threads on demand: up to this many chunks per thread,
 CHUNKS_PER_THREAD = 4
 #: of at least this many envs (a chunk costs a few microseconds of dispatch).
 MIN_CHUNK = 8
-
-
-class HostStepOutput(NamedTuple):
-    """What one control step produced, per env, as numpy arrays (fields as in `mjx_env.StepOutput`).
-
-    Every array is freshly allocated by `step` (nothing aliases the env's buffers).
-    """
-
-    reward_E: np.ndarray  # float32, sum(weights * terms); 0 where the physics diverged
-    reward_terms_ER: np.ndarray  # float32
-    reward_weights_ER: np.ndarray  # float32
-    terminations_EK: np.ndarray  # bool
-    done_E: np.ndarray  # bool: failure | success | truncated
-    failure_E: np.ndarray  # bool: failure termination or NaN reset (no bootstrap)
-    success_E: np.ndarray  # bool (bootstrap)
-    truncated_E: np.ndarray  # bool: episode time limit (bootstrap)
-    nan_E: np.ndarray  # bool: the state diverged; the env was reset
-    episode_return_E: np.ndarray  # float32, return of the episode that ended here (valid where done)
-    episode_length_E: np.ndarray  # int32, its length in control steps (valid where done)
-    final_obs_actor_EO: np.ndarray  # float32, observations of the state reached, before any reset
-    final_obs_critic_EC: np.ndarray
 
 
 def default_threads() -> int:
@@ -121,65 +112,37 @@ def default_threads() -> int:
 class _Actuation:
     """The actuator model's constants for `cstep.actuate`, and its per-episode draws (numpy).
 
-    Same semantics as `ksimdsl.runtime.actuators.ActuatorModel` (which this is built from).
+    Same semantics as `ksimdsl.runtime.engine.actuators.ActuatorModel` (which this is built from).
     """
 
     def __init__(self, model: ActuatorModel):
         self.model = model
-        self.kind = cstep.ACTUATOR_KINDS[model.kind]
-        self.default_pos_U = np.asarray(model.default_pos_U, np.float64)
         nu = model.nu
-        self.clip_lo_U = np.full(nu, -np.inf) if model.ctrl_lo_U is None else np.asarray(model.ctrl_lo_U, np.float64)
-        self.clip_hi_U = np.full(nu, np.inf) if model.ctrl_hi_U is None else np.asarray(model.ctrl_hi_U, np.float64)
+        self.default_pos_U = np.asarray(model.default_pos_U, np.float64)
+        self.constants = cstep.ActuatorConstants(
+            kind=cstep.ACTUATOR_KINDS[model.kind],
+            default_pos_U=self.default_pos_U,
+            action_scale=float(model.action_scale),
+            scale=float(model.scale),
+            clip_lo_U=np.full(nu, -np.inf) if model.ctrl_lo_U is None else np.asarray(model.ctrl_lo_U, np.float64),
+            clip_hi_U=np.full(nu, np.inf) if model.ctrl_hi_U is None else np.asarray(model.ctrl_hi_U, np.float64),
+            dt=float(model.dt),
+        )
+        self._actuate = cstep.Specialized(cstep.actuate)
 
     def draw_episode(self, rng: np.random.Generator, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(latency_K seconds, zero_offset_KU) for k new episodes."""
-        m = self.model
-        latency_K = np.zeros(k) if m.latency is None else rng.uniform(m.latency[0], m.latency[1], k)
-        zero_KU = np.zeros((k, m.nu))
-        if m.kind == "position" and m.zero_offset_dist is not None:
-            p = m.zero_offset_params
-            if m.zero_offset_dist == "gaussian":
-                mean, std = (0.0, p[0]) if len(p) == 1 else (p[0], p[1])
-                zero_KU = mean + std * rng.standard_normal((k, m.nu))
-            else:
-                lo, hi = (-p[0], p[0]) if len(p) == 1 else (p[0], p[1])
-                zero_KU = rng.uniform(lo, hi, (k, m.nu))
-        return latency_K, zero_KU
+        """(latency_K seconds, zero_offset_KU) for k new episodes (`ActuatorModel.draw_episode`)."""
+        return self.model.draw_episode(NumpyDraws(rng), (k,))
 
     def rest_target(self, zero_offset_KU: np.ndarray) -> np.ndarray:
         """ctrl (K, nu) of a zero action: the "previous target" right after a reset."""
         m = self.model
         base = self.default_pos_U + zero_offset_KU if m.kind == "position" else np.zeros_like(zero_offset_KU)
-        return np.clip(base, self.clip_lo_U, self.clip_hi_U)
+        return np.clip(base, self.constants.clip_lo_U, self.constants.clip_hi_U)
 
     def __call__(self, lo: int, hi: int, raw_EA, action_EA, zero_offset_EU, latency_E, prev_ctrl_EU, ctrl_ESU):
         """`cstep.actuate` for envs [lo, hi)."""
-        m = self.model
-        cstep.actuate(
-            lo, hi, raw_EA, action_EA, self.kind, self.default_pos_U, m.action_scale, m.scale, zero_offset_EU,
-            self.clip_lo_U, self.clip_hi_U, latency_E, m.dt, prev_ctrl_EU, ctrl_ESU,
-        )  # fmt: skip
-
-
-class _KernelArgs:
-    """Positional argument lists for one kernel phase, resolved by base name from a dict of arrays."""
-
-    def __init__(self, phase: str, names: tuple[str, ...]):
-        self.phase = phase
-        self.names = names
-        self.bases = tuple(_SUFFIX.sub("", n) for n in names)
-
-    def build(self, arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
-        out = []
-        for name, base in zip(self.names, self.bases):
-            if base not in arrays:
-                raise InternalCompilerError(
-                    f"numba kernel '{self.phase}' takes argument '{name}', which the C-MuJoCo engine does not "
-                    f"provide (known: {', '.join(sorted(arrays))})"
-                )
-            out.append(arrays[base])
-        return out
+        self._actuate(lo, hi, self.constants, raw_EA, action_EA, zero_offset_EU, latency_E, prev_ctrl_EU, ctrl_ESU)
 
 
 class MujocoEnv:
@@ -210,16 +173,15 @@ class MujocoEnv:
         self.num_envs = E = int(num_envs)
         self.threads = max(1, min(E, threads or default_threads()))
         self.rng = np.random.default_rng(seed)
-        self.layout_L = cstep.struct_layout().as_array()
         cstep.quiet_mujoco_warnings()  # diverged states are counted as NaN resets instead
         self.warnings_W = np.array(cstep.BAD_STATE_WARNINGS, dtype=np.int64)
 
         self.mj_model = load_model(spec, model_path)
         m = self.mj_model
         self.actuation = _Actuation(ActuatorModel.from_spec(spec, m))
-        self.curriculum = Curriculum.from_spec(spec.curriculum)
+        self.rules = OutcomeRules.from_spec(spec)
+        self.curriculum = self.rules.curriculum
         qpos0, qvel0 = default_pose(m)
-        self.success_K = np.asarray(spec.success, dtype=bool)
 
         # ---- per-env MuJoCo objects
         for name in spec.randomize_fields:
@@ -229,9 +191,12 @@ class MujocoEnv:
         self.models = [copy.copy(m) for _ in range(E)] if spec.randomize_fields else [m]
         self.datas = [mujoco.MjData(self.model_of(e)) for e in range(E)]
         env_models = [self.model_of(e) for e in range(E)]
-        self.m_adr_E = np.array([x._address for x in env_models], dtype=np.uint64)
-        self.d_adr_E = np.array([d._address for d in self.datas], dtype=np.uint64)
-        self.ctrl_adr_E, self.qpos_adr_E, self.qvel_adr_E = cstep.field_addresses(self.datas, ("ctrl", "qpos", "qvel"))
+        self.pointers = cstep.EnvPointers(
+            np.array([x._address for x in env_models], dtype=np.uint64),
+            np.array([d._address for d in self.datas], dtype=np.uint64),
+            *cstep.field_addresses(self.datas, ("ctrl", "qpos", "qvel")),
+            layout_L=cstep.struct_layout().as_array(),
+        )
         self.field_adr_RE = cstep.field_addresses(env_models, spec.randomize_fields) if spec.randomize_fields else None
         self.field_size_R = np.array([getattr(m, n).size for n in spec.randomize_fields], dtype=np.int64)
         self.default_fields = {n: np.array(getattr(m, n), dtype=np.float64) for n in spec.randomize_fields}
@@ -248,22 +213,24 @@ class MujocoEnv:
             if name == "xmat":
                 shape = (shape[0], 9)
             self.phys[name] = np.zeros((E,) + tuple(shape), dtype=np.float64)
-        self.gather_src_FE = cstep.field_addresses(self.datas, gathered)
-        self.gather_size_F = np.array([getattr(d0, n).size for n in gathered], dtype=np.int64)
-        self.gather_dst_F = np.array([self.phys[n].ctypes.data for n in gathered], dtype=np.uint64)
-        self.time_E = np.zeros(E)
-        self.phys["time"] = self.time_E
-        C = len(spec.contact_queries)
-        self.in_a_CG = np.zeros((C, m.ngeom), dtype=np.uint8)
-        self.in_b_CG = np.zeros((C, m.ngeom), dtype=np.uint8)
-        for c, q in enumerate(spec.contact_queries):
-            self.in_a_CG[c, list(map(int, q["geoms_a"]))] = 1
-            self.in_b_CG[c, list(map(int, q["geoms_b"]))] = 1
-        self.contact_EC = np.zeros((E, C))
-        self.contact_force_EC = np.zeros((E, C))
-        self.want_force = "contact_force" in spec.phys_inputs
-        self.phys["contact"] = self.contact_EC
-        self.phys["contact_force"] = self.contact_force_EC
+        self.gather = cstep.Gather(
+            src_adr_FE=cstep.field_addresses(self.datas, gathered),
+            size_F=np.array([getattr(d0, n).size for n in gathered], dtype=np.int64),
+            dst_adr_F=np.array([self.phys[n].ctypes.data for n in gathered], dtype=np.uint64),
+            time_E=np.zeros(E),
+        )
+        self.phys["time"] = self.gather.time_E
+        P = len(spec.contact_queries)
+        in_a_PG = np.zeros((P, m.ngeom), dtype=np.uint8)
+        in_b_PG = np.zeros((P, m.ngeom), dtype=np.uint8)
+        for p, q in enumerate(spec.contact_queries):
+            in_a_PG[p, list(map(int, q["geoms_a"]))] = 1
+            in_b_PG[p, list(map(int, q["geoms_b"]))] = 1
+        self.contacts = cstep.ContactTables(
+            in_a_PG, in_b_PG, np.zeros((E, P)), np.zeros((E, P)), want_force="contact_force" in spec.phys_inputs
+        )
+        self.phys["contact"] = self.contacts.contact_EP
+        self.phys["contact_force"] = self.contacts.force_EP
 
         # ---- task state
         A, M, U = spec.action_size, spec.mem_size, m.nu
@@ -275,7 +242,7 @@ class MujocoEnv:
         self.level_E = np.full(E, self.curriculum.initial_level, dtype=np.float64)
         self.steps_at_level_E = np.zeros(E, dtype=np.int32)
         self.step_E = np.zeros(E, dtype=np.int32)
-        self.running_return_E = np.zeros(E, dtype=np.float64)
+        self.episode_return_E = np.zeros(E, dtype=np.float64)
         self.prev_ctrl_EU = np.zeros((E, U))
         self.latency_E = np.zeros(E)
         self.zero_offset_EU = np.zeros((E, U))
@@ -291,8 +258,8 @@ class MujocoEnv:
         self.ctrl_ESU = np.zeros((E, spec.substeps, U))
         self.bad_E = np.zeros(E, dtype=np.bool_)
         n_s, u_s = spec.rand["step"]
-        self.rand_n_step = np.zeros((E, n_s))
-        self.rand_u_step = np.zeros((E, u_s))
+        self.rand_n_EN = np.zeros((E, n_s))  # the step kernel's normal draws
+        self.rand_u_ED = np.zeros((E, u_s))  # its uniform draws
         self.final_actor_EO = np.zeros((E, OA), dtype=np.float32)
         self.final_critic_EC = np.zeros((E, OC), dtype=np.float32)
         self.terms_ER = np.zeros((E, R))
@@ -302,17 +269,17 @@ class MujocoEnv:
         self.qpos_out_EQ = np.zeros_like(self.phys["qpos"])
         self.qvel_out_EV = np.zeros_like(self.phys["qvel"])
 
-        self._reset_args = _KernelArgs("reset", spec.numba_args["reset"])
-        self._observe_args = _KernelArgs("observe", spec.numba_args["observe"])
-        step_args = _KernelArgs("step", spec.numba_args["step"])
+        self._reset_args = KernelArgs(spec, "reset")
+        self._observe_args = KernelArgs(spec, "observe")
+        step_args = KernelArgs(spec, "step")
         full = step_args.build(
             self.phys
             | {
                 "action": self.action_EA,
                 "level": self.level_E,
                 "mem": self.mem_EM,
-                "rand_n": self.rand_n_step,
-                "rand_u": self.rand_u_step,
+                "rand_n": self.rand_n_EN,
+                "rand_u": self.rand_u_ED,
                 "actor": self.final_actor_EO,
                 "critic": self.final_critic_EC,
                 "reward_terms": self.terms_ER,
@@ -331,6 +298,7 @@ class MujocoEnv:
             ThreadPoolExecutor(self.threads - 1, thread_name_prefix="ksimdsl-mujoco") if self.threads > 1 else None
         )
         self._all_E = np.arange(E, dtype=np.int64)
+        self._advance_range = cstep.Specialized(cstep.advance)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -353,7 +321,7 @@ class MujocoEnv:
         self.steps_at_level_E[:] = 0
         self._reset_envs(self._all_E)
 
-    def step(self, action_EA: np.ndarray) -> HostStepOutput:
+    def step(self, action_EA: np.ndarray) -> StepOutput:
         """One control step of every env with actions (E, A); done envs start a new episode.
 
         `self.obs_actor_EO` / `self.obs_critic_EC` then hold the observations the
@@ -363,7 +331,7 @@ class MujocoEnv:
         self._actor = None
         return self._step()
 
-    def step_actor(self, actor: HostActor, eps_EN: np.ndarray) -> tuple[HostStepOutput, np.ndarray, np.ndarray]:
+    def step_actor(self, actor: HostActor, eps_EN: np.ndarray) -> tuple[StepOutput, np.ndarray, np.ndarray]:
         """`step` with the actions sampled by `actor` from the current observations, inside the worker
         threads (each for its own chunk of envs), from the random draws eps_EN (`actor.draw_noise`).
 
@@ -379,52 +347,25 @@ class MujocoEnv:
             self._actor = None
         return out, self.raw_action_EA.copy(), self.log_prob_E.copy()
 
-    def _step(self) -> HostStepOutput:
-        spec = self.spec
-        self._draw(self.rand_n_step, self.rand_u_step)
+    def _step(self) -> StepOutput:
+        self._draw(self.rand_n_EN, self.rand_u_ED)
         self._run_parallel(self._control_step)
 
         nan_E = self.bad_E.copy()
-        if spec.writes_phys:
-            cstep.write_state(self._all_E, self.qpos_adr_E, self.qvel_adr_E, self.qpos_out_EQ, self.qvel_out_EV)
-        terms_ER = np.where(nan_E[:, None], 0.0, self.terms_ER).astype(np.float32)
-        weights_ER = self.weights_ER.astype(np.float32)
-        reward_E = np.sum(terms_ER * weights_ER, axis=1)
-        term_EK = self.term_EK & ~nan_E[:, None]
-        failure_E = np.any(term_EK & ~self.success_K, axis=1) | nan_E
-        success_E = np.any(term_EK & self.success_K, axis=1) & ~failure_E
-        self.step_E += 1
-        length_E = self.step_E.copy()
-        truncated_E = (length_E >= spec.episode_steps) & ~failure_E & ~success_E
-        done_E = failure_E | success_E | truncated_E
-        self.running_return_E += reward_E
-        return_E = self.running_return_E.astype(np.float32)
-        self.level_E[:], self.steps_at_level_E[:] = self.curriculum.on_step(
-            self.level_E, self.steps_at_level_E, done_E, length_E, spec.episode_steps, xp=np
-        )
-        _zero_nonfinite(self.final_actor_EO)
-        _zero_nonfinite(self.final_critic_EC)
-        self.obs_actor_EO[:] = self.final_actor_EO
-        self.obs_critic_EC[:] = self.final_critic_EC
+        if self.spec.writes_phys:
+            cstep.write_state(self._all_E, self.pointers, self.qpos_out_EQ, self.qvel_out_EV)
+        kernel = KernelStep(self.terms_ER, self.weights_ER, self.term_EK, self.final_actor_EO, self.final_critic_EC)
+        counters = EpisodeCounters(self.step_E, self.episode_return_E, self.level_E, self.steps_at_level_E)
+        out, counters = step_outcome(np, self.rules, kernel, nan_E, counters)
+        for name, value in counters._asdict().items():
+            getattr(self, name)[:] = value
+        self.obs_actor_EO[:] = out.final_obs_actor_EO
+        self.obs_critic_EC[:] = out.final_obs_critic_EC
         self.mem_EM[:] = self.mem_out_EM
-        done_idx = np.flatnonzero(done_E)
+        done_idx = np.flatnonzero(out.done_E)
         if done_idx.size:
             self._reset_envs(done_idx)
-        return HostStepOutput(
-            reward_E=reward_E,
-            reward_terms_ER=terms_ER,
-            reward_weights_ER=weights_ER,
-            terminations_EK=term_EK,
-            done_E=done_E,
-            failure_E=failure_E,
-            success_E=success_E,
-            truncated_E=truncated_E,
-            nan_E=nan_E,
-            episode_return_E=return_E,
-            episode_length_E=length_E,
-            final_obs_actor_EO=self.final_actor_EO.copy(),
-            final_obs_critic_EC=self.final_critic_EC.copy(),
-        )
+        return out
 
     def physics_only(self, ctrl_ESU: np.ndarray) -> None:
         """Step every env's physics with the given substep controls, without kernels or resets.
@@ -440,11 +381,50 @@ class MujocoEnv:
 
     def refresh_all(self) -> None:
         """Re-read every env's physics arrays and contact queries (after writing MjData from outside)."""
-        cstep.refresh(
-            self._all_E, self.m_adr_E, self.d_adr_E, self.gather_src_FE, self.gather_size_F, self.gather_dst_F,
-            self.time_E, self.in_a_CG, self.in_b_CG, self.contact_EC, self.contact_force_EC, self.want_force,
-            self.layout_L,
-        )  # fmt: skip
+        cstep.refresh(self._all_E, self.pointers, self.gather, self.contacts)
+
+    # ------------------------------------------------------------------ snapshots
+
+    def reseed(self, seed: Any) -> None:
+        """A fresh random stream: from an int seed, or from the bits of a JAX key."""
+        if not isinstance(seed, (int, np.integer)):
+            import jax
+            import jax.numpy as jnp
+
+            seed = np.asarray(jax.random.bits(seed, (4,), jnp.uint32)).astype(np.uint64)
+        self.rng = np.random.default_rng(seed)
+
+    def snapshot(self) -> EnvSnapshot:
+        """A copy of the environments' complete state (numpy; float64 physics, the generator state)."""
+        size = mujoco.mj_stateSize(self.mj_model, _STATE_SPEC)
+        data_EX = np.empty((self.num_envs, size))
+        for e, d in enumerate(self.datas):
+            mujoco.mj_getState(self.model_of(e), d, data_EX[e], _STATE_SPEC)
+        fields_E = {
+            name: np.stack([np.array(getattr(self.model_of(e), name)) for e in range(self.num_envs)])
+            for name in self.spec.randomize_fields
+        }
+        episode = {name: getattr(self, name).copy() for name in EPISODE_STATE if name != "fields_E"}
+        return EnvSnapshot(data=data_EX, fields_E=fields_E, key=_rng_to_array(self.rng), **episode)
+
+    def restore(self, snap: EnvSnapshot) -> None:
+        """Put the environments back into the state `snapshot` returned."""
+        if snap.data.shape[0] != self.num_envs:
+            raise KsimError(
+                f"checkpoint holds {snap.data.shape[0]} environments, this run has {self.num_envs}; "
+                "resume with the same num_envs"
+            )
+        for name, values in snap.fields_E.items():
+            for e in range(self.num_envs):
+                getattr(self.model_of(e), name)[...] = values[e]
+        for e, d in enumerate(self.datas):
+            mujoco.mj_setState(self.model_of(e), d, np.array(snap.data[e], np.float64), _STATE_SPEC)
+            mujoco.mj_forward(self.model_of(e), d)
+        self.refresh_all()
+        for name in EPISODE_STATE:
+            if name != "fields_E":
+                getattr(self, name)[...] = getattr(snap, name)
+        self.rng = _rng_from_array(np.asarray(snap.key))
 
     # ------------------------------------------------------------------ internals
 
@@ -470,26 +450,7 @@ class MujocoEnv:
 
     def _advance(self, chunk: int) -> None:
         lo, hi = self._chunks[chunk]
-        cstep.advance(
-            lo,
-            hi,
-            self.m_adr_E,
-            self.d_adr_E,
-            self.ctrl_adr_E,
-            self.ctrl_ESU,
-            self.gather_src_FE,
-            self.gather_size_F,
-            self.gather_dst_F,
-            self.time_E,
-            self.in_a_CG,
-            self.in_b_CG,
-            self.contact_EC,
-            self.contact_force_EC,
-            self.want_force,
-            self.bad_E,
-            self.layout_L,
-            self.warnings_W,
-        )
+        self._advance_range(lo, hi, self.pointers, self.ctrl_ESU, self.gather, self.contacts, self.warnings_W, self.bad_E)
 
     def _control_step(self, chunk: int) -> None:
         """Everything of one control step that is independent per env, for one chunk of envs."""
@@ -548,15 +509,8 @@ class MujocoEnv:
         self.latency_E[idx_K] = latency_K
         self.zero_offset_EU[idx_K] = zero_KU
         self.prev_ctrl_EU[idx_K] = rest_KU
-        cstep.reset_and_forward(
-            idx_K, self.m_adr_E, self.d_adr_E, self.qpos_adr_E, self.qvel_adr_E, self.ctrl_adr_E,
-            qpos_KQ, qvel_KV, np.ascontiguousarray(rest_KU, dtype=np.float64),
-        )  # fmt: skip
-        cstep.refresh(
-            idx_K, self.m_adr_E, self.d_adr_E, self.gather_src_FE, self.gather_size_F, self.gather_dst_F,
-            self.time_E, self.in_a_CG, self.in_b_CG, self.contact_EC, self.contact_force_EC, self.want_force,
-            self.layout_L,
-        )  # fmt: skip
+        cstep.reset_and_forward(idx_K, self.pointers, qpos_KQ, qvel_KV, np.ascontiguousarray(rest_KU, dtype=np.float64))
+        cstep.refresh(idx_K, self.pointers, self.gather, self.contacts)
 
         n_o, u_o = spec.rand["observe"]
         rand_n, rand_u = np.zeros((k, n_o)), np.zeros((k, u_o))
@@ -579,11 +533,32 @@ class MujocoEnv:
         self.obs_critic_EC[idx_K] = critic_KC
         self.mem_EM[idx_K] = mem_KM
         self.step_E[idx_K] = 0
-        self.running_return_E[idx_K] = 0.0
+        self.episode_return_E[idx_K] = 0.0
 
 
 def _zero_nonfinite(x: np.ndarray) -> None:
-    """Non-finite entries (from a diverged state) replaced by 0 in place, as the MJX env does."""
+    """Non-finite entries (from a diverged state) replaced by 0 in place, as `base.finite` does."""
     if not np.isfinite(x).all():
         x[~np.isfinite(x)] = 0.0
 
+
+def _rng_to_array(rng: np.random.Generator) -> np.ndarray:
+    """numpy PCG64 state -> uint64[6] (state hi/lo, inc hi/lo, has_uint32, uinteger)."""
+    st = rng.bit_generator.state
+    if st["bit_generator"] != "PCG64":  # pragma: no cover - MujocoEnv always makes PCG64
+        raise TypeError(f"cannot checkpoint a {st['bit_generator']} generator")
+    mask = (1 << 64) - 1
+    s, inc = st["state"]["state"], st["state"]["inc"]
+    return np.array([s >> 64, s & mask, inc >> 64, inc & mask, st["has_uint32"], st["uinteger"]], dtype=np.uint64)
+
+
+def _rng_from_array(a: np.ndarray) -> np.random.Generator:
+    v = [int(x) for x in a]
+    bg = np.random.PCG64()
+    bg.state = {
+        "bit_generator": "PCG64",
+        "state": {"state": (v[0] << 64) | v[1], "inc": (v[2] << 64) | v[3]},
+        "has_uint32": v[4],
+        "uinteger": v[5],
+    }
+    return np.random.Generator(bg)

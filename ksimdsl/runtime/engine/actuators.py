@@ -1,9 +1,10 @@
-"""From policy actions to MuJoCo `ctrl`, in jnp, one environment per call (the env vmaps).
+"""From policy actions to MuJoCo `ctrl`, in jnp, one environment per call (the env vmaps);
+and the per-episode actuator draws of both engines.
 
 The three actuator kinds of the language (docs/architecture.md, "Actuators"):
 
 * `position`: the model's actuators were rewritten into PD actuators at load
-  (`ksimdsl.runtime.model`), so `ctrl` is the joint target
+  (`ksimdsl.runtime.engine.model`), so `ctrl` is the joint target
   `default_pos + action_scale * action + zero_offset`; with a per-episode
   `latency` l, the substeps that start before l keep the previous target.
 * `torque`: `ctrl = scale * action` on the model's own actuators.
@@ -11,11 +12,19 @@ The three actuator kinds of the language (docs/architecture.md, "Actuators"):
 
 Actions are clipped to [-1, 1] first; `ctrl` is clipped to the actuators'
 control range where they are limited (torque, ctrl).
+
+The per-episode draws (latency, zero offset) are `ActuatorModel.draw_episode`
+for both engines: it takes an `EpisodeDraws`, the random source and array
+module of the engine (`JaxDraws`: one env from a JAX key, float32;
+`NumpyDraws`: K envs from a numpy Generator, float64). The C-MuJoCo engine's
+per-substep formulas are `cstep.actuate` (numba).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -23,9 +32,53 @@ import mujoco
 import numpy as np
 
 from ksimdsl.abi import TaskSpec
-from ksimdsl.runtime.model import ctrl_clip_range
+from ksimdsl.runtime.engine.model import ctrl_clip_range
 
-__all__ = ["ActuatorModel"]
+__all__ = ["ActuatorModel", "EpisodeDraws", "JaxDraws", "NumpyDraws"]
+
+
+class EpisodeDraws(Protocol):
+    """A random source for per-episode draws: `slot` names the draw ("latency", "zero_offset")."""
+
+    xp: ModuleType
+    dtype: Any
+
+    def uniform(self, slot: str, lo: float, hi: float, shape: tuple[int, ...]) -> Any: ...
+
+    def normal(self, slot: str, shape: tuple[int, ...]) -> Any: ...
+
+
+class JaxDraws:
+    """Draws from one JAX key (one key per slot, split from it), float32."""
+
+    xp = jnp
+    dtype = jnp.float32
+    SLOTS = ("latency", "zero_offset")
+
+    def __init__(self, key: jax.Array):
+        self.keys = dict(zip(self.SLOTS, jax.random.split(key, len(self.SLOTS))))
+
+    def uniform(self, slot: str, lo: float, hi: float, shape: tuple[int, ...]) -> jax.Array:
+        return jax.random.uniform(self.keys[slot], shape, jnp.float32, lo, hi)
+
+    def normal(self, slot: str, shape: tuple[int, ...]) -> jax.Array:
+        return jax.random.normal(self.keys[slot], shape, jnp.float32)
+
+
+class NumpyDraws:
+    """Draws from a numpy Generator, in the order they are asked for (slots unused), float64."""
+
+    xp = np
+    dtype = np.float64
+
+    def __init__(self, rng: np.random.Generator):
+        self.rng = rng
+
+    def uniform(self, slot: str, lo: float, hi: float, shape: tuple[int, ...]) -> np.ndarray:
+        return self.rng.uniform(lo, hi, shape)
+
+    def normal(self, slot: str, shape: tuple[int, ...]) -> np.ndarray:
+        return self.rng.standard_normal(shape)
 
 
 @dataclass(frozen=True)
@@ -66,23 +119,24 @@ class ActuatorModel:
     def nu(self) -> int:
         return int(self.default_pos_U.shape[0])
 
-    def draw_episode(self, key: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Per-episode (latency () seconds, zero_offset_U radians/metres) for one env."""
-        k_lat, k_zero = jax.random.split(key)
+    def draw_episode(self, draws: EpisodeDraws, batch: tuple[int, ...] = ()) -> tuple[Any, Any]:
+        """This episode's (latency `batch` seconds, zero_offset `batch + (nu,)` radians/metres)."""
+        xp, dtype = draws.xp, draws.dtype
         if self.latency is None:
-            latency = jnp.zeros((), jnp.float32)
+            latency = xp.zeros(batch, dtype)
         else:
             lo, hi = self.latency
-            latency = jax.random.uniform(k_lat, (), jnp.float32, lo, hi)
-        zero_U = jnp.zeros((self.nu,), jnp.float32)
+            latency = draws.uniform("latency", lo, hi, batch)
+        shape_U = batch + (self.nu,)
+        zero_U = xp.zeros(shape_U, dtype)
         if self.kind == "position" and self.zero_offset_dist is not None:
             p = self.zero_offset_params
             if self.zero_offset_dist == "gaussian":
                 mean, std = (0.0, p[0]) if len(p) == 1 else (p[0], p[1])
-                zero_U = mean + std * jax.random.normal(k_zero, (self.nu,), jnp.float32)
+                zero_U = mean + std * draws.normal("zero_offset", shape_U)
             else:
                 lo, hi = (-p[0], p[0]) if len(p) == 1 else (p[0], p[1])
-                zero_U = jax.random.uniform(k_zero, (self.nu,), jnp.float32, lo, hi)
+                zero_U = draws.uniform("zero_offset", lo, hi, shape_U)
         return latency, zero_U
 
     def target(self, action_A: jax.Array, zero_offset_U: jax.Array) -> jax.Array:

@@ -26,7 +26,9 @@ GRU actors keep using the JAX path (`HostActor.supports`).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -34,9 +36,10 @@ from numba import njit
 
 from ksimdsl.runtime import distributions as D
 from ksimdsl.runtime import normalize as N
+from ksimdsl.runtime.engine.mujoco.cstep import Specialized
 from ksimdsl.runtime.networks import ActorCritic, MLPActor
 
-__all__ = ["HostActor", "ACTIVATIONS"]
+__all__ = ["HostActor", "ACTIVATIONS", "ActorWeights"]
 
 #: Activation name -> code understood by `_act_range`.
 ACTIVATIONS = {"elu": 0, "relu": 1, "tanh": 2, "silu": 3, "gelu": 4}
@@ -46,6 +49,24 @@ _LOG_SQRT_2PI = np.float32(0.5 * np.log(2.0 * np.pi))
 
 #: Distribution head name -> code understood by `_act_range`.
 HEADS = {"normal": 0, "mixture": 1}
+
+
+class ActorWeights(NamedTuple):
+    """What `_act_range` reads of the actor (numba takes the namedtuple as one argument)."""
+
+    norm_mean_O: np.ndarray
+    norm_inv_std_O: np.ndarray
+    norm_active: bool
+    norm_clip: np.float32
+    weights: tuple[np.ndarray, ...]  # per layer (out, in)
+    biases: tuple[np.ndarray, ...]
+    activation: int
+    head: int
+    std_A: np.ndarray
+    mixtures: int
+    min_std: np.float32
+    max_std: np.float32
+    std_offset: np.float32
 
 
 @dataclass(frozen=True)
@@ -126,12 +147,18 @@ class HostActor:
             log_prob_E: np.ndarray) -> None:  # fmt: skip
         """Rows [lo, hi): action_EA = a sample (raw, unclipped) from the draws `eps_EN` (see `draw_noise`),
         log_prob_E = its log density."""
-        _act_range(
-            lo, hi, obs_EO, self.norm_mean_O, self.norm_inv_std_O, self.norm_active, np.float32(self.norm_clip),
-            self.weights, self.biases, self.activation, self.head, self.std_A, self.mixtures,
-            np.float32(self.min_std), np.float32(self.max_std), np.float32(self.std_offset),
-            eps_EN, action_EA, log_prob_E,
-        )  # fmt: skip
+        self._act_range(lo, hi, self.packed, obs_EO, eps_EN, action_EA, log_prob_E)
+
+    @functools.cached_property
+    def _act_range(self) -> Specialized:
+        return Specialized(_act_range)
+
+    @functools.cached_property
+    def packed(self) -> ActorWeights:
+        """The snapshot as `_act_range` takes it (settings as float32 scalars)."""
+        f32 = ("norm_clip", "min_std", "max_std", "std_offset")
+        fields = {f: getattr(self, f) for f in ActorWeights._fields}
+        return ActorWeights(**(fields | {f: np.float32(fields[f]) for f in f32}))
 
 
 @njit(nogil=True, cache=True, fastmath=False)
@@ -151,8 +178,10 @@ def _activate(x, kind):
 # Re-association lets LLVM vectorize the dot products (8 float32 lanes): ~5x faster, and the
 # result differs from a sequential sum only in rounding.
 @njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
-def _act_range(lo, hi, obs_EO, norm_mean_O, norm_inv_std_O, norm_active, norm_clip, weights, biases, activation,
-               head, std_A, mixtures, min_std, max_std, std_offset, eps_EN, action_EA, log_prob_E):  # fmt: skip
+def _act_range(lo, hi, actor, obs_EO, eps_EN, action_EA, log_prob_E):
+    """Rows [lo, hi) of obs_EO -> sampled action_EA and log_prob_E, from the draws eps_EN (see `HostActor`)."""
+    weights, biases, std_A, mixtures = actor.weights, actor.biases, actor.std_A, actor.mixtures
+    norm_mean_O, norm_inv_std_O, norm_clip = actor.norm_mean_O, actor.norm_inv_std_O, actor.norm_clip
     n_layers = len(weights)
     width = obs_EO.shape[1]
     for layer in range(n_layers):
@@ -169,7 +198,7 @@ def _act_range(lo, hi, obs_EO, norm_mean_O, norm_inv_std_O, norm_active, norm_cl
     for e in range(lo, hi):
         for i in range(n_obs):
             v = obs_EO[e, i]
-            if norm_active:
+            if actor.norm_active:
                 v = (v - norm_mean_O[i]) * norm_inv_std_O[i]
                 v = min(max(v, -norm_clip), norm_clip)
             x[i] = v
@@ -184,8 +213,8 @@ def _act_range(lo, hi, obs_EO, norm_mean_O, norm_inv_std_O, norm_active, norm_cl
                 y[o] = acc + b[o]
             last = layer == n_layers - 1
             for o in range(n_out):
-                x[o] = y[o] if last else _activate(y[o], activation)
-        if head == 0:
+                x[o] = y[o] if last else _activate(y[o], actor.activation)
+        if actor.head == 0:
             log_prob = np.float32(0.0)
             for a in range(n_act):
                 action = x[a] + std_A[a] * np.float32(eps_EN[e, a])
@@ -194,8 +223,8 @@ def _act_range(lo, hi, obs_EO, norm_mean_O, norm_inv_std_O, norm_active, norm_cl
                 log_prob += np.float32(-0.5) * z * z
             log_prob_E[e] = log_prob - log_norm
         else:
-            log_prob_E[e] = _mixture(x, mixtures, n_act, min_std, max_std, std_offset, eps_EN[e], action_EA[e],
-                                     std_KA, terms_K)  # fmt: skip
+            log_prob_E[e] = _mixture(x, mixtures, n_act, actor.min_std, actor.max_std, actor.std_offset, eps_EN[e],
+                                     action_EA[e], std_KA, terms_K)  # fmt: skip
 
 
 @njit(nogil=True, cache=True)

@@ -1,0 +1,25 @@
+"""The MJX engine's part of `ksimdsl bench`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable
+
+import jax
+from mujoco import mjx
+
+from ksimdsl.abi import TaskSpec
+from ksimdsl.runtime.engine.mjx.env import MjxEnv
+
+__all__ = ["physics_benchmark"]
+
+
+def physics_benchmark(
+    spec: TaskSpec, kernels: ModuleType, model_path: str | Path, *, envs: int, seed: int
+) -> Callable[[], Any]:
+    """One physics step of the batch, blocking: `jit(vmap(mjx.step))` from reset states."""
+    env = MjxEnv(spec, kernels, model_path, num_envs=envs)
+    data = jax.jit(env.reset)(jax.random.PRNGKey(seed)).data
+    step = jax.jit(jax.vmap(lambda d: mjx.step(env.model, d)))
+    return lambda: jax.block_until_ready(step(data))

@@ -21,7 +21,7 @@ import argparse
 import sys
 import traceback
 from pathlib import Path
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from ksimdsl import __version__
 from ksimdsl.errors import InternalCompilerError, KsimError
@@ -36,7 +36,7 @@ EXIT_INTERRUPTED = 130
 class _Parser(argparse.ArgumentParser):
     """argparse that reports usage errors with our exit status and no traceback."""
 
-    def error(self, message: str) -> "NoReturn":  # type: ignore[name-defined]  # noqa: F821
+    def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         print(f"ksimdsl: error: {message}", file=sys.stderr)
         raise SystemExit(EXIT_USER)

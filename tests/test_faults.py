@@ -136,3 +136,30 @@ def test_max_seconds_without_steps_trains_until_the_time() -> None:
     assert TrainSettings().iteration_limit == 100
     assert TrainSettings(max_seconds=300.0).iteration_limit is None
     assert TrainSettings(max_seconds=300.0, steps=7).iteration_limit == 7
+
+
+@pytest.mark.parametrize("engine", ["mujoco", "mjx"])
+def test_a_nan_reward_term_never_poisons_the_policy(tmp_path, capsys, engine) -> None:
+    """`log(x)` with x <= 0 on most steps: those envs are reset and counted per term, the update
+    never sees a NaN, and every checkpointed parameter is finite."""
+    import numpy as np
+
+    from ksimdsl.runtime.checkpoint import latest_checkpoint, read_checkpoint
+
+    shutil.copytree(REPO / "tasks" / "models", tmp_path / "models")
+    text = CARTPOLE.read_text()
+    assert "\nreward\n" in text
+    task = tmp_path / "poisoned.ksim"
+    task.write_text(text.replace("\nreward\n", '\nreward\n    poison 0.1 : log(joint_pos["slider"])\n', 1))
+    run_dir = tmp_path / "run"
+    args = [a for a in TINY if not a.startswith("engine=")]
+    result = run_main(capsys, "train", task, *args, f"engine={engine}", "steps=3", "--run-dir", run_dir)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert sum(r["nonfinite/poison"] for r in records) > 0
+    assert all(r["nonfinite/balance"] == 0 for r in records)
+    assert sum(r["nan_resets"] for r in records) >= sum(r["nonfinite/poison"] for r in records) > 0
+    assert all(np.isfinite(r["reward"]) and np.isfinite(r["loss"]) for r in records)
+    arrays, meta = read_checkpoint(latest_checkpoint(run_dir))  # refuses non-finite parameters
+    assert meta.iteration == 3
+    assert all(np.all(np.isfinite(a)) for name, a in arrays.items() if name.startswith("ppo") and a.dtype.kind == "f")

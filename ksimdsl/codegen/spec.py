@@ -8,11 +8,14 @@ numba kernels take positional per-env arrays named with their shape letters
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ksimdsl.abi import ABI_VERSION, PHYS_FIELDS
 from ksimdsl.errors import InternalCompilerError
 from ksimdsl.ir.program import Output, TaskIR
+
+if TYPE_CHECKING:
+    from ksimdsl.codegen.module import PhaseCode
 
 __all__ = ["build_spec", "numba_arg", "numba_args", "phase_inputs", "phase_outputs", "out_arg_base", "used_phys_inputs"]
 

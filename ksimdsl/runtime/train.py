@@ -149,6 +149,10 @@ def iteration_metrics(spec: TaskSpec, stats: RolloutStats, update_metrics: Mappi
     out["failure_rate"] = per_episode(s.failures)
     out["success_rate"] = per_episode(s.successes)
     out["nan_resets"] = int(s.nan_resets)
+    # env steps whose reward term (or weight) / observation was NaN or inf: those envs were reset
+    for i, name in enumerate(spec.rewards):
+        out[f"nonfinite/{name}"] = int(s.nonfinite_term_count_R[i])
+    out["nonfinite/observations"] = int(s.nonfinite_obs_count)
     out["level"] = float(s.level_sum) / steps
     for name, value in update_metrics.items():
         out[name] = float(np.asarray(value))

@@ -91,6 +91,8 @@ class StepOutput(NamedTuple):
     episode_length_E: Any  # int32, its length in control steps (valid where done)
     final_obs_actor_EO: Any  # float32, observations of the state reached, before any reset
     final_obs_critic_EC: Any
+    nonfinite_ER: Any  # bool: reward term r or its weight was NaN or infinite (e.g. log(0)); the env is reset
+    nonfinite_obs_E: Any  # bool: an actor or critic observation was NaN or infinite; the env is reset
 
 
 class EnvSnapshot(NamedTuple):
@@ -137,8 +139,10 @@ class RolloutStats(NamedTuple):
     truncations: Any  # episodes ended by the time limit
     failures: Any  # episodes ended by a failure (including NaN resets)
     successes: Any
-    nan_resets: Any  # envs reset because the physics went non-finite
+    nan_resets: Any  # envs reset because the physics, a reward term or an observation went non-finite
     level_sum: Any  # curriculum level summed over all steps
+    nonfinite_term_count_R: Any  # steps at which reward term r (or its weight) was not finite
+    nonfinite_obs_count: Any  # steps at which an observation was not finite
 
 
 class EpisodeResults(NamedTuple):
@@ -200,14 +204,24 @@ def step_outcome(
 ) -> tuple[StepOutput, EpisodeCounters]:
     """The outcome of one control step of E envs, identical on both engines (docs/architecture.md).
 
-    A diverged env (`nan_E`) gets zero reward and no termination flags and fails.
+    A diverged env (`nan_E`) gets zero reward and no termination flags and fails. A reward term,
+    weight or observation the kernel computed as NaN or inf (`log(x)` at x = 0) is treated the
+    same way: that env's reward is zeroed, it fails and is reset, and the term is counted
+    (`nonfinite_ER`), so no non-finite number ever reaches the PPO update.
     Failure beats success; truncation is the time limit when neither fired. The
     returned counters are those after the step, before any reset (`episode_return_E`
     keeps the dtype of `counters.episode_return_E`; the output's is float32).
     """
     f32 = xp.float32
-    terms_ER = xp.where(nan_E[:, None], 0.0, kernel.reward_terms_ER).astype(f32)
-    weights_ER = xp.broadcast_to(kernel.reward_weights_ER, terms_ER.shape).astype(f32)
+    raw_terms_ER = kernel.reward_terms_ER.astype(f32)
+    raw_weights_ER = xp.broadcast_to(kernel.reward_weights_ER, raw_terms_ER.shape).astype(f32)
+    nonfinite_ER = ~xp.isfinite(raw_terms_ER) | ~xp.isfinite(raw_weights_ER)
+    nonfinite_obs_E = ~xp.all(xp.isfinite(kernel.obs_actor_EO), axis=1) | ~xp.all(
+        xp.isfinite(kernel.obs_critic_EC), axis=1
+    )
+    nan_E = nan_E | xp.any(nonfinite_ER, axis=1) | nonfinite_obs_E
+    terms_ER = xp.where(nan_E[:, None], 0.0, raw_terms_ER)
+    weights_ER = xp.where(nonfinite_ER, 0.0, raw_weights_ER)
     reward_E = xp.sum(terms_ER * weights_ER, axis=1)
     terminations_EK = kernel.terminations_EK.astype(bool) & ~nan_E[:, None]
     success_K = xp.asarray(rules.success_K)
@@ -234,6 +248,8 @@ def step_outcome(
         episode_length_E=step_E,
         final_obs_actor_EO=finite(kernel.obs_actor_EO.astype(f32), xp),
         final_obs_critic_EC=finite(kernel.obs_critic_EC.astype(f32), xp),
+        nonfinite_ER=nonfinite_ER,
+        nonfinite_obs_E=nonfinite_obs_E,
     )
     return output, EpisodeCounters(step_E, episode_return_E, level_E, steps_at_level_E)
 
@@ -256,6 +272,8 @@ def summarize_step(out: StepOutput, level_E: Any, xp: ModuleType) -> RolloutStat
         successes=xp.sum(out.success_E).astype(f32),
         nan_resets=xp.sum(out.nan_E).astype(f32),
         level_sum=xp.sum(level_E).astype(f32),
+        nonfinite_term_count_R=xp.sum(out.nonfinite_ER, axis=0).astype(f32),
+        nonfinite_obs_count=xp.sum(out.nonfinite_obs_E).astype(f32),
     )
 
 

@@ -313,13 +313,19 @@ def shape_of(expr: sp.Basic) -> int:
     return n
 
 
-def _map_packed(expr: sp.Basic, leaf: Callable[[PackedLeaf], sp.Basic]) -> sp.Basic:
-    """Rebuild `expr` with every packed leaf (outside reductions) replaced by `leaf(l)`."""
+def _map_packed(
+    expr: sp.Basic, leaf: Callable[[PackedLeaf], sp.Basic], memo: dict[sp.Basic, sp.Basic] | None = None
+) -> sp.Basic:
+    """Rebuild `expr` with every packed leaf (outside reductions) replaced by `leaf(l)` (each shared node once)."""
     if shape_of(expr) == 0:
         return expr
     if isinstance(expr, PackedLeaf):
         return leaf(expr)
-    return expr.func(*[_map_packed(a, leaf) for a in expr.args])
+    memo = {} if memo is None else memo
+    hit = memo.get(expr)
+    if hit is None:
+        hit = memo[expr] = expr.func(*[_map_packed(a, leaf, memo) for a in expr.args])
+    return hit
 
 
 def element(expr: sp.Basic, i: int) -> sp.Basic:

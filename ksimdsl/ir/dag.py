@@ -10,19 +10,22 @@ sympy equality, as `sympy.cse` does).
 * `unique_nodes(exprs)`: the distinct nodes, in the order of their first
   occurrence in `preorder_traversal` (so "the first one wins" bookkeeping
   gives the same result as a tree walk);
+* `symbols_in(expr, among)`: `expr.free_symbols & among`;
 * `tree_size(expr, memo)`: the number of nodes of the tree, with multiplicity;
 * `OpCounter`: `sympy.count_ops` (a tree count, with multiplicity) computed
   exactly for ordinary expressions and compositionally for huge trees;
+* `power`, `rebuild`: build a node without sympy's whole-tree simplifications of powers;
 * `xreplace(expr, rule, memo)`: `expr.xreplace(rule)`, each distinct node rebuilt once.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator, Mapping, MutableMapping
+from collections import ChainMap
+from typing import Callable, Container, Iterable, Iterator, Mapping, MutableMapping
 
 import sympy as sp
 
-__all__ = ["unique_nodes", "node_args", "tree_size", "OpCounter", "xreplace", "EXACT_OPS_LIMIT"]
+__all__ = ["unique_nodes", "node_args", "symbols_in", "tree_size", "OpCounter", "power", "rebuild", "xreplace", "EXACT_OPS_LIMIT"]
 
 #: Trees up to this many nodes have their ops counted exactly by `sympy.count_ops`.
 EXACT_OPS_LIMIT = 10_000  # (the largest expression of a shipped task has under 200 nodes)
@@ -50,6 +53,27 @@ def unique_nodes(exprs: Iterable[sp.Basic], seen: set[sp.Basic] | None = None) -
         yield node
         if isinstance(node, sp.Basic):
             stack.extend(node_args(node)[::-1])
+
+
+def symbols_in(expr: sp.Basic, among: Container[sp.Basic]) -> set[sp.Basic]:
+    """The symbols of `among` that occur free in `expr` (`expr.free_symbols & among`, each shared node once).
+
+    (For symbols that no construct binds: the compiler's own let and temporary symbols.
+    An array's name inside `qpos[3]` is not a free symbol, as in sympy.)
+    """
+    found: set[sp.Basic] = set()
+    seen: set[sp.Basic] = set()
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        if node in among and isinstance(node, sp.Symbol):
+            found.add(node)
+        elif not isinstance(node, sp.IndexedBase):
+            stack.extend(node.args)
+    return found
 
 
 def _postorder(
@@ -120,15 +144,36 @@ def _own_ops(node: sp.Basic) -> int:
         return 1
 
 
+def power(base: sp.Basic, exp: sp.Basic, sizes: MutableMapping[sp.Basic, int]) -> sp.Basic:
+    """`base**exp`, left unevaluated when either is a huge tree.
+
+    (sympy's `Pow` walks its exponent whole to simplify it, and combines a
+    power of a power into one, which walks that one's exponent: exponential
+    time on a DAG. Ordinary expressions are evaluated as always.)
+    """
+    if tree_size(base, sizes) > EXACT_OPS_LIMIT or tree_size(exp, sizes) > EXACT_OPS_LIMIT:
+        return sp.Pow(base, exp, evaluate=False)
+    return base**exp
+
+
+def rebuild(node: sp.Basic, args: Iterable[sp.Basic], sizes: MutableMapping[sp.Basic, int]) -> sp.Basic:
+    """`node.func(*args)`, powers through `power`."""
+    if isinstance(node, sp.Pow):
+        return power(*args, sizes)
+    return node.func(*args)
+
+
 def xreplace(expr: sp.Basic, rule: Mapping[sp.Basic, sp.Basic], memo: dict[sp.Basic, sp.Basic] | None = None) -> sp.Basic:
-    """`expr.xreplace(rule)`, rebuilding each distinct node once (`memo` may be shared between calls)."""
+    """`expr.xreplace(rule)`, rebuilding each distinct node once (through `rebuild`).
+
+    `memo` (the rebuilt nodes) may be shared between calls with the same `rule`.
+    """
     if not rule:
         return expr
-    memo = {} if memo is None else memo
-    for key, value in rule.items():
-        memo.setdefault(key, value)
-    for node in _postorder(expr, memo):
+    table = ChainMap({} if memo is None else memo, rule)  # (new entries go to the memo)
+    sizes: dict[sp.Basic, int] = {}
+    for node in _postorder(expr, table):
         args = node.args
-        new = tuple(memo.get(a, a) for a in args)
-        memo[node] = node.func(*new) if any(n is not a for n, a in zip(new, args)) else node
-    return memo[expr]
+        new = tuple(table.get(a, a) for a in args)
+        table[node] = rebuild(node, new, sizes) if any(n is not a for n, a in zip(new, args)) else node
+    return table[expr]

@@ -21,7 +21,7 @@ from ksimdsl.frontend import typed as T
 from ksimdsl.frontend.builtins import INFINITE_LIMITS_NOTE
 from ksimdsl.ir import vec
 from ksimdsl.ir.arrays import Draws, MemLayout, ident, num
-from ksimdsl.ir.dag import EXACT_OPS_LIMIT, tree_size, unique_nodes
+from ksimdsl.ir.dag import power, unique_nodes
 from ksimdsl.ir.formulas import angle, cross, norm2, quat_rotate, quat_rotate_inv, tolerance, where
 from ksimdsl.ir.program import LEVEL, TIME, Origin
 from ksimdsl.ir.vec import SMALL, Val
@@ -274,14 +274,8 @@ class Lowerer:
         if op == "/":
             return vec.elementwise(lambda x, y: x / y, a, b)
         if op == "^":
-            return vec.elementwise(self._power, a, b)
+            return vec.elementwise(lambda x, y: power(x, y, self._sizes), a, b)
         raise InternalCompilerError(f"binary {op}")
-
-    def _power(self, x: sp.Basic, y: sp.Basic) -> sp.Basic:
-        """`x**y`; unevaluated when the exponent is a huge tree (sympy walks it whole to simplify)."""
-        if tree_size(y, self._sizes) > EXACT_OPS_LIMIT:
-            return sp.Pow(x, y, evaluate=False)
-        return x**y
 
     def _where_node(self, node: T.Where) -> Val:
         c = vec.as_bool(self.lower(node.cond))

@@ -24,7 +24,7 @@ import sympy as sp
 
 from ksimdsl.errors import InternalCompilerError
 from ksimdsl.ir import vec
-from ksimdsl.ir.dag import OpCounter, xreplace
+from ksimdsl.ir.dag import OpCounter, symbols_in, xreplace
 
 __all__ = ["Eliminated", "eliminate", "count_ops"]
 
@@ -110,12 +110,12 @@ def _bind_lets(
     memo: dict[sp.Basic, sp.Basic] = {}
     out = [xreplace(e, mapping, memo) for e in exprs]
     needed: set[sp.Symbol] = set()
-    stack = [s for e in out for s in e.free_symbols if s in bodies]
+    stack = [s for e in out for s in symbols_in(e, bodies)]
     while stack:
         sym = stack.pop()
         if sym not in needed:
             needed.add(sym)
-            stack.extend(s for s in bodies[sym].free_symbols if s in bodies)
+            stack.extend(symbols_in(bodies[sym], bodies))
     bindings = [(sym, body) for sym, body in bodies.items() if sym in needed]
     return out, bindings, {sym: full[sym] for sym, _ in bindings}
 
@@ -177,7 +177,7 @@ def eliminate(
     for sym, sub in _topological(replacements):
         if sym in full:
             continue
-        full_expr = sub.xreplace(full)
+        full_expr = xreplace(sub, full)
         full[sym] = full_expr
         name = (names or {}).get(full_expr)
         if name and name not in used and _usable(name):

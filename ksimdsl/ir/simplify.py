@@ -9,7 +9,10 @@ frame rotation used by an observation and by a reward is computed once.
 
 Op counts use `sympy.count_ops`: "before" counts every output expression in
 full, "after" the CSE'd assignments plus the reduced outputs. A packed array
-operation counts as one op, as in the printed code.
+operation counts as one op, as in the printed code. Lets sharing
+sub-expressions make exponentially large trees of small DAGs: every walk here
+visits each distinct node once (`ksimdsl.ir.dag`), and a tree of more than
+`dag.EXACT_OPS_LIMIT` nodes has its ops counted compositionally.
 """
 
 from __future__ import annotations

@@ -237,6 +237,34 @@ def test_unknown_backend_is_rejected():
         compile_checked(_task(""), backend="torch")
 
 
+# --------------------------------------------------------------------------- shared sub-expressions
+
+
+@pytest.mark.parametrize(
+    "rule, n, x0, step",
+    [
+        # as deep as the checker's nesting limit allows this recurrence (3 levels a let)
+        ("a{p} * a{p} + a{p}", 33, 0.01, lambda a: a * a + a),
+        ("a{p} ^ a{p}", 40, 0.3, lambda a: a**a),
+    ],
+)
+def test_let_chains_sharing_sub_expressions_compile_in_linear_time(rule, n, x0, step):
+    # As a tree, a_n has about 2^n nodes: any walk that does not visit a shared node once never ends.
+    lets = "let a1 = qpos[0]\n" + "".join(f"let a{i} = {rule.format(p=i - 1)}\n" for i in range(2, n + 1))
+    task = _task(f"{lets}reward\n    chain 1.0 : a{n}\n")
+    compiled = compile_checked(task, backend="jax")
+    assert f"a{n} = " in compiled.source and compiled.spec["ops"]["step"][1] < 10 * n
+    module = load_module(compiled.source, f"chain{n}:jax")
+    spec = compiled.spec
+    phys = {"qpos": jnp.array([x0, 0.0]), "qvel": jnp.zeros(2)}
+    phys = {k: phys[k] for k in spec["phys_inputs"]}
+    out = module.step(phys, jnp.zeros(1), 0.0, jnp.zeros(spec["mem_size"]), jnp.zeros(0), jnp.zeros(0))
+    want = x0
+    for _ in range(n - 1):
+        want = step(want)
+    np.testing.assert_allclose(float(out["reward_terms"][0]), want, rtol=1e-4)
+
+
 # --------------------------------------------------------------------------- loader
 
 

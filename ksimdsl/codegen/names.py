@@ -22,6 +22,7 @@ from ksimdsl.codegen.layout import WIDTH, wrap
 from ksimdsl.codegen.printer import comment, float_literal
 from ksimdsl.errors import Span
 from ksimdsl.ir import vec
+from ksimdsl.ir.dag import unique_nodes
 from ksimdsl.ir.program import DrawUse, MemSlot, Origin
 
 __all__ = ["Quoter", "MemNames", "Constants", "draw_table", "upper_ident"]
@@ -140,24 +141,23 @@ class Constants:
         return cand
 
     def collect(self, exprs: Sequence[sp.Basic]) -> None:
-        for e in exprs:
-            for node in sp.preorder_traversal(e):
-                if isinstance(node, vec.ConstArr) and node not in self.arrays:
-                    origin = self.origins.get(node)
-                    anonymous = node.name.startswith("_")
-                    if anonymous and origin is not None:
-                        self.arrays[node] = name = self._unique(f"{origin.name}_const")
-                    else:
-                        self.arrays[node] = name = self._unique(node.name)
-                    self._spans[name] = origin.span if origin is not None else None
-                    self._exact[name] = anonymous
-                elif isinstance(node, vec.ArrGather) and node.indices not in self.indices:
-                    origin = self.origins.get(node.indices)
-                    if origin is not None:
-                        self.indices[node.indices] = name = self._unique(f"{origin.name}_idx")
-                    else:
-                        self.indices[node.indices] = name = self._unique(f"{node.base.name}_idx")
-                    self._spans[name] = origin.span if origin is not None else None
+        for node in unique_nodes(exprs):
+            if isinstance(node, vec.ConstArr) and node not in self.arrays:
+                origin = self.origins.get(node)
+                anonymous = node.name.startswith("_")
+                if anonymous and origin is not None:
+                    self.arrays[node] = name = self._unique(f"{origin.name}_const")
+                else:
+                    self.arrays[node] = name = self._unique(node.name)
+                self._spans[name] = origin.span if origin is not None else None
+                self._exact[name] = anonymous
+            elif isinstance(node, vec.ArrGather) and node.indices not in self.indices:
+                origin = self.origins.get(node.indices)
+                if origin is not None:
+                    self.indices[node.indices] = name = self._unique(f"{origin.name}_idx")
+                else:
+                    self.indices[node.indices] = name = self._unique(f"{node.base.name}_idx")
+                self._spans[name] = origin.span if origin is not None else None
 
     def lines(self, backend: str, quote: Quoter) -> list[str]:
         out: list[str] = []

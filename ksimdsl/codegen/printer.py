@@ -23,6 +23,7 @@ from sympy.printing.precedence import PRECEDENCE, precedence
 
 from ksimdsl.errors import InternalCompilerError
 from ksimdsl.ir import vec
+from ksimdsl.ir.dag import unique_nodes
 
 __all__ = ["KernelPrinter", "shape_in", "float_literal", "comment"]
 
@@ -122,8 +123,9 @@ class KernelPrinter(NumPyPrinter):
     def doprint(self, expr, assign_to=None):  # noqa: D102
         # Rational coefficients print as floats (`0.5*x`, not `(1/2)*x`).
         # Integer-valued floats become integers, so `1.0*x` folds to `x` and `x**2.0` is `x**2`.
-        numbers = {r: sp.Float(r) for r in expr.atoms(sp.Rational) if not r.is_Integer}
-        numbers |= {f: sp.Integer(int(f)) for f in expr.atoms(sp.Float) if float(f).is_integer()}
+        nodes = list(unique_nodes([expr]))  # (as `expr.atoms`, each shared node once)
+        numbers = {r: sp.Float(r) for r in nodes if isinstance(r, sp.Rational) and not r.is_Integer}
+        numbers |= {f: sp.Integer(int(f)) for f in nodes if isinstance(f, sp.Float) and float(f).is_integer()}
         if numbers:
             expr = expr.xreplace(numbers)
         return super().doprint(expr, assign_to)

@@ -21,6 +21,7 @@ from ksimdsl.frontend import typed as T
 from ksimdsl.frontend.builtins import INFINITE_LIMITS_NOTE
 from ksimdsl.ir import vec
 from ksimdsl.ir.arrays import Draws, MemLayout, ident, num
+from ksimdsl.ir.dag import power, unique_nodes
 from ksimdsl.ir.formulas import angle, cross, norm2, quat_rotate, quat_rotate_inv, tolerance, where
 from ksimdsl.ir.program import LEVEL, TIME, Origin
 from ksimdsl.ir.vec import SMALL, Val
@@ -57,6 +58,8 @@ class Lowerer:
         self.let_spans: dict[str, Span] = {}  # variable name of a `let` -> its definition
         self.origins: dict[object, Origin] = {}  # constant arrays / gather indices -> their definition
         self._memo: dict[int, tuple[T.Expr, Val]] = {}
+        self._claimed: set[sp.Basic] = set()  # sympy nodes whose origins `claim` recorded
+        self._sizes: dict[sp.Basic, int] = {}  # tree sizes (see `dag.tree_size`)
         self._source: Source | None = None
         self._owners: list[Origin] = [Origin("const", None)]
         self._let_defs = {d.name: d.span for d in task.lets}
@@ -83,12 +86,12 @@ class Lowerer:
         (The first definition wins: an anonymous constant is named after it, a named one quotes its line.)
         """
         origin = self.here
-        for item in val.items:
-            for node in sp.preorder_traversal(item):
-                if isinstance(node, vec.ConstArr):
-                    self.origins.setdefault(node, origin)
-                elif isinstance(node, vec.ArrGather):
-                    self.origins.setdefault(node.indices, origin)
+        # A node claimed before had its whole subtree claimed then: its walk is skipped.
+        for node in unique_nodes(val.items, self._claimed):
+            if isinstance(node, vec.ConstArr):
+                self.origins.setdefault(node, origin)
+            elif isinstance(node, vec.ArrGather):
+                self.origins.setdefault(node.indices, origin)
         return val
 
     def take(self, kind: str, size: int | None, span: Span | None = None) -> Val:
@@ -271,7 +274,7 @@ class Lowerer:
         if op == "/":
             return vec.elementwise(lambda x, y: x / y, a, b)
         if op == "^":
-            return vec.elementwise(lambda x, y: x**y, a, b)
+            return vec.elementwise(lambda x, y: power(x, y, self._sizes), a, b)
         raise InternalCompilerError(f"binary {op}")
 
     def _where_node(self, node: T.Where) -> Val:

@@ -11,15 +11,16 @@ sympy expressions by name (`qpos[3]`, `mem[10:31]`, `rand_u[0]`, `level`,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import sympy as sp
 
 from ksimdsl.errors import Span
 from ksimdsl.ir import vec
+from ksimdsl.ir.dag import unique_nodes
 from ksimdsl.ir.vec import Val
 
-__all__ = ["Origin", "DrawUse", "Segment", "Output", "PhaseIR", "MemSlot", "TaskIR", "LEVEL", "TIME", "expr_input_names", "format_task_ir"]
+__all__ = ["Origin", "DrawUse", "Segment", "Output", "PhaseIR", "MemSlot", "TaskIR", "LEVEL", "TIME", "expr_input_names", "exprs_input_names", "format_task_ir"]
 
 #: The env's curriculum level (a scalar input of every phase).
 LEVEL = sp.Symbol("level", real=True)
@@ -126,16 +127,18 @@ class PhaseIR:
         return [item for out in self.outputs for seg in out.segments for item in seg.val.items]
 
     def input_names(self) -> set[str]:
-        names: set[str] = set()
-        for e in self.exprs():
-            names |= expr_input_names(e)
-        return names
+        return exprs_input_names(self.exprs())
 
 
 def expr_input_names(expr: sp.Basic) -> set[str]:
     """Names of the input arrays/scalars an expression reads (`qpos`, `mem`, `level`, ...)."""
+    return exprs_input_names([expr])
+
+
+def exprs_input_names(exprs: Iterable[sp.Basic]) -> set[str]:
+    """Names of the input arrays/scalars any of `exprs` reads (each shared node visited once)."""
     names: set[str] = set()
-    for node in sp.preorder_traversal(expr):
+    for node in unique_nodes(exprs):
         if isinstance(node, sp.Indexed):
             names.add(str(node.base.label))
         elif isinstance(node, (vec.ArrSlice, vec.ArrGather)):

@@ -9,7 +9,10 @@ frame rotation used by an observation and by a reward is computed once.
 
 Op counts use `sympy.count_ops`: "before" counts every output expression in
 full, "after" the CSE'd assignments plus the reduced outputs. A packed array
-operation counts as one op, as in the printed code.
+operation counts as one op, as in the printed code. Lets sharing
+sub-expressions make exponentially large trees of small DAGs: every walk here
+visits each distinct node once (`ksimdsl.ir.dag`), and a tree of more than
+`dag.EXACT_OPS_LIMIT` nodes has its ops counted compositionally.
 """
 
 from __future__ import annotations
@@ -24,13 +27,14 @@ import sympy as sp
 
 from ksimdsl.errors import InternalCompilerError
 from ksimdsl.ir import vec
+from ksimdsl.ir.dag import OpCounter, symbols_in, xreplace
 
 __all__ = ["Eliminated", "eliminate", "count_ops"]
 
 
-def count_ops(exprs: Iterable[sp.Basic]) -> int:
-    """Total `sympy.count_ops` of `exprs` (numbers and symbols count 0)."""
-    return int(sum(sp.count_ops(e) for e in exprs))
+def count_ops(exprs: Iterable[sp.Basic], counter: OpCounter | None = None) -> int:
+    """Total `sympy.count_ops` of `exprs` (numbers and symbols count 0; see `dag.OpCounter` for huge trees)."""
+    return (counter or OpCounter()).total(exprs)
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,7 @@ def _symbols(reserved: set[str]) -> Iterator[sp.Symbol]:
 
 
 def _bind_lets(
-    exprs: list[sp.Basic], lets: Mapping[sp.Basic, str], taken: set[str]
+    exprs: list[sp.Basic], lets: Mapping[sp.Basic, str], taken: set[str], ops: OpCounter
 ) -> tuple[list[sp.Basic], list[tuple[sp.Symbol, sp.Basic]], dict[sp.Symbol, sp.Basic]]:
     """Replace every `let` sub-expression by a symbol named after it.
 
@@ -96,24 +100,25 @@ def _bind_lets(
     mapping: dict[sp.Basic, sp.Symbol] = {}
     bodies: dict[sp.Symbol, sp.Basic] = {}
     full: dict[sp.Symbol, sp.Basic] = {}
-    for expr, name in sorted(lets.items(), key=lambda kv: sp.count_ops(kv[0])):  # inner lets first
+    for expr, name in sorted(lets.items(), key=lambda kv: ops(kv[0])):  # inner lets first
         if name in taken or not _usable(name):
             continue
         sym = sp.Symbol(name, real=True)
         taken.add(name)
-        bodies[sym] = expr.xreplace(mapping)
+        bodies[sym] = xreplace(expr, mapping)
         full[sym] = expr
         mapping[expr] = sym
     if not mapping:
         return exprs, [], {}
-    out = [e.xreplace(mapping) for e in exprs]
+    memo: dict[sp.Basic, sp.Basic] = {}
+    out = [xreplace(e, mapping, memo) for e in exprs]
     needed: set[sp.Symbol] = set()
-    stack = [s for e in out for s in e.free_symbols if s in bodies]
+    stack = [s for e in out for s in symbols_in(e, bodies)]
     while stack:
         sym = stack.pop()
         if sym not in needed:
             needed.add(sym)
-            stack.extend(s for s in bodies[sym].free_symbols if s in bodies)
+            stack.extend(symbols_in(bodies[sym], bodies))
     bindings = [(sym, body) for sym, body in bodies.items() if sym in needed]
     return out, bindings, {sym: full[sym] for sym, _ in bindings}
 
@@ -155,12 +160,13 @@ def eliminate(
     With `cse=False` the outputs are returned unchanged (no temporaries).
     """
     exprs = list(exprs)
-    before = count_ops(exprs)
+    ops = OpCounter()
+    before = count_ops(exprs, ops)
     if not cse:
         return Eliminated((), tuple(exprs), {}, before, before)
     reserved = set(reserved)
     taken = set(reserved)
-    exprs, bindings, full = _bind_lets(exprs, lets or {}, taken)
+    exprs, bindings, full = _bind_lets(exprs, lets or {}, taken, ops)
     used = set(taken)  # reserved and let names
     taken |= {n for n in (names or {}).values()}  # x0, x1, ... never collide with a name given below
     work = [body for _, body in bindings] + exprs
@@ -174,7 +180,7 @@ def eliminate(
     for sym, sub in _topological(replacements):
         if sym in full:
             continue
-        full_expr = sub.xreplace(full)
+        full_expr = xreplace(sub, full)
         full[sym] = full_expr
         name = (names or {}).get(full_expr)
         if name and name not in used and _usable(name):

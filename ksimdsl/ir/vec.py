@@ -35,6 +35,7 @@ from typing import Callable, Iterable, Sequence
 import sympy as sp
 
 from ksimdsl.errors import InternalCompilerError
+from ksimdsl.ir.dag import rebuild
 
 __all__ = [
     "SMALL", "Val", "array", "PackedLeaf", "ArrSlice", "ArrGather", "ConstArr", "Concat", "Fill",
@@ -314,12 +315,21 @@ def shape_of(expr: sp.Basic) -> int:
 
 
 def _map_packed(expr: sp.Basic, leaf: Callable[[PackedLeaf], sp.Basic]) -> sp.Basic:
-    """Rebuild `expr` with every packed leaf (outside reductions) replaced by `leaf(l)`."""
-    if shape_of(expr) == 0:
-        return expr
-    if isinstance(expr, PackedLeaf):
-        return leaf(expr)
-    return expr.func(*[_map_packed(a, leaf) for a in expr.args])
+    """Rebuild `expr` with every packed leaf (outside reductions) replaced by `leaf(l)` (each shared node once)."""
+    memo: dict[sp.Basic, sp.Basic] = {}
+    sizes: dict[sp.Basic, int] = {}  # tree sizes, for `rebuild`
+
+    def rec(e: sp.Basic) -> sp.Basic:
+        if shape_of(e) == 0:
+            return e
+        if isinstance(e, PackedLeaf):
+            return leaf(e)
+        hit = memo.get(e)
+        if hit is None:
+            hit = memo[e] = rebuild(e, [rec(a) for a in e.args], sizes)
+        return hit
+
+    return rec(expr)
 
 
 def element(expr: sp.Basic, i: int) -> sp.Basic:

@@ -7,7 +7,7 @@ against raw physics.
 
 Measured in one process, on the same machine:
 
-* `train sps`: `ksimdsl.runtime.train.train` (rollout + jitted PPO update +
+* `train sps`: `ksimdsl.runtime.training.train.train` (rollout + jitted PPO update +
   logging, exactly what `ksimdsl train` runs) for a few iterations; the median
   control-steps/s of the iterations after the first (which compiles);
 * `first iteration`: seconds from creating the collector to the end of the
@@ -47,12 +47,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 from ksimdsl.abi import TaskSpec  # noqa: E402
 from ksimdsl.codegen import compile_task  # noqa: E402
-from ksimdsl.runtime import ppo  # noqa: E402
+from ksimdsl.runtime.rl import ppo  # noqa: E402
 from ksimdsl.runtime.engine.mjx.collect import MjxCollector  # noqa: E402
 from ksimdsl.runtime.engine.mujoco.collect import MujocoCollector  # noqa: E402
 from ksimdsl.runtime.engine.mujoco.env import MujocoEnv  # noqa: E402
 from ksimdsl.runtime.loader import load_module  # noqa: E402
-from ksimdsl.runtime.train import RunPlan, train  # noqa: E402
+from ksimdsl.runtime.training.train import RunPlan, train  # noqa: E402
 
 TASKS = {"cartpole": "cartpole.ksim", "walker": "walker.ksim", "humanoid": "stand.ksim", "walk": "walk.ksim"}
 ENVS = int(os.environ.get("KSIMDSL_BENCH_ENVS", "128"))

@@ -30,7 +30,7 @@ from baseline_walk import make_walk_step  # noqa: E402
 
 from ksimdsl.abi import TaskSpec  # noqa: E402
 from ksimdsl.codegen import compile_task  # noqa: E402
-from ksimdsl.runtime.bench import (  # noqa: E402
+from ksimdsl.runtime.tools.bench import (  # noqa: E402
     BenchConfig,
     KernelVariant,
     bench_task,

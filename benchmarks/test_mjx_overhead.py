@@ -11,7 +11,7 @@ rewrite of `ksimdsl.runtime.engine.model.load_model`) and batch size:
 * `collect`: `MjxCollector.collect` (jitted) — the same number of control
   steps with the generated kernels, the policy, rewards, auto-reset and the
   trajectory;
-* `train`: the whole training loop (`ksimdsl.runtime.train.train`, rollout +
+* `train`: the whole training loop (`ksimdsl.runtime.training.train.train`, rollout +
   PPO update + logging), median of the iterations after the first.
 
 The goal of the runtime issue: loop overhead over raw physics under 25% at
@@ -30,7 +30,7 @@ import pytest
 from mujoco import mjx
 from test_engines import load_task, train_sps
 
-from ksimdsl.runtime import ppo
+from ksimdsl.runtime.rl import ppo
 from ksimdsl.runtime.engine.mjx.collect import MjxCollector
 from ksimdsl.runtime.engine.model import default_pose, load_model
 from ksimdsl.runtime.loader import load_module

@@ -24,9 +24,9 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from ksimdsl.runtime import ppo
-from ksimdsl.runtime.sharding import EnvMesh
-from ksimdsl.runtime.train import _make_train_step, make_collector
+from ksimdsl.runtime.rl import ppo
+from ksimdsl.runtime.training.sharding import EnvMesh
+from ksimdsl.runtime.training.train import _make_train_step, make_collector
 from ksimdsl.session import load_task
 
 REPO = Path(__file__).resolve().parents[1]

@@ -142,7 +142,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     if args.coordinator is not None or args.num_processes is not None or args.process_id is not None:
         # before anything asks JAX for its devices
-        from ksimdsl.runtime.sharding import DistributedConfig, init_distributed
+        from ksimdsl.runtime.training.sharding import DistributedConfig, init_distributed
 
         dist = DistributedConfig.from_args(args.coordinator, args.num_processes, args.process_id)
         if dist is not None:
@@ -178,7 +178,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    from ksimdsl.runtime.render import VIDEO_SUFFIXES, check_output_path, render_run
+    from ksimdsl.runtime.tools.render import VIDEO_SUFFIXES, check_output_path, render_run
     from ksimdsl.session import task_for_run
 
     out = check_output_path(args.output, VIDEO_SUFFIXES)
@@ -200,7 +200,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from ksimdsl.runtime.export import check_output_path, export_onnx
+    from ksimdsl.runtime.tools.export import check_output_path, export_onnx
     from ksimdsl.session import task_for_run
 
     out = check_output_path(args.output, (".onnx",))
@@ -210,7 +210,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
-    from ksimdsl.runtime.plots import plot_run, plot_runs
+    from ksimdsl.runtime.tools.plots import plot_run, plot_runs
 
     if len(args.runs) == 1:
         paths = plot_run(args.runs[0], args.output, x=args.x)
@@ -227,7 +227,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from ksimdsl.abi import TaskSpec
     from ksimdsl.codegen import compile_checked
     from ksimdsl.frontend.check import check_file
-    from ksimdsl.runtime.bench import BenchConfig, KernelVariant, bench_task, format_report
+    from ksimdsl.runtime.tools.bench import BenchConfig, KernelVariant, bench_task, format_report
 
     if args.envs < 1 or args.repeats < 1:
         raise KsimError("--envs and --repeats must be at least 1")

@@ -101,7 +101,7 @@ def _compile_source(
     from ksimdsl.codegen import compile_checked
     from ksimdsl.frontend.check import check_source
     from ksimdsl.runtime.loader import load_module
-    from ksimdsl.runtime.overrides import apply_overrides, check_items
+    from ksimdsl.runtime.training.overrides import apply_overrides, check_items
 
     check_items(list(overrides))  # a bad key or value points at its item before anything is compiled
     checked = check_source(source)
@@ -153,7 +153,7 @@ def _first_difference(a: str, b: str) -> int:
 
 
 def _read_launch(run_dir: str | Path) -> dict[str, Any]:
-    from ksimdsl.runtime.runs import CONFIG_FILE
+    from ksimdsl.runtime.training.runs import CONFIG_FILE
 
     path = Path(run_dir) / CONFIG_FILE
     if not Path(run_dir).is_dir():
@@ -180,8 +180,8 @@ def _load_run_task(run_dir: str | Path, *, overrides: Sequence[str], engine: str
     """
     from ksimdsl.errors import Source
     from ksimdsl.frontend.parse import read_source
-    from ksimdsl.runtime.overrides import apply_overrides
-    from ksimdsl.runtime.runs import GENERATED_DIR, TASK_FILE
+    from ksimdsl.runtime.training.overrides import apply_overrides
+    from ksimdsl.runtime.training.runs import GENERATED_DIR, TASK_FILE
 
     launch = _read_launch(run_dir)
     chosen = engine or launch["engine"]
@@ -226,7 +226,7 @@ def _load_run_task(run_dir: str | Path, *, overrides: Sequence[str], engine: str
 
 def _media_hook(task: LoadedTask, run_dir: Path) -> Any:
     """Videos and plots written into the run directory while training (train keys media_every_s, video)."""
-    from ksimdsl.runtime.render import MediaConfig, TrainingMedia
+    from ksimdsl.runtime.tools.render import MediaConfig, TrainingMedia
 
     config = MediaConfig(every_s=task.spec.train.media_every_s, video=task.spec.train.video)
     media = TrainingMedia(task.spec, task.kernels, model_path=task.model_path, run_dir=run_dir, engine=task.engine, config=config)
@@ -235,7 +235,7 @@ def _media_hook(task: LoadedTask, run_dir: Path) -> Any:
 
 def _train(task: LoadedTask, *, run_dir: str | Path | None, resume: bool, progress: bool) -> Any:
     """Train `task`; the runtime validates what depends on the machine, then creates or reopens the run directory."""
-    from ksimdsl.runtime.train import RunPlan, train
+    from ksimdsl.runtime.training.train import RunPlan, train
 
     plan = RunPlan(
         run_dir=run_dir,
@@ -271,7 +271,7 @@ def evaluate_run(
     task_path: str | None, run_dir: str, *, episodes: int = 10, engine: str | None = None
 ) -> Mapping[str, Any]:
     """`ksimdsl eval TASK.ksim --run RUN_DIR`: the deterministic policy's returns."""
-    from ksimdsl.runtime.evaluate import evaluate
+    from ksimdsl.runtime.tools.evaluate import evaluate
 
     enable_compilation_cache()
     task = task_for_run(task_path, run_dir, engine=engine)

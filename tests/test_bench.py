@@ -11,7 +11,7 @@ import pytest
 from ksimdsl.abi import TaskSpec
 from ksimdsl.codegen import compile_task
 from ksimdsl.errors import KsimError
-from ksimdsl.runtime.bench import (
+from ksimdsl.runtime.tools.bench import (
     FLOOR,
     BenchConfig,
     KernelVariant,

@@ -12,7 +12,7 @@ import pytest
 from fixtures.cartpole import cartpole_task
 
 from ksimdsl.errors import KsimError
-from ksimdsl.runtime.checkpoint import (
+from ksimdsl.runtime.training.checkpoint import (
     CheckpointMeta,
     latest_checkpoint,
     list_checkpoints,
@@ -204,7 +204,7 @@ def test_failed_write_is_a_user_error_and_leaves_no_partial_file(tmp_path, spec)
 
 
 def test_temporary_files_of_a_killed_write_are_removed(tmp_path, spec):
-    from ksimdsl.runtime.checkpoint import remove_temporary_files
+    from ksimdsl.runtime.training.checkpoint import remove_temporary_files
 
     save_checkpoint(tmp_path, {"state": make_tree(1)}, meta_for(spec, 1))
     (tmp_path / "checkpoints" / ".ckpt-abc123.tmp").write_bytes(b"partial")

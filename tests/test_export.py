@@ -14,10 +14,10 @@ import pytest
 from fixtures.cartpole import cartpole_task
 
 from ksimdsl.errors import KsimError
-from ksimdsl.runtime import normalize as N
-from ksimdsl.runtime import ppo
-from ksimdsl.runtime.checkpoint import CheckpointMeta, save_checkpoint, spec_hash
-from ksimdsl.runtime.export import export_onnx, policy_to_onnx
+from ksimdsl.runtime.rl import normalize as N
+from ksimdsl.runtime.rl import ppo
+from ksimdsl.runtime.training.checkpoint import CheckpointMeta, save_checkpoint, spec_hash
+from ksimdsl.runtime.tools.export import export_onnx, policy_to_onnx
 
 ort = pytest.importorskip("onnxruntime")
 

@@ -21,7 +21,7 @@ import pytest
 
 from ksimdsl import cli
 from ksimdsl.errors import KsimError
-from ksimdsl.runtime.runs import MetricsLog
+from ksimdsl.runtime.training.runs import MetricsLog
 from ksimdsl.settings import TrainSettings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,7 +30,7 @@ TINY = ("engine=mujoco", "num_envs=4", "minibatches=2", "rollout=8", "epochs=1",
 
 _HOLD_LOCK = """
 import sys, time
-from ksimdsl.runtime.runlock import run_lock
+from ksimdsl.runtime.training.runlock import run_lock
 with run_lock(sys.argv[1]):
     print("locked", flush=True)
     time.sleep(120)
@@ -144,7 +144,7 @@ def test_a_nan_reward_term_never_poisons_the_policy(tmp_path, capsys, engine) ->
     never sees a NaN, and every checkpointed parameter is finite."""
     import numpy as np
 
-    from ksimdsl.runtime.checkpoint import latest_checkpoint, read_checkpoint
+    from ksimdsl.runtime.training.checkpoint import latest_checkpoint, read_checkpoint
 
     shutil.copytree(REPO / "tasks" / "models", tmp_path / "models")
     text = CARTPOLE.read_text()

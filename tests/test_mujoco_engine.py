@@ -24,9 +24,9 @@ import pytest
 
 from ksimdsl.abi import TaskSpec
 from ksimdsl.errors import InternalCompilerError, KsimError
-from ksimdsl.runtime import distributions, normalize, ppo
+from ksimdsl.runtime.rl import distributions, normalize, ppo
 from ksimdsl.runtime import engine as engines
-from ksimdsl.runtime.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint, spec_hash
+from ksimdsl.runtime.training.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint, spec_hash
 from ksimdsl.runtime.engine.actuators import ActuatorModel
 from ksimdsl.runtime.engine.loop import run_episodes
 from ksimdsl.runtime.engine.mujoco import cstep

@@ -1,4 +1,4 @@
-"""Training across processes with jax.distributed (ksimdsl.runtime.sharding.init_distributed).
+"""Training across processes with jax.distributed (ksimdsl.runtime.training.sharding.init_distributed).
 
 Two processes on 127.0.0.1, one CPU device each, exchange data with gloo
 collectives: the environments are split between them, only process 0 writes
@@ -19,9 +19,9 @@ from pathlib import Path
 
 from test_sharding import TINY, assert_metrics_match, tiny_task
 
-from ksimdsl.runtime.checkpoint import list_checkpoints
-from ksimdsl.runtime.runs import read_metrics
-from ksimdsl.runtime.train import RunPlan, train
+from ksimdsl.runtime.training.checkpoint import list_checkpoints
+from ksimdsl.runtime.training.runs import read_metrics
+from ksimdsl.runtime.training.train import RunPlan, train
 
 TESTS_DIR = Path(__file__).resolve().parent
 LIMIT_S = 600
@@ -33,15 +33,15 @@ WORKER = textwrap.dedent(
 
     sys.path.insert(0, sys.argv[1])
     coordinator, process_id, run_dir, tiny = sys.argv[2], int(sys.argv[3]), sys.argv[4], json.loads(sys.argv[5])
-    from ksimdsl.runtime.sharding import DistributedConfig, init_distributed
+    from ksimdsl.runtime.training.sharding import DistributedConfig, init_distributed
 
     init_distributed(DistributedConfig(coordinator, num_processes=2, process_id=process_id), timeout_s=120)
     import jax
     import jax.numpy as jnp
     from fixtures.cartpole import cartpole_task
-    from ksimdsl.runtime import ppo
-    from ksimdsl.runtime.overrides import apply_overrides
-    from ksimdsl.runtime.train import RunPlan, train
+    from ksimdsl.runtime.rl import ppo
+    from ksimdsl.runtime.training.overrides import apply_overrides
+    from ksimdsl.runtime.training.train import RunPlan, train
 
     spec, kernels, path = cartpole_task()
     hook_calls = []
@@ -128,7 +128,7 @@ NO_COORDINATOR = textwrap.dedent(
     """
     import sys
     from ksimdsl.errors import KsimError
-    from ksimdsl.runtime.sharding import DistributedConfig, init_distributed
+    from ksimdsl.runtime.training.sharding import DistributedConfig, init_distributed
 
     try:
         init_distributed(DistributedConfig(sys.argv[1], num_processes=2, process_id=1), timeout_s=1.0)

@@ -11,9 +11,9 @@ import pytest
 from jax.scipy.stats import norm
 
 from ksimdsl.errors import KsimError
-from ksimdsl.runtime import distributions as D
-from ksimdsl.runtime import normalize as N
-from ksimdsl.runtime.networks import GRUActor, MLPActor, PolicyConfig, make_actor_critic
+from ksimdsl.runtime.rl import distributions as D
+from ksimdsl.runtime.rl import normalize as N
+from ksimdsl.runtime.rl.networks import GRUActor, MLPActor, PolicyConfig, make_actor_critic
 
 KEY = jax.random.key(0)
 

@@ -11,7 +11,7 @@ import pytest
 from fixtures.cartpole_kernel import SPEC as CARTPOLE_SPEC
 from ksimdsl.abi import TaskSpec
 from ksimdsl.errors import KsimError
-from ksimdsl.runtime.overrides import apply_overrides, check_items, valid_keys
+from ksimdsl.runtime.training.overrides import apply_overrides, check_items, valid_keys
 
 SPEC = TaskSpec.from_dict(CARTPOLE_SPEC)  # num_envs=64, minibatches=4, dt=ctrl_dt=10ms
 

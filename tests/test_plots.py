@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from ksimdsl.errors import KsimError
-from ksimdsl.runtime import plots
-from ksimdsl.runtime.runs import MetricsLog
+from ksimdsl.runtime.tools import plots
+from ksimdsl.runtime.training.runs import MetricsLog
 
 
 def _write_run(path, *, iterations=12, rewards=("alive", "track"), terminations=("fell",), scale=1.0):

@@ -12,9 +12,9 @@ import pytest
 
 from ksimdsl.abi import TaskSpec
 from ksimdsl.errors import KsimError
-from ksimdsl.runtime import distributions as D
-from ksimdsl.runtime import normalize, ppo
-from ksimdsl.runtime.networks import PolicyConfig
+from ksimdsl.runtime.rl import distributions as D
+from ksimdsl.runtime.rl import normalize, ppo
+from ksimdsl.runtime.rl.networks import PolicyConfig
 
 KEY = jax.random.key(0)
 

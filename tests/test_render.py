@@ -17,9 +17,9 @@ import pytest
 from fixtures.cartpole import MODEL_PATH, REPO, cartpole_task
 
 from ksimdsl.errors import KsimError
-from ksimdsl.runtime import ppo
-from ksimdsl.runtime.checkpoint import CheckpointMeta, save_checkpoint, spec_hash
-from ksimdsl.runtime.render import (
+from ksimdsl.runtime.rl import ppo
+from ksimdsl.runtime.training.checkpoint import CheckpointMeta, save_checkpoint, spec_hash
+from ksimdsl.runtime.tools.render import (
     MediaConfig,
     RenderConfig,
     TrainingMedia,
@@ -29,7 +29,7 @@ from ksimdsl.runtime.render import (
     render_frames,
     render_run,
 )
-from ksimdsl.runtime.runs import MetricsLog
+from ksimdsl.runtime.training.runs import MetricsLog
 
 _NO_GL = gl_unavailable_reason()
 needs_gl = pytest.mark.skipif(_NO_GL is not None, reason=f"no offscreen OpenGL: {_NO_GL}")

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from ksimdsl.errors import KsimError
-from ksimdsl.runtime.runlock import LOCK_FILE, run_lock
+from ksimdsl.runtime.training.runlock import LOCK_FILE, run_lock
 
 _HOLD = """
 import sys, time
-from ksimdsl.runtime.runlock import run_lock
+from ksimdsl.runtime.training.runlock import run_lock
 with run_lock(sys.argv[1]):
     print("locked", flush=True)
     time.sleep(60)

@@ -61,7 +61,7 @@ def test_the_views_are_derived_from_the_schema():
     assert bi.POLICY_KINDS == ("mlp", "gru")
     assert dict(bi.CURRICULUM_DEFAULTS["linear"]) == {"step": 0.01, "every": 100}
     pytest.importorskip("jax")
-    from ksimdsl.runtime.networks import ACTIVATIONS
+    from ksimdsl.runtime.rl.networks import ACTIVATIONS
 
     assert set(ACTIVATIONS) == set(S.PolicySettings.by_name()["activation"].choices)
 
@@ -103,7 +103,7 @@ def test_spec_has_one_format(task, backend):
 
 def test_memory_estimate_is_checked_before_the_run_directory_exists(tmp_path, monkeypatch):
     pytest.importorskip("jax")
-    from ksimdsl.runtime.train import RunPlan, train
+    from ksimdsl.runtime.training.train import RunPlan, train
 
     spec = abi.TaskSpec.from_dict(CARTPOLE_SPEC)
     problem = S.memory_problem(spec.train, obs_actor_size=5, obs_critic_size=5, action_size=1, available=2**16)

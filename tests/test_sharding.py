@@ -1,4 +1,4 @@
-"""Training sharded over several JAX devices (ksimdsl.runtime.sharding).
+"""Training sharded over several JAX devices (ksimdsl.runtime.training.sharding).
 
 The multi-device checks run in a subprocess whose CPU platform has 4 devices
 (`--xla_force_host_platform_device_count` must be set before jax is imported);
@@ -24,10 +24,10 @@ import pytest
 from fixtures.cartpole import cartpole_task
 
 from ksimdsl.errors import KsimError
-from ksimdsl.runtime.overrides import apply_overrides
-from ksimdsl.runtime.runs import read_metrics
-from ksimdsl.runtime.sharding import DistributedConfig, EnvMesh, mesh_devices, parse_coordinator
-from ksimdsl.runtime.train import TIMING_KEYS, RunPlan, train
+from ksimdsl.runtime.training.overrides import apply_overrides
+from ksimdsl.runtime.training.runs import read_metrics
+from ksimdsl.runtime.training.sharding import DistributedConfig, EnvMesh, mesh_devices, parse_coordinator
+from ksimdsl.runtime.training.train import TIMING_KEYS, RunPlan, train
 
 TESTS_DIR = Path(__file__).resolve().parent
 TINY = ["num_envs=8", "rollout=8", "minibatches=2", "epochs=1", "hidden=[16,16]", "checkpoint_every=2"]
@@ -109,10 +109,10 @@ SCRIPT = textwrap.dedent(
     import jax
     from fixtures.cartpole import cartpole_task
     from ksimdsl.errors import KsimError
-    from ksimdsl.runtime import ppo
-    from ksimdsl.runtime.overrides import apply_overrides
-    from ksimdsl.runtime.sharding import ENV_AXIS, EnvMesh
-    from ksimdsl.runtime.train import RunPlan, make_collector, train
+    from ksimdsl.runtime.rl import ppo
+    from ksimdsl.runtime.training.overrides import apply_overrides
+    from ksimdsl.runtime.training.sharding import ENV_AXIS, EnvMesh
+    from ksimdsl.runtime.training.train import RunPlan, make_collector, train
 
     TINY = json.loads(sys.argv[3])
     spec, kernels, path = cartpole_task()

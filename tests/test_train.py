@@ -20,13 +20,13 @@ from fixtures.cartpole import cartpole_task
 
 from ksimdsl.errors import KsimError
 from ksimdsl.runtime import engine as engines
-from ksimdsl.runtime import ppo
+from ksimdsl.runtime.rl import ppo
 from ksimdsl.runtime.engine.base import RolloutStats
-from ksimdsl.runtime.evaluate import evaluate, run_episodes
-from ksimdsl.runtime.overrides import apply_overrides, valid_keys
-from ksimdsl.runtime.runs import MetricsLog, read_metrics
-from ksimdsl.runtime.train import TIMING_KEYS, RunPlan, train
-from ksimdsl.runtime.watchdog import STALL_EXIT_CODE, Watchdog
+from ksimdsl.runtime.tools.evaluate import evaluate, run_episodes
+from ksimdsl.runtime.training.overrides import apply_overrides, valid_keys
+from ksimdsl.runtime.training.runs import MetricsLog, read_metrics
+from ksimdsl.runtime.training.train import TIMING_KEYS, RunPlan, train
+from ksimdsl.runtime.training.watchdog import STALL_EXIT_CODE, Watchdog
 
 #: Tiny training settings. test_cli.py trains with the same ones (and the task's own policy), so the
 #: session's persistent JAX cache compiles the training step once for both files.
@@ -167,7 +167,7 @@ def test_watchdog_default_ends_the_process_with_a_clear_message():
     script = textwrap.dedent(
         """
         import time
-        from ksimdsl.runtime.watchdog import Watchdog
+        from ksimdsl.runtime.training.watchdog import Watchdog
         dog = Watchdog(0.3)
         with dog.watch("training iteration 7 (jax/MJX step)"):
             time.sleep(30)

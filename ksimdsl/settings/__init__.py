@@ -11,7 +11,7 @@ The type annotation gives the setting's kind: `int`, `float` (`unit="s"`: a
 duration, written with a unit in a task file), `bool`, a `Literal[...]` of
 names, `tuple[int, ...]` (layer sizes). Everything else is derived from these
 classes: the checker's tables (`ksimdsl.frontend.builtins`), the defaults of
-`ksimdsl.abi`, command-line overrides (`ksimdsl.runtime.overrides`), the PPO
+`ksimdsl.abi`, command-line overrides (`ksimdsl.runtime.training.overrides`), the PPO
 and network configurations of the runtime, the run's config.json and the
 settings tables of docs/language.md (tests/test_settings.py compares them).
 

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ksimdsl.abi import TaskSpec
-from ksimdsl.runtime import ppo
+from ksimdsl.runtime.rl import ppo
 from ksimdsl.runtime.engine.base import Engine, EpisodeResults, RolloutStats, StepOutput, summarize_step
 
 __all__ = [

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from ksimdsl.abi import TaskSpec
-from ksimdsl.runtime import ppo
+from ksimdsl.runtime.rl import ppo
 from ksimdsl.runtime.engine.base import EnvSnapshot, RolloutStats
 from ksimdsl.runtime.engine.loop import JAX_LOOP, RolloutCarry, collect_rollout, policy_step
 from ksimdsl.runtime.engine.mjx.env import MjxEnv

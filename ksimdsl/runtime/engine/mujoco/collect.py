@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ksimdsl.abi import TaskSpec
-from ksimdsl.runtime import ppo
+from ksimdsl.runtime.rl import ppo
 from ksimdsl.runtime.engine.base import EnvSnapshot, RolloutStats
 from ksimdsl.runtime.engine.loop import HOST_LOOP, RolloutCarry, collect_rollout, policy_step
 from ksimdsl.runtime.engine.mujoco.env import MujocoEnv

@@ -18,7 +18,7 @@ random draws come from the caller (`draw_noise`, the collector's seeded numpy
 generator), keeping rollouts reproducible: A standard-normal values per env,
 plus one uniform value that picks the mixture component.
 
-The formulas are those of `ksimdsl.runtime.normalize.normalize`,
+The formulas are those of `ksimdsl.runtime.rl.normalize.normalize`,
 `networks.MLP` / `networks.DistHead` and `distributions.log_prob`;
 tests/test_mujoco_engine.py checks the two implementations against each other.
 GRU actors keep using the JAX path (`HostActor.supports`).
@@ -34,10 +34,10 @@ import jax.numpy as jnp
 import numpy as np
 from numba import njit
 
-from ksimdsl.runtime import distributions as D
-from ksimdsl.runtime import normalize as N
+from ksimdsl.runtime.rl import distributions as D
+from ksimdsl.runtime.rl import normalize as N
 from ksimdsl.runtime.engine.mujoco.cstep import Specialized
-from ksimdsl.runtime.networks import ActorCritic, MLPActor
+from ksimdsl.runtime.rl.networks import ActorCritic, MLPActor
 
 __all__ = ["HostActor", "ACTIVATIONS", "ActorWeights"]
 

@@ -49,7 +49,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ksimdsl.errors import InternalCompilerError, KsimError
-from ksimdsl.runtime import ppo
+from ksimdsl.runtime.rl import ppo
 from ksimdsl.runtime.engine.base import Collector
 from ksimdsl.runtime.engine.mjx.collect import MjxCollectorState
 

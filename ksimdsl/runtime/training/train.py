@@ -13,12 +13,12 @@ The loop stops after `train.steps` iterations (counting iterations of earlier
 sessions of the same run), after `train.max_seconds` of wall time, or on Ctrl-C
 (the iteration in flight finishes first; a second Ctrl-C aborts at once). Every
 stop writes a final checkpoint. A watchdog reports an iteration that stalls
-longer than `train.watchdog_s` (see `ksimdsl.runtime.watchdog`).
+longer than `train.watchdog_s` (see `ksimdsl.runtime.training.watchdog`).
 
 Devices: with the MJX engine the environments are split over the local JAX
 devices (`train devices=N`, default all) and, in a multi-process run, over the
 devices of every process; the PPO state is replicated and XLA combines the
-statistics and gradients across devices (see `ksimdsl.runtime.sharding`). Only
+statistics and gradients across devices (see `ksimdsl.runtime.training.sharding`). Only
 the main process writes the run directory. The results match a single-device
 run with the same seed and `num_envs` up to the order of floating-point sums.
 
@@ -47,8 +47,8 @@ from ksimdsl.abi import TaskSpec
 from ksimdsl.errors import KsimError
 from ksimdsl.settings import TrainSettings, memory_problem
 from ksimdsl.runtime import engine as engines
-from ksimdsl.runtime import ppo
-from ksimdsl.runtime.checkpoint import (
+from ksimdsl.runtime.rl import ppo
+from ksimdsl.runtime.training.checkpoint import (
     CheckpointMeta,
     latest_checkpoint,
     load_checkpoint,
@@ -57,11 +57,11 @@ from ksimdsl.runtime.checkpoint import (
     spec_hash,
 )
 from ksimdsl.runtime.engine.base import Collector, RolloutStats
-from ksimdsl.runtime.runlock import run_lock
-from ksimdsl.runtime.runs import TENSORBOARD_DIR, MetricsLog, create_run_dir, reusable, write_run_files
-from ksimdsl.runtime.stopflag import StopFlag
-from ksimdsl.runtime.sharding import EnvMesh, is_main_process
-from ksimdsl.runtime.watchdog import Watchdog
+from ksimdsl.runtime.training.runlock import run_lock
+from ksimdsl.runtime.training.runs import TENSORBOARD_DIR, MetricsLog, create_run_dir, reusable, write_run_files
+from ksimdsl.runtime.training.stopflag import StopFlag
+from ksimdsl.runtime.training.sharding import EnvMesh, is_main_process
+from ksimdsl.runtime.training.watchdog import Watchdog
 
 __all__ = ["RunPlan", "RunContext", "check_resources", "TrainResult", "train", "make_collector", "iteration_metrics", "TIMING_KEYS"]
 
@@ -324,7 +324,7 @@ def train(
     settings are valid by construction (ksimdsl.settings); what depends on the
     machine (memory) is checked before the run directory is created.
 
-    In a multi-process run (`ksimdsl.runtime.sharding.init_distributed`) every
+    In a multi-process run (`ksimdsl.runtime.training.sharding.init_distributed`) every
     process calls `train` alike; only the main process creates and writes the
     run directory (pass the same `run_dir` to all of them: a resume reads it
     everywhere, so it must lie on a shared file system).

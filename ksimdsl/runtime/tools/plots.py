@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 
 from ksimdsl.abi import PPO_METRICS
 from ksimdsl.errors import KsimError
-from ksimdsl.runtime.runs import METRICS_FILE, read_metrics
+from ksimdsl.runtime.training.runs import METRICS_FILE, read_metrics
 
 __all__ = ["plot_run", "plot_runs", "load_run_metrics", "PLOTS_DIR", "FIGURES"]
 

@@ -43,10 +43,10 @@ import numpy as np
 from ksimdsl.abi import TaskSpec
 from ksimdsl.errors import KsimError, did_you_mean
 from ksimdsl.runtime import engine as engines
-from ksimdsl.runtime import ppo
+from ksimdsl.runtime.rl import ppo
 from ksimdsl.runtime.engine.loop import Recording
 from ksimdsl.runtime.engine.model import load_model
-from ksimdsl.runtime.export import check_output_path, load_run_policy
+from ksimdsl.runtime.tools.export import check_output_path, load_run_policy
 
 __all__ = [
     "RenderConfig",
@@ -452,7 +452,7 @@ class TrainingMedia:
                 self._video_ok = False
                 print(f"ksimdsl: no training videos: {err}", file=sys.stderr, flush=True)
         if self.config.plots:
-            from ksimdsl.runtime.plots import plot_run
+            from ksimdsl.runtime.tools.plots import plot_run
 
             try:
                 written += plot_run(self.run_dir)

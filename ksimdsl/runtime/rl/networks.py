@@ -20,7 +20,7 @@ the kind:
 `dist` is a `distributions.Normal` or `distributions.Mixture`. The critic is an
 MLP over the critic observation (the same hidden sizes), `critic(obs_C) -> ()`.
 Callers vmap over environments. Observations are expected already normalized
-(see `ksimdsl.runtime.normalize`).
+(see `ksimdsl.runtime.rl.normalize`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from ksimdsl.settings import PolicySettings
-from ksimdsl.runtime import distributions as D
+from ksimdsl.runtime.rl import distributions as D
 
 __all__ = [
     "PolicyConfig",

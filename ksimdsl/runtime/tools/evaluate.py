@@ -17,8 +17,8 @@ import jax
 from ksimdsl.abi import TaskSpec
 from ksimdsl.errors import KsimError
 from ksimdsl.runtime import engine as engines
-from ksimdsl.runtime import ppo
-from ksimdsl.runtime.checkpoint import load_checkpoint
+from ksimdsl.runtime.rl import ppo
+from ksimdsl.runtime.training.checkpoint import load_checkpoint
 from ksimdsl.runtime.engine.base import EpisodeResults
 from ksimdsl.runtime.engine.loop import run_episodes
 

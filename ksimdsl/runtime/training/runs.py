@@ -6,7 +6,7 @@
         generated/           the generated kernel source(s)
         metrics.jsonl        one JSON object per training iteration
         tb/                  TensorBoard event files (tensorboardX)
-        checkpoints/         see ksimdsl.runtime.checkpoint
+        checkpoints/         see ksimdsl.runtime.training.checkpoint
 """
 
 from __future__ import annotations
@@ -70,8 +70,8 @@ def create_run_dir(task: str, *, root: str | Path = "runs", path: str | Path | N
 
 def reusable(run_dir: Path) -> bool:
     """True for an empty directory, or a run that stopped before writing its first checkpoint."""
-    from ksimdsl.runtime.checkpoint import list_checkpoints
-    from ksimdsl.runtime.runlock import LOCK_FILE
+    from ksimdsl.runtime.training.checkpoint import list_checkpoints
+    from ksimdsl.runtime.training.runlock import LOCK_FILE
 
     entries = {p.name for p in run_dir.iterdir()} - {LOCK_FILE}
     return not entries or (CONFIG_FILE in entries and not list_checkpoints(run_dir))

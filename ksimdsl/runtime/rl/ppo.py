@@ -40,9 +40,9 @@ from jax import Array
 
 from ksimdsl.abi import PPO_METRICS, TaskSpec
 from ksimdsl.errors import KsimError
-from ksimdsl.runtime import distributions as D
-from ksimdsl.runtime import normalize as N
-from ksimdsl.runtime.networks import Actor, ActorCritic, PolicyConfig, make_actor_critic
+from ksimdsl.runtime.rl import distributions as D
+from ksimdsl.runtime.rl import normalize as N
+from ksimdsl.runtime.rl.networks import Actor, ActorCritic, PolicyConfig, make_actor_critic
 from ksimdsl.settings import TrainSettings, minibatch_problem, problems
 
 __all__ = [

@@ -14,7 +14,7 @@ Shapes are written per environment; every function also accepts any number of
 leading batch dimensions (`mean_A` may be `mean_TEA`), so callers need not
 vmap. Actions are raw and unbounded: nothing here squashes or clips them.
 
-The parameters come out of the network head (`ksimdsl.runtime.networks`);
+The parameters come out of the network head (`ksimdsl.runtime.rl.networks`);
 `std_from_raw` maps an unconstrained network output to a standard deviation in
 `[min_std, max_std]`.
 """

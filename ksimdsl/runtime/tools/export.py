@@ -45,10 +45,10 @@ from onnx import TensorProto, helper, numpy_helper
 from ksimdsl import __version__
 from ksimdsl.abi import TaskSpec
 from ksimdsl.errors import InternalCompilerError, KsimError
-from ksimdsl.runtime import normalize as N
-from ksimdsl.runtime import ppo
-from ksimdsl.runtime.checkpoint import CheckpointMeta, load_checkpoint
-from ksimdsl.runtime.networks import MLP, ActorCritic, GRUActor, MLPActor
+from ksimdsl.runtime.rl import normalize as N
+from ksimdsl.runtime.rl import ppo
+from ksimdsl.runtime.training.checkpoint import CheckpointMeta, load_checkpoint
+from ksimdsl.runtime.rl.networks import MLP, ActorCritic, GRUActor, MLPActor
 
 __all__ = ["export_onnx", "policy_to_onnx", "load_run_policy", "check_output_path", "OPSET", "IR_VERSION"]
 

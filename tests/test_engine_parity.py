@@ -22,6 +22,10 @@ Tolerances and why:
   The test bounds that difference on the first control steps (rewards within
   10% over the first 5 steps, no done mismatch) and checks that it is the line
   search: raising ls_iterations alone to 50 brings the first step within 1e-2.
+  That was measured with mujoco 3.3.5; with mujoco 3.17.0 C MuJoCo's line
+  search lands where MJX's does (first-step qpos gap ~3e-6), so there the test
+  checks agreement instead (`OLD_C_LINE_SEARCH`; versions in between were not
+  measured).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import mujoco
 import numpy as np
 import pytest
 
@@ -43,6 +48,9 @@ from ksimdsl.runtime.loader import load_module
 from tests.fixtures import cartpole_kernel as cartpole_jax
 from tests.fixtures import cartpole_kernel_numba as cartpole_numba
 from tests.fixtures.cartpole import MODEL_PATH as CARTPOLE_MODEL
+
+#: C MuJoCo before 3.17 stops its Newton line search farther from the optimum than MJX (see above).
+OLD_C_LINE_SEARCH = tuple(int(p) for p in mujoco.__version__.split(".")[:2]) < (3, 17)
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 100
@@ -148,7 +156,10 @@ def test_humanoid_with_few_line_search_iterations_differs_by_design(stand_task):
     np.testing.assert_allclose(rew_m, rew_c, rtol=0.1)
     np.testing.assert_array_equal(done_m, done_c)
     first_step_gap = np.abs(qpos_m[0] - qpos_c[0]).max()
-    assert first_step_gap > 1e-2
+    if OLD_C_LINE_SEARCH:
+        assert first_step_gap > 1e-2
+    else:  # mujoco 3.17.0: C's line search agrees with MJX's already (measured gap ~3e-6)
+        assert first_step_gap < 1e-4
     r = _run_both(_with_solver(spec_j, 1, 50), kj, _with_solver(spec_n, 1, 50), kn, model, num_envs=3, steps=1)
     (_, _, _, qpos_m), (_, _, _, qpos_c) = r["mjx"], r["mujoco"]
-    assert np.abs(qpos_m[0] - qpos_c[0]).max() < min(1e-2, first_step_gap / 3)
+    assert np.abs(qpos_m[0] - qpos_c[0]).max() < (min(1e-2, first_step_gap / 3) if OLD_C_LINE_SEARCH else 1e-2)

@@ -391,7 +391,9 @@ def _hinge_slide_limits(model_path: str) -> tuple[np.ndarray, np.ndarray, np.nda
     from ksimdsl.frontend.model_info import resolve_model_path
 
     m = mujoco.MjModel.from_xml_path(resolve_model_path(model_path, None))
-    joints = [j for j in range(m.njnt) if m.jnt_type[j] in (mujoco.mjtJoint.mjJNT_HINGE, mujoco.mjtJoint.mjJNT_SLIDE)]
+    # ints: mujoco >= 3.17's enums no longer equal numpy integers (`enum == np.int32(3)` is False)
+    hinge_slide = (int(mujoco.mjtJoint.mjJNT_HINGE), int(mujoco.mjtJoint.mjJNT_SLIDE))
+    joints = [j for j in range(m.njnt) if int(m.jnt_type[j]) in hinge_slide]
     limited = m.jnt_limited[joints].astype(bool)
     lower = np.where(limited, m.jnt_range[joints, 0], -np.inf)
     upper = np.where(limited, m.jnt_range[joints, 1], np.inf)

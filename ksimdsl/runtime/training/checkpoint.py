@@ -330,6 +330,7 @@ def load_checkpoint(
                 # host-side state (the CPU engine) keeps its numpy dtype, float64 included
                 leaves.append(np.asarray(arr, dtype=leaf.dtype))
             else:
-                leaves.append(jnp.asarray(arr, dtype=np.result_type(leaf)))
+                dtype = leaf.dtype if hasattr(leaf, "dtype") else np.result_type(leaf)
+                leaves.append(jnp.asarray(arr, dtype=dtype))
         trees[prefix] = jax.tree_util.tree_unflatten(treedef, leaves)
     return Checkpoint(path=Path(path), meta=meta, trees=trees)

@@ -32,14 +32,23 @@ split evenly over all devices of the mesh.
 Checkpoints are host arrays of the full (global) state (`EnvMesh.to_host`
 gathers the shards), so a run restores onto any device count that divides
 `num_envs` (`EnvMesh.place` splits them again).
+
+jaxlib >= 0.10 deadlocks MJX on several CPU devices in one process: its LAPACK
+kernels (the Cholesky factorizations in every `mjx.step`) split a large batch
+over XLA's CPU thread pool and block until the pieces are done; when every
+pool thread is such a blocked device, nothing runs the pieces.
+`check_cpu_lapack_deadlock` refuses exactly that configuration (see
+docs/architecture.md, "Tested versions").
 """
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import time
 from dataclasses import dataclass
+from importlib import metadata
 from typing import Any
 
 import equinox as eqx
@@ -55,10 +64,12 @@ from ksimdsl.runtime.engine.mjx.collect import MjxCollectorState
 
 __all__ = [
     "ENV_AXIS",
+    "CpuLapackLoad",
     "DistributedConfig",
     "EnvMesh",
     "init_distributed",
     "is_main_process",
+    "check_cpu_lapack_deadlock",
     "mesh_devices",
     "parse_coordinator",
 ]
@@ -202,6 +213,69 @@ def mesh_devices(requested: int) -> list[jax.Device]:
     return chosen
 
 
+# --------------------------------------------------------------------------- the jaxlib 0.10 CPU deadlock
+
+#: First jaxlib whose CPU LAPACK kernels fan a batch out over the XLA thread pool (`ParallelBatchMap`).
+LAPACK_FANOUT_JAXLIB = (0, 10)
+#: envs per device * nv**3 from which a batched Cholesky of the mass matrix may be split (measured with
+#: jaxlib 0.10.2: 27x27 matrices split from a batch of 32, i.e. ~6e5; 2x2 ones not even at 1e5). Lower
+#: than measured, so that a borderline batch is refused rather than left to hang.
+LAPACK_FANOUT_COST = 2**18
+
+
+@dataclass(frozen=True)
+class CpuLapackLoad:
+    """What decides whether jaxlib's CPU LAPACK kernels can deadlock a sharded MJX step."""
+
+    jaxlib: tuple[int, int]  # (major, minor)
+    devices: int  # CPU devices this process steps at once
+    pool_threads: int  # XLA's CPU thread pool: one per schedulable core
+    envs_per_device: int
+    nv: int | None  # degrees of freedom (the mass matrix is nv x nv); None: unknown, assume large
+
+    @staticmethod
+    def here(devices: int, envs_per_device: int, nv: int | None) -> "CpuLapackLoad":
+        return CpuLapackLoad(_jaxlib_version(), devices, _schedulable_cpus(), envs_per_device, nv)
+
+    @property
+    def deadlocks(self) -> bool:
+        """Every pool thread can end up blocked in a split LAPACK call, with its pieces queued behind it."""
+        if self.jaxlib < LAPACK_FANOUT_JAXLIB or self.devices < 2 or self.devices < self.pool_threads:
+            return False
+        return self.nv is None or self.envs_per_device * self.nv**3 >= LAPACK_FANOUT_COST
+
+
+def check_cpu_lapack_deadlock(load: CpuLapackLoad) -> None:
+    """A KsimError for the one configuration that hangs MJX with jaxlib >= 0.10 (instead of the hang)."""
+    if not load.deadlocks:
+        return
+    fewer = f" (or fewer devices than the {load.pool_threads} CPU threads)" if load.pool_threads > 2 else ""
+    raise KsimError(
+        f"train: devices={load.devices} on the CPU would hang with jaxlib "
+        f"{load.jaxlib[0]}.{load.jaxlib[1]}: its LAPACK kernels (the Cholesky factorizations of every "
+        f"mjx.step) split a batch of {load.envs_per_device} envs over XLA's {load.pool_threads} CPU "
+        f"threads and wait for the pieces, and {load.devices} devices stepping at once leave no thread "
+        f"to run them. Use devices=1{fewer}: one CPU device already uses every core; or install "
+        "jax/jaxlib < 0.10"
+    )
+
+
+def _jaxlib_version() -> tuple[int, int]:
+    try:
+        text = metadata.version("jaxlib")
+    except metadata.PackageNotFoundError:  # pragma: no cover - jax always comes with jaxlib
+        text = jax.__version__
+    parts = re.findall(r"\d+", text)[:2]
+    return (int(parts[0]), int(parts[1])) if len(parts) == 2 else (0, 0)
+
+
+def _schedulable_cpus() -> int:
+    """The size of XLA's CPU thread pool: the cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 @dataclass(frozen=True)
 class EnvMesh:
     """The environments' device mesh and the shardings of everything the training step carries."""
@@ -228,9 +302,16 @@ class EnvMesh:
 
         A host engine (C MuJoCo) steps its environments in Python/numba, outside
         jit, so it cannot be sharded: `devices` > 1 or several processes is a KsimError.
+        So is an MJX mesh that would deadlock jaxlib's CPU LAPACK kernels (`check_cpu_lapack_deadlock`).
         """
         if collector.jittable:
-            return EnvMesh.create(devices=devices, num_envs=num_envs)
+            mesh = EnvMesh.create(devices=devices, num_envs=num_envs)
+            local = [d for d in mesh.mesh.devices.flat if d.process_index == jax.process_index()]
+            if local and local[0].platform == "cpu":
+                mj_model = getattr(getattr(collector, "env", None), "mj_model", None)
+                nv = int(mj_model.nv) if mj_model is not None else None
+                check_cpu_lapack_deadlock(CpuLapackLoad.here(len(local), num_envs // mesh.num_devices, nv))
+            return mesh
         if devices > 1 or jax.process_count() > 1:
             what = f"devices={devices}" if devices > 1 else f"{jax.process_count()} processes"
             raise KsimError(

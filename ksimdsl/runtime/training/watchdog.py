@@ -34,7 +34,8 @@ def report_stall_and_exit(what: str, elapsed_s: float) -> None:
     sys.stderr.write(
         f"ksimdsl: error: {what} did not finish within {elapsed_s:.0f} s; it appears stalled "
         "(a known jax/mujoco-mjx deadlock looks like this: 0% CPU inside block_until_ready). "
-        "Check the pinned jax/mujoco-mjx versions, try fewer envs or engine=mujoco, "
+        "Check the jax/mujoco-mjx versions (README.md, Tested versions), try devices=1, "
+        "fewer envs or engine=mujoco, "
         "or raise watchdog_s=... if the work is just slow.\n"
     )
     sys.stderr.flush()

@@ -184,10 +184,12 @@ _SCALARS: dict[str, Any] = {
     "unsigned int": ctypes.c_uint,
     "mjtNum": ctypes.c_double,
     "mjtByte": ctypes.c_ubyte,
+    "mjtBool": ctypes.c_bool,  # mujoco >= 3.4: C bool, 1 byte
     "mjtSize": ctypes.c_uint64,
     "size_t": ctypes.c_size_t,
     "uintptr_t": ctypes.c_size_t,
     "uint64_t": ctypes.c_uint64,
+    "int64_t": ctypes.c_int64,
     "float": ctypes.c_float,
     "double": ctypes.c_double,
     "char": ctypes.c_char,

@@ -11,7 +11,7 @@ the process, so the probe runs in a subprocess with a wall-clock limit and the
 test fails with a clear message (versions, how far the probe got) instead of
 blocking the suite.
 
-Where `ksimdsl.runtime.sharding.check_cpu_lapack_deadlock` refuses the probe's
+Where `ksimdsl.runtime.training.sharding.check_cpu_lapack_deadlock` refuses the probe's
 configuration (jaxlib >= 0.10, devices >= CPU threads), training never runs it
 and the probe is skipped, since it is known to hang there; set
 KSIMDSL_DEADLOCK_PROBE=1 to run it anyway (e.g. to re-check a new jaxlib).
@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from ksimdsl.errors import KsimError
-from ksimdsl.runtime.sharding import CpuLapackLoad, check_cpu_lapack_deadlock
+from ksimdsl.runtime.training.sharding import CpuLapackLoad, check_cpu_lapack_deadlock
 
 HUMANOID_XML = Path(__file__).resolve().parents[1] / "tasks" / "models" / "humanoid.xml"
 BATCH = 256

@@ -13,6 +13,15 @@ inherited by the `ksimdsl` subprocesses the CLI tests start):
 
 The caches live in a temporary directory removed at the end of the session;
 set `KSIMDSL_TEST_CACHE_DIR` to keep them between sessions (CI can cache it).
+The JAX cache directory is the one `ksimdsl.session.enable_compilation_cache`
+picks under `KSIMDSL_CACHE_DIR`, so in-process tests and `ksimdsl` subprocesses
+share their compiled programs.
+
+The suite runs on two pytest-xdist workers (`-n 2 --dist loadfile` in
+pyproject.toml; `-n 0` runs it in one process). The controller creates the cache
+directory and the workers inherit it, so compiled programs are shared across
+workers too; files with `slow` tests are handed out first, so that no long file
+starts last and leaves the other worker idle.
 """
 
 from __future__ import annotations
@@ -25,15 +34,25 @@ from pathlib import Path
 
 import pytest
 
-_KEEP_CACHE = bool(os.environ.get("KSIMDSL_TEST_CACHE_DIR"))
-CACHE_ROOT = Path(os.environ.get("KSIMDSL_TEST_CACHE_DIR") or tempfile.mkdtemp(prefix="ksimdsl-test-cache-"))
+#: Set by the session that created the temporary cache directory; xdist workers inherit it.
+_SESSION_CACHE_ENV = "KSIMDSL_TEST_SESSION_CACHE_DIR"
+_IS_XDIST_WORKER = bool(os.environ.get("PYTEST_XDIST_WORKER"))
+
+if os.environ.get("KSIMDSL_TEST_CACHE_DIR"):
+    CACHE_ROOT, _OWNS_CACHE = Path(os.environ["KSIMDSL_TEST_CACHE_DIR"]), False
+elif _IS_XDIST_WORKER and os.environ.get(_SESSION_CACHE_ENV):
+    CACHE_ROOT, _OWNS_CACHE = Path(os.environ[_SESSION_CACHE_ENV]), False
+else:
+    CACHE_ROOT, _OWNS_CACHE = Path(tempfile.mkdtemp(prefix="ksimdsl-test-cache-")), True
+    os.environ[_SESSION_CACHE_ENV] = str(CACHE_ROOT)
 
 _ENV_DEFAULTS = {
     "JAX_PLATFORMS": "cpu",
     "MUJOCO_GL": "egl",
 }
 _CACHE_ENV = {
-    "JAX_COMPILATION_CACHE_DIR": str(CACHE_ROOT / "jax"),
+    # = enable_compilation_cache()'s directory, $KSIMDSL_CACHE_DIR/jax
+    "JAX_COMPILATION_CACHE_DIR": str(CACHE_ROOT / "ksimdsl" / "jax"),
     "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
     "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
     "NUMBA_CACHE_DIR": str(CACHE_ROOT / "numba"),
@@ -62,8 +81,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if not _KEEP_CACHE:
+    if _OWNS_CACHE:
         shutil.rmtree(CACHE_ROOT, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Files holding a `slow` test first (stable: same order within each group and each file)."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
 
 
 @pytest.fixture

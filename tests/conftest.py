@@ -17,11 +17,14 @@ The JAX cache directory is the one `ksimdsl.session.enable_compilation_cache`
 picks under `KSIMDSL_CACHE_DIR`, so in-process tests and `ksimdsl` subprocesses
 share their compiled programs.
 
-The suite runs on two pytest-xdist workers (`-n 2 --dist loadfile` in
-pyproject.toml; `-n 0` runs it in one process). The controller creates the cache
-directory and the workers inherit it, so compiled programs are shared across
-workers too; files with `slow` tests are handed out first, so that no long file
-starts last and leaves the other worker idle.
+Run on directories (plain `pytest`, `pytest tests/`), the suite uses two
+pytest-xdist workers when xdist is installed (the `test` extra has it): one
+process keeps only about one of CI's two cores busy. Whole files go to one
+worker (`--dist loadfile`, so module fixtures run once), files holding `slow`
+tests first, so that no long file starts last while the other worker idles.
+`-n 0` runs in one process, `-n N` picks another count; runs of single files
+or tests stay in one process. The controller creates the cache directory and
+the workers inherit it, so compiled programs are shared across workers too.
 """
 
 from __future__ import annotations
@@ -78,6 +81,30 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="rewrite the expected outputs of data-driven golden tests instead of comparing",
     )
+
+
+#: xdist workers for a run of whole directories (see the module docstring).
+DEFAULT_WORKERS = 2
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """Default to `-n 2 --dist loadfile --no-loadscope-reorder` for directory runs, unless `-n` was given.
+
+    Runs before xdist's own `pytest_cmdline_main` (both are `tryfirst`; a conftest registers later),
+    which turns the worker count into its workers.
+    """
+    if _IS_XDIST_WORKER or not config.pluginmanager.hasplugin("xdist"):
+        return
+    if config.option.numprocesses is not None or config.option.dist != "no" or config.option.collectonly:
+        return
+    if config.getoption("usepdb", False):  # xdist refuses --pdb with workers
+        return
+    if not all((config.invocation_params.dir / arg).is_dir() for arg in config.args):
+        return
+    config.option.numprocesses = DEFAULT_WORKERS
+    config.option.dist = "loadfile"
+    config.option.loadscopereorder = False
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -13,6 +13,18 @@ inherited by the `ksimdsl` subprocesses the CLI tests start):
 
 The caches live in a temporary directory removed at the end of the session;
 set `KSIMDSL_TEST_CACHE_DIR` to keep them between sessions (CI can cache it).
+The JAX cache directory is the one `ksimdsl.session.enable_compilation_cache`
+picks under `KSIMDSL_CACHE_DIR`, so in-process tests and `ksimdsl` subprocesses
+share their compiled programs.
+
+Run on directories (plain `pytest`, `pytest tests/`), the suite uses two
+pytest-xdist workers when xdist is installed (the `test` extra has it): one
+process keeps only about one of CI's two cores busy. Whole files go to one
+worker (`--dist loadfile`, so module fixtures run once), files holding `slow`
+tests first, so that no long file starts last while the other worker idles.
+`-n 0` runs in one process, `-n N` picks another count; runs of single files
+or tests stay in one process. The controller creates the cache directory and
+the workers inherit it, so compiled programs are shared across workers too.
 """
 
 from __future__ import annotations
@@ -25,15 +37,25 @@ from pathlib import Path
 
 import pytest
 
-_KEEP_CACHE = bool(os.environ.get("KSIMDSL_TEST_CACHE_DIR"))
-CACHE_ROOT = Path(os.environ.get("KSIMDSL_TEST_CACHE_DIR") or tempfile.mkdtemp(prefix="ksimdsl-test-cache-"))
+#: Set by the session that created the temporary cache directory; xdist workers inherit it.
+_SESSION_CACHE_ENV = "KSIMDSL_TEST_SESSION_CACHE_DIR"
+_IS_XDIST_WORKER = bool(os.environ.get("PYTEST_XDIST_WORKER"))
+
+if os.environ.get("KSIMDSL_TEST_CACHE_DIR"):
+    CACHE_ROOT, _OWNS_CACHE = Path(os.environ["KSIMDSL_TEST_CACHE_DIR"]), False
+elif _IS_XDIST_WORKER and os.environ.get(_SESSION_CACHE_ENV):
+    CACHE_ROOT, _OWNS_CACHE = Path(os.environ[_SESSION_CACHE_ENV]), False
+else:
+    CACHE_ROOT, _OWNS_CACHE = Path(tempfile.mkdtemp(prefix="ksimdsl-test-cache-")), True
+    os.environ[_SESSION_CACHE_ENV] = str(CACHE_ROOT)
 
 _ENV_DEFAULTS = {
     "JAX_PLATFORMS": "cpu",
     "MUJOCO_GL": "egl",
 }
 _CACHE_ENV = {
-    "JAX_COMPILATION_CACHE_DIR": str(CACHE_ROOT / "jax"),
+    # = enable_compilation_cache()'s directory, $KSIMDSL_CACHE_DIR/jax
+    "JAX_COMPILATION_CACHE_DIR": str(CACHE_ROOT / "ksimdsl" / "jax"),
     "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
     "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
     "NUMBA_CACHE_DIR": str(CACHE_ROOT / "numba"),
@@ -61,9 +83,39 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+#: xdist workers for a run of whole directories (see the module docstring).
+DEFAULT_WORKERS = 2
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """Default to `-n 2 --dist loadfile --no-loadscope-reorder` for directory runs, unless `-n` was given.
+
+    Runs before xdist's own `pytest_cmdline_main` (both are `tryfirst`; a conftest registers later),
+    which turns the worker count into its workers.
+    """
+    if _IS_XDIST_WORKER or not config.pluginmanager.hasplugin("xdist"):
+        return
+    if config.option.numprocesses is not None or config.option.dist != "no" or config.option.collectonly:
+        return
+    if config.getoption("usepdb", False):  # xdist refuses --pdb with workers
+        return
+    if not all((config.invocation_params.dir / arg).is_dir() for arg in config.args):
+        return
+    config.option.numprocesses = DEFAULT_WORKERS
+    config.option.dist = "loadfile"
+    config.option.loadscopereorder = False
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if not _KEEP_CACHE:
+    if _OWNS_CACHE:
         shutil.rmtree(CACHE_ROOT, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Files holding a `slow` test first (stable: same order within each group and each file)."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
 
 
 @pytest.fixture

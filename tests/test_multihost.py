@@ -17,6 +17,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from test_sharding import TINY, assert_metrics_match, tiny_task
 
 from ksimdsl.runtime.training.checkpoint import list_checkpoints
@@ -76,6 +77,7 @@ def result_line(log: str) -> dict:
     return json.loads(lines[-1].removeprefix("RESULT "))
 
 
+@pytest.mark.slow
 def test_two_processes_train_together_and_agree_with_one(tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)  # one CPU device per process

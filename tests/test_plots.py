@@ -145,3 +145,21 @@ def test_unwritable_output_directory_is_one_line_error(tmp_path):
         locked.mkdir(mode=0o500)
         with pytest.raises(KsimError, match="cannot write"):
             plots.plot_runs([run], locked)
+
+
+def test_running_mean_is_trailing_and_skips_nans():
+    nan = float("nan")
+    assert plots.running_mean([1.0, 2.0, 3.0, 4.0, nan, 6.0], 2) == [1.0, 1.5, 2.5, 3.5, 4.0, 6.0]
+    assert plots.smoothing_window(60) == 1 and plots.smoothing_window(4000) == 80
+
+
+def test_long_runs_draw_the_running_mean_over_faint_raw_values(tmp_path):
+    run_dir = _write_run(tmp_path / "cartpole" / "long", iterations=300)
+    runs = [plots._Run("long", plots.load_run_metrics(run_dir))]
+    ax = plots._figures(runs, "steps")["returns"].axes[0]
+    raw, smooth = ax.get_lines()[:2]
+    assert raw.get_alpha() == 0.25 and smooth.get_label() == "long"
+    ys = raw.get_ydata()
+    window = plots.smoothing_window(len(ys))
+    assert window == 5
+    np.testing.assert_allclose(smooth.get_ydata()[-1], np.mean(ys[-window:]))

@@ -94,6 +94,27 @@ def _grid(n: int) -> tuple[int, int]:
     return math.ceil(n / cols), cols
 
 
+def smoothing_window(n: int) -> int:
+    """Iterations averaged by the bold line of a panel: about 2% of the run, 1 for short runs."""
+    return max(1, n // 50) if n >= 100 else 1
+
+
+def running_mean(ys: Sequence[float], window: int) -> list[float]:
+    """Trailing mean of the last `window` values (fewer at the start); NaNs are skipped."""
+    out, acc, count, queue = [], 0.0, 0, []
+    for y in ys:
+        finite = y == y
+        queue.append(y if finite else None)
+        if finite:
+            acc, count = acc + y, count + 1
+        if len(queue) > window:
+            old = queue.pop(0)
+            if old is not None:
+                acc, count = acc - old, count - 1
+        out.append(acc / count if count else float("nan"))
+    return out
+
+
 def _panels(
     runs: Sequence[_Run], keys: Sequence[str], title: str, *, x: str = "steps", secondary: dict[str, str] | None = None
 ) -> Figure | None:
@@ -115,7 +136,12 @@ def _panels(
         for run, color in zip(runs, colors):
             xs, ys = run.series(key, x)
             if xs:
-                ax.plot(xs, ys, color=color, label=run.label, linewidth=1.2)
+                window = smoothing_window(len(ys))
+                if window > 1:  # the raw per-iteration values faint, their running mean on top
+                    ax.plot(xs, ys, color=color, linewidth=0.6, alpha=0.25)
+                    ax.plot(xs, running_mean(ys, window), color=color, label=run.label, linewidth=1.4)
+                else:
+                    ax.plot(xs, ys, color=color, label=run.label, linewidth=1.2)
             other = (secondary or {}).get(key)
             if other:
                 xs2, ys2 = run.series(other, x)

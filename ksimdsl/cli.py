@@ -5,6 +5,7 @@
     ksimdsl train   TASK.ksim [key=value ...] [--run-dir DIR] | ksimdsl train --resume RUN_DIR
     ksimdsl eval    TASK.ksim --run RUN_DIR [--episodes N] [--json]
     ksimdsl render  TASK.ksim --run RUN_DIR -o OUT.mp4|OUT.gif [--seconds S] [--camera NAME]
+    ksimdsl view    TASK.ksim [--run RUN_DIR [--checkpoint N]] [--seconds S] [--stochastic] [--watch]
     ksimdsl export  TASK.ksim --run RUN_DIR -o POLICY.onnx
     ksimdsl plot    RUN_DIR [RUN_DIR ...] [-o DIR] [--x steps|minutes]
     ksimdsl bench   TASK.ksim [--envs N]
@@ -83,6 +84,19 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--width", type=int, default=640)
     c.add_argument("--height", type=int, default=480)
     c.add_argument("--engine", choices=ENGINES, default=None)
+
+    c = sub.add_parser("view", help="watch and steer a policy live in MuJoCo's viewer (needs a display)")
+    c.add_argument("task")
+    c.add_argument("--run", metavar="RUN_DIR", help="the run whose policy acts (default: the zero action)")
+    c.add_argument("--checkpoint", type=int, metavar="N", help="the run's checkpoint of iteration N (default: newest)")
+    c.add_argument("--seconds", type=float, metavar="S", help="close the window after S seconds (default: when closed)")
+    mode = c.add_mutually_exclusive_group()
+    mode.add_argument("--deterministic", dest="stochastic", action="store_false", help="the policy's mode (default)")
+    mode.add_argument("--stochastic", dest="stochastic", action="store_true", help="sample the policy's actions")
+    c.set_defaults(stochastic=False)
+    c.add_argument("--push", type=float, metavar="SIZE", help="P shoves by SIZE m/s instead of the task's push event")
+    c.add_argument("--watch", action="store_true", help="recompile the task file when it changes and keep viewing")
+    c.add_argument("--seed", type=int, default=0)
 
     c = sub.add_parser("export", help="export the deterministic actor of a run to ONNX")
     c.add_argument("task")
@@ -199,6 +213,23 @@ def _cmd_render(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_view(args: argparse.Namespace) -> int:
+    from ksimdsl.runtime.tools.view import ViewConfig, check_display, run_viewer
+    from ksimdsl.session import TaskFileWatcher, load_view, view_task
+
+    if args.checkpoint is not None and args.run is None:
+        raise KsimError("--checkpoint needs --run RUN_DIR")
+    config = ViewConfig(seconds=args.seconds, deterministic=not args.stochastic, push=args.push, seed=args.seed)
+    check_display()  # before compiling anything: without a display, one line and exit 2
+    loaded, policy, label = load_view(args.task, args.run, iteration=args.checkpoint)
+    reload = TaskFileWatcher(args.task, overrides=loaded.overrides) if args.watch else None
+    print(f"ksimdsl view: {loaded.spec.task} with {label}; close the window to stop", flush=True)
+    stats = run_viewer(view_task(loaded), policy, config, reload=reload, policy_label=label)
+    reloads = f", {stats.reloads} reloads" if args.watch else ""
+    print(f"viewed {stats.wall_s:.1f} s: {stats.control_steps} control steps, {stats.episodes} episodes{reloads}")
+    return EXIT_OK
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from ksimdsl.runtime.tools.export import check_output_path, export_onnx
     from ksimdsl.session import task_for_run
@@ -267,6 +298,7 @@ _COMMANDS = {
     "train": _cmd_train,
     "eval": _cmd_eval,
     "render": _cmd_render,
+    "view": _cmd_view,
     "export": _cmd_export,
     "plot": _cmd_plot,
     "bench": _cmd_bench,

@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 from ksimdsl.abi import TaskSpec
 from ksimdsl.errors import KsimError
 from ksimdsl.runtime.engine import backend_of, has_accelerator, resolve  # noqa: F401 (has_accelerator: re-exported)
+from ksimdsl.runtime.tools.view_state import CommandControl, CommandField, TaskControls
 
 #: physics settings the compiler folds into the kernels; overriding them recompiles the task
 COMPILED_PHYSICS = ("dt", "ctrl_dt", "solver", "iterations", "ls_iterations")
@@ -36,6 +37,7 @@ class LoadedTask:
     task_text: str | None
     source: str  # generated source of `kernels`
     overrides: tuple[str, ...]
+    controls: TaskControls = TaskControls()  # what `ksimdsl view` can steer (commands, the push event)
 
     @property
     def generated_sources(self) -> dict[str, str]:
@@ -126,7 +128,30 @@ def _compile_source(
         task_text=source.text,
         source=compiled.source,
         overrides=tuple(overrides),
+        controls=_task_controls(checked),
     )
+
+
+def _task_controls(checked: Any) -> TaskControls:
+    """The commands of a checked task, with the ranges their fields are sampled from, and its push
+    event: the event called `push`, else the first that writes a velocity."""
+    from ksimdsl.frontend import typed as T
+
+    def sampled_range(value: Any) -> tuple[float, float]:
+        if isinstance(value, T.Const):
+            return value.values[0], value.values[0]
+        if isinstance(value, T.Dist) and all(isinstance(p, T.Const) for p in value.params):
+            a, b = (p.values[0] for p in value.params)
+            return (a, b) if value.kind == "uniform" else (a - 2.0 * b, a + 2.0 * b)
+        return 0.0, 0.0  # depends on `level`: no range
+
+    commands = tuple(
+        CommandControl(c.name, tuple(CommandField(f.name, *sampled_range(f.value)) for f in c.fields))
+        for c in checked.commands
+    )
+    pushes = [e for e in checked.events if e.name == "push"]
+    pushes += [e for e in checked.events if any(w.target in ("qvel", "base_ang_vel") for w in e.writes)]
+    return TaskControls(commands, pushes[0].name if pushes else None)
 
 
 def _stored_spec(path: Path, text: str) -> dict[str, Any]:
@@ -292,3 +317,52 @@ def task_for_run(task_path: str | None, run_dir: str, *, engine: str | None = No
     if task_path is not None and os.path.abspath(task_path) != launch["task_path"]:
         return load_task(task_path, overrides=launch.get("overrides", []), engine=chosen)
     return _load_run_task(run_dir, overrides=(), engine=chosen)
+
+
+# --------------------------------------------------------------------------- ksimdsl view
+
+#: The engine `ksimdsl view` steps (one env on the CPU, in real time).
+VIEW_ENGINE = "mujoco"
+
+
+def load_view(task_path: str, run_dir: str | None, *, iteration: int | None = None) -> tuple[LoadedTask, Any, str]:
+    """`ksimdsl view TASK.ksim [--run RUN_DIR [--checkpoint N]]`: the task compiled for the C MuJoCo
+    engine, the run's policy (None: the zero action) and a label for it."""
+    enable_compilation_cache()
+    if run_dir is None:
+        return load_task(task_path, engine=VIEW_ENGINE), None, "zero action (no --run)"
+    from ksimdsl.runtime.tools.export import load_run_policy
+
+    task = task_for_run(task_path, run_dir, engine=VIEW_ENGINE)
+    policy, meta = load_run_policy(task.spec, run_dir, iteration=iteration)
+    return task, policy, f"{Path(run_dir).name} iteration {meta.iteration}"
+
+
+def view_task(task: LoadedTask) -> Any:
+    """The viewer's `ViewTask` of a loaded task."""
+    from ksimdsl.runtime.tools.view_session import ViewTask
+
+    return ViewTask(task.spec, task.kernels, task.model_path, task.controls, label=os.path.basename(task.task_path))
+
+
+class TaskFileWatcher:
+    """`ksimdsl view --watch`: `watcher()` recompiles the task file when it changed on disk since the
+    last call (a `ViewTask`), else returns None; a task that does not compile raises KsimError."""
+
+    def __init__(self, task_path: str, *, overrides: Sequence[str] = ()):
+        self.path, self.overrides = task_path, tuple(overrides)
+        self._stamp = self._read_stamp()
+
+    def _read_stamp(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    def __call__(self) -> Any:
+        stamp = self._read_stamp()
+        if stamp == self._stamp:
+            return None
+        self._stamp = stamp
+        return view_task(load_task(self.path, overrides=self.overrides, engine=VIEW_ENGINE))

@@ -14,7 +14,8 @@ The loops:
   collectors' `collect` is); the engine supplies the policy step (`RolloutPolicyStep`);
 * `run_episodes`: the deterministic policy for one episode in each of E envs (eval);
 * `Recording`: one env's joint positions, episode time and return after every
-  control step (render);
+  control step (render), through `OneEnvPolicyStep`, the policy step of ONE env
+  (act, step, reset the actor's carry after a done) that the live viewer shares;
 * `env_steps_per_s`: the engine's whole control step, timed (bench).
 """
 
@@ -43,6 +44,7 @@ __all__ = [
     "policy_step",
     "collect_rollout",
     "run_episodes",
+    "OneEnvPolicyStep",
     "Recording",
     "env_steps_per_s",
 ]
@@ -303,6 +305,34 @@ def run_episodes(
 # --------------------------------------------------------------------------- render recordings
 
 
+class OneEnvPolicyStep:
+    """ONE env's control step with a policy (render's `Recording`, the live viewer).
+
+    step(policy, state, carry, key=None) -> (state, StepOutput, carry): the policy acts on env 0's
+    observation (its mode; a sample when `key` is given), the env steps (and auto-resets a done
+    episode), and the actor's carry is reset where the episode ended. `policy` is anything with
+    `ppo.Policy`'s interface (`__call__`, `initial_carry`, `reset_carry`).
+    """
+
+    def __init__(self, loop: JaxLoop | HostLoop, env: Any):
+        self.env = env
+        self._act = loop.jit_step(_act_one)
+        self._reset_carry = loop.jit_step(_reset_one)
+
+    def __call__(self, policy: Any, state: Any, carry: Any, key: Any = None) -> tuple[Any, StepOutput, Any]:
+        action_A, carry = self._act(policy, state.obs_actor_EO[0], carry, key)
+        state, out = self.env.step(state, action_A[None])
+        return state, out, self._reset_carry(policy, carry, out.done_E[0])
+
+
+def _act_one(policy: Any, obs_O: Any, carry: Any, key: Any) -> tuple[Any, Any]:
+    return policy(obs_O, carry, key=key)
+
+
+def _reset_one(policy: Any, carry: Any, done: Any) -> Any:
+    return policy.reset_carry(carry, done)
+
+
 class Recording:
     """Steps ONE env of `engine` with a policy's mode for `steps` control steps, auto-resetting like
     training does; reusable (on MJX the recording compiles once).
@@ -317,8 +347,7 @@ class Recording:
         self.env = engine.make_env(spec, kernels, model_path, num_envs=1, threads=1)
         self.steps = int(steps)
         self._run = self.loop.jit(self._program)
-        self._act = self.loop.jit_step(lambda policy, obs_O, carry: policy(obs_O, carry))
-        self._reset_carry = self.loop.jit_step(lambda policy, carry, done: policy.actor.reset(carry, done))
+        self._step = OneEnvPolicyStep(self.loop, self.env)
 
     def _program(self, policy: ppo.Policy, key: Any) -> tuple[Any, ...]:
         env, loop, xp = self.env, self.loop, self.loop.xp
@@ -329,9 +358,7 @@ class Recording:
 
         def step(carry: tuple[Any, Any], _: Any):
             state, actor_carry = carry
-            action_A, actor_carry = self._act(policy, state.obs_actor_EO[0], actor_carry)
-            state, out = env.step(state, action_A[None])
-            actor_carry = self._reset_carry(policy, actor_carry, out.done_E[0])
+            state, out, actor_carry = self._step(policy, state, actor_carry)
             return (state, actor_carry), (*observe(state), out.done_E[0], out.episode_return_E[0])
 
         first = (*observe(state), xp.zeros((), bool), xp.zeros((), xp.float32))

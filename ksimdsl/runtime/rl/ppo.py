@@ -580,7 +580,8 @@ class Policy(eqx.Module):
     """A self-contained policy for evaluation and export: normalization inside, raw actions out.
 
     policy.initial_carry() -> carry;  policy(obs_O, carry) -> (action_A, carry)
-    (the mode; pass `key=` to sample instead). One env per call.
+    (the mode; pass `key=` to sample instead); policy.reset_carry(carry, done) -> the
+    initial carry where done (call after the step that ended an episode). One env per call.
     """
 
     actor: Actor
@@ -588,6 +589,9 @@ class Policy(eqx.Module):
 
     def initial_carry(self) -> Array:
         return self.actor.initial_carry()
+
+    def reset_carry(self, carry: Array, done: Array) -> Array:
+        return self.actor.reset(carry, done)
 
     def __call__(self, obs_O: Array, carry: Array, *, key: Array | None = None) -> tuple[Array, Array]:
         dist, carry = self.actor(N.normalize(self.obs_norm, obs_O), carry)

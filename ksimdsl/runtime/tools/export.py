@@ -47,7 +47,7 @@ from ksimdsl.abi import TaskSpec
 from ksimdsl.errors import InternalCompilerError, KsimError
 from ksimdsl.runtime.rl import normalize as N
 from ksimdsl.runtime.rl import ppo
-from ksimdsl.runtime.training.checkpoint import CheckpointMeta, load_checkpoint
+from ksimdsl.runtime.training.checkpoint import CheckpointMeta, checkpoint_of_iteration, load_checkpoint
 from ksimdsl.runtime.rl.networks import MLP, ActorCritic, GRUActor, MLPActor
 
 __all__ = ["export_onnx", "policy_to_onnx", "load_run_policy", "check_output_path", "OPSET", "IR_VERSION"]
@@ -63,15 +63,18 @@ ACTION_OUTPUT = "action"
 CARRY_OUTPUT = "carry_out"
 
 
-def load_run_policy(spec: TaskSpec, run_dir: str | Path) -> tuple[ppo.Policy, CheckpointMeta]:
-    """The deterministic policy of the newest checkpoint of `run_dir` and that checkpoint's metadata.
+def load_run_policy(
+    spec: TaskSpec, run_dir: str | Path, *, iteration: int | None = None
+) -> tuple[ppo.Policy, CheckpointMeta]:
+    """The policy of the newest checkpoint of `run_dir` (or of `iteration`'s) and that checkpoint's metadata.
 
-    Raises a one-line KsimError for a missing or foreign run directory or a
-    checkpoint of another task (see `checkpoint.load_checkpoint`).
+    Raises a one-line KsimError for a missing or foreign run directory, a missing
+    iteration or a checkpoint of another task (see `checkpoint.load_checkpoint`).
     """
     state = ppo.init_ppo_from_spec(spec, key=jax.random.PRNGKey(0))
     template = _PolicyArrays(model=state.model, obs_norm_actor=state.obs_norm_actor)
-    ckpt = load_checkpoint(run_dir, {"ppo": template}, spec=spec)
+    path = None if iteration is None else checkpoint_of_iteration(run_dir, iteration)
+    ckpt = load_checkpoint(run_dir, {"ppo": template}, spec=spec, path=path)
     arrays = ckpt.trees["ppo"]
     return ppo.Policy(actor=arrays.model.actor, obs_norm=arrays.obs_norm_actor), ckpt.meta
 

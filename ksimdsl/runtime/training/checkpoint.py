@@ -44,6 +44,7 @@ __all__ = [
     "load_checkpoint",
     "read_checkpoint",
     "latest_checkpoint",
+    "checkpoint_of_iteration",
     "remove_temporary_files",
     "list_checkpoints",
     "spec_hash",
@@ -133,6 +134,16 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     files = list_checkpoints(run_dir)
     return files[-1] if files else None
+
+
+def checkpoint_of_iteration(run_dir: str | Path, iteration: int) -> Path:
+    """The complete checkpoint written after `iteration`; KsimError listing the run's checkpoints if none."""
+    files = list_checkpoints(run_dir)
+    found = {int(m.group(1)): p for p in files if (m := _NAME.match(p.name))}
+    if iteration in found:
+        return found[iteration]
+    have = ", ".join(map(str, sorted(found))) or "none"
+    raise KsimError(f"{checkpoint_dir(run_dir)} has no checkpoint of iteration {iteration} (iterations: {have})")
 
 
 def _non_finite(arrays: Mapping[str, np.ndarray], prefix: str) -> list[str]:

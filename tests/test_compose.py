@@ -230,20 +230,14 @@ def test_model_xml_loads_anywhere_and_is_the_training_model(composed, tmp_path):
     assert again.opt.timestep == pytest.approx(spec.physics.dt)
 
 
-def test_training_writes_the_composed_model_into_the_run_directory(composed, tmp_path):
-    from test_train import FakeCollector
-
-    from ksimdsl.runtime.training.runs import MODEL_FILE
-    from ksimdsl.runtime.training.train import RunPlan, train
+def test_the_run_directory_gets_the_composed_model(composed, tmp_path):
+    # train() writes model_xml(spec, model_path) through write_run_files (tests/test_train.py checks a real run)
+    from ksimdsl.runtime.training.runs import MODEL_FILE, write_run_files
 
     spec, path = composed
-    compiled = compile_task(str(Path(path).parent / "t.ksim"), backend="jax")
-    from ksimdsl.runtime.loader import load_module
-
-    kernels = load_module(compiled.source, "t:jax")
-    result = train(spec, kernels, model_path=path, plan=RunPlan(tmp_path / "run", progress=False),
-                   collector=FakeCollector(spec))
-    written = mujoco.MjModel.from_xml_path(str(result.run_dir / MODEL_FILE))
+    write_run_files(tmp_path, spec, engine="mujoco", task_text=None, generated_sources={},
+                    model_xml=model_xml(spec, path))
+    written = mujoco.MjModel.from_xml_path(str(tmp_path / MODEL_FILE))
     trained = load_model(spec, path)
     assert (written.nq, written.nu, written.nsensor) == (trained.nq, trained.nu, trained.nsensor)
     names = lambda m: [mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_SENSOR, s) for s in range(m.nsensor)]  # noqa: E731

@@ -157,7 +157,7 @@ class Checker(Part):
             try:
                 info = load_model_info(resolved, composition)
             except ModelLoadError as e:
-                self.cx.sink.error(stmt.span if stmt is not None else None, str(e))
+                self.cx.sink.error(span, str(e))
                 self.cx.info = None
                 return None
             self.cx.info = info

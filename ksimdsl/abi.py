@@ -142,6 +142,8 @@ class TaskSpec:
     numba_args: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     ops: Mapping[str, Any] = field(default_factory=dict)
     dropped_rewards: tuple[str, ...] = ()
+    #: what the task adds to the MJCF (ksimdsl.model.compose.Composition.to_dict); empty: nothing
+    compose: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def obs_actor_size(self) -> int:
@@ -202,6 +204,7 @@ class TaskSpec:
             numba_args=MappingProxyType({k: tuple(v) for k, v in (d.get("numba_args") or {}).items()}),
             ops=MappingProxyType(dict(d.get("ops") or {})),
             dropped_rewards=tuple(d.get("dropped_rewards", ())),
+            compose=MappingProxyType(dict(d.get("compose") or {})),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -212,6 +215,7 @@ class TaskSpec:
             "doc": self.doc,
             "source_file": self.source_file,
             "model": self.model,
+            **({"compose": _plain(self.compose)} if self.compose else {}),
             "physics": self.physics.to_dict(),
             "engine": self.engine,
             "episode_steps": self.episode_steps,

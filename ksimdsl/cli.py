@@ -1,5 +1,6 @@
 """The `ksimdsl` command line.
 
+    ksimdsl init    MODEL.xml|pkg:...|menagerie:ROBOT/FILE.xml -o TASK.ksim [--name NAME] [--force]
     ksimdsl check   TASK.ksim
     ksimdsl compile TASK.ksim [--backend jax|numba] [-o FILE] [--no-cse]
     ksimdsl train   TASK.ksim [key=value ...] [--run-dir DIR] | ksimdsl train --resume RUN_DIR
@@ -48,6 +49,12 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"ksimdsl {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
+
+    c = sub.add_parser("init", help="write a starter task for any MJCF model (checked before it is written)")
+    c.add_argument("model", help="an MJCF file, pkg:PACKAGE/path.xml or menagerie:ROBOT/FILE.xml")
+    c.add_argument("-o", "--output", required=True, help="the task file to write")
+    c.add_argument("--name", default="", help="the task's name (default: the output file's name)")
+    c.add_argument("--force", action="store_true", help="overwrite an existing file")
 
     c = sub.add_parser("check", help="parse and check a task against its model")
     c.add_argument("task", help="path to a .ksim file")
@@ -123,6 +130,14 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 # --------------------------------------------------------------------------- commands
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from ksimdsl.starter import StarterOptions, write_starter
+
+    write_starter(StarterOptions(model=args.model, output=args.output, name=args.name, force=args.force))
+    print(f"wrote {args.output} (it checks); next: ksimdsl train {args.output}")
+    return EXIT_OK
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -293,6 +308,7 @@ def _cmd_lsp(args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {
+    "init": _cmd_init,
     "check": _cmd_check,
     "compile": _cmd_compile,
     "train": _cmd_train,

@@ -265,6 +265,18 @@ def test_let_chains_sharing_sub_expressions_compile_in_linear_time(rule, n, x0, 
     np.testing.assert_allclose(float(out["reward_terms"][0]), want, rtol=1e-4)
 
 
+@pytest.mark.parametrize("qpos, want_any, want_all", [([0.5, 0.2], 1.0, 1.0), ([0.5, -0.2], 1.0, 0.0), ([-0.5, -0.2], 0.0, 0.0)])
+def test_any_and_all_reduce_booleans(qpos, want_any, want_all):
+    task = _task("reward\n    some 1.0 : any(qpos > 0)\n    every 1.0 : all(qpos > 0)\n")
+    compiled = compile_checked(task, backend="jax")
+    compile_checked(task, backend="numba")  # both printers know the reductions
+    module = load_module(compiled.source, "anyall:jax")
+    spec = compiled.spec
+    phys = {k: {"qpos": jnp.array(qpos), "qvel": jnp.zeros(2)}[k] for k in spec["phys_inputs"]}
+    out = module.step(phys, jnp.zeros(1), 0.0, jnp.zeros(spec["mem_size"]), jnp.zeros(0), jnp.zeros(0))
+    np.testing.assert_allclose(np.asarray(out["reward_terms"]), [want_any, want_all])
+
+
 # --------------------------------------------------------------------------- loader
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import shutil
+import textwrap
 import time
 from pathlib import Path
 
@@ -371,3 +372,36 @@ def test_ranges_count_utf16_code_units():
     assert diag.range.start.character == start
     assert diag.range.end.character == start + len('"𝑥é_imu"') + 1  # 𝑥 is two UTF-16 code units
     assert "no sensor named" in diag.message
+
+
+BARE_ROBOT = """<mujoco><compiler angle="radian"/><worldbody>
+  <body name="base" pos="0 0 1"><freejoint name="root"/><geom name="base" type="box" size=".1 .1 .1"/>
+    <site name="imu_site"/>
+    <body name="leg"><joint name="hip" axis="0 1 0" range="-1 1"/><geom name="foot" type="sphere" size=".05"/></body>
+  </body></worldbody></mujoco>"""
+
+
+def test_hover_and_completion_see_the_composed_model(client, tmp_path):
+    (tmp_path / "bare.xml").write_text(BARE_ROBOT)
+    text = textwrap.dedent('''\
+        task t "composed"
+        model "bare.xml"
+            floor
+            imu imu at "imu_site"
+        actuators position joints="*" kp=10 effort=5
+        observe actor
+            gyro = sensor("imu_gyro")
+        reward
+            down 1 : contact("foot", "floor")
+        ''')
+    path = tmp_path / "composed.ksim"
+    path.write_text(text)
+    uri = client.open(path, text)
+    assert client.diagnostics(uri, 1) == []
+    assert "sensor 'imu_gyro'" in _hover_text(client, uri, *_pos(text, '"imu_gyro"', 2))
+    assert "geom 'floor'" in _hover_text(client, uri, *_pos(text, '"floor"', 2))
+    # completing a sensor name while the line is broken: the composed sensors are offered
+    broken = text.replace('sensor("imu_gyro")', 'sensor("')
+    client.change(uri, 2, broken)
+    assert client.diagnostics(uri, 2)
+    assert {"imu_gyro", "imu_acc", "imu_quat"} <= set(_labels(client, uri, *_pos(broken, 'sensor("', 8)))

@@ -14,6 +14,7 @@ import time
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import mujoco
 import numpy as np
 import pytest
 from fixtures.cartpole import cartpole_task
@@ -66,6 +67,8 @@ def test_runs_are_reproducible_and_an_interrupted_run_resumes_identically(tmp_pa
     assert config["versions"]["jax"] == jax.__version__
     assert (tmp_path / "a" / "task.ksim").read_text() == "task cartpole\n"
     assert (tmp_path / "a" / "generated" / "cartpole_kernel.py").read_text() == "# generated\n"
+    trained = mujoco.MjModel.from_xml_path(str(tmp_path / "a" / "model.xml"))  # the model as trained
+    assert (trained.nq, trained.nu, trained.opt.timestep) == (2, 1, spec.physics.dt)
     assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "a" / "tb").iterdir())
     assert straight.checkpoint.name == "ckpt_00000004.safetensors"
 

@@ -130,12 +130,15 @@ def build_spec(
         zero = {"dist": act.zero_offset.kind, "params": params}
     step = codes["step"].phase
     phys = task.physics
+    composition = task.model.composition
     spec: dict[str, Any] = {
         "abi": ABI_VERSION,
         "task": task.name,
         "doc": task.doc or "",
         "source_file": source_file,
         "model": task.model.path,
+        # what the task adds to the MJCF, as plain literals (ksimdsl.model.compose); absent when nothing
+        **({} if composition.empty else {"compose": composition.to_dict()}),
         "physics": {
             "dt": phys.dt,
             "ctrl_dt": phys.ctrl_dt,

@@ -155,10 +155,61 @@ class TaskStmt:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelFloor:
+    """`floor friction=1.0`: add a ground plane."""
+
+    settings: tuple[Setting, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class ModelImu:
+    """`imu imu at "imu_in_pelvis"`: gyro, accelerometer and orientation sensors at a site or body."""
+
+    name: str
+    target: str
+    span: Span
+    name_span: Span
+    target_span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class PoseJoint:
+    """`"*_knee_joint" = 0.3` in a `pose` block."""
+
+    joint: str
+    value: Expr
+    span: Span
+    joint_span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPose:
+    """`pose base_height=0.78` and joint-glob lines: the default pose (keyframe 0)."""
+
+    settings: tuple[Setting, ...]
+    joints: tuple[PoseJoint, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCollide:
+    """`collide only ["*_foot*"] condim=3`: only these geoms collide, and only with the world."""
+
+    geoms: Expr
+    settings: tuple[Setting, ...]
+    span: Span
+
+
+ModelPart = Union[ModelFloor, ModelImu, ModelPose, ModelCollide]
+
+
+@dataclass(frozen=True, slots=True)
 class ModelStmt:
     path: str
     span: Span
     path_span: Span
+    parts: tuple[ModelPart, ...] = ()  # the composition block, in source order
 
 
 @dataclass(frozen=True, slots=True)

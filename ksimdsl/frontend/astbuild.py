@@ -166,6 +166,10 @@ def _of_type(children: Iterable[object], kind: type) -> tuple:
     return tuple(child for child in children if isinstance(child, kind))
 
 
+class _JointGroup(tuple):
+    """The assignments a `joints [...] key=value` line stands for (flattened into the actuators block)."""
+
+
 @v_args(meta=True)
 class _AstBuilder(Transformer):
     """Builds `ksimdsl.frontend.ast` nodes from the Lark tree, bottom up."""
@@ -187,8 +191,26 @@ class _AstBuilder(Transformer):
         return ast.TaskStmt(name.value, doc.value[1:-1] if doc is not None else None, _span(meta))
 
     def model(self, meta, children):
-        (path,) = children
-        return ast.ModelStmt(path.value[1:-1], _span(meta), token_span(path))
+        path, *parts = children
+        return ast.ModelStmt(path.value[1:-1], _span(meta), token_span(path), tuple(parts))
+
+    def model_floor(self, meta, children):
+        return ast.ModelFloor(_of_type(children, ast.Setting), _span(meta))
+
+    def model_imu(self, meta, children):
+        name, target = children
+        return ast.ModelImu(name.value, target.value[1:-1], _span(meta), token_span(name), token_span(target))
+
+    def model_pose(self, meta, children):
+        return ast.ModelPose(_of_type(children, ast.Setting), _of_type(children, ast.PoseJoint), _span(meta))
+
+    def pose_joint(self, meta, children):
+        joint, value = children
+        return ast.PoseJoint(joint.value[1:-1], value, _span(meta), token_span(joint))
+
+    def model_collide(self, meta, children):
+        geoms, *settings = children
+        return ast.ModelCollide(geoms, tuple(settings), _span(meta))
 
     def engine(self, meta, children):
         (name,) = children
@@ -208,6 +230,7 @@ class _AstBuilder(Transformer):
 
     def actuators(self, meta, children):
         kind = children[0]
+        children = [c for child in children for c in (child if isinstance(child, _JointGroup) else (child,))]
         latency = self._at_most_one(children, ast.ActuatorLatency, "latency")
         zero_offset = self._at_most_one(children, ast.ActuatorZeroOffset, "zero_offset")
         return ast.ActuatorsStmt(
@@ -218,6 +241,16 @@ class _AstBuilder(Transformer):
             latency=latency,
             zero_offset=zero_offset,
             span=_span(meta),
+        )
+
+    def joint_group(self, meta, children):
+        """`joints [globs] key=value ...` -> `key[glob] = value` per glob and setting, in order."""
+        joints, *settings = children
+        globs = joints.items if isinstance(joints, ast.Vector) else (joints,)
+        return _JointGroup(
+            ast.Assign(ast.Index(ast.Name(s.key, s.key_span), glob, glob.span), "=", s.value, s.span)
+            for glob in globs
+            for s in settings
         )
 
     def _at_most_one(self, children, kind: type, what: str):

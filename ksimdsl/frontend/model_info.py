@@ -5,16 +5,17 @@ exposes what name resolution needs: the names of every joint, body, geom, site,
 sensor and actuator, joint addresses, the root free joint and the default pose.
 Loading is cached on (resolved path, modification time).
 
-Model paths: relative to the task file's directory, absolute, or
-`pkg:PACKAGE/rel/path.xml` for a file shipped inside an installed Python
-package (e.g. `pkg:mujoco/mjx/test_data/humanoid/humanoid.xml`).
+Model paths (`ksimdsl.model.sources`): relative to the task file's directory,
+absolute, `pkg:PACKAGE/rel/path.xml` for a file shipped inside an installed
+Python package (e.g. `pkg:mujoco/mjx/test_data/humanoid/humanoid.xml`), or
+`menagerie:ROBOT/FILE.xml`. A task's model composition (`ksimdsl.model.compose`)
+is applied before the names are read, so the checker sees the model that trains.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import functools
-import importlib.util
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,8 @@ from typing import Any
 import numpy as np
 
 from ksimdsl.frontend.typed import FreeRoot
+from ksimdsl.model.compose import ComposeError, Composition, compile_model, load_spec
+from ksimdsl.model.sources import ModelLoadError, resolve_model_path
 
 __all__ = [
     "ModelLoadError",
@@ -51,10 +54,6 @@ OBJECT_KINDS: dict[str, str] = {
 }
 
 
-class ModelLoadError(Exception):
-    """The model path does not resolve or MuJoCo cannot load it (message is user-facing)."""
-
-
 def is_glob(pattern: str) -> bool:
     """True if `pattern` uses fnmatch wildcards."""
     return any(c in pattern for c in "*?[")
@@ -65,41 +64,6 @@ def match_names(pattern: str, names: tuple[str, ...]) -> tuple[int, ...]:
     if not is_glob(pattern):
         return tuple(i for i, n in enumerate(names) if n == pattern)
     return tuple(i for i, n in enumerate(names) if n and fnmatch.fnmatchcase(n, pattern))
-
-
-def resolve_model_path(written: str, relative_to: str | None) -> str:
-    """The absolute file path of a model path as written in a task.
-
-    `relative_to` is the directory relative paths start from (None: the current
-    directory). Raises ModelLoadError when the file does not exist.
-    """
-    if written.startswith("pkg:"):
-        rest = written[len("pkg:") :]
-        package, _, rel = rest.partition("/")
-        if not package or not rel:
-            raise ModelLoadError(f"bad package model path '{written}'; write pkg:PACKAGE/path/inside/it.xml")
-        if not package.isidentifier():
-            # find_spec("a.b") imports the package `a` (its code runs): only a top-level name is looked up
-            raise ModelLoadError(
-                f"bad package name '{package}' in model path '{written}': write the top-level package "
-                "(pkg:PACKAGE/sub/dir/model.xml), not a dotted module name"
-            )
-        try:
-            spec = importlib.util.find_spec(package)  # a top-level name is located, never imported
-        except (ImportError, ValueError):
-            spec = None
-        if spec is None or not spec.submodule_search_locations:
-            raise ModelLoadError(f"no installed Python package '{package}' for model path '{written}'")
-        for root in spec.submodule_search_locations:
-            candidate = os.path.join(root, rel)
-            if os.path.isfile(candidate):
-                return os.path.abspath(candidate)
-        raise ModelLoadError(f"model file '{rel}' not found in package '{package}'")
-    path = written if os.path.isabs(written) else os.path.join(relative_to or os.getcwd(), written)
-    if not os.path.isfile(path):
-        where = "the current directory" if relative_to is None else "the task file's directory"
-        raise ModelLoadError(f"model file '{written}' not found (relative paths start at {where})")
-    return os.path.abspath(path)
 
 
 def _names(model: Any, kind: str, count: int) -> tuple[str, ...]:
@@ -195,13 +159,19 @@ class ModelInfo:
         return tuple(out)
 
 
-def _load(path: str) -> ModelInfo:
+def _load(path: str, composition: Composition) -> ModelInfo:
     import mujoco  # local: only the checker needs it
 
-    try:
-        model = mujoco.MjModel.from_xml_path(path)
-    except Exception as e:  # mujoco raises ValueError with the XML error
-        raise ModelLoadError(f"MuJoCo cannot load the model: {str(e).strip()}") from None
+    if composition.empty:
+        try:
+            model = mujoco.MjModel.from_xml_path(path)
+        except Exception as e:  # mujoco raises ValueError with the XML error
+            raise ModelLoadError(f"MuJoCo cannot load the model: {str(e).strip()}") from None
+    else:
+        try:
+            model = compile_model(load_spec(path, composition))
+        except ComposeError as e:
+            raise ModelLoadError(str(e)) from None
     joint_names = _names(model, "joint", model.njnt)
     dof_names = tuple(joint_names[int(j)] for j in model.dof_jntid)
     qpos_labels = [""] * model.nq
@@ -240,15 +210,15 @@ def _load(path: str) -> ModelInfo:
 
 
 @functools.lru_cache(maxsize=16)
-def _load_cached(path: str, mtime_ns: int) -> ModelInfo:
+def _load_cached(path: str, mtime_ns: int, composition: Composition) -> ModelInfo:
     del mtime_ns  # part of the cache key only
-    return _load(path)
+    return _load(path, composition)
 
 
-def load_model_info(resolved_path: str) -> ModelInfo:
-    """Load (or reuse) the model at an absolute path; raises ModelLoadError."""
+def load_model_info(resolved_path: str, composition: Composition | None = None) -> ModelInfo:
+    """Load (or reuse) the model at an absolute path, composed; raises ModelLoadError."""
     try:
         mtime = os.stat(resolved_path).st_mtime_ns
     except OSError as e:
         raise ModelLoadError(f"cannot read model file {resolved_path}: {e.strerror}") from None
-    return _load_cached(resolved_path, mtime)
+    return _load_cached(resolved_path, mtime, composition or Composition())

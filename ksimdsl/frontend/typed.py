@@ -48,6 +48,7 @@ from typing import Any
 
 from ksimdsl.errors import Span
 from ksimdsl.frontend import typed_expr as _expr
+from ksimdsl.model.compose import Composition
 from ksimdsl.settings import CurriculumSettings, PolicySettings, TrainSettings
 from ksimdsl.frontend.typed_expr import (  # re-exported: `typed` is the one module to import
     BOOL,
@@ -131,6 +132,7 @@ class ModelSummary:
     timestep: float  # MJCF <option timestep>
     default_qpos: tuple[float, ...]  # keyframe 0 if the model has one, else qpos0
     root: FreeRoot | None
+    composition: Composition = Composition()  # what the task adds to the MJCF (the sizes above include it)
 
 
 @dataclass(frozen=True, slots=True)

@@ -322,6 +322,8 @@ class Lowerer:
                 return vec.reduce_min(args[0]) if f == "min" else vec.reduce_max(args[0])
             fn = sp.Min if f == "min" else sp.Max
             return vec.elementwise(fn, args[0], args[1])
+        if f in ("any", "all"):  # booleans are 1 / 0 here: any is the largest element, all the smallest
+            return vec.as_bool(vec.reduce_max(args[0]) if f == "any" else vec.reduce_min(args[0]))
         if f == "reduce_min":
             return vec.reduce_min(args[0])
         if f == "reduce_max":

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from ksimdsl.errors import Diagnostic, InternalCompilerError, KsimError, Source, Span
 from ksimdsl.frontend import ast
 from ksimdsl.frontend import typed as t
-from ksimdsl.frontend.check import check_module
+from ksimdsl.frontend.check import check_module, composed_model
 from ksimdsl.frontend.model_info import ModelInfo, ModelLoadError, load_model_info, resolve_model_path
 from ksimdsl.frontend.parse import parse_source
 
@@ -99,13 +99,19 @@ def tolerant_parse(source: Source) -> tuple[ast.Module | None, KsimError | None]
     return None, first_err
 
 
-def _load_model(module: ast.Module | None, path: str) -> tuple[ModelInfo | None, str | None, int | None]:
+def _load_model(
+    module: ast.Module | None, source: Source, typed: t.CheckedTask | None
+) -> tuple[ModelInfo | None, str | None, int | None]:
+    """The model of the `model` line, composed as the task composes it (its imu sensors, floor, motors)."""
     stmt = next((s for s in module.statements if isinstance(s, ast.ModelStmt)), None) if module else None
-    if stmt is None:
+    if stmt is None or module is None:
         return None, None, None
     try:
-        resolved = resolve_model_path(stmt.path, os.path.dirname(os.path.abspath(path)))
-        info = load_model_info(resolved)
+        resolved = resolve_model_path(stmt.path, os.path.dirname(os.path.abspath(source.path)))
+        if typed is not None:
+            info = load_model_info(resolved, typed.model.composition)
+        else:
+            info = composed_model(module, source) or load_model_info(resolved)
         return info, resolved, os.stat(resolved).st_mtime_ns
     except (ModelLoadError, OSError):
         return None, None, None
@@ -240,8 +246,8 @@ def analyze(path: str, text: str, version: int | None = None) -> Analysis:
             partial = _check_partial_tree(module, source)
         else:
             partial = partial_check(module, source, diagnostics)
-    model, model_path, mtime = _load_model(module, path)
     typed = checked or partial
+    model, model_path, mtime = _load_model(module, source, typed)
     return Analysis(
         path=path,
         text=text,

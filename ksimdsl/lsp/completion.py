@@ -201,7 +201,10 @@ def _line_start_items(an: Analysis, lines: list[str], line0: int, start: int) ->
     if head == "randomize" and an.model is not None:
         return [Item(n, "Field", "MjModel field", "", start) for n in an.model.array_fields]
     if head == "actuators":
-        return [Item(n, "Keyword", "", "", start) for n in ("kp", "kd", "latency", "zero_offset")]
+        words = ("kp", "kd", "effort", "armature", "joints", "latency", "zero_offset")
+        return [Item(n, "Keyword", "", "", start) for n in words]
+    if head == "model":  # the composition block
+        return [Item(n, "Keyword", "", "", start) for n in ("floor", "imu", "pose", "collide")]
     if block == "observe critic":
         return [Item("actor", "Keyword", "every actor observation, clean", "", start)]
     if head in _CONTINUED_HEADS:

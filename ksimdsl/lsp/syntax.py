@@ -55,6 +55,13 @@ def statement_exprs(stmt: ast.Statement) -> Iterator[ast.Expr]:
         yield from _setting_values(stmt.settings)
     elif isinstance(stmt, ast.EpisodeStmt):
         yield stmt.length
+    elif isinstance(stmt, ast.ModelStmt):
+        for part in stmt.parts:
+            yield from _setting_values(getattr(part, "settings", ()))
+            if isinstance(part, ast.ModelPose):
+                yield from (j.value for j in part.joints)
+            elif isinstance(part, ast.ModelCollide):
+                yield part.geoms
     elif isinstance(stmt, ast.ActuatorsStmt):
         yield from _setting_values(stmt.settings)
         yield from _assign_exprs(stmt.overrides)

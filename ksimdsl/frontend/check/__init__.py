@@ -33,8 +33,9 @@ from ksimdsl.frontend import ast
 from ksimdsl.frontend import typed as t
 from ksimdsl.frontend.check.context import Context, Reported
 from ksimdsl.frontend.check.driver import Checker
+from ksimdsl.frontend.model_info import ModelInfo
 
-__all__ = ["check_module", "check_source", "check_file"]
+__all__ = ["check_module", "check_source", "check_file", "composed_model"]
 
 
 def check_module(
@@ -80,3 +81,16 @@ def check_file(
     from ksimdsl.frontend.parse import read_source
 
     return check_source(read_source(path), model_path=model_path, physics=physics)
+
+
+def composed_model(module: ast.Module, source: Source) -> ModelInfo | None:
+    """The model of a (possibly broken) task's `model` line, composed as its `model` block and
+    `actuators ... joints=` describe, for editors; None when it does not load or compose."""
+    cx = Context.build(module, source, None, {})
+    checker = Checker(cx)
+    try:
+        singles = checker.collect_statements()
+        summary = checker.load_model(singles.get("model"), singles.get("actuators"))
+    except Exception:  # noqa: BLE001 - a convenience for a file with errors
+        return None
+    return cx.info if summary is not None else None

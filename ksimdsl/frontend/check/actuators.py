@@ -7,6 +7,7 @@ import math
 from ksimdsl.errors import InternalCompilerError, did_you_mean
 from ksimdsl.frontend import ast
 from ksimdsl.frontend import typed as t
+from ksimdsl.frontend.check.compose import ACTUATOR_COMPOSE_KEYS
 from ksimdsl.frontend.check.context import Ctx, Part, fmt_num
 from ksimdsl.frontend.check.folding import range_units
 from ksimdsl.frontend.check.names import no_match_message
@@ -24,6 +25,7 @@ class ActuatorChecker(Part):
             self.fail(
                 stmt.span if stmt is not None else None,
                 "the model has no actuators; the policy acts through the MJCF's <actuator> elements",
+                'create motors on the model\'s joints with e.g. `actuators position joints="*" kp=40 kd=2`',
             )
         kind = self.cx.settings.actuator_kind(stmt)
         self.cx.action_size = m.nu
@@ -96,10 +98,13 @@ class ActuatorChecker(Part):
         if not (isinstance(target, ast.Index) and isinstance(target.base, ast.Name)):
             self.fail(target.span, 'an actuator override looks like kp["*_knee*"] = 80')
         gain = target.base.id
+        if gain in ACTUATOR_COMPOSE_KEYS:
+            return  # effort / armature of the motors `joints=` creates: checked with the model's composition
         if gain not in ("kp", "kd"):
             self.fail(
                 target.base.span,
-                f"only kp and kd can be set per joint, not '{gain}'" + did_you_mean(gain, ("kp", "kd")),
+                f"only kp, kd, effort and armature can be set per joint, not '{gain}'"
+                + did_you_mean(gain, ("kp", "kd", "effort", "armature")),
             )
         if kind != "position":
             self.fail(target.base.span, f"{gain} overrides need `actuators position`")

@@ -23,6 +23,7 @@ from ksimdsl.frontend.model_info import ModelInfo
 if TYPE_CHECKING:  # the parts import this module
     from ksimdsl.frontend.check.actuators import ActuatorChecker
     from ksimdsl.frontend.check.calls import Calls
+    from ksimdsl.frontend.check.compose import ComposeChecker
     from ksimdsl.frontend.check.consts import Consts
     from ksimdsl.frontend.check.declarations import Declarations
     from ksimdsl.frontend.check.exprs import Exprs
@@ -128,6 +129,7 @@ class Context:
         self.consts: Consts
         self.units: Units
         self.actuators: ActuatorChecker
+        self.compose: ComposeChecker
         self.decls: Declarations
         self.outputs: Outputs
         self.writes: Writes
@@ -141,6 +143,7 @@ class Context:
     def build(cls, module: ast.Module, source: Source, model_path: str | None, physics: Mapping[str, Any]) -> "Context":
         from ksimdsl.frontend.check.actuators import ActuatorChecker
         from ksimdsl.frontend.check.calls import Calls
+        from ksimdsl.frontend.check.compose import ComposeChecker
         from ksimdsl.frontend.check.consts import Consts
         from ksimdsl.frontend.check.declarations import Declarations
         from ksimdsl.frontend.check.exprs import Exprs
@@ -157,6 +160,7 @@ class Context:
         cx.consts = Consts(cx)
         cx.units = Units(cx)
         cx.actuators = ActuatorChecker(cx)
+        cx.compose = ComposeChecker(cx)
         cx.decls = Declarations(cx)
         cx.outputs = Outputs(cx)
         cx.writes = Writes(cx)

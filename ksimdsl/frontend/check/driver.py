@@ -45,7 +45,7 @@ class Checker(Part):
         task_stmt = singles.get("task")
         if task_stmt is None:
             self.cx.sink.error(None, 'missing `task` statement (e.g. `task walk "A humanoid walks"`)')
-        model = self.load_model(singles.get("model"))
+        model = self.load_model(singles.get("model"), singles.get("actuators"))
         if model is None or self.cx.info is None:
             self.cx.raise_errors()
             raise InternalCompilerError("model failed to load without a diagnostic")
@@ -129,7 +129,8 @@ class Checker(Part):
             singles[key] = stmt
         return singles
 
-    def load_model(self, stmt: ast.Statement | None) -> t.ModelSummary | None:
+    def load_model(self, stmt: ast.Statement | None, actuators: ast.Statement | None) -> t.ModelSummary | None:
+        """The model, composed as the task's `model` block and `actuators ... joints=` describe."""
         if self.cx.model_path_override is not None:
             written, relative_to, span = self.cx.model_path_override, None, None
         elif stmt is None:
@@ -145,7 +146,21 @@ class Checker(Part):
         except ModelLoadError as e:
             self.cx.sink.error(span, str(e))
             return None
-        self.cx.info = info
+        self.cx.info = info  # the bare model: the composition's names are checked against it
+        assert actuators is None or isinstance(actuators, ast.ActuatorsStmt)
+        errors = len(self.cx.sink.diagnostics)
+        composition = self.cx.compose.composition(stmt if isinstance(stmt, ast.ModelStmt) else None, actuators)
+        if len(self.cx.sink.diagnostics) > errors:
+            self.cx.info = None
+            return None
+        if not composition.empty:
+            try:
+                info = load_model_info(resolved, composition)
+            except ModelLoadError as e:
+                self.cx.sink.error(span, str(e))
+                self.cx.info = None
+                return None
+            self.cx.info = info
         m = info.model
         return t.ModelSummary(
             path=written,
@@ -163,4 +178,5 @@ class Checker(Part):
             timestep=float(m.opt.timestep),
             default_qpos=info.default_qpos,
             root=info.root,
+            composition=composition,
         )

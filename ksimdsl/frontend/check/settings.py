@@ -12,6 +12,7 @@ from ksimdsl.errors import InternalCompilerError, KsimError, Span, did_you_mean
 from ksimdsl.frontend import ast
 from ksimdsl.frontend import builtins as bi
 from ksimdsl.frontend import typed as t
+from ksimdsl.frontend.check.compose import ACTUATOR_COMPOSE_KEYS
 from ksimdsl.frontend.check.context import Part, Reported, fmt_num
 
 
@@ -241,7 +242,8 @@ class Settings(Part):
         values: dict[str, float] = {k: v for k, v in defaults.items() if v is not None}
         if stmt is not None:
             table = {k: bi.Setting("float", minimum=0.0) for k in defaults}
-            for key, (value, _) in self.validate(stmt.settings, table, f"actuators {kind}").items():
+            gains = [s for s in stmt.settings if s.key not in ACTUATOR_COMPOSE_KEYS]  # checked by check.compose
+            for key, (value, _) in self.validate(gains, table, f"actuators {kind}").items():
                 values[key] = value
         missing = [k for k, v in defaults.items() if v is None and k not in values]
         if missing:

@@ -132,7 +132,8 @@ class HostLoop:
     def rollout_stats(self, stats_T: tuple[StepOutput, Any]) -> RolloutStats:
         """`summarize_step` over all T * E steps at once."""
         out_T, level_TE = stats_T
-        flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), out_T)
+        # explicit T * E: a task without `terminate` has (T, E, 0) flags, whose -1 numpy cannot infer
+        flat = jax.tree.map(lambda x: x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:]), out_T)
         stats = summarize_step(flat, level_TE.reshape(-1), np)
         return RolloutStats(*(jnp.asarray(np.asarray(x, np.float32)) for x in stats))
 

@@ -1,14 +1,17 @@
-"""Loading the MJCF model a task runs on, shared by the MJX and the C-MuJoCo engine.
+"""Loading the MJCF model a task runs on, shared by the MJX and the C-MuJoCo engine
+and every tool (eval, render, export, bench): they all load it through `load_model`.
 
-`load_model` applies the task's `physics` settings and, for `actuators position`,
-rewrites the model's actuators into MuJoCo affine PD actuators (see
-docs/architecture.md, "Actuators"):
+`load_model` composes the model as the task describes (`SPEC["compose"]`, applied
+by `ksimdsl.model.compose`, the code the checker ran), applies the task's
+`physics` settings and, for `actuators position`, rewrites the model's
+actuators into MuJoCo affine PD actuators (see docs/architecture.md, "Actuators"):
 
     force = kp * ctrl - kp * q - kd * qdot        (gain kp, bias (0, -kp, -kd), gear 1)
 
 clamped to the original motor's `ctrlrange * gear`. MuJoCo then evaluates the
 MIT-style PD law at every physics substep, identically on MJX and C MuJoCo, and
-the runtime only writes the position target into `ctrl`.
+the runtime only writes the position target into `ctrl`. `model_xml` is the
+same model as MJCF text (a run directory's model.xml), asset paths absolute.
 """
 
 from __future__ import annotations
@@ -20,24 +23,42 @@ import numpy as np
 
 from ksimdsl.abi import TaskSpec
 from ksimdsl.errors import KsimError
+from ksimdsl.model.compose import ComposeError, Composition, load_spec
 
-__all__ = ["load_model", "default_pose", "ctrl_clip_range", "SOLVERS"]
+__all__ = ["load_model", "model_xml", "default_pose", "ctrl_clip_range", "SOLVERS"]
 
 SOLVERS = {"newton": mujoco.mjtSolver.mjSOL_NEWTON, "cg": mujoco.mjtSolver.mjSOL_CG, "pgs": mujoco.mjtSolver.mjSOL_PGS}
 
 
 def load_model(spec: TaskSpec, model_path: str | Path) -> mujoco.MjModel:
-    """Compile `model_path` with the task's physics settings and actuator rewrite applied.
+    """Compile `model_path` composed, with the task's physics settings and actuator rewrite applied.
 
     Raises KsimError (one line) when the file cannot be loaded or does not fit the task.
     """
+    return _compile(spec, model_path)[0]
+
+
+def model_xml(spec: TaskSpec, model_path: str | Path) -> str:
+    """The model `load_model` returns, as MJCF text that loads from any directory."""
+    return _compile(spec, model_path)[1].to_xml()
+
+
+def _compile(spec: TaskSpec, model_path: str | Path) -> tuple[mujoco.MjModel, mujoco.MjSpec]:
     path = Path(model_path)
     try:
-        mjspec = mujoco.MjSpec.from_file(str(path))
-    except Exception as exc:  # mujoco raises ValueError with the parser message
-        raise KsimError(f"cannot load model {path}: {_one_line(exc)}") from None
+        mjspec = load_spec(path, Composition.from_dict(spec.compose))
+    except ComposeError as exc:
+        raise KsimError(str(exc)) from None
     if spec.actuators.kind == "position":
         _rewrite_position_actuators(mjspec, spec, path)
+    physics = spec.physics
+    solver = physics.solver
+    if solver not in SOLVERS:
+        raise KsimError(f"unknown solver '{solver}' (expected one of {', '.join(SOLVERS)})")
+    mjspec.option.timestep = float(physics.dt)
+    mjspec.option.solver = SOLVERS[solver]
+    mjspec.option.iterations = physics.iterations
+    mjspec.option.ls_iterations = physics.ls_iterations
     try:
         model = mjspec.compile()
     except Exception as exc:
@@ -47,15 +68,7 @@ def load_model(spec: TaskSpec, model_path: str | Path) -> mujoco.MjModel:
             f"model {path} has {model.nu} actuators but the task's action size is {spec.action_size}; "
             "recompile the task"
         )
-    physics = spec.physics
-    model.opt.timestep = float(physics.dt)
-    solver = physics.solver
-    if solver not in SOLVERS:
-        raise KsimError(f"unknown solver '{solver}' (expected one of {', '.join(SOLVERS)})")
-    model.opt.solver = SOLVERS[solver]
-    model.opt.iterations = physics.iterations
-    model.opt.ls_iterations = physics.ls_iterations
-    return model
+    return model, mjspec
 
 
 def _rewrite_position_actuators(mjspec: mujoco.MjSpec, spec: TaskSpec, path: Path) -> None:

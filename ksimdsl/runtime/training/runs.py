@@ -3,6 +3,8 @@
     runs/<task>/<YYYYmmdd-HHMMSS>/
         config.json          resolved task spec (TaskSpec.to_dict: the SPEC format), engine, package versions
         task.ksim            copy of the task file as trained
+        model.xml            the MJCF model as trained: composed, PD actuators, physics settings
+                             (asset paths absolute, so MuJoCo's viewer and other tools load it as is)
         generated/           the generated kernel source(s)
         metrics.jsonl        one JSON object per training iteration
         tb/                  TensorBoard event files (tensorboardX)
@@ -33,11 +35,13 @@ __all__ = [
     "read_metrics",
     "METRICS_FILE",
     "CONFIG_FILE",
+    "MODEL_FILE",
 ]
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
 TASK_FILE = "task.ksim"
+MODEL_FILE = "model.xml"
 GENERATED_DIR = "generated"
 TENSORBOARD_DIR = "tb"
 
@@ -109,15 +113,18 @@ def write_run_files(
     engine: str,
     task_text: str | None,
     generated_sources: Mapping[str, str],
+    model_xml: str | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> None:
-    """config.json, task.ksim and generated/ (overwritten on resume so they describe the latest session)."""
+    """config.json, task.ksim, model.xml and generated/ (overwritten on resume: they describe the latest session)."""
     config = {"task": spec.task, "engine": engine, "spec": _jsonable(spec.to_dict()), "versions": versions()}
     if extra:
         config.update(_jsonable(dict(extra)))
     _write_text(run_dir / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=False) + "\n")
     if task_text is not None:
         _write_text(run_dir / TASK_FILE, task_text)
+    if model_xml is not None:
+        _write_text(run_dir / MODEL_FILE, model_xml)
     gen = run_dir / GENERATED_DIR
     try:
         gen.mkdir(exist_ok=True)

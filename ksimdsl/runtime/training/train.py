@@ -57,6 +57,7 @@ from ksimdsl.runtime.training.checkpoint import (
     spec_hash,
 )
 from ksimdsl.runtime.engine.base import Collector, RolloutStats
+from ksimdsl.runtime.engine.model import model_xml
 from ksimdsl.runtime.training.runlock import run_lock
 from ksimdsl.runtime.training.runs import TENSORBOARD_DIR, MetricsLog, create_run_dir, reusable, write_run_files
 from ksimdsl.runtime.training.stopflag import StopFlag
@@ -108,6 +109,7 @@ class RunContext:
     engine: str
     plan: RunPlan
     on_iteration: "IterationHook | None" = None
+    model_xml: str | None = None  # the composed model as trained (the run's model.xml)
 
 
 @dataclass(frozen=True)
@@ -330,14 +332,15 @@ def train(
     everywhere, so it must lie on a shared file system).
     """
     check_resources(spec)
-    run_path = _open_run_dir(spec, plan)
     main = is_main_process()
+    model_text = model_xml(spec, model_path) if main else None  # before the run directory: a bad model leaves none
+    run_path = _open_run_dir(spec, plan)
     # one writer per run directory, for the whole run (a second `train` gets the holder's PID)
     with run_lock(run_path) if main else nullcontext():
         if main:
             _claim_run_dir(run_path, plan)
         hook = plan.make_hook(run_path) if plan.make_hook is not None and main else None
-        ctx = RunContext(run_dir=run_path, engine=engine, plan=plan, on_iteration=hook)
+        ctx = RunContext(run_dir=run_path, engine=engine, plan=plan, on_iteration=hook, model_xml=model_text)
         if main:
             print(f"run directory: {ctx.run_dir}", flush=True)
         if collector is None:
@@ -393,6 +396,7 @@ def _run(spec: TaskSpec, ctx: RunContext, collector: Collector) -> TrainResult:
             engine=ctx.engine,
             task_text=plan.task_text,
             generated_sources=plan.generated_sources,
+            model_xml=ctx.model_xml,
             extra={**plan.extra, **({"resumed_from_iteration": iteration} if plan.resume else {})},
         )
 

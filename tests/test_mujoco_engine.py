@@ -490,3 +490,15 @@ def test_run_episodes_records_each_envs_first_episode():
     np.testing.assert_array_equal(results.length_E[results.truncated_E], 40)
     # per-step reward of this task lies in [-0.06, 1.5]: the return is bounded by the length
     assert np.all(results.return_E <= 1.5 * results.length_E) and np.all(results.return_E >= -0.06 * results.length_E)
+
+
+def test_per_env_model_copies_that_do_not_fit_are_refused_with_the_fix():
+    import mujoco
+
+    from ksimdsl.runtime.engine.mujoco.env import _check_model_copies_fit
+
+    m = mujoco.MjModel.from_xml_string("<mujoco><worldbody><body><freejoint/><geom size='.1'/></body></worldbody></mujoco>")
+    _check_model_copies_fit(m, 4, available=10 * m.nbuffer)  # 4 copies fit in half of 10
+    with pytest.raises(KsimError) as err:
+        _check_model_copies_fit(m, 6, available=10 * m.nbuffer)
+    assert "num_envs=6 copies of the model" in str(err.value) and "at most 5" in str(err.value)

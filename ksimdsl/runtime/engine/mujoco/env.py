@@ -72,6 +72,7 @@ from ksimdsl.runtime.engine.base import (
     step_outcome,
 )
 from ksimdsl.runtime.engine.model import default_pose, load_model
+from ksimdsl.settings import machine_memory_bytes
 from ksimdsl.runtime.engine.mujoco import cstep
 from ksimdsl.runtime.engine.mujoco.kernel_args import KernelArgs
 from ksimdsl.runtime.engine.mujoco.numba_policy import HostActor
@@ -188,6 +189,8 @@ class MujocoEnv:
             value = getattr(m, name, None)
             if not isinstance(value, np.ndarray) or value.dtype != np.float64:
                 raise KsimError(f"task randomizes unknown or non-float model field '{name}'; recompile the task")
+        if spec.randomize_fields:
+            _check_model_copies_fit(m, E)
         self.models = [copy.copy(m) for _ in range(E)] if spec.randomize_fields else [m]
         self.datas = [mujoco.MjData(self.model_of(e)) for e in range(E)]
         env_models = [self.model_of(e) for e in range(E)]
@@ -562,3 +565,26 @@ def _rng_from_array(a: np.ndarray) -> np.random.Generator:
         "uinteger": v[5],
     }
     return np.random.Generator(bg)
+
+
+#: The share of this machine's memory the per-env model copies may take.
+MODEL_COPIES_MEMORY_SHARE = 0.5
+
+
+def _check_model_copies_fit(m: mujoco.MjModel, num_envs: int, available: int | None = None) -> None:
+    """Refuse, with the fix, per-env MjModel copies that would not fit in memory.
+
+    A task that randomizes model fields steps each env on its own copy of the
+    model; a model with large meshes (the G1's 36 STL meshes: 71 MB) times
+    hundreds of envs can exceed the machine's memory long before training starts.
+    """
+    available = machine_memory_bytes() if available is None else available
+    need = int(m.nbuffer) * num_envs
+    if available is None or need <= MODEL_COPIES_MEMORY_SHARE * available:
+        return
+    raise KsimError(
+        f"num_envs={num_envs} copies of the model ({m.nbuffer / 2**20:.0f} MiB each: the task randomizes model "
+        f"fields, so each env steps its own copy) need {need / 2**30:.1f} GiB, more than half of this machine's "
+        f"{available / 2**30:.1f} GiB; lower num_envs (at most {max(1, int(MODEL_COPIES_MEMORY_SHARE * available // m.nbuffer))}), "
+        "drop the `randomize` block, or use `engine mjx`"
+    )

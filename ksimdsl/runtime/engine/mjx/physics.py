@@ -58,7 +58,7 @@ def warp_sizes(spec: TaskSpec, mj_model: mujoco.MjModel) -> WarpSizes:
     """The task's `naconmax` / `njmax`, or (0: unset) MJX JAX's contact slots / constraint rows of `mj_model`."""
     naconmax, njmax = spec.physics.naconmax, spec.physics.njmax
     if naconmax == 0 or njmax == 0:
-        jax_data = mjx.make_data(mj_model, impl="jax", device=jax.devices("cpu")[0])
+        jax_data = mjx.make_data(mj_model, impl="jax", device=_host_device())
         naconmax = naconmax or int(jax_data._impl.contact.dist.shape[0])
         njmax = njmax or int(jax_data._impl.efc_force.shape[0])
     return WarpSizes(max(1, naconmax), max(1, njmax))
@@ -107,6 +107,14 @@ class MjxPhysics:
             return jnp.where(done_E.reshape(done_E.shape + (1,) * (o.ndim - 1)), f, o)
 
         return jax.tree.map(pick, self.template, fresh, old)
+
+
+def _host_device() -> Any:
+    """The CPU device where JAX has one (a sizing template need not take GPU memory), else the default."""
+    try:
+        return jax.devices("cpu")[0]
+    except RuntimeError:
+        return jax.local_devices()[0]
 
 
 def _without_solver_warnings(model: Any) -> Any:

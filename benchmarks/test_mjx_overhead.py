@@ -27,14 +27,15 @@ import time
 import jax
 import jax.numpy as jnp
 import pytest
-from mujoco import mjx
 from test_engines import load_task, train_sps
 
 from ksimdsl.runtime.rl import ppo
 from ksimdsl.runtime.engine.mjx.collect import MjxCollector
+from ksimdsl.runtime.engine.mjx.mjximport import import_mjx
 from ksimdsl.runtime.engine.model import default_pose, load_model
 from ksimdsl.runtime.loader import load_module
 
+mjx = import_mjx()
 ENVS = int(os.environ.get("KSIMDSL_BENCH_ENVS", "256"))
 ROLLOUT = 16
 TASK_NAMES = ("cartpole", "humanoid")

@@ -9,6 +9,7 @@ exact generated source it trained with, so `--resume` and `eval` reuse them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Any, Mapping, Sequence
 
 from ksimdsl.abi import TaskSpec
 from ksimdsl.errors import KsimError
-from ksimdsl.runtime.engine import backend_of, has_accelerator, resolve  # noqa: F401 (has_accelerator: re-exported)
+from ksimdsl.runtime.engine import backend_of, has_accelerator, resolve, resolve_impl  # noqa: F401 (has_accelerator: re-exported)
 from ksimdsl.runtime.tools.view_state import CommandControl, CommandField, TaskControls
 
 #: physics settings the compiler folds into the kernels; overriding them recompiles the task
@@ -42,6 +43,10 @@ class LoadedTask:
     @property
     def generated_sources(self) -> dict[str, str]:
         return {f"kernels_{backend_of(self.engine)}.py": self.source}
+
+    def describe_engine(self) -> str:
+        """`mjx (impl warp)` / `mujoco`: the engine and, on MJX, its implementation."""
+        return f"{self.engine} (impl {self.spec.physics.impl})" if self.engine == "mjx" else self.engine
 
     def launch_info(self) -> dict[str, Any]:
         return {
@@ -73,9 +78,19 @@ def enable_compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-def resolve_engine(engine: str) -> str:
-    """`auto` -> `mjx` on an accelerator, else the CPU MuJoCo engine (when this build has it)."""
-    return resolve(engine)
+def resolve_engine(engine: str, *, impl: str = "auto") -> str:
+    """`auto` -> `mjx` on an accelerator (or for `physics impl=warp`), else the CPU MuJoCo engine."""
+    return resolve(engine, impl=impl)
+
+
+def _last_value(overrides: Sequence[str], key: str) -> str | None:
+    """The value of the last `key=value` item of `overrides`, if any."""
+    found = None
+    for item in overrides:
+        k, sep, value = item.partition("=")
+        if sep and k.strip() == key:
+            found = value.strip()
+    return found
 
 
 def _split_engine_override(overrides: Sequence[str]) -> tuple[str | None, list[str]]:
@@ -108,7 +123,8 @@ def _compile_source(
     check_items(list(overrides))  # a bad key or value points at its item before anything is compiled
     checked = check_source(source)
     engine_override, _ = _split_engine_override(overrides)
-    chosen = resolve_engine(engine or engine_override or checked.engine)
+    impl = _last_value(overrides, "impl") or checked.physics.impl
+    chosen = resolve_engine(engine or engine_override or checked.engine, impl=impl)
     backend = backend_of(chosen)
     compiled = compile_checked(checked, backend=backend, source_file=source_file)
     spec = apply_overrides(TaskSpec.from_dict(compiled.spec), list(overrides))  # validates every key
@@ -118,6 +134,9 @@ def _compile_source(
         checked = check_source(source, physics=physics)
         compiled = compile_checked(checked, backend=backend, source_file=source_file)
         spec = apply_overrides(TaskSpec.from_dict(compiled.spec), list(overrides))
+    if chosen == "mjx":  # the MJX implementation this machine runs (`physics impl=auto` resolved)
+        resolved = resolve_impl(spec.physics.impl, devices=spec.train.devices)
+        spec = spec.with_overrides(physics=dataclasses.replace(spec.physics, impl=resolved))
     kernels = load_module(compiled.source, f"{checked.name}:{backend}")
     return LoadedTask(
         spec=spec,
@@ -280,7 +299,7 @@ def start_training(
     """`ksimdsl train TASK.ksim key=value ...`"""
     enable_compilation_cache()
     task = load_task(task_path, overrides=overrides)  # every setting is validated here
-    print(f"{task.spec.task}: engine {task.engine}, {task.spec.train.num_envs} envs", flush=True)
+    print(f"{task.spec.task}: engine {task.describe_engine()}, {task.spec.train.num_envs} envs", flush=True)
     return _train(task, run_dir=run_dir, resume=False, progress=progress)
 
 

@@ -7,9 +7,9 @@ inherited by the `ksimdsl` subprocesses the CLI tests start):
 * one persistent JAX compilation cache for the whole session (every program is
   cached, however fast it compiled), so the identical training and environment
   programs that several test files and CLI subprocesses build compile once;
-* `NUMBA_CACHE_DIR` and `KSIMDSL_CACHE_DIR` (file-backed generated numba
-  modules) in the same writable place, so tests never write into the source
-  tree or the user's home.
+* `NUMBA_CACHE_DIR`, `KSIMDSL_CACHE_DIR` (file-backed generated numba
+  modules) and `WARP_CACHE_PATH` (Warp's compiled kernels) in the same
+  writable place, so tests never write into the source tree or the user's home.
 
 The caches live in a temporary directory removed at the end of the session;
 set `KSIMDSL_TEST_CACHE_DIR` to keep them between sessions (CI can cache it).
@@ -60,6 +60,7 @@ _CACHE_ENV = {
     "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
     "NUMBA_CACHE_DIR": str(CACHE_ROOT / "numba"),
     "KSIMDSL_CACHE_DIR": str(CACHE_ROOT / "ksimdsl"),
+    "WARP_CACHE_PATH": str(CACHE_ROOT / "warp"),  # MuJoCo Warp's compiled kernels (tests/test_mjx_warp.py)
 }
 
 for _name, _value in _ENV_DEFAULTS.items():

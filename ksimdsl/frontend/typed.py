@@ -145,6 +145,9 @@ class Physics:
     solver: str  # "newton" | "cg"
     iterations: int
     ls_iterations: int
+    impl: str = "auto"  # the MJX implementation: "auto" | "jax" | "warp" (not in the kernels)
+    naconmax: int = 0  # impl=warp buffers per env (0: from the model)
+    njmax: int = 0
 
 
 @dataclass(frozen=True, slots=True)

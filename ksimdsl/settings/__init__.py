@@ -93,9 +93,12 @@ ENGINES: tuple[str, ...] = get_args(Engine)
 
 @dataclass(frozen=True)
 class PhysicsSettings(Section):
-    """`physics dt=5ms ctrl_dt=20ms solver=newton iterations=1 ls_iterations=4`.
+    """`physics dt=5ms ctrl_dt=20ms solver=newton iterations=1 ls_iterations=4 impl=warp`.
 
     A task without a `physics` statement uses the model's timestep as dt.
+    `impl`, `naconmax` and `njmax` choose how the MJX engine steps (they do not
+    change the kernels): see ksimdsl.runtime.engine.resolve_impl and
+    ksimdsl.runtime.engine.mjx.physics.
     """
 
     SECTION: ClassVar[str] = "physics"
@@ -106,6 +109,11 @@ class PhysicsSettings(Section):
     solver: Literal["newton", "cg", "pgs"] = setting("newton", doc="constraint solver (pgs: C engine only)")
     iterations: int = setting(4, ge=1, le=10_000, doc="solver iterations")
     ls_iterations: int = setting(8, ge=1, le=10_000, doc="line-search iterations")
+    impl: Literal["auto", "jax", "warp"] = setting(
+        "auto", doc="MJX implementation: jax, warp (MuJoCo Warp), auto (warp on one NVIDIA GPU when installed)"
+    )
+    naconmax: int = setting(0, ge=0, le=1_000_000, doc="impl=warp: contacts per env (0: from the model)")
+    njmax: int = setting(0, ge=0, le=1_000_000, doc="impl=warp: constraint rows per env (0: from the model)")
 
     @property
     def substeps(self) -> int:

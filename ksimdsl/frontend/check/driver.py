@@ -75,6 +75,7 @@ class Checker(Part):
         rewards = self.cx.outputs.rewards(singles.get("reward"))
         terminations = self.cx.outputs.terminations(singles.get("terminate"))
         randomize = self.cx.writes.randomize(singles.get("randomize"))
+        self.cx.settings.check_impl(physics, engine, singles, randomize)
         reset = self.cx.writes.writes(singles["reset"].assigns, "reset") if "reset" in singles else ()
         event_stmts = [s for s in stmts if isinstance(s, ast.EventStmt)]
         self.cx.decls.check_unique([(s.name, s.name_span) for s in event_stmts], "event")

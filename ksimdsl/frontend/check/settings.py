@@ -14,6 +14,7 @@ from ksimdsl.frontend import builtins as bi
 from ksimdsl.frontend import typed as t
 from ksimdsl.frontend.check.compose import ACTUATOR_COMPOSE_KEYS
 from ksimdsl.frontend.check.context import Part, Reported, fmt_num
+from ksimdsl.settings.warp import warp_field_problem
 
 
 class Settings(Part):
@@ -29,6 +30,7 @@ class Settings(Part):
             solver=str(abi.DEFAULT_PHYSICS["solver"]),
             iterations=int(abi.DEFAULT_PHYSICS["iterations"]),
             ls_iterations=int(abi.DEFAULT_PHYSICS["ls_iterations"]),
+            impl=str(abi.DEFAULT_PHYSICS["impl"]),
         )
 
     def validate(
@@ -146,6 +148,9 @@ class Settings(Part):
             solver=p.solver,
             iterations=p.iterations,
             ls_iterations=p.ls_iterations,
+            impl=p.impl,
+            naconmax=p.naconmax,
+            njmax=p.njmax,
         )
 
     def override_physics(self, physics: t.Physics) -> t.Physics:
@@ -159,6 +164,32 @@ class Settings(Part):
         if found:
             raise KsimError("; ".join(p.describe(f"physics setting '{p.keys[0]}'") for p in found))
         return self.typed_physics(S.PhysicsSettings(**values))
+
+    def check_impl(
+        self,
+        physics: t.Physics,
+        engine: str,
+        stmts: Mapping[str, ast.Statement],
+        randomize: tuple[t.RandomizeDef, ...],
+    ) -> None:
+        """What `physics impl=warp` cannot run: the C MuJoCo engine, model fields Warp keeps shared by all envs."""
+        if physics.impl != "warp":
+            return
+        stmt = stmts.get("physics")
+        at = next((x for x in stmt.settings if x.key == "impl"), None) if isinstance(stmt, ast.SettingsStmt) else None
+        span = at.value.span if at is not None else None
+        if engine == "mujoco":
+            engine_stmt = stmts.get("engine")
+            self.cx.sink.error(
+                span or getattr(engine_stmt, "engine_span", None),
+                "physics impl=warp is an implementation of the MJX engine, but the task says `engine mujoco`",
+                "use `engine mjx` (or `engine auto`) with impl=warp, or impl=jax",
+            )
+        for r in randomize:
+            problem = warp_field_problem(r.field)
+            if problem is not None:
+                notes = (f"impl=warp is set at line {span.line}",) if span is not None else ()
+                self.cx.sink.error(r.span, f"physics impl=warp: {problem}", *notes)
 
     def choose(self, word: str, span: Span, choices: Iterable[str], what: str, plural: str) -> str:
         """`word` if it is one of `choices`, else an `unknown WHAT` error with a suggestion."""

@@ -15,6 +15,8 @@ one folder here. The shared pieces live next to them:
 
     engine.get("mujoco")        -> the Engine (KsimError for an unknown or unavailable engine)
     engine.resolve("auto")      -> "mjx" on an accelerator, else "mujoco" when available
+    engine.resolve("auto", impl="warp") -> "mjx" (MuJoCo Warp is an MJX implementation)
+    engine.resolve_impl("auto", devices=0) -> "warp" on one NVIDIA GPU with warp-lang, else "jax"
     engine.names()              -> ("mjx", "mujoco")
 
 Importing this package is cheap: engines are imported when first asked for.
@@ -32,13 +34,17 @@ from ksimdsl.errors import KsimError
 if TYPE_CHECKING:
     from ksimdsl.runtime.engine.base import Engine
 
-__all__ = ["get", "names", "resolve", "backend_of", "AUTO"]
+__all__ = ["get", "names", "resolve", "resolve_impl", "backend_of", "has_cuda_gpu", "AUTO", "AUTO_PICKS_WARP"]
 
 #: The engine setting that lets the machine choose (see `resolve`).
 AUTO = "auto"
 #: Preference of `resolve("auto")` on a CPU-only machine, then on an accelerator.
 _CPU_FIRST = ("mujoco", "mjx")
 _ACCELERATOR_FIRST = ("mjx", "mujoco")
+#: `impl=auto` picks MuJoCo Warp on a single NVIDIA GPU (when warp-lang is installed). MuJoCo's
+#: documentation reports Warp faster than MJX's JAX implementation on nearly every workload there;
+#: benchmarks/gpu_warp.py measures it for ksimdsl's tasks (README.md, "MJX implementations").
+AUTO_PICKS_WARP = True
 
 
 @cache
@@ -85,10 +91,29 @@ def has_accelerator() -> bool:
         return False
 
 
-def resolve(name: str) -> str:
-    """`auto` -> the first available engine (`mjx` on an accelerator, else the CPU MuJoCo engine);
-    any other name is checked and returned."""
+def has_cuda_gpu() -> bool:
+    """True when JAX sees an NVIDIA (CUDA) GPU."""
+    import jax
+
+    try:
+        return len(jax.devices("cuda")) > 0
+    except RuntimeError:
+        return False
+
+
+def resolve(name: str, *, impl: str = AUTO) -> str:
+    """`auto` -> the first available engine (`mjx` on an accelerator, else the CPU MuJoCo engine;
+    `mjx` whenever `impl` (the task's `physics impl`) is warp); any other name is checked and returned.
+    engine=mujoco with impl=warp is a KsimError (Warp is an MJX implementation)."""
     _check(name, allow_auto=True)
+    if impl == "warp" and name != "mjx":
+        if name == "mujoco":
+            raise KsimError(
+                "physics impl=warp is an implementation of the MJX engine, but engine=mujoco runs C MuJoCo; "
+                "use engine=mjx (or auto) with impl=warp, or impl=jax"
+            )
+        get("mjx")
+        return "mjx"
     if name != AUTO:
         return name
     order = _ACCELERATOR_FIRST if has_accelerator() else _CPU_FIRST
@@ -99,3 +124,34 @@ def resolve(name: str) -> str:
             continue
         return candidate
     raise KsimError("no engine is available in this build of ksimdsl")  # pragma: no cover
+
+
+def resolve_impl(impl: str, *, devices: int = 1) -> str:
+    """The MJX implementation a run uses: "jax" | "warp" (the task's `physics impl`, resolved).
+
+    `auto` -> warp on an NVIDIA GPU when warp-lang is installed and the run uses one device
+    (`devices`: the train setting, 0 = all local devices), else jax; on the CPU auto never picks
+    warp. An explicit `warp` must be installed and run on a CUDA GPU or the CPU (KsimError).
+    """
+    if impl not in (AUTO, "jax", "warp"):
+        raise KsimError(f"unknown physics impl '{impl}' (expected auto, jax or warp)")
+    if impl == "jax":
+        return "jax"
+    from ksimdsl.runtime.engine.mjx.mjximport import warp_installed
+
+    if impl == AUTO:
+        import jax
+
+        one_device = (devices == 1 or jax.local_device_count() == 1) and jax.process_count() == 1
+        return "warp" if AUTO_PICKS_WARP and one_device and has_cuda_gpu() and warp_installed() else "jax"
+    if not warp_installed():
+        raise KsimError(
+            "physics impl=warp needs MuJoCo Warp (warp-lang), which is not installed: "
+            "pip install 'ksimdsl[warp]' (or 'mujoco-mjx[warp]'), or use impl=jax"
+        )
+    import jax
+
+    platform = jax.local_devices()[0].platform
+    if platform != "cpu" and not has_cuda_gpu():
+        raise KsimError(f"physics impl=warp runs on NVIDIA GPUs or the CPU, not on this machine's {platform}; use impl=jax")
+    return "warp"

@@ -65,6 +65,9 @@ _NAME = re.compile(r"^ckpt_(\d{8})\.safetensors$")
 #: TaskSpec fields that may change between a checkpoint and its resume (training
 #: settings, engine, documentation); everything else must match.
 _MUTABLE_SPEC_FIELDS = ("train", "engine", "doc", "source_file", "ops", "numba_args")
+#: physics settings that choose how MJX steps, not what is simulated (a run trained on MJX Warp
+#: evaluates on MJX JAX; resuming its collector state needs the same implementation)
+_MUTABLE_PHYSICS = ("impl", "naconmax", "njmax")
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,8 @@ def spec_hash(spec: TaskSpec) -> str:
     d = spec.to_dict()
     for name in _MUTABLE_SPEC_FIELDS:
         d.pop(name, None)
+    for name in _MUTABLE_PHYSICS:
+        d["physics"].pop(name, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -326,14 +331,17 @@ def load_checkpoint(
         for key_path, leaf in leaves_with_path:
             name = prefix + jax.tree_util.keystr(key_path)
             if name not in arrays:
-                raise KsimError(f"checkpoint {path} does not match this run: it has no array '{name}'")
+                raise KsimError(
+                    f"checkpoint {path} does not match this run: it has no array '{name}' "
+                    "(did the engine or the physics impl change?)"
+                )
             arr = arrays[name]
             typed_key = isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key)
             want_shape = jax.random.key_data(leaf).shape if typed_key else np.shape(leaf)
             if tuple(arr.shape) != tuple(want_shape):
                 raise KsimError(
                     f"checkpoint {path} does not match this run: '{name}' has shape {tuple(arr.shape)}, "
-                    f"expected {tuple(want_shape)} (did num_envs or the policy size change?)"
+                    f"expected {tuple(want_shape)} (did num_envs, the policy size or the physics impl change?)"
                 )
             if typed_key:
                 leaves.append(jax.random.wrap_key_data(jnp.asarray(arr), impl=jax.random.key_impl(leaf)))

@@ -302,10 +302,16 @@ class EnvMesh:
 
         A host engine (C MuJoCo) steps its environments in Python/numba, outside
         jit, so it cannot be sharded: `devices` > 1 or several processes is a KsimError.
-        So is an MJX mesh that would deadlock jaxlib's CPU LAPACK kernels (`check_cpu_lapack_deadlock`).
+        So is an MJX mesh that would deadlock jaxlib's CPU LAPACK kernels (`check_cpu_lapack_deadlock`),
+        and MJX Warp (`physics impl=warp`, whose contact pool is shared by all envs) on several devices.
         """
         if collector.jittable:
             mesh = EnvMesh.create(devices=devices, num_envs=num_envs)
+            if getattr(getattr(collector, "env", None), "impl", "jax") == "warp" and mesh.num_devices > 1:
+                raise KsimError(
+                    f"physics impl=warp steps all environments on one device, but the run would use "
+                    f"{mesh.num_devices} devices; set train devices=1, or impl=jax to split the environments"
+                )
             local = [d for d in mesh.mesh.devices.flat if d.process_index == jax.process_index()]
             if local and local[0].platform == "cpu":
                 mj_model = getattr(getattr(collector, "env", None), "mj_model", None)

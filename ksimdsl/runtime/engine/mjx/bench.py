@@ -7,10 +7,12 @@ from types import ModuleType
 from typing import Any, Callable
 
 import jax
-from mujoco import mjx
 
 from ksimdsl.abi import TaskSpec
 from ksimdsl.runtime.engine.mjx.env import MjxEnv
+from ksimdsl.runtime.engine.mjx.mjximport import import_mjx
+
+mjx = import_mjx()
 
 __all__ = ["physics_benchmark"]
 
@@ -18,7 +20,7 @@ __all__ = ["physics_benchmark"]
 def physics_benchmark(
     spec: TaskSpec, kernels: ModuleType, model_path: str | Path, *, envs: int, seed: int
 ) -> Callable[[], Any]:
-    """One physics step of the batch, blocking: `jit(vmap(mjx.step))` from reset states."""
+    """One physics step of the batch, blocking: `jit(vmap(mjx.step))` from reset states (the task's `physics impl`)."""
     env = MjxEnv(spec, kernels, model_path, num_envs=envs)
     data = jax.jit(env.reset)(jax.random.PRNGKey(seed)).data
     step = jax.jit(jax.vmap(lambda d: mjx.step(env.model, d)))

@@ -9,23 +9,29 @@ functions of that state, meant to run inside `jax.jit` (the collector scans
     state = env.reset(key)                       # every env at the start of an episode (key or int seed)
     state, out = env.step(state, action_EA)      # one control step, auto-reset of done envs
 
-One control step (per env, vmapped):
+One control step:
 
-1. the actuator model turns the action into `ctrl` and runs `substeps` physics
-   steps (`lax.scan`), with per-episode latency blending previous/new targets;
-2. the physics arrays listed in `SPEC["phys_inputs"]` (and contact queries) go
+1. (per env, vmapped) the actuator model turns the action into `ctrl` and runs
+   `substeps` physics steps (`lax.scan`), with per-episode latency blending
+   previous/new targets;
+2. (the batch) the contact queries, when the task reads any (`contacts.py`:
+   MJX Warp keeps one contact pool for the whole batch);
+3. (per env, vmapped) the physics arrays listed in `SPEC["phys_inputs"]` go
    to `kernels.step`, which returns observations, reward terms and weights,
    termination flags and the new `mem` (and qpos/qvel when `writes_phys`);
-3. `base.step_outcome` (shared with the C-MuJoCo engine) decides reward,
+4. `base.step_outcome` (shared with the C-MuJoCo engine) decides reward,
    failure / success / truncation and moves the curriculum; a non-finite qpos,
    qvel or qacc is a failure with zero reward, counted in `StepOutput.nan_E`;
-4. if any env is done, fresh episodes are drawn for the done envs only
+5. if any env is done, fresh episodes are drawn for the done envs only
    (`lax.cond` on `any(done)` outside the vmap, so the reset costs nothing on
    the many steps where no episode ends).
 
 Each env steps its own randomized model: the fields in `SPEC["randomize_fields"]`
 are kept per env in `EnvSnapshot.fields_E` and swapped into the shared MJX model
 with `Model.tree_replace` inside the vmap.
+
+The MJX implementation (`physics impl=jax|warp`) is chosen by `physics.MjxPhysics`;
+everything here is written once for both.
 """
 
 from __future__ import annotations
@@ -36,70 +42,23 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import mujoco
-import numpy as np
-from mujoco import mjx
 
 from ksimdsl.abi import TaskSpec
 from ksimdsl.errors import KsimError
 from ksimdsl.runtime.engine.actuators import ActuatorModel, JaxDraws
 from ksimdsl.runtime.engine.base import EnvSnapshot, EpisodeCounters, KernelStep, OutcomeRules, StepOutput, step_outcome
+from ksimdsl.runtime.engine.mjx.contacts import ContactQueries
+from ksimdsl.runtime.engine.mjx.mjximport import import_mjx
+from ksimdsl.runtime.engine.mjx.physics import MjxPhysics
 from ksimdsl.runtime.engine.model import default_pose, load_model
 
 __all__ = ["MjxEnv", "ContactQueries"]
 
-
-class ContactQueries:
-    """Static tables turning MJX's fixed-size contact arrays (H slots) into `contact`/`contact_force`
-    (P,): one value per contact query (a pair of geom sets)."""
-
-    def __init__(self, queries, mj_model: mujoco.MjModel, template: mjx.Data):
-        self.size = len(queries)
-        contact = template._impl.contact
-        ncon = int(np.asarray(contact.dist).shape[0])
-        self.ncon = ncon
-        ngeom = mj_model.ngeom
-        side_a = np.zeros((self.size, ngeom), dtype=bool)
-        side_b = np.zeros((self.size, ngeom), dtype=bool)
-        for c, q in enumerate(queries):
-            for g in q["geoms_a"]:
-                side_a[c, int(g)] = True
-            for g in q["geoms_b"]:
-                side_b[c, int(g)] = True
-        self.side_a_PG = side_a
-        self.side_b_PG = side_b
-        # rows of efc_force whose sum is each contact's normal force
-        adr = np.asarray(contact.efc_address, dtype=np.int64).reshape(-1)
-        dim = np.asarray(contact.dim, dtype=np.int64).reshape(-1)
-        pyramidal = mj_model.opt.cone == mujoco.mjtCone.mjCONE_PYRAMIDAL
-        nrows = np.where(dim <= 1, 1, 2 * (dim - 1)) if pyramidal else np.ones_like(dim)
-        width = int(nrows.max()) if ncon else 1
-        rows = adr[:, None] + np.arange(width)[None, :]
-        valid = (np.arange(width)[None, :] < nrows[:, None]) & (adr[:, None] >= 0)
-        self.rows_HZ = np.where(valid, rows, 0).astype(np.int32)
-        self.valid_HZ = valid.astype(np.float32)
-
-    def __call__(self, data: mjx.Data) -> tuple[jax.Array, jax.Array]:
-        """(contact (P,), contact_force (P,)) of one env."""
-        if self.size == 0:
-            z = jnp.zeros((0,), jnp.float32)
-            return z, z
-        if self.ncon == 0:
-            z = jnp.zeros((self.size,), jnp.float32)
-            return z, z
-        contact = data._impl.contact
-        g1_H, g2_H = contact.geom[:, 0], contact.geom[:, 1]
-        side_a, side_b = jnp.asarray(self.side_a_PG), jnp.asarray(self.side_b_PG)
-        match_PH = (side_a[:, g1_H] & side_b[:, g2_H]) | (side_b[:, g1_H] & side_a[:, g2_H])
-        active_PH = match_PH & (contact.dist < 0)[None, :]
-        force_H = jnp.sum(data._impl.efc_force[self.rows_HZ] * self.valid_HZ, axis=1)
-        touching_P = jnp.any(active_PH, axis=1).astype(jnp.float32)
-        force_P = jnp.sum(jnp.where(active_PH, force_H[None, :], 0.0), axis=1)
-        return touching_P, force_P
+mjx = import_mjx()
 
 
 class _Episode(NamedTuple):
-    """The per-env pieces a reset produces (no leading env axis inside the vmap)."""
+    """The pieces a reset produces (a leading env axis on each, but Warp's shared contact pool in `data`)."""
 
     data: mjx.Data
     fields: dict[str, jax.Array]
@@ -124,17 +83,19 @@ class MjxEnv:
         self.num_envs = int(num_envs)
         self.mj_model = load_model(spec, model_path)
         device = jax.local_devices()[0]  # jax.devices()[0] belongs to process 0 in a multi-process run
-        self.model = mjx.put_model(self.mj_model, device=device)
+        self.physics = MjxPhysics.create(spec, self.mj_model, num_envs=self.num_envs, device=device)
+        self.impl = self.physics.impl
+        self.model, self.template = self.physics.model, self.physics.template
         self.actuators = ActuatorModel.from_spec(spec, self.mj_model)
         self.rules = OutcomeRules.from_spec(spec)
         self.curriculum = self.rules.curriculum
         qpos0, qvel0 = default_pose(self.mj_model)
         self.qpos0_Q, self.qvel0_V = jnp.asarray(qpos0), jnp.asarray(qvel0)
-        self.template = mjx.make_data(self.model, device=device)
-        self.contacts = ContactQueries(spec.contact_queries, self.mj_model, self.template)
+        self.contacts = ContactQueries.create(spec.contact_queries, self.mj_model, self.template, self.impl)
         for name in spec.randomize_fields:
             if not hasattr(self.model, name):
                 raise KsimError(f"task randomizes unknown model field '{name}'; recompile the task")
+        self.reads_contacts = any(name in ("contact", "contact_force") for name in spec.phys_inputs)
         self.default_fields = {name: jnp.asarray(getattr(self.model, name)) for name in spec.randomize_fields}
         for phase in ("reset", "observe", "step"):
             if phase not in spec.rand:
@@ -150,26 +111,31 @@ class MjxEnv:
         k_n, k_u = jax.random.split(key)
         return jax.random.normal(k_n, (n,), jnp.float32), jax.random.uniform(k_u, (u,), jnp.float32)
 
-    def phys(self, data: mjx.Data) -> dict[str, jax.Array]:
-        """The kernel's `phys` dict for one env (keys of SPEC["phys_inputs"])."""
+    def _contacts_E(self, data_E: mjx.Data) -> tuple[jax.Array, jax.Array]:
+        """(touching_EP, force_EP) of the batch when the kernels read contacts, else empty (E, 0) arrays."""
+        if self.reads_contacts:
+            return self.contacts.batch(data_E)
+        z = jnp.zeros((self.num_envs, 0), jnp.float32)
+        return z, z
+
+    def phys(self, data: mjx.Data, contact: tuple[jax.Array, jax.Array]) -> dict[str, jax.Array]:
+        """The kernel's `phys` dict for one env (keys of SPEC["phys_inputs"]); `contact`: its (touching_P, force_P)."""
         out: dict[str, jax.Array] = {}
-        contact = None
         for name in self.spec.phys_inputs:
             if name == "xmat":
                 out[name] = data.xmat.reshape(data.xmat.shape[0], 9)
             elif name == "cinert":
-                out[name] = data._impl.cinert
+                out[name] = data._impl.cinert  # both implementations keep it, (nbody, 10)
             elif name == "time":
                 out[name] = jnp.asarray(data.time, jnp.float32)
             elif name in ("contact", "contact_force"):
-                if contact is None:
-                    contact = self.contacts(data)
                 out[name] = contact[0] if name == "contact" else contact[1]
             else:
                 out[name] = getattr(data, name)
         return out
 
-    def _reset_one(self, key: jax.Array, level: jax.Array) -> _Episode:
+    def _start_one(self, key: jax.Array, level: jax.Array):
+        """A fresh episode's physics and draws for one env (before its first observation)."""
         k_reset, k_obs, k_act = jax.random.split(key, 3)
         rn, ru = self._rand(k_reset, "reset")
         out = self.kernels.reset(self.qpos0_Q, self.qvel0_V, dict(self.default_fields), level, rn, ru)
@@ -184,35 +150,36 @@ class MjxEnv:
         )
         data = mjx.forward(self._model_with(fields), data)
         mem = jnp.asarray(out["mem"], jnp.float32).reshape(self.spec.mem_size)
-        rn, ru = self._rand(k_obs, "observe")
-        obs = self.kernels.observe(self.phys(data), jnp.zeros(self.spec.action_size, jnp.float32), level, mem, rn, ru)
-        return _Episode(data, fields, mem, obs["actor"], obs["critic"], ctrl, latency, zero_offset)
+        return data, fields, mem, ctrl, latency, zero_offset, k_obs
 
-    def _physics_one(self, data, fields, prev_ctrl, new_ctrl, latency):
+    def _observe_one(self, data, contact, level, mem, key):
+        rn, ru = self._rand(key, "observe")
+        obs = self.kernels.observe(self.phys(data, contact), jnp.zeros(self.spec.action_size, jnp.float32), level, mem, rn, ru)
+        return obs["actor"], obs["critic"]
+
+    def _physics_one(self, data, fields, prev_ctrl, latency, zero_offset, action):
+        """One control step of one env's physics: the action's ctrl over `substeps` physics steps."""
         model = self._model_with(fields)
+        new_ctrl = self.actuators.target(action, zero_offset)
 
         def substep(d, i):
             d = d.replace(ctrl=self.actuators.substep_ctrl(prev_ctrl, new_ctrl, latency, i))
             return mjx.step(model, d), None
 
         data, _ = jax.lax.scan(substep, data, jnp.arange(self.spec.substeps))
-        return data
+        return data, new_ctrl
 
-    def _step_one(self, data, fields, mem, level, prev_ctrl, latency, zero_offset, action, key):
-        new_ctrl = self.actuators.target(action, zero_offset)
-        data = self._physics_one(data, fields, prev_ctrl, new_ctrl, latency)
+    def _kernel_one(self, data, contact, mem, level, action, key):
         rn, ru = self._rand(key, "step")
-        out = self.kernels.step(self.phys(data), jnp.clip(action, -1.0, 1.0), level, mem, rn, ru)
-        if self.spec.writes_phys:
-            data = data.replace(qpos=out["qpos"].astype(data.qpos.dtype), qvel=out["qvel"].astype(data.qvel.dtype))
-        finite = jnp.all(jnp.isfinite(data.qpos)) & jnp.all(jnp.isfinite(data.qvel)) & jnp.all(jnp.isfinite(data.qacc))
-        return data, out, new_ctrl, ~finite
+        return self.kernels.step(self.phys(data, contact), jnp.clip(action, -1.0, 1.0), level, mem, rn, ru)
 
     # ------------------------------------------------------------------ batched API
 
     def _reset_batch(self, key: jax.Array, level_E: jax.Array) -> _Episode:
         keys = jax.random.split(key, self.num_envs)
-        return jax.vmap(self._reset_one)(keys, level_E)
+        data, fields, mem, ctrl, latency, zero_offset, k_obs = jax.vmap(self._start_one)(keys, level_E)
+        obs_actor, obs_critic = jax.vmap(self._observe_one)(data, self._contacts_E(data), level_E, mem, k_obs)
+        return _Episode(data, fields, mem, obs_actor, obs_critic, ctrl, latency, zero_offset)
 
     def reset(self, key: jax.Array | int) -> EnvSnapshot:
         """All E envs at the start of an episode, at the curriculum's initial level."""
@@ -242,16 +209,17 @@ class MjxEnv:
         """One control step of every env; done envs start a new episode in the returned state."""
         key, k_step, k_reset = jax.random.split(state.key, 3)
         keys_E = jax.random.split(k_step, self.num_envs)
-        data, out, new_ctrl_EU, nan_E = jax.vmap(self._step_one)(
-            state.data,
-            state.fields_E,
-            state.mem_EM,
-            state.level_E,
-            state.prev_ctrl_EU,
-            state.latency_E,
-            state.zero_offset_EU,
-            action_EA,
-            keys_E,
+        data, new_ctrl_EU = jax.vmap(self._physics_one)(
+            state.data, state.fields_E, state.prev_ctrl_EU, state.latency_E, state.zero_offset_EU, action_EA
+        )
+        contact = self._contacts_E(data)
+        out = jax.vmap(self._kernel_one)(data, contact, state.mem_EM, state.level_E, action_EA, keys_E)
+        if self.spec.writes_phys:
+            data = data.replace(qpos=out["qpos"].astype(data.qpos.dtype), qvel=out["qvel"].astype(data.qvel.dtype))
+        nan_E = ~(
+            jnp.all(jnp.isfinite(data.qpos), axis=1)
+            & jnp.all(jnp.isfinite(data.qvel), axis=1)
+            & jnp.all(jnp.isfinite(data.qacc), axis=1)
         )
         kernel = KernelStep(*(out[k] for k in ("reward_terms", "reward_weights", "terminations", "actor", "critic")))
         counters = EpisodeCounters(state.step_E, state.episode_return_E, state.level_E, state.steps_at_level_E)
@@ -297,7 +265,7 @@ class MjxEnv:
 
         zeros_E = jnp.zeros_like(state.episode_return_E)
         return state._replace(
-            data=jax.tree.map(pick, ep.data, state.data),
+            data=self.physics.where_E(done_E, ep.data, state.data),
             fields_E=jax.tree.map(pick, ep.fields, state.fields_E),
             mem_EM=pick(ep.mem, state.mem_EM),
             obs_actor_EO=pick(ep.obs_actor, state.obs_actor_EO),

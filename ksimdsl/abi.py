@@ -142,6 +142,7 @@ class TaskSpec:
     numba_args: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     ops: Mapping[str, Any] = field(default_factory=dict)
     dropped_rewards: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()  # `metric` names: the step kernel's `metrics` output (absent when empty)
 
     @property
     def obs_actor_size(self) -> int:
@@ -202,6 +203,7 @@ class TaskSpec:
             numba_args=MappingProxyType({k: tuple(v) for k, v in (d.get("numba_args") or {}).items()}),
             ops=MappingProxyType(dict(d.get("ops") or {})),
             dropped_rewards=tuple(d.get("dropped_rewards", ())),
+            metrics=tuple(m["name"] for m in d.get("metrics", ())),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -224,6 +226,7 @@ class TaskSpec:
             "rewards": [{"name": r} for r in self.rewards],
             "dropped_rewards": list(self.dropped_rewards),
             "terminations": [{"name": n, "success": s} for n, s in zip(self.terminations, self.success)],
+            **({"metrics": [{"name": n} for n in self.metrics]} if self.metrics else {}),
             "mem_size": self.mem_size,
             "mem_layout": _plain(self.mem_layout),
             "commands": _plain(self.commands),

@@ -62,8 +62,8 @@ PARAMETERS_PREFIX = "ppo"
 _NAME = re.compile(r"^ckpt_(\d{8})\.safetensors$")
 
 #: TaskSpec fields that may change between a checkpoint and its resume (training
-#: settings, engine, documentation); everything else must match.
-_MUTABLE_SPEC_FIELDS = ("train", "engine", "doc", "source_file", "ops", "numba_args")
+#: settings, engine, documentation, the logged `metric`s); everything else must match.
+_MUTABLE_SPEC_FIELDS = ("train", "engine", "doc", "source_file", "ops", "numba_args", "metrics")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ One control step (per env, vmapped):
    steps (`lax.scan`), with per-episode latency blending previous/new targets;
 2. the physics arrays listed in `SPEC["phys_inputs"]` (and contact queries) go
    to `kernels.step`, which returns observations, reward terms and weights,
-   termination flags and the new `mem` (and qpos/qvel when `writes_phys`);
+   termination flags, the `metric` values and the new `mem` (and qpos/qvel
+   when `writes_phys`); `pins` (evaluation) then hold chosen mem slots fixed;
 3. `base.step_outcome` (shared with the C-MuJoCo engine) decides reward,
    failure / success / truncation and moves the curriculum; a non-finite qpos,
    qvel or qacc is a failure with zero reward, counted in `StepOutput.nan_E`;
@@ -45,6 +46,7 @@ from ksimdsl.errors import KsimError
 from ksimdsl.runtime.engine.actuators import ActuatorModel, JaxDraws
 from ksimdsl.runtime.engine.base import EnvSnapshot, EpisodeCounters, KernelStep, OutcomeRules, StepOutput, step_outcome
 from ksimdsl.runtime.engine.model import default_pose, load_model
+from ksimdsl.runtime.engine.pins import MemPins
 
 __all__ = ["MjxEnv", "ContactQueries"]
 
@@ -115,11 +117,20 @@ class MjxEnv:
     """E environments of one task on MJX. Static configuration only; state lives in an `EnvSnapshot`."""
 
     def __init__(
-        self, spec: TaskSpec, kernels: ModuleType, model_path: str | Path, *, num_envs: int, threads: int | None = None
-    ):  # `threads`: the `Env` factory's signature; XLA schedules MJX's work itself
+        self,
+        spec: TaskSpec,
+        kernels: ModuleType,
+        model_path: str | Path,
+        *,
+        num_envs: int,
+        threads: int | None = None,  # the `Env` factory's signature; XLA schedules MJX's work itself
+        pins: MemPins | None = None,
+    ):
         if num_envs < 1:
             raise KsimError(f"num_envs must be at least 1, got {num_envs}")
         self.spec = spec
+        self.pins = pins or MemPins()  # mem slots held fixed after every reset and step (evaluation)
+        self.pins.check_envs(num_envs)
         self.kernels = kernels
         self.num_envs = int(num_envs)
         self.mj_model = load_model(spec, model_path)
@@ -169,7 +180,7 @@ class MjxEnv:
                 out[name] = getattr(data, name)
         return out
 
-    def _reset_one(self, key: jax.Array, level: jax.Array) -> _Episode:
+    def _reset_one(self, key: jax.Array, level: jax.Array, env: jax.Array) -> _Episode:
         k_reset, k_obs, k_act = jax.random.split(key, 3)
         rn, ru = self._rand(k_reset, "reset")
         out = self.kernels.reset(self.qpos0_Q, self.qvel0_V, dict(self.default_fields), level, rn, ru)
@@ -183,7 +194,7 @@ class MjxEnv:
             time=jnp.zeros_like(self.template.time),
         )
         data = mjx.forward(self._model_with(fields), data)
-        mem = jnp.asarray(out["mem"], jnp.float32).reshape(self.spec.mem_size)
+        mem = self.pins.apply(jnp.asarray(out["mem"], jnp.float32).reshape(self.spec.mem_size), jnp, envs=env)
         rn, ru = self._rand(k_obs, "observe")
         obs = self.kernels.observe(self.phys(data), jnp.zeros(self.spec.action_size, jnp.float32), level, mem, rn, ru)
         return _Episode(data, fields, mem, obs["actor"], obs["critic"], ctrl, latency, zero_offset)
@@ -212,7 +223,7 @@ class MjxEnv:
 
     def _reset_batch(self, key: jax.Array, level_E: jax.Array) -> _Episode:
         keys = jax.random.split(key, self.num_envs)
-        return jax.vmap(self._reset_one)(keys, level_E)
+        return jax.vmap(self._reset_one)(keys, level_E, jnp.arange(self.num_envs))
 
     def reset(self, key: jax.Array | int) -> EnvSnapshot:
         """All E envs at the start of an episode, at the curriculum's initial level."""
@@ -253,13 +264,16 @@ class MjxEnv:
             action_EA,
             keys_E,
         )
-        kernel = KernelStep(*(out[k] for k in ("reward_terms", "reward_weights", "terminations", "actor", "critic")))
+        kernel = KernelStep(
+            *(out[k] for k in ("reward_terms", "reward_weights", "terminations", "actor", "critic")),
+            metrics_EJ=out["metrics"] if self.spec.metrics else jnp.zeros((self.num_envs, 0), jnp.float32),
+        )
         counters = EpisodeCounters(state.step_E, state.episode_return_E, state.level_E, state.steps_at_level_E)
         output, counters = step_outcome(jnp, self.rules, kernel, nan_E, counters)
         done_E = output.done_E
         stepped = state._replace(
             data=data,
-            mem_EM=out["mem"].astype(jnp.float32),
+            mem_EM=self.pins.apply(out["mem"].astype(jnp.float32), jnp),
             obs_actor_EO=output.final_obs_actor_EO,
             obs_critic_EC=output.final_obs_critic_EC,
             prev_ctrl_EU=new_ctrl_EU,

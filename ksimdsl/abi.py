@@ -144,6 +144,7 @@ class TaskSpec:
     dropped_rewards: tuple[str, ...] = ()
     #: what the task adds to the MJCF (ksimdsl.model.compose.Composition.to_dict); empty: nothing
     compose: Mapping[str, Any] = field(default_factory=dict)
+    metrics: tuple[str, ...] = ()  # `metric` names: the step kernel's `metrics` output (absent when empty)
 
     @property
     def obs_actor_size(self) -> int:
@@ -205,6 +206,7 @@ class TaskSpec:
             ops=MappingProxyType(dict(d.get("ops") or {})),
             dropped_rewards=tuple(d.get("dropped_rewards", ())),
             compose=MappingProxyType(dict(d.get("compose") or {})),
+            metrics=tuple(m["name"] for m in d.get("metrics", ())),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -228,6 +230,7 @@ class TaskSpec:
             "rewards": [{"name": r} for r in self.rewards],
             "dropped_rewards": list(self.dropped_rewards),
             "terminations": [{"name": n, "success": s} for n, s in zip(self.terminations, self.success)],
+            **({"metrics": [{"name": n} for n in self.metrics]} if self.metrics else {}),
             "mem_size": self.mem_size,
             "mem_layout": _plain(self.mem_layout),
             "commands": _plain(self.commands),

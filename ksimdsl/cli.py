@@ -4,7 +4,8 @@
     ksimdsl check   TASK.ksim
     ksimdsl compile TASK.ksim [--backend jax|numba] [-o FILE] [--no-cse]
     ksimdsl train   TASK.ksim [key=value ...] [--run-dir DIR] | ksimdsl train --resume RUN_DIR
-    ksimdsl eval    TASK.ksim --run RUN_DIR [--episodes N] [--json]
+    ksimdsl eval    TASK.ksim --run RUN_DIR [--episodes N] [--command NAME=v1,v2,...]... [--seconds S]
+                    [--no-events] [--json]
     ksimdsl render  TASK.ksim --run RUN_DIR -o OUT.mp4|OUT.gif [--seconds S] [--camera NAME]
     ksimdsl view    TASK.ksim [--run RUN_DIR [--checkpoint N]] [--seconds S] [--stochastic] [--watch]
     ksimdsl export  TASK.ksim --run RUN_DIR -o POLICY.onnx
@@ -78,9 +79,14 @@ def _build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("eval", help="score the deterministic policy of a run")
     c.add_argument("task")
     c.add_argument("--run", required=True, metavar="RUN_DIR")
-    c.add_argument("--episodes", type=int, default=10)
+    c.add_argument("--episodes", type=int, default=10, help="episodes (envs) per evaluation, per --command")
     c.add_argument("--engine", choices=ENGINES, default=None)
-    c.add_argument("--json", action="store_true", help="print one JSON object")
+    c.add_argument("--command", dest="commands", action="append", default=[], metavar="NAME=v1,v2,...",
+                   help="hold command NAME at these values for whole episodes (repeat: one evaluation each)")
+    c.add_argument("--seconds", type=float, help="episode limit in seconds (default: the task's episode)")
+    c.add_argument("--no-events", action="store_true", help="switch every event (pushes) off")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--json", action="store_true", help="print one JSON object (one line per --command)")
 
     c = sub.add_parser("render", help="render the deterministic policy of a run to a video")
     c.add_argument("task")
@@ -195,14 +201,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     import json
 
-    from ksimdsl.session import evaluate_run
+    from ksimdsl.session import EvalRequest, evaluate_run
 
-    report = evaluate_run(args.task, args.run, episodes=args.episodes, engine=args.engine)
-    if args.json:
-        print(json.dumps(report, sort_keys=True))
-    else:
-        for k, v in report.items():
-            print(f"{k:>16}: {v}")
+    request = EvalRequest(
+        episodes=args.episodes, seed=args.seed, engine=args.engine, seconds=args.seconds,
+        events=not args.no_events, commands=tuple(args.commands),
+    )  # fmt: skip
+    report = evaluate_run(args.task, args.run, request)
+    for one in report if isinstance(report, list) else [report]:
+        if args.json:
+            print(json.dumps(one, sort_keys=True))
+            continue
+        for k, v in one.items():
+            if k == "metrics":
+                for name, mean in v.items():
+                    print(f"{'metric/' + name:>16}: {mean}")
+            else:
+                print(f"{k:>16}: {v}")
+        if isinstance(report, list):
+            print()
     return EXIT_OK
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Mapping, Sequence
@@ -39,6 +39,7 @@ class LoadedTask:
     source: str  # generated source of `kernels`
     overrides: tuple[str, ...]
     controls: TaskControls = TaskControls()  # what `ksimdsl view` can steer (commands, the push event)
+    command_fields: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # {command: its field names}
 
     @property
     def generated_sources(self) -> dict[str, str]:
@@ -148,6 +149,7 @@ def _compile_source(
         source=compiled.source,
         overrides=tuple(overrides),
         controls=_task_controls(checked),
+        command_fields={c.name: tuple(f.name for f in c.fields) for c in checked.commands},
     )
 
 
@@ -311,17 +313,40 @@ def resume_training(run_dir: str, *, overrides: Sequence[str] = (), progress: bo
     return _train(task, run_dir=run_dir, resume=True, progress=progress)
 
 
+@dataclass(frozen=True)
+class EvalRequest:
+    """What `ksimdsl eval` asks for: envs per batch, seed, the engine (None: the run's), the episode
+    limit in seconds (None: the task's), whether events happen, and `--command NAME=v1,...` texts."""
+
+    episodes: int = 10
+    seed: int = 0
+    engine: str | None = None
+    seconds: float | None = None
+    events: bool = True
+    commands: tuple[str, ...] = ()
+
+
 def evaluate_run(
-    task_path: str | None, run_dir: str, *, episodes: int = 10, engine: str | None = None
-) -> Mapping[str, Any]:
-    """`ksimdsl eval TASK.ksim --run RUN_DIR`: the deterministic policy's returns."""
-    from ksimdsl.runtime.tools.evaluate import evaluate
+    task_path: str | None, run_dir: str, request: EvalRequest = EvalRequest()
+) -> Mapping[str, Any] | list[Mapping[str, Any]]:
+    """`ksimdsl eval TASK.ksim --run RUN_DIR`: the deterministic policy's returns, falls and metrics.
+
+    Without commands in `request`: one report (commands sampled as in training). With commands: one
+    report per command, each held fixed for whole episodes (positioned errors for bad ones).
+    """
+    from ksimdsl.runtime.tools.evaluate import EvalOptions, evaluate, evaluate_commands, parse_commands
 
     enable_compilation_cache()
-    task = task_for_run(task_path, run_dir, engine=engine)
-    return evaluate(
-        task.spec, task.kernels, model_path=task.model_path, run_dir=run_dir, episodes=episodes, engine=task.engine
-    )
+    task = task_for_run(task_path, run_dir, engine=request.engine)
+    commands = parse_commands(request.commands, task.command_fields)
+    where = {"model_path": task.model_path, "run_dir": run_dir, "engine": task.engine}
+    if not commands:
+        return evaluate(
+            task.spec, task.kernels, episodes=request.episodes, seed=request.seed, seconds=request.seconds,
+            events=request.events, **where,
+        )  # fmt: skip
+    options = EvalOptions(episodes=request.episodes, seed=request.seed, seconds=request.seconds, events=request.events)
+    return evaluate_commands(task.spec, task.kernels, commands, options=options, **where)
 
 
 def task_for_run(task_path: str | None, run_dir: str, *, engine: str | None = None) -> LoadedTask:

@@ -141,6 +141,8 @@ def test_hover(client):
     assert "body 'foot_left'" in hv
     # a unit literal
     assert "60deg = 1.0472 rad" in _hover_text(client, uri, *_pos(text, "60deg", 1))
+    # a metric: its type, and the type of its expression
+    assert "metric forward_speed: scalar" in _hover_text(client, uri, *_pos(text, "forward_speed =", 2))
 
 
 def test_hover_types_while_the_file_has_errors(client, tmp_path):
@@ -221,6 +223,8 @@ def test_definition_references_symbols(client):
     assert {"task walk", "height", "air_time", "vel", "observe actor", "reward", "terminate", "push"} <= set(names)
     reward = next(s for s in symbols if s["name"] == "reward")
     assert [c["name"] for c in reward["children"]][:3] == ["alive", "track_lin", "track_yaw"]
+    metric = next(s for s in symbols if s["name"] == "metric")
+    assert [c["name"] for c in metric["children"]] == ["forward_speed", "lateral_speed", "yaw_rate"]
 
 
 def _nth_decl(text: str, decl: str) -> int:

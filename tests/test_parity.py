@@ -133,6 +133,7 @@ def _out_shape(key: str, spec, inputs, E: int):
         "reward_terms": len(spec["rewards"]),
         "reward_weights": len(spec["rewards"]),
         "terminations": len(spec["terminations"]),
+        "metrics": len(spec.get("metrics", ())),
         "mem": spec["mem_size"],
     }
     if key in sizes:
@@ -495,6 +496,36 @@ randomize
     # CSE on and off compute the same numbers.
     spec_off, results_off = check_task_parity(task, E=16, seed=8, cse=False, phases=("step",))
     assert_parity(results["step"][1], results_off["step"][1], "cse-off step")
+
+
+def test_metrics_agree_across_backends_and_leave_everything_else_alone():
+    """`metric` values are one more output of `step`: equal on both backends, equal to what they
+    name, and the task's other outputs are exactly those of the task without the block."""
+    body = (
+        'let pole = joint_pos["hinge_1"]\n'
+        "reward\n    upright 1.0 : (cos(pole) + 1) / 2\n    still -0.1 : norm2(joint_vel)\n"
+        "terminate\n    fell : cos(pole) < 0.75\n"
+    )
+    metrics = (
+        'metric\n    cart = joint_pos["slider"]\n    speed = norm(joint_vel)\n'
+        "    up = cos(pole) > 0.9\n    same_as_upright = (cos(pole) + 1) / 2\n"
+    )
+    spec, with_metrics = check_task_parity(task_source(body + metrics, name="with_metrics"))
+    plain_spec, without = check_task_parity(task_source(body, name="without_metrics"))
+    assert [m["name"] for m in spec["metrics"]] == ["cart", "speed", "up", "same_as_upright"]
+    assert "metrics" not in plain_spec and "metrics_EJ" not in plain_spec["numba_args"]["step"]
+    inputs, out = with_metrics["step"]
+    qpos, qvel = inputs["qpos"], inputs["qvel"]
+    m = out["metrics"]
+    np.testing.assert_allclose(m[:, 0], qpos[:, 0], rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(m[:, 1], np.linalg.norm(qvel, axis=1), rtol=RTOL, atol=ATOL)
+    np.testing.assert_array_equal(m[:, 2], (np.cos(qpos[:, 1].astype(np.float32)) > 0.9).astype(np.float32))
+    np.testing.assert_array_equal(m[:, 3], out["reward_terms"][:, 0])
+    for phase in ("reset", "observe", "step"):
+        a, b = with_metrics[phase][1], without[phase][1]
+        assert set(a) - {"metrics"} == set(b), phase
+        for key in b:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=f"{phase}.{key}")
 
 
 @pytest.mark.parametrize("task_file", sorted((ROOT / "tasks").glob("*.ksim")), ids=lambda p: p.stem)

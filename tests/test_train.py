@@ -138,7 +138,8 @@ class FakeCollector:
         R, K = len(spec.rewards), len(spec.terminations)
         stats = RolloutStats(*(np.float32(T * E) if i == 0 else np.float32(1.0) for i in range(4)),
                              np.float32(0.5), np.ones(R, np.float32), np.ones(R, np.float32), np.zeros(K, np.float32),
-                             *(np.float32(0.0) for _ in range(5)), np.zeros(R, np.float32), np.float32(0.0))
+                             *(np.float32(0.0) for _ in range(5)), np.zeros(R, np.float32), np.float32(0.0),
+                             np.zeros(len(spec.metrics), np.float32))
         return {"iteration": state["iteration"] + 1}, traj, stats
 
 

@@ -55,6 +55,7 @@ def numba_arg(name: str, field_shape: tuple[int, ...] | None = None) -> str:
         "reward_terms": "R",
         "reward_weights": "R",
         "terminations": "K",
+        "metrics": "J",
     }
     if base in _PHYS_SUFFIX:
         return f"{name}_E{_PHYS_SUFFIX[base]}"
@@ -78,7 +79,10 @@ def phase_outputs(phase: str, ir: TaskIR) -> list[str]:
         return ["qpos", "qvel", *ir.randomize_fields, "mem"]
     if phase == "observe":
         return ["actor", "critic"]
-    outs = ["actor", "critic", "reward_terms", "reward_weights", "terminations", "mem"]
+    outs = ["actor", "critic", "reward_terms", "reward_weights", "terminations"]
+    if ir.metrics:
+        outs.append("metrics")
+    outs.append("mem")
     if ir.writes_phys:
         outs += ["qpos", "qvel"]
     return outs
@@ -88,7 +92,7 @@ def out_arg_base(key: str) -> str:
     return f"{key}_out" if key in ("qpos", "qvel", "mem") or key not in _FIXED_OUTPUTS else key
 
 
-_FIXED_OUTPUTS = {"actor", "critic", "reward_terms", "reward_weights", "terminations", "qpos", "qvel", "mem"}
+_FIXED_OUTPUTS = {"actor", "critic", "reward_terms", "reward_weights", "terminations", "metrics", "qpos", "qvel", "mem"}
 
 
 def _jsonable(x: Any) -> Any:
@@ -170,6 +174,7 @@ def build_spec(
         "rewards": [{"name": n} for n in ir.rewards],
         "dropped_rewards": list(ir.dropped_rewards),
         "terminations": [{"name": t.name, "success": bool(t.success)} for t in task.terminations],
+        **({"metrics": [{"name": n} for n in ir.metrics]} if ir.metrics else {}),
         "mem_size": ir.mem_size,
         "mem_layout": [{"name": s.name, "offset": s.offset, "size": s.size} for s in ir.mem_slots],
         "commands": [dict(c) for c in ir.commands],

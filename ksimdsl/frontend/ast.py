@@ -364,6 +364,22 @@ class TerminateStmt:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricItem:
+    """`name = value`: a scalar logged every control step (averaged per episode), never rewarded."""
+
+    name: str
+    value: Expr
+    span: Span
+    name_span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class MetricStmt:
+    items: tuple[MetricItem, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
 class RandomizeStmt:
     assigns: tuple[Assign, ...]
     span: Span
@@ -420,6 +436,7 @@ Statement = Union[
     ObserveStmt,
     RewardStmt,
     TerminateStmt,
+    MetricStmt,
     RandomizeStmt,
     ResetStmt,
     EventStmt,

@@ -333,6 +333,13 @@ class _AstBuilder(Transformer):
         name, cond, success = children
         return ast.TerminationTerm(name.value, cond, success is not None, _span(meta), token_span(name))
 
+    def metric(self, meta, children):
+        return ast.MetricStmt(_of_type(children, ast.MetricItem), _span(meta))
+
+    def metric_item(self, meta, children):
+        name, value = children
+        return ast.MetricItem(name.value, value, _span(meta), token_span(name))
+
     def randomize(self, meta, children):
         return ast.RandomizeStmt(_of_type(children, ast.Assign), _span(meta))
 

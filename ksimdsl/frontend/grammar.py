@@ -60,6 +60,7 @@ STATEMENT_KEYWORDS: tuple[str, ...] = (
     "observe",
     "reward",
     "terminate",
+    "metric",
     "randomize",
     "reset",
     "event",

@@ -508,6 +508,8 @@ def _explain_in_context(stuck: _Stuck) -> Diagnostic | None:
         return stuck.error(f"expected ':' after termination name '{line[0].value}', found {found}")
     if stuck.in_block and keyword == "observe" and len(line) == 1 and "EQUAL" in expected:
         return stuck.error(f"expected '=' after observation name '{line[0].value}', found {found}")
+    if stuck.in_block and keyword == "metric" and len(line) == 1 and "EQUAL" in expected:
+        return stuck.error(f"expected '=' after metric name '{line[0].value}', found {found}")
     if expected == {"EQUAL"} and previous.type == "NAME":
         return stuck.error(f"expected '=' after '{previous.value}', found {found}")
     ranged = [t.value for t in line if t.type in ("LATENCY", "DELAY")]

@@ -92,6 +92,7 @@ __all__ = [  # every expression node of typed_expr, then the task
     "ObsItem",
     "RewardDef",
     "TerminationDef",
+    "MetricDef",
     "RandomizeDef",
     "Write",
     "EventDef",
@@ -263,6 +264,16 @@ class TerminationDef:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricDef:
+    """`name = value` in the `metric` block: a scalar float computed every control step, logged and
+    averaged per episode, never part of the reward."""
+
+    name: str
+    value: Expr
+    span: Span | None = _span()
+
+
+@dataclass(frozen=True, slots=True)
 class RandomizeDef:
     """`field[rows] op value` on an MjModel array, per env, per reset.
 
@@ -361,3 +372,4 @@ class CheckedTask:
     policy: PolicySettings
     train: TrainSettings
     source_text: str = ""  # the task file's text (quoted in the generated code's comments)
+    metrics: tuple[MetricDef, ...] = ()

@@ -20,7 +20,9 @@ Semantics (docs/architecture.md, "Semantics decisions"):
   is added after the delay, then the per-episode bias. Multiplicative noise
   `~ D *` scales by (1 + D);
 * events count down control steps and, when their timer runs out, apply their
-  writes to qpos/qvel (returned by `step`) and redraw the interval.
+  writes to qpos/qvel (returned by `step`) and redraw the interval;
+* `metric` values are one more output of `step` (`metrics`), computed like
+  the reward terms on the same state; they feed no other output.
 
 Expressions are lowered by `ksimdsl.ir.exprs.Lowerer`; the draws, mem layout and
 output arrays are built with `ksimdsl.ir.arrays`.
@@ -341,6 +343,7 @@ class _TaskLowering:
             with lo.at(f"done_{t.name}", t.span):
                 terms_k.append(Segment(ident(t.name), k, lo.claim(vec.as_bool(lo.lower(t.cond))), t.span))
         outs.append(Output("terminations", len(terms_k), True, tuple(terms_k), "done_", "terminations"))
+        self._metrics(lo, outs)
         qpos = ArrayBuilder("qpos", task.model.nq)
         qvel = ArrayBuilder("qvel", task.model.nv)
         mem = self._next_mem(lo, rings, (qpos, qvel))
@@ -374,6 +377,17 @@ class _TaskLowering:
         outs.append(Output("reward_terms", len(kept), False, tuple(terms), "reward_", "reward terms (unweighted)"))
         outs.append(Output("reward_weights", len(kept), False, tuple(weights), "weight_", "reward weights"))
         return tuple(kept), tuple(dropped)
+
+    def _metrics(self, lo: Lowerer, outs: list[Output]) -> None:
+        """Append the `metric` values to `outs` (only when the task has a `metric` block, so that the
+        kernels of other tasks stay as they were)."""
+        if not self.task.metrics:
+            return
+        segs: list[Segment] = []
+        for j, m in enumerate(self.task.metrics):
+            with lo.at(f"metric_{m.name}", m.span):
+                segs.append(Segment(ident(m.name), j, lo.claim(lo.number(m.value)), m.span))
+        outs.append(Output("metrics", len(segs), False, tuple(segs), "metric_", "metrics (logged, never rewarded)"))
 
     def _next_mem(
         self, lo: Lowerer, rings: dict[str, Val], phys: tuple[ArrayBuilder, ArrayBuilder]
@@ -428,6 +442,7 @@ class _TaskLowering:
             field_shapes={r.field: tuple(r.field_shape) for r in task.randomize},
             writes_phys=bool(task.events),
             commands=commands,
+            metrics=tuple(m.name for m in task.metrics),
         )
 
 

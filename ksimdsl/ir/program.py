@@ -68,7 +68,7 @@ class Output:
     """One output array of a phase (per env).
 
     `key` is the ABI name (`actor`, `critic`, `reward_terms`, `reward_weights`,
-    `terminations`, `mem`, `qpos`, `qvel`, or a model field name in reset);
+    `terminations`, `metrics`, `mem`, `qpos`, `qvel`, or a model field name in reset);
     `shape` the per-env shape (2-D for fields such as geom_friction, which are
     lowered flattened); `prefix` prefixes the variable names of its segments;
     `title` is the comment above its block. `is_field` marks randomized fields.
@@ -176,6 +176,7 @@ class TaskIR:
     field_shapes: Mapping[str, tuple[int, ...]]
     writes_phys: bool
     commands: tuple[Mapping[str, object], ...]
+    metrics: tuple[str, ...] = ()  # `metric` names, in order (the `metrics` output of step)
 
     def slot(self, name: str) -> MemSlot:
         for s in self.mem_slots:

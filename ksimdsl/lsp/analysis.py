@@ -146,6 +146,8 @@ def _drop_items(module: ast.Module, spans: list[Span]) -> ast.Module | None:
             new = dataclasses.replace(st, terms=_keep(st.terms, spans))
         elif isinstance(st, ast.TerminateStmt):
             new = dataclasses.replace(st, terms=_keep(st.terms, spans))
+        elif isinstance(st, ast.MetricStmt):
+            new = dataclasses.replace(st, items=_keep(st.items, spans))
         elif isinstance(st, (ast.RandomizeStmt, ast.ResetStmt)):
             new = dataclasses.replace(st, assigns=_keep(st.assigns, spans))
         if new is not None and any(getattr(new, f, ()) for f in ("overrides", "items", "terms", "assigns")):
@@ -196,6 +198,7 @@ def typed_roots(task: t.CheckedTask) -> list[t.Expr]:
     for r in task.rewards:
         roots += [r.weight, r.value]
     roots += [term.cond for term in task.terminations]
+    roots += [m.value for m in task.metrics]
     roots += [r.value for r in task.randomize]
     roots += [w.value for w in task.reset]
     for e in task.events:

@@ -34,6 +34,7 @@ _STATEMENT_SNIPPETS = {
     "observe": "observe actor | critic",
     "reward": "reward  (then: NAME WEIGHT : EXPR)",
     "terminate": "terminate  (then: NAME : CONDITION [success])",
+    "metric": "metric  (then: NAME = EXPR, logged, never rewarded)",
     "randomize": "randomize  (then: model_field *= uniform(a, b))",
     "reset": "reset  (then: joint_pos += uniform(a, b))",
     "event": "event NAME every uniform(1s, 3s)",
@@ -209,7 +210,7 @@ def _line_start_items(an: Analysis, lines: list[str], line0: int, start: int) ->
         return [Item("actor", "Keyword", "every actor observation, clean", "", start)]
     if head in _CONTINUED_HEADS:
         return [Item(k, "Property", kind, "", start, f"{k}=") for k, kind in _settings_keys(block).items()]
-    if head in ("reward", "terminate", "observe", "command"):
+    if head in ("reward", "terminate", "metric", "observe", "command"):
         return []  # the name of a new term, observation or field
     return None
 

@@ -30,6 +30,7 @@ _SYMBOL_KINDS = {
     "observation": lsp.SymbolKind.Field,
     "reward": lsp.SymbolKind.Number,
     "termination": lsp.SymbolKind.Boolean,
+    "metric": lsp.SymbolKind.Number,
     "event": lsp.SymbolKind.Event,
 }
 
@@ -187,7 +188,8 @@ class Document:
                                               detail=head.kind, children=children or None))
             elif children:
                 title = {ast.ObserveStmt: lambda s: f"observe {s.group}", ast.RewardStmt: lambda s: "reward",
-                         ast.TerminateStmt: lambda s: "terminate"}.get(type(st), lambda s: type(s).__name__)(st)
+                         ast.TerminateStmt: lambda s: "terminate",
+                         ast.MetricStmt: lambda s: "metric"}.get(type(st), lambda s: type(s).__name__)(st)
                 first = st.span
                 sel = type(first)(first.line, first.col, first.line, first.col + len(title.split()[0]))
                 out.append(lsp.DocumentSymbol(title, lsp.SymbolKind.Namespace, r(st.span), r(sel), children=children))

@@ -114,6 +114,9 @@ def _decl_hover(an: Analysis, index: SymbolIndex, pos: Pos) -> Hover | None:
             elif sym.kind == "reward":
                 r = next((x for x in task.rewards if x.name == sym.name), None)
                 typ = type_text(r.value, an) if r else ""
+            elif sym.kind == "metric":
+                mt = next((x for x in task.metrics if x.name == sym.name), None)
+                typ = type_text(mt.value, an) if mt else ""
             elif sym.kind == "command":
                 c = next((x for x in task.commands if x.name == sym.name), None)
                 typ = f"vector[{len(c.fields)}] ({', '.join(f.name for f in c.fields)})" if c else ""

@@ -29,7 +29,8 @@ _RESERVED = frozenset(
 
 @dataclass(frozen=True)
 class Symbol:
-    """A declared name: `kind` in let, state, command, command_field, observation, reward, termination, event."""
+    """A declared name: `kind` in let, state, command, command_field, observation, reward, termination, metric,
+    event."""
 
     name: str
     kind: str
@@ -94,6 +95,8 @@ def _declarations(module: ast.Module) -> list[Symbol]:
             out += [Symbol(r.name, "reward", r.name_span, r.span) for r in st.terms]
         elif isinstance(st, ast.TerminateStmt):
             out += [Symbol(x.name, "termination", x.name_span, x.span) for x in st.terms]
+        elif isinstance(st, ast.MetricStmt):
+            out += [Symbol(m.name, "metric", m.name_span, m.span) for m in st.items]
         elif isinstance(st, ast.EventStmt):
             out.append(Symbol(st.name, "event", st.name_span, st.span))
     return out

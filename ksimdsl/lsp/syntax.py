@@ -90,6 +90,9 @@ def statement_exprs(stmt: ast.Statement) -> Iterator[ast.Expr]:
     elif isinstance(stmt, ast.TerminateStmt):
         for term in stmt.terms:
             yield term.cond
+    elif isinstance(stmt, ast.MetricStmt):
+        for item in stmt.items:
+            yield item.value
     elif isinstance(stmt, (ast.RandomizeStmt, ast.ResetStmt)):
         yield from _assign_exprs(stmt.assigns)
     elif isinstance(stmt, ast.EventStmt):

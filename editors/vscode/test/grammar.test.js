@@ -16,7 +16,7 @@ const TASKS = process.env.KSIM_TASKS_DIR || path.join(ROOT, "tasks");
 const GRAMMAR = path.join(__dirname, "..", "syntaxes", "ksim.tmLanguage.json");
 const STATEMENTS = [
   "task", "model", "physics", "engine", "episode", "actuators", "let", "state", "command",
-  "observe", "reward", "terminate", "randomize", "reset", "event", "curriculum", "policy", "train",
+  "observe", "reward", "terminate", "metric", "randomize", "reset", "event", "curriculum", "policy", "train",
 ];
 
 async function loadGrammar() {

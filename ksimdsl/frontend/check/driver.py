@@ -21,6 +21,7 @@ _SINGLE_KEYWORDS: dict[type, str] = {
     ast.ActuatorsStmt: "actuators",
     ast.RewardStmt: "reward",
     ast.TerminateStmt: "terminate",
+    ast.MetricStmt: "metric",
     ast.RandomizeStmt: "randomize",
     ast.ResetStmt: "reset",
     ast.CurriculumStmt: "curriculum",
@@ -74,6 +75,7 @@ class Checker(Part):
         obs_critic = self.cx.outputs.observe(singles.get("observe critic"), obs_actor)
         rewards = self.cx.outputs.rewards(singles.get("reward"))
         terminations = self.cx.outputs.terminations(singles.get("terminate"))
+        metrics = self.cx.outputs.metrics(singles.get("metric"))
         randomize = self.cx.writes.randomize(singles.get("randomize"))
         self.cx.settings.check_impl(physics, engine, singles, randomize)
         reset = self.cx.writes.writes(singles["reset"].assigns, "reset") if "reset" in singles else ()
@@ -111,6 +113,7 @@ class Checker(Part):
             curriculum=curriculum,
             policy=policy,
             train=train,
+            metrics=metrics,
         )
 
     def collect_statements(self) -> dict[str, ast.Statement]:

@@ -1,4 +1,4 @@
-"""What the policy sees and is scored on: observations, rewards, terminations."""
+"""What the policy sees and is scored on: observations, rewards, terminations; and the metrics logged beside them."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from ksimdsl.frontend.check.folding import TIME_UNITS
 
 
 class Outputs(Part):
-    """Observations, rewards and terminations."""
+    """Observations, rewards, terminations and metrics."""
 
     def observe(self, stmt: ast.Statement | None, actor: tuple[t.ObsItem, ...] | None) -> tuple[t.ObsItem, ...]:
         group = "actor" if actor is None else "critic"
@@ -126,3 +126,21 @@ class Outputs(Part):
                 f"termination '{term.name}' must be a single bool, got {cond.type}; wrap it in any(...) or all(...)",
             )
         return t.TerminationDef(term.name, cond, term.success, term.span)
+
+    def metrics(self, stmt: ast.Statement | None) -> tuple[t.MetricDef, ...]:
+        if stmt is None:
+            return ()
+        assert isinstance(stmt, ast.MetricStmt)
+        self.cx.decls.check_unique([(m.name, m.name_span) for m in stmt.items], "metric")
+        return self.each(self.metric, stmt.items)
+
+    def metric(self, item: ast.MetricItem) -> t.MetricDef:
+        """A scalar of any unit; booleans count as 0/1 (their episode mean is a fraction of steps)."""
+        value = self.cx.exprs.float_expr(item.value, Ctx(f"metric '{item.name}'"))
+        if not value.type.is_scalar:
+            self.fail(
+                item.value.span,
+                f"metric '{item.name}' must be a scalar, got {value.type}; select one element (x.x, x[0]) "
+                "or reduce it (norm(...), sum(...), mean(...))",
+            )
+        return t.MetricDef(item.name, value, item.span)

@@ -48,6 +48,7 @@ import numpy as np
 
 from ksimdsl.abi import TaskSpec
 from ksimdsl.runtime.engine.curriculum import Curriculum
+from ksimdsl.runtime.engine.pins import MemPins
 
 __all__ = [
     "Engine",
@@ -93,6 +94,7 @@ class StepOutput(NamedTuple):
     final_obs_critic_EC: Any
     nonfinite_ER: Any  # bool: reward term r or its weight was NaN or infinite (e.g. log(0)); the env is reset
     nonfinite_obs_E: Any  # bool: an actor or critic observation was NaN or infinite; the env is reset
+    metrics_EJ: Any  # float32, the `metric` values of this step (0 where not finite); (E, 0) without a metric block
 
 
 class EnvSnapshot(NamedTuple):
@@ -143,15 +145,20 @@ class RolloutStats(NamedTuple):
     level_sum: Any  # curriculum level summed over all steps
     nonfinite_term_count_R: Any  # steps at which reward term r (or its weight) was not finite
     nonfinite_obs_count: Any  # steps at which an observation was not finite
+    metric_sum_J: Any  # `metric` values summed over all steps
 
 
 class EpisodeResults(NamedTuple):
-    """One finished episode per env: return_E, length_E (int), termination_EK (bool), truncated_E (bool)."""
+    """One finished episode per env: return_E, length_E (int), termination_EK (bool), truncated_E (bool),
+    failure_E (bool: a failure termination, NaN resets included), metric_sum_EJ (each `metric` summed over
+    the episode's steps; divided by length_E it is the episode's mean)."""
 
     return_E: np.ndarray
     length_E: np.ndarray
     termination_EK: np.ndarray
     truncated_E: np.ndarray
+    failure_E: np.ndarray
+    metric_sum_EJ: np.ndarray
 
 
 # --------------------------------------------------------------------------- the step outcome
@@ -165,6 +172,7 @@ class KernelStep(NamedTuple):
     terminations_EK: Any
     obs_actor_EO: Any
     obs_critic_EC: Any
+    metrics_EJ: Any  # (E, J); (E, 0) for a task without a `metric` block
 
 
 class EpisodeCounters(NamedTuple):
@@ -208,7 +216,8 @@ def step_outcome(
     weight or observation the kernel computed as NaN or inf (`log(x)` at x = 0) is treated the
     same way: that env's reward is zeroed, it fails and is reset, and the term is counted
     (`nonfinite_ER`), so no non-finite number ever reaches the PPO update.
-    Failure beats success; truncation is the time limit when neither fired. The
+    Failure beats success; truncation is the time limit when neither fired. Metrics never
+    change any of it: a non-finite metric value (or any metric of a diverged env) reads as 0. The
     returned counters are those after the step, before any reset (`episode_return_E`
     keeps the dtype of `counters.episode_return_E`; the output's is float32).
     """
@@ -250,6 +259,7 @@ def step_outcome(
         final_obs_critic_EC=finite(kernel.obs_critic_EC.astype(f32), xp),
         nonfinite_ER=nonfinite_ER,
         nonfinite_obs_E=nonfinite_obs_E,
+        metrics_EJ=finite(xp.where(nan_E[:, None], 0.0, kernel.metrics_EJ.astype(f32)), xp).astype(f32),
     )
     return output, EpisodeCounters(step_E, episode_return_E, level_E, steps_at_level_E)
 
@@ -274,6 +284,7 @@ def summarize_step(out: StepOutput, level_E: Any, xp: ModuleType) -> RolloutStat
         level_sum=xp.sum(level_E).astype(f32),
         nonfinite_term_count_R=xp.sum(out.nonfinite_ER, axis=0).astype(f32),
         nonfinite_obs_count=xp.sum(out.nonfinite_obs_E).astype(f32),
+        metric_sum_J=xp.sum(out.metrics_EJ, axis=0).astype(f32),
     )
 
 
@@ -368,7 +379,14 @@ class Engine(Protocol):
     loop: Loop
 
     def make_env(
-        self, spec: TaskSpec, kernels: ModuleType, model_path: str | Path, *, num_envs: int, threads: int | None = None
+        self,
+        spec: TaskSpec,
+        kernels: ModuleType,
+        model_path: str | Path,
+        *,
+        num_envs: int,
+        threads: int | None = None,
+        pins: MemPins | None = None,
     ) -> Env: ...
 
     def make_collector(
@@ -411,9 +429,16 @@ class EngineDef:
         self._part(self.env)
 
     def make_env(
-        self, spec: TaskSpec, kernels: ModuleType, model_path: str | Path, *, num_envs: int, threads: int | None = None
+        self,
+        spec: TaskSpec,
+        kernels: ModuleType,
+        model_path: str | Path,
+        *,
+        num_envs: int,
+        threads: int | None = None,
+        pins: MemPins | None = None,
     ) -> Env:
-        return self._part(self.env)(spec, kernels, model_path, num_envs=num_envs, threads=threads)
+        return self._part(self.env)(spec, kernels, model_path, num_envs=num_envs, threads=threads, pins=pins)
 
     def make_collector(
         self, spec: TaskSpec, kernels: ModuleType, model_path: str | Path, *, num_envs: int | None = None

@@ -33,6 +33,7 @@ import numpy as np
 from ksimdsl.abi import TaskSpec
 from ksimdsl.runtime.rl import ppo
 from ksimdsl.runtime.engine.base import Engine, EpisodeResults, RolloutStats, StepOutput, summarize_step
+from ksimdsl.runtime.engine.pins import MemPins
 
 __all__ = [
     "JaxLoop",
@@ -231,6 +232,8 @@ class _EpisodeLoop(NamedTuple):
     length_E: Any
     termination_EK: Any
     truncated_E: Any
+    failure_E: Any
+    metric_sum_EJ: Any  # summed over the first episode's steps
     t: Any
 
 
@@ -248,14 +251,19 @@ def run_episodes(
     episodes: int,
     seed: int = 0,
     threads: int | None = None,
+    pins: MemPins | None = None,
 ) -> EpisodeResults:
     """Run `policy` (deterministic) for one episode in each of `episodes` envs of `engine`.
 
-    Every env's first episode is recorded; envs that finish early keep stepping
-    (auto-reset) until all are done or `episode_steps` control steps have passed.
+    Every env's first episode is recorded (its return, length, terminations and the
+    sum of every `metric` over its steps, the last one included); envs that finish
+    early keep stepping (auto-reset) until all are done or `episode_steps` control
+    steps have passed. `pins` hold kernel memory fixed in every env (a fixed command,
+    events off: `ksimdsl.runtime.engine.pins`); a shorter `spec.episode_steps`
+    shortens the episodes.
     """
     loop, xp = engine.loop, engine.loop.xp
-    env = engine.make_env(spec, kernels, model_path, num_envs=episodes, threads=threads)
+    env = engine.make_env(spec, kernels, model_path, num_envs=episodes, threads=threads, pins=pins)
     act = loop.jit_step(_act_batch)
     num_terms = len(spec.terminations)
 
@@ -266,6 +274,7 @@ def run_episodes(
         action_EA, carry_E = act(policy, s.env.obs_actor_EO, s.carry_E)
         env_state, out = env.step(s.env, action_EA)
         first_E = out.done_E & ~s.finished_E
+        running_E = ~s.finished_E
         return _EpisodeLoop(
             env=env_state,
             carry_E=carry_E,
@@ -274,6 +283,8 @@ def run_episodes(
             length_E=xp.where(first_E, out.episode_length_E, s.length_E),
             termination_EK=xp.where(first_E[:, None], out.terminations_EK, s.termination_EK),
             truncated_E=xp.where(first_E, out.truncated_E, s.truncated_E),
+            failure_E=xp.where(first_E, out.failure_E, s.failure_E),
+            metric_sum_EJ=s.metric_sum_EJ + xp.where(running_E[:, None], out.metrics_EJ, 0.0),
             t=s.t + 1,
         )
 
@@ -287,6 +298,8 @@ def run_episodes(
             length_E=xp.zeros((episodes,), xp.int32),
             termination_EK=xp.zeros((episodes, num_terms), bool),
             truncated_E=xp.zeros((episodes,), bool),
+            failure_E=xp.zeros((episodes,), bool),
+            metric_sum_EJ=xp.zeros((episodes, len(spec.metrics)), xp.float32),
             t=xp.zeros((), xp.int32),
         )
         return loop.while_loop(cond, lambda s: body(policy, s), start)
@@ -298,6 +311,8 @@ def run_episodes(
             length_E=np.asarray(final.length_E),
             termination_EK=np.asarray(final.termination_EK),
             truncated_E=np.asarray(final.truncated_E),
+            failure_E=np.asarray(final.failure_E),
+            metric_sum_EJ=np.asarray(final.metric_sum_EJ),
         )
     finally:
         env.close()

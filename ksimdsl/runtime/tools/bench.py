@@ -254,6 +254,7 @@ def numba_step_args(spec: TaskSpec, inputs: StepInputs) -> list[np.ndarray]:
         "reward_terms": np.zeros((E, len(spec.rewards))),
         "reward_weights": np.zeros((E, len(spec.rewards))),
         "terminations": np.zeros((E, len(spec.terminations)), np.bool_),
+        "metrics": np.zeros((E, len(spec.metrics))),
         "mem_out": np.zeros_like(inputs.mem_EM),
         "qpos_out": np.zeros_like(qpos),
         "qvel_out": np.zeros_like(qvel),

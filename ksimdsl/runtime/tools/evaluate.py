@@ -3,26 +3,182 @@
 `evaluate` runs `episodes` environments side by side, each for exactly one
 episode (it ends by a termination or the episode limit; the shared loop
 `ksimdsl.runtime.engine.loop.run_episodes`, on the chosen engine), and reports
-the returns and lengths of those episodes.
+the returns and lengths of those episodes, the falls and the mean of every
+`metric`.
+
+`evaluate_commands` does the same with commands held fixed (`ksimdsl eval
+--command vel=0.5,0,0 --command vel=0,0,0.5`): each command gets its own group
+of `episodes` envs, all groups run in one batch, and each gets one report
+{command, episodes, falls, mean_return, mean_length, metrics}. The command is
+pinned in the kernels' memory for the whole episode (no resampling,
+`ksimdsl.runtime.engine.pins`); `EvalOptions.events=False` switches every
+`event` (pushes) off and `seconds` sets the episode limit.
+
+Definitions: a fall is an episode ended by a failure termination (or a NaN
+reset) before the limit, never a truncation by time; a metric's value for one
+episode is its sum over the episode's control steps divided by the episode's
+length, and a report gives the mean of that over the episodes.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import jax
+import numpy as np
 
 from ksimdsl.abi import TaskSpec
-from ksimdsl.errors import KsimError
+from ksimdsl.errors import Diagnostic, KsimError, Source, Span, did_you_mean
 from ksimdsl.runtime import engine as engines
-from ksimdsl.runtime.rl import ppo
-from ksimdsl.runtime.training.checkpoint import load_checkpoint
 from ksimdsl.runtime.engine.base import EpisodeResults
 from ksimdsl.runtime.engine.loop import run_episodes
+from ksimdsl.runtime.engine.pins import MemPins
+from ksimdsl.runtime.rl import ppo
+from ksimdsl.runtime.training.checkpoint import load_checkpoint
 
-__all__ = ["evaluate", "run_episodes", "EpisodeResults"]
+__all__ = [
+    "evaluate",
+    "evaluate_commands",
+    "EvalOptions",
+    "EvalCommand",
+    "parse_commands",
+    "run_episodes",
+    "EpisodeResults",
+]
+
+_FLAG = "--command "
+
+
+@dataclass(frozen=True)
+class EvalCommand:
+    """`--command NAME=v1,v2,...`: hold command NAME at these values for whole episodes."""
+
+    name: str
+    values: tuple[float, ...]
+
+    def as_dict(self) -> dict[str, list[float]]:
+        return {self.name: list(self.values)}
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """How `evaluate_commands` runs: envs per command, seed, episode limit in seconds (None: the task's),
+    whether events (pushes) happen."""
+
+    episodes: int = 10
+    seed: int = 0
+    seconds: float | None = None
+    events: bool = True
+
+
+def parse_commands(texts: Sequence[str], fields: Mapping[str, Sequence[str]]) -> tuple[EvalCommand, ...]:
+    """The `--command` arguments; `fields` names each command's fields ({"vel": ("x", "y", "yaw")}).
+
+    A KsimError with one positioned diagnostic per bad argument (the argument is quoted, a caret under
+    the bad part: an unknown name with a did-you-mean, a value that is not a number, the wrong count).
+    """
+    out: list[EvalCommand] = []
+    diagnostics: list[Diagnostic] = []
+    for text in texts:
+        parsed = _parse_command(text, fields)
+        if isinstance(parsed, Diagnostic):
+            diagnostics.append(parsed)
+        else:
+            out.append(parsed)
+    if diagnostics:
+        raise KsimError(diagnostics)
+    return tuple(out)
+
+
+def _parse_command(text: str, fields: Mapping[str, Sequence[str]]) -> EvalCommand | Diagnostic:
+    source = Source("command line", _FLAG + text)
+    col = len(_FLAG) + 1  # column of text[0]
+
+    def error(start: int, width: int, message: str, *notes: str) -> Diagnostic:
+        return Diagnostic(message, Span.point(1, col + start, max(1, width)), source, notes=notes)
+
+    known = "; ".join(f"{n}={','.join(f)}" for n, f in fields.items()) or "none"
+    name, sep, rest = text.partition("=")
+    if not sep or not name.strip():
+        return error(0, len(text), "expected --command NAME=v1,v2,... (for example vel=0.5,0,0)",
+                     f"the task's commands: {known}")  # fmt: skip
+    if name not in fields:
+        return error(0, len(name), f"unknown command '{name}'{did_you_mean(name, fields)}",
+                     f"the task's commands: {known}")  # fmt: skip
+    names = tuple(fields[name])
+    values: list[float] = []
+    pos = len(name) + 1
+    for part in rest.split(","):
+        try:
+            value = float(part)
+        except ValueError:
+            return error(pos, len(part), f"expected a number, got '{part}'" if part.strip() else "expected a number")
+        if not math.isfinite(value):
+            return error(pos, len(part), f"command values must be finite, got '{part}'")
+        values.append(value)
+        pos += len(part) + 1
+    if len(values) != len(names):
+        return error(len(name) + 1, len(rest), f"command '{name}' needs {len(names)} values ({', '.join(names)}), "
+                     f"got {len(values)}")  # fmt: skip
+    return EvalCommand(name, tuple(values))
+
+
+def _episode_steps(spec: TaskSpec, seconds: float | None) -> int:
+    if seconds is None:
+        return spec.episode_steps
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise KsimError(f"--seconds must be a positive number of seconds, got {seconds:g}")
+    return max(1, round(seconds / spec.physics.ctrl_dt))
+
+
+def _summary(spec: TaskSpec, results: EpisodeResults, envs: slice) -> dict[str, Any]:
+    """{episodes, falls, mean_return, mean_length, metrics} of the episodes of `envs`."""
+    returns = results.return_E[envs].astype(float)
+    lengths = results.length_E[envs].astype(int)
+    per_episode_JE = results.metric_sum_EJ[envs].astype(float).T / np.maximum(lengths, 1)
+    return {
+        "episodes": int(len(returns)),
+        "falls": int(results.failure_E[envs].sum()),
+        "mean_return": float(returns.mean()),
+        "mean_length": float(lengths.mean()),
+        "metrics": {name: float(per_episode_JE[j].mean()) for j, name in enumerate(spec.metrics)},
+    }
+
+
+def _run(
+    spec: TaskSpec,
+    kernels: ModuleType,
+    *,
+    model_path: str | Path,
+    run_dir: str | Path,
+    engine: str,
+    options: EvalOptions,
+    groups: Sequence[Mapping[str, Sequence[float]]],
+) -> tuple[EpisodeResults, Any]:
+    """One batch of `options.episodes` envs per group (each group's commands pinned): (results, meta)."""
+    if options.episodes < 1:
+        raise KsimError(f"--episodes must be at least 1, got {options.episodes}")
+    steps = _episode_steps(spec, options.seconds)
+    template = ppo.init_ppo_from_spec(spec, key=jax.random.PRNGKey(0))
+    ckpt = load_checkpoint(run_dir, {"ppo": template}, spec=spec)  # the spec the run was trained with
+    policy = ppo.make_policy(ckpt.trees["ppo"])
+    commands_E = [g for g in groups for _ in range(options.episodes)]
+    pins = MemPins.build(spec, commands_E, events=options.events)
+    results = run_episodes(
+        engines.get(engine),
+        spec.with_overrides(episode_steps=steps),
+        kernels,
+        model_path,
+        policy,
+        episodes=len(commands_E),
+        seed=options.seed,
+        pins=pins,
+    )
+    return results, ckpt.meta
 
 
 def evaluate(
@@ -34,20 +190,23 @@ def evaluate(
     episodes: int = 10,
     engine: str = "mjx",
     seed: int = 0,
+    seconds: float | None = None,
+    events: bool = True,
 ) -> dict[str, Any]:
-    """Load the newest checkpoint of `run_dir` and score its deterministic policy.
+    """Load the newest checkpoint of `run_dir` and score its deterministic policy (commands sampled as in
+    training).
 
     Returns {episodes, mean_return, std_return, min_return, max_return, mean_length,
-    returns, lengths, terminations {name: count}, truncations, iteration, env_steps, engine}.
+    returns, lengths, terminations {name: count}, truncations, falls, metrics {name: mean},
+    iteration, env_steps, engine}.
     """
-    if episodes < 1:
-        raise KsimError(f"--episodes must be at least 1, got {episodes}")
-    template = ppo.init_ppo_from_spec(spec, key=jax.random.PRNGKey(0))
-    ckpt = load_checkpoint(run_dir, {"ppo": template}, spec=spec)
-    policy = ppo.make_policy(ckpt.trees["ppo"])
-    results = run_episodes(engines.get(engine), spec, kernels, model_path, policy, episodes=episodes, seed=seed)
+    options = EvalOptions(episodes=episodes, seed=seed, seconds=seconds, events=events)
+    results, meta = _run(
+        spec, kernels, model_path=model_path, run_dir=run_dir, engine=engine, options=options, groups=[{}]
+    )
     returns = results.return_E.astype(float)
     lengths = results.length_E.astype(int)
+    summary = _summary(spec, results, slice(None))
     return {
         "episodes": int(episodes),
         "mean_return": float(returns.mean()),
@@ -59,7 +218,38 @@ def evaluate(
         "lengths": [int(n) for n in lengths],
         "terminations": {name: int(results.termination_EK[:, k].sum()) for k, name in enumerate(spec.terminations)},
         "truncations": int(results.truncated_E.sum()),
-        "iteration": ckpt.meta.iteration,
-        "env_steps": ckpt.meta.env_steps,
+        "falls": summary["falls"],
+        "metrics": summary["metrics"],
+        "iteration": meta.iteration,
+        "env_steps": meta.env_steps,
         "engine": engine,
     }
+
+
+def evaluate_commands(
+    spec: TaskSpec,
+    kernels: ModuleType,
+    commands: Sequence[EvalCommand],
+    *,
+    model_path: str | Path,
+    run_dir: str | Path,
+    engine: str = "mjx",
+    options: EvalOptions = EvalOptions(),
+) -> list[dict[str, Any]]:
+    """Score the run's deterministic policy with each command held fixed: one report per command,
+    {command {name: values}, episodes, falls, mean_return, mean_length, metrics {name: mean}}."""
+    if not commands:
+        raise KsimError("evaluate_commands needs at least one command")
+    results, _ = _run(
+        spec,
+        kernels,
+        model_path=model_path,
+        run_dir=run_dir,
+        engine=engine,
+        options=options,
+        groups=[{c.name: c.values} for c in commands],
+    )
+    n = options.episodes
+    return [
+        {"command": c.as_dict(), **_summary(spec, results, slice(i * n, (i + 1) * n))} for i, c in enumerate(commands)
+    ]

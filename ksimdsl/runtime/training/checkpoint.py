@@ -63,8 +63,8 @@ PARAMETERS_PREFIX = "ppo"
 _NAME = re.compile(r"^ckpt_(\d{8})\.safetensors$")
 
 #: TaskSpec fields that may change between a checkpoint and its resume (training
-#: settings, engine, documentation); everything else must match.
-_MUTABLE_SPEC_FIELDS = ("train", "engine", "doc", "source_file", "ops", "numba_args")
+#: settings, engine, documentation, the logged `metric`s); everything else must match.
+_MUTABLE_SPEC_FIELDS = ("train", "engine", "doc", "source_file", "ops", "numba_args", "metrics")
 #: physics settings that choose how MJX steps, not what is simulated (a run trained on MJX Warp
 #: evaluates on MJX JAX; resuming its collector state needs the same implementation)
 _MUTABLE_PHYSICS = ("impl", "naconmax", "njmax")

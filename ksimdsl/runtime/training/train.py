@@ -147,6 +147,9 @@ def iteration_metrics(spec: TaskSpec, stats: RolloutStats, update_metrics: Mappi
         out[f"reward_raw/{name}"] = float(s.reward_term_sum_R[i]) / steps
     for k, name in enumerate(spec.terminations):
         out[f"termination/{name}"] = per_episode(s.termination_count_K[k])
+    # `metric` values: the mean per control step over the rollout, like reward/NAME
+    for j, name in enumerate(spec.metrics):
+        out[f"metric/{name}"] = float(s.metric_sum_J[j]) / steps
     out["truncation_rate"] = per_episode(s.truncations)
     out["failure_rate"] = per_episode(s.failures)
     out["success_rate"] = per_episode(s.successes)

@@ -18,7 +18,8 @@ One control step:
    MJX Warp keeps one contact pool for the whole batch);
 3. (per env, vmapped) the physics arrays listed in `SPEC["phys_inputs"]` go
    to `kernels.step`, which returns observations, reward terms and weights,
-   termination flags and the new `mem` (and qpos/qvel when `writes_phys`);
+   termination flags, the `metric` values and the new `mem` (and qpos/qvel
+   when `writes_phys`); `pins` (evaluation) then hold chosen mem slots fixed;
 4. `base.step_outcome` (shared with the C-MuJoCo engine) decides reward,
    failure / success / truncation and moves the curriculum; a non-finite qpos,
    qvel or qacc is a failure with zero reward, counted in `StepOutput.nan_E`;
@@ -51,6 +52,7 @@ from ksimdsl.runtime.engine.mjx.contacts import ContactQueries
 from ksimdsl.runtime.engine.mjx.mjximport import import_mjx
 from ksimdsl.runtime.engine.mjx.physics import MjxPhysics
 from ksimdsl.runtime.engine.model import default_pose, load_model
+from ksimdsl.runtime.engine.pins import MemPins
 
 __all__ = ["MjxEnv", "ContactQueries"]
 
@@ -74,11 +76,20 @@ class MjxEnv:
     """E environments of one task on MJX. Static configuration only; state lives in an `EnvSnapshot`."""
 
     def __init__(
-        self, spec: TaskSpec, kernels: ModuleType, model_path: str | Path, *, num_envs: int, threads: int | None = None
-    ):  # `threads`: the `Env` factory's signature; XLA schedules MJX's work itself
+        self,
+        spec: TaskSpec,
+        kernels: ModuleType,
+        model_path: str | Path,
+        *,
+        num_envs: int,
+        threads: int | None = None,  # the `Env` factory's signature; XLA schedules MJX's work itself
+        pins: MemPins | None = None,
+    ):
         if num_envs < 1:
             raise KsimError(f"num_envs must be at least 1, got {num_envs}")
         self.spec = spec
+        self.pins = pins or MemPins()  # mem slots held fixed after every reset and step (evaluation)
+        self.pins.check_envs(num_envs)
         self.kernels = kernels
         self.num_envs = int(num_envs)
         self.mj_model = load_model(spec, model_path)
@@ -134,7 +145,7 @@ class MjxEnv:
                 out[name] = getattr(data, name)
         return out
 
-    def _start_one(self, key: jax.Array, level: jax.Array):
+    def _start_one(self, key: jax.Array, level: jax.Array, env: jax.Array):
         """A fresh episode's physics and draws for one env (before its first observation)."""
         k_reset, k_obs, k_act = jax.random.split(key, 3)
         rn, ru = self._rand(k_reset, "reset")
@@ -149,7 +160,7 @@ class MjxEnv:
             time=jnp.zeros_like(self.template.time),
         )
         data = mjx.forward(self._model_with(fields), data)
-        mem = jnp.asarray(out["mem"], jnp.float32).reshape(self.spec.mem_size)
+        mem = self.pins.apply(jnp.asarray(out["mem"], jnp.float32).reshape(self.spec.mem_size), jnp, envs=env)
         return data, fields, mem, ctrl, latency, zero_offset, k_obs
 
     def _observe_one(self, data, contact, level, mem, key):
@@ -177,7 +188,8 @@ class MjxEnv:
 
     def _reset_batch(self, key: jax.Array, level_E: jax.Array) -> _Episode:
         keys = jax.random.split(key, self.num_envs)
-        data, fields, mem, ctrl, latency, zero_offset, k_obs = jax.vmap(self._start_one)(keys, level_E)
+        env_E = jnp.arange(self.num_envs)
+        data, fields, mem, ctrl, latency, zero_offset, k_obs = jax.vmap(self._start_one)(keys, level_E, env_E)
         obs_actor, obs_critic = jax.vmap(self._observe_one)(data, self._contacts_E(data), level_E, mem, k_obs)
         return _Episode(data, fields, mem, obs_actor, obs_critic, ctrl, latency, zero_offset)
 
@@ -221,13 +233,16 @@ class MjxEnv:
             & jnp.all(jnp.isfinite(data.qvel), axis=1)
             & jnp.all(jnp.isfinite(data.qacc), axis=1)
         )
-        kernel = KernelStep(*(out[k] for k in ("reward_terms", "reward_weights", "terminations", "actor", "critic")))
+        kernel = KernelStep(
+            *(out[k] for k in ("reward_terms", "reward_weights", "terminations", "actor", "critic")),
+            metrics_EJ=out["metrics"] if self.spec.metrics else jnp.zeros((self.num_envs, 0), jnp.float32),
+        )
         counters = EpisodeCounters(state.step_E, state.episode_return_E, state.level_E, state.steps_at_level_E)
         output, counters = step_outcome(jnp, self.rules, kernel, nan_E, counters)
         done_E = output.done_E
         stepped = state._replace(
             data=data,
-            mem_EM=out["mem"].astype(jnp.float32),
+            mem_EM=self.pins.apply(out["mem"].astype(jnp.float32), jnp),
             obs_actor_EO=output.final_obs_actor_EO,
             obs_critic_EC=output.final_obs_critic_EC,
             prev_ctrl_EU=new_ctrl_EU,

@@ -39,7 +39,7 @@ One control step:
 Kernel arguments: the numba backend's functions take positional arrays in the
 order `SPEC["numba_args"][phase]`, bound from the declared table in
 `kernel_args.py`. Array dtypes: physics, mem, actions, levels, random draws,
-reward terms/weights and model fields are float64; observations float32;
+reward terms/weights, metrics and model fields are float64; observations float32;
 terminations bool.
 
 Random numbers come from one numpy `Generator` per env batch (seeded by
@@ -76,6 +76,7 @@ from ksimdsl.settings import machine_memory_bytes
 from ksimdsl.runtime.engine.mujoco import cstep
 from ksimdsl.runtime.engine.mujoco.kernel_args import KernelArgs
 from ksimdsl.runtime.engine.mujoco.numba_policy import HostActor
+from ksimdsl.runtime.engine.pins import MemPins
 
 __all__ = ["MujocoEnv", "default_threads"]
 
@@ -158,6 +159,7 @@ class MujocoEnv:
         num_envs: int,
         threads: int | None = None,
         seed: int = 0,
+        pins: MemPins | None = None,
     ):
         if num_envs < 1:
             raise KsimError(f"num_envs must be at least 1, got {num_envs}")
@@ -171,6 +173,8 @@ class MujocoEnv:
                 raise KsimError(f"generated module lacks SPEC['rand']['{phase}']; recompile the task")
         self.spec = spec
         self.kernels = kernels
+        self.pins = pins or MemPins()  # mem slots held fixed after every reset and step (evaluation)
+        self.pins.check_envs(num_envs)
         self.num_envs = E = int(num_envs)
         self.threads = max(1, min(E, threads or default_threads()))
         self.rng = np.random.default_rng(seed)
@@ -268,6 +272,7 @@ class MujocoEnv:
         self.terms_ER = np.zeros((E, R))
         self.weights_ER = np.zeros((E, R))
         self.term_EK = np.zeros((E, K), dtype=np.bool_)
+        self.metrics_EJ = np.zeros((E, len(spec.metrics)))
         self.mem_out_EM = np.zeros((E, M))
         self.qpos_out_EQ = np.zeros_like(self.phys["qpos"])
         self.qvel_out_EV = np.zeros_like(self.phys["qvel"])
@@ -288,6 +293,7 @@ class MujocoEnv:
                 "reward_terms": self.terms_ER,
                 "reward_weights": self.weights_ER,
                 "terminations": self.term_EK,
+                "metrics": self.metrics_EJ,
                 "mem_out": self.mem_out_EM,
                 "qpos_out": self.qpos_out_EQ,
                 "qvel_out": self.qvel_out_EV,
@@ -357,7 +363,9 @@ class MujocoEnv:
         nan_E = self.bad_E.copy()
         if self.spec.writes_phys:
             cstep.write_state(self._all_E, self.pointers, self.qpos_out_EQ, self.qvel_out_EV)
-        kernel = KernelStep(self.terms_ER, self.weights_ER, self.term_EK, self.final_actor_EO, self.final_critic_EC)
+        kernel = KernelStep(
+            self.terms_ER, self.weights_ER, self.term_EK, self.final_actor_EO, self.final_critic_EC, self.metrics_EJ
+        )
         counters = EpisodeCounters(self.step_E, self.episode_return_E, self.level_E, self.steps_at_level_E)
         out, counters = step_outcome(np, self.rules, kernel, nan_E, counters)
         for name, value in counters._asdict().items():
@@ -365,6 +373,7 @@ class MujocoEnv:
         self.obs_actor_EO[:] = out.final_obs_actor_EO
         self.obs_critic_EC[:] = out.final_obs_critic_EC
         self.mem_EM[:] = self.mem_out_EM
+        self.pins.apply(self.mem_EM, np)
         done_idx = np.flatnonzero(out.done_E)
         if done_idx.size:
             self._reset_envs(done_idx)
@@ -498,6 +507,7 @@ class MujocoEnv:
             reset_in[name] = np.repeat(default[None], k, axis=0)
             fields_out[name] = reset_in[f"{name}_out"] = np.zeros((k,) + default.shape)
         self.kernels.reset(*self._reset_args.build(reset_in))
+        self.pins.apply(mem_KM, np, envs=idx_K)
 
         if fields_out:
             values = [fields_out[n] for n in spec.randomize_fields]

@@ -11,6 +11,7 @@ import numpy as np
 from ksimdsl.abi import TaskSpec
 from ksimdsl.runtime.engine.base import EnvSnapshot, StepOutput
 from ksimdsl.runtime.engine.mujoco.env import MujocoEnv
+from ksimdsl.runtime.engine.pins import MemPins
 
 __all__ = ["HostEnv"]
 
@@ -23,9 +24,16 @@ class HostEnv:
     """
 
     def __init__(
-        self, spec: TaskSpec, kernels: ModuleType, model_path: str | Path, *, num_envs: int, threads: int | None = None
+        self,
+        spec: TaskSpec,
+        kernels: ModuleType,
+        model_path: str | Path,
+        *,
+        num_envs: int,
+        threads: int | None = None,
+        pins: MemPins | None = None,
     ):
-        self.env = MujocoEnv(spec, kernels, model_path, num_envs=num_envs, threads=threads)
+        self.env = MujocoEnv(spec, kernels, model_path, num_envs=num_envs, threads=threads, pins=pins)
         self.spec = spec
         self.num_envs = self.env.num_envs
 

@@ -9,7 +9,8 @@ expanded from the spec:
 * `PHYS`: the physics inputs, `SPEC["phys_inputs"]` in order;
 * `FIELDS` / `FIELDS_OUT`: the randomized model fields, `SPEC["randomize_fields"]`
   in order (`body_mass`, then `body_mass_out`);
-* `WRITES_PHYS`: `qpos_out`, `qvel_out` (there when the task's events change the state).
+* `WRITES_PHYS`: `qpos_out`, `qvel_out` (there when the task's events change the state);
+* `METRICS`: `metrics` (there when the task has a `metric` block).
 
 `KernelArgs(spec, phase)` lays the table over the module's argument names
 (each name is its role followed by a shape suffix; a variable part contributes
@@ -28,12 +29,13 @@ import numpy as np
 from ksimdsl.abi import TaskSpec
 from ksimdsl.errors import InternalCompilerError
 
-__all__ = ["SIGNATURES", "KernelArgs", "PHYS", "FIELDS", "FIELDS_OUT", "WRITES_PHYS"]
+__all__ = ["SIGNATURES", "KernelArgs", "PHYS", "FIELDS", "FIELDS_OUT", "WRITES_PHYS", "METRICS"]
 
 PHYS = "<phys_inputs>"
 FIELDS = "<randomize_fields>"
 FIELDS_OUT = "<randomize_fields>_out"
 WRITES_PHYS = "<writes_phys>"
+METRICS = "<metrics>"
 
 _RAND = ("rand_n", "rand_u")
 #: Per phase: (inputs, outputs), in numba argument order.
@@ -42,7 +44,7 @@ SIGNATURES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "observe": ((PHYS, "action", "level", "mem", *_RAND), ("actor", "critic")),
     "step": (
         (PHYS, "action", "level", "mem", *_RAND),
-        ("actor", "critic", "reward_terms", "reward_weights", "terminations", "mem_out", WRITES_PHYS),
+        ("actor", "critic", "reward_terms", "reward_weights", "terminations", METRICS, "mem_out", WRITES_PHYS),
     ),
 }
 
@@ -65,6 +67,7 @@ def roles(spec: TaskSpec, phase: str) -> tuple[str, ...]:
         FIELDS: tuple(spec.randomize_fields),
         FIELDS_OUT: tuple(f"{name}_out" for name in spec.randomize_fields),
         WRITES_PHYS: ("qpos_out", "qvel_out"),
+        METRICS: ("metrics",),
     }
     table = SIGNATURES[phase][0] + SIGNATURES[phase][1]
     laid = _lay(names, table, expand)

@@ -140,7 +140,7 @@ def test_hover(client):
     hv = _hover_text(client, uri, *_pos(text, '"foot_left"', 2))
     assert "body 'foot_left'" in hv
     # a unit literal
-    assert "60deg = 1.0472 rad" in _hover_text(client, uri, *_pos(text, "60deg", 1))
+    assert "60deg = 1.0472 rad" in _hover_text(client, uri, *_pos(text, "> 60deg", 3))
     # a metric: its type, and the type of its expression
     assert "metric forward_speed: scalar" in _hover_text(client, uri, *_pos(text, "forward_speed =", 2))
 
@@ -204,16 +204,16 @@ def test_definition_references_symbols(client):
     path = TASKS / "walk.ksim"
     text = path.read_text()
     uri = client.open(path)
-    # a state used in a reward -> its declaration
-    line, ch = _pos(text, "air_time - 0.4", 1)
+    # a state used in an observation -> its declaration
+    line, ch = _pos(text, "air_time  = air_time", 14)
     (loc,) = client.request("textDocument/definition", client.at(uri, line, ch))
     assert loc["range"] == _range(text, "air_time[2]".split("[")[0], nth=_nth_decl(text, "state air_time") )
     refs = client.request("textDocument/references", client.at(uri, line, ch, context={"includeDeclaration": True}))
-    assert len(refs) == 4  # declaration, its update, the critic observation, the reward
+    assert len(refs) == 3  # declaration, its update, the critic observation
     # a command
     line, ch = _pos(text, "cmd.vel.z", 5)
     (loc,) = client.request("textDocument/definition", client.at(uri, line, ch))
-    assert loc["range"]["start"]["line"] == _pos(text, "command vel")[0]
+    assert loc["range"]["start"]["line"] == _pos(text, "command vel resample")[0]
     # an observation: the same name in both groups
     refs = client.request("textDocument/references", client.at(uri, *_pos(text, "    height    = height", 5),
                                                                 context={"includeDeclaration": True}))

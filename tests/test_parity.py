@@ -19,9 +19,11 @@ import mujoco
 import numpy as np
 import pytest
 
+from ksimdsl.abi import TaskSpec
 from ksimdsl.codegen import compile_checked
 from ksimdsl.errors import KsimError, Source
 from ksimdsl.frontend.check import check_file, check_source
+from ksimdsl.runtime.engine.model import load_model
 from ksimdsl.runtime.loader import load_module
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +67,8 @@ def phys_shapes(task, spec) -> dict[str, tuple[int, ...]]:
 
 
 def field_shapes(task, spec) -> dict[str, tuple[int, ...]]:
-    model = mujoco.MjModel.from_xml_path(task.model.resolved_path)
+    # the model the kernels were compiled against: composed when the task composes it (g1_walk, go1_walk)
+    model = load_model(TaskSpec.from_dict(spec), task.model.resolved_path)
     return {f: tuple(getattr(model, f).shape) for f in spec["randomize_fields"]}
 
 

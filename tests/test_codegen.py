@@ -353,12 +353,12 @@ def test_mem_slots_draws_and_task_lines_are_named_in_the_code():
         c = compile_task(str(ROOT / "tasks" / "walk.ksim"), backend=backend)
         lines = c.source.splitlines()
         delay = next(m for m in c.spec["mem_layout"] if m["name"] == "delay.gravity")
-        assert f"MEM_DELAY_GRAVITY = {delay['offset']}  # delay.gravity, 1 float; walk.ksim:37  gravity" in c.source
+        assert f"MEM_DELAY_GRAVITY = {delay['offset']}  # delay.gravity, 1 float; walk.ksim:53  gravity" in c.source
         assert "mem[MEM_DELAY_GRAVITY] < 0.5" in c.source and f"mem[{delay['offset']}]" not in c.source
         stripped = [line.strip() for line in lines]
-        assert "#   rand_u[21]      walk.ksim:80  base_yaw   = uniform(-180deg, 180deg)" in stripped
-        assert "# walk.ksim:58  track_lin    1.0         : exp_kernel(local_lin_vel.xy - cmd.vel.xy, 0.25)" in stripped
-        assert "# walk.ksim:52  (joint_upper + joint_lower) / 2" in lines  # above the folded constant
+        assert "#   rand_u[21]      walk.ksim:108  base_yaw   = uniform(-180deg, 180deg)" in stripped
+        assert "# walk.ksim:75  track_lin    1.5      : exp_kernel(local_lin_vel.xy - cmd.vel.xy, 0.35)" in stripped
+        assert "# walk.ksim:69  (joint_upper + joint_lower) / 2" in lines  # above the folded constant
         assert "CONST_2 =" not in c.source.replace("BEYOND_LIMITS_CONST_2 =", "")
         # the code starts near the top; SPEC is the last statement, a literal
         tree = ast.parse(c.source)

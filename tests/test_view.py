@@ -268,7 +268,7 @@ def test_task_controls_are_the_commands_with_their_ranges_and_the_push_event(ste
     walk = _task_controls(check_file(str(TASKS_DIR / "walk.ksim")))
     assert walk.push_event == "push" and walk.velocity.name == "vel"
     ranges = [(f.name, f.low, f.high) for f in walk.velocity.fields]
-    assert ranges == [("x", -0.5, 1.5), ("y", -0.3, 0.3), ("yaw", -0.5, 0.5)]
+    assert ranges == [("x", -0.3, 1.2), ("y", -0.3, 0.3), ("yaw", -0.6, 0.6)]
     assert _task_controls(check_file(str(CARTPOLE_KSIM))) == TaskControls()
 
 

@@ -5,7 +5,7 @@
     ksimdsl compile TASK.ksim [--backend jax|numba] [-o FILE] [--no-cse]
     ksimdsl train   TASK.ksim [key=value ...] [--run-dir DIR] | ksimdsl train --resume RUN_DIR
     ksimdsl eval    TASK.ksim --run RUN_DIR [--episodes N] [--command NAME=v1,v2,...]... [--seconds S]
-                    [--no-events] [--json]
+                    [--no-events] [--level L|trained] [--json]
     ksimdsl render  TASK.ksim --run RUN_DIR -o OUT.mp4|OUT.gif [--seconds S] [--camera NAME]
     ksimdsl view    TASK.ksim [--run RUN_DIR [--checkpoint N]] [--seconds S] [--stochastic] [--watch]
     ksimdsl export  TASK.ksim --run RUN_DIR -o POLICY.onnx
@@ -85,6 +85,8 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="hold command NAME at these values for whole episodes (repeat: one evaluation each)")
     c.add_argument("--seconds", type=float, help="episode limit in seconds (default: the task's episode)")
     c.add_argument("--no-events", action="store_true", help="switch every event (pushes) off")
+    c.add_argument("--level", type=_level_arg, default=None, metavar="L|trained",
+                   help="curriculum level in [0, 1] for every env (default: trained, the level the run reached)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--json", action="store_true", help="print one JSON object (one line per --command)")
 
@@ -198,6 +200,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return EXIT_INTERRUPTED if result.stop_reason == "interrupted" else EXIT_OK
 
 
+def _level_arg(text: str) -> float | None:
+    """`--level`: a number in [0, 1], or `trained` (None: the level the run reached)."""
+    if text == "trained":
+        return None
+    try:
+        level = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] or 'trained', got {text!r}") from None
+    if not 0.0 <= level <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] or 'trained', got {text!r}")
+    return level
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     import json
 
@@ -205,7 +220,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     request = EvalRequest(
         episodes=args.episodes, seed=args.seed, engine=args.engine, seconds=args.seconds,
-        events=not args.no_events, commands=tuple(args.commands),
+        events=not args.no_events, commands=tuple(args.commands), level=args.level,
     )  # fmt: skip
     report = evaluate_run(args.task, args.run, request)
     for one in report if isinstance(report, list) else [report]:

@@ -324,6 +324,7 @@ class EvalRequest:
     seconds: float | None = None
     events: bool = True
     commands: tuple[str, ...] = ()
+    level: float | None = None  # the curriculum level; None: the level the run reached
 
 
 def evaluate_run(
@@ -343,9 +344,12 @@ def evaluate_run(
     if not commands:
         return evaluate(
             task.spec, task.kernels, episodes=request.episodes, seed=request.seed, seconds=request.seconds,
-            events=request.events, **where,
+            events=request.events, level=request.level, **where,
         )  # fmt: skip
-    options = EvalOptions(episodes=request.episodes, seed=request.seed, seconds=request.seconds, events=request.events)
+    options = EvalOptions(
+        episodes=request.episodes, seed=request.seed, seconds=request.seconds, events=request.events,
+        level=request.level,
+    )  # fmt: skip
     return evaluate_commands(task.spec, task.kernels, commands, options=options, **where)
 
 

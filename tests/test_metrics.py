@@ -216,7 +216,7 @@ def test_eval_json_reports_each_command(capsys, trained_run):
     reports = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["command"] for r in reports] == [{"goal": [0.25, 0.75]}, {"goal": [-0.5, 0.0]}]
     for report, (pos, speed) in zip(reports, (GOAL_A, GOAL_B)):
-        assert set(report) == {"command", "episodes", "falls", "mean_return", "mean_length", "metrics"}
+        assert set(report) == {"command", "episodes", "falls", "mean_return", "mean_length", "metrics", "level"}
         assert report["episodes"] == 3 and report["falls"] == 0 and report["mean_length"] == 15
         assert report["metrics"]["goal_pos"] == pos and report["metrics"]["goal_speed"] == speed
         assert abs(report["metrics"]["cart_vel"]) < 0.05  # --no-events
@@ -225,6 +225,27 @@ def test_eval_json_reports_each_command(capsys, trained_run):
     result = run_main(capsys, "eval", TASK, "--run", trained_run, "--engine", "mujoco", "--episodes", 2, "--json")
     report = json.loads(result.stdout)
     assert report["falls"] == 0 and report["truncations"] == 2 and report["metrics"]["cart_vel"] > 0.5
+
+
+def test_eval_runs_at_the_trained_level_or_the_one_asked_for(capsys, trained_run):
+    """The fixture has no curriculum (level 1 throughout training): eval runs there by default, as the
+    level the run logged; `--level 0.25` runs every env at 0.25 (the `level` metric reads it)."""
+    assert read_metrics(trained_run)[-1]["level"] == 1.0
+    common = ("eval", TASK, "--run", trained_run, "--engine", "mujoco", "--episodes", 2, "--seconds", 0.05, "--json")
+    for extra, level in (((), 1.0), (("--level", "trained"), 1.0), (("--level", "0.25"), 0.25)):
+        report = json.loads(run_main(capsys, *common, *extra).stdout)
+        assert report["level"] == level and report["metrics"]["level"] == pytest.approx(level)
+    result = run_main(capsys, *common, "--level", "1.5")
+    assert result.returncode == 2 and "expected a number in [0, 1] or 'trained', got '1.5'" in result.stderr
+
+
+def test_trained_level_is_the_level_logged_for_the_checkpoint_iteration(tmp_path):
+    from ksimdsl.runtime.tools.evaluate import trained_level
+
+    records = [{"iteration": i, "level": i / 10} for i in range(1, 6)] + [{"iteration": 6}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert trained_level(tmp_path, 3) == 0.3 and trained_level(tmp_path, 6) == 0.5
+    assert trained_level(tmp_path, 0) == 0.0 and trained_level(tmp_path / "missing", 3) == 0.0
 
 
 @pytest.mark.parametrize(

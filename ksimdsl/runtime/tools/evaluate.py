@@ -14,6 +14,13 @@ pinned in the kernels' memory for the whole episode (no resampling,
 `ksimdsl.runtime.engine.pins`); `EvalOptions.events=False` switches every
 `event` (pushes) off and `seconds` sets the episode limit.
 
+The curriculum level: every eval env runs at one fixed level, `EvalOptions.level`
+or, when that is None, the level the run had reached when its checkpoint was
+written (the mean `level` logged for that iteration in metrics.jsonl; 0 for a
+run that logged none). A task whose pushes grow with `level` is therefore
+evaluated with the pushes it was trained to withstand; `--level 0` gives the
+starting level. Every report says which level it ran at.
+
 Definitions: a fall is an episode ended by a failure termination (or a NaN
 reset) before the limit, never a truncation by time; a metric's value for one
 episode is its sum over the episode's control steps divided by the episode's
@@ -39,6 +46,8 @@ from ksimdsl.runtime.engine.loop import run_episodes
 from ksimdsl.runtime.engine.pins import MemPins
 from ksimdsl.runtime.rl import ppo
 from ksimdsl.runtime.training.checkpoint import load_checkpoint
+from ksimdsl.runtime.training.runs import read_metrics
+from ksimdsl.settings import CurriculumSettings
 
 __all__ = [
     "evaluate",
@@ -73,6 +82,24 @@ class EvalOptions:
     seed: int = 0
     seconds: float | None = None
     events: bool = True
+    level: float | None = None  # None: the level the run reached (`trained_level`)
+
+
+def trained_level(run_dir: str | Path, iteration: int) -> float:
+    """The mean curriculum level the run logged for `iteration` (the newest record at or before it; 0 if none)."""
+    level = 0.0
+    for record in read_metrics(run_dir):
+        if "level" in record and int(record.get("iteration", 0)) <= iteration:
+            level = float(record["level"])
+    return min(max(level, 0.0), 1.0)
+
+
+def _level(options: EvalOptions, run_dir: str | Path, iteration: int) -> float:
+    if options.level is None:
+        return trained_level(run_dir, iteration)
+    if not math.isfinite(options.level) or not 0.0 <= options.level <= 1.0:
+        raise KsimError(f"--level must be a number in [0, 1] (or 'trained'), got {options.level:g}")
+    return float(options.level)
 
 
 def parse_commands(texts: Sequence[str], fields: Mapping[str, Sequence[str]]) -> tuple[EvalCommand, ...]:
@@ -168,9 +195,10 @@ def _run(
     policy = ppo.make_policy(ckpt.trees["ppo"])
     commands_E = [g for g in groups for _ in range(options.episodes)]
     pins = MemPins.build(spec, commands_E, events=options.events)
+    level = _level(options, run_dir, ckpt.meta.iteration)
     results = run_episodes(
         engines.get(engine),
-        spec.with_overrides(episode_steps=steps),
+        spec.with_overrides(episode_steps=steps, curriculum=CurriculumSettings(kind="constant", value=level)),
         kernels,
         model_path,
         policy,
@@ -178,7 +206,16 @@ def _run(
         seed=options.seed,
         pins=pins,
     )
-    return results, ckpt.meta
+    return results, EvalRun(ckpt.meta.iteration, ckpt.meta.env_steps, level)
+
+
+@dataclass(frozen=True)
+class EvalRun:
+    """What an evaluation ran: the checkpoint's iteration and env steps, the curriculum level."""
+
+    iteration: int
+    env_steps: int
+    level: float
 
 
 def evaluate(
@@ -192,15 +229,16 @@ def evaluate(
     seed: int = 0,
     seconds: float | None = None,
     events: bool = True,
+    level: float | None = None,
 ) -> dict[str, Any]:
     """Load the newest checkpoint of `run_dir` and score its deterministic policy (commands sampled as in
     training).
 
     Returns {episodes, mean_return, std_return, min_return, max_return, mean_length,
     returns, lengths, terminations {name: count}, truncations, falls, metrics {name: mean},
-    iteration, env_steps, engine}.
+    iteration, env_steps, engine, level}.
     """
-    options = EvalOptions(episodes=episodes, seed=seed, seconds=seconds, events=events)
+    options = EvalOptions(episodes=episodes, seed=seed, seconds=seconds, events=events, level=level)
     results, meta = _run(
         spec, kernels, model_path=model_path, run_dir=run_dir, engine=engine, options=options, groups=[{}]
     )
@@ -223,6 +261,7 @@ def evaluate(
         "iteration": meta.iteration,
         "env_steps": meta.env_steps,
         "engine": engine,
+        "level": meta.level,
     }
 
 
@@ -237,10 +276,10 @@ def evaluate_commands(
     options: EvalOptions = EvalOptions(),
 ) -> list[dict[str, Any]]:
     """Score the run's deterministic policy with each command held fixed: one report per command,
-    {command {name: values}, episodes, falls, mean_return, mean_length, metrics {name: mean}}."""
+    {command {name: values}, episodes, falls, mean_return, mean_length, metrics {name: mean}, level}."""
     if not commands:
         raise KsimError("evaluate_commands needs at least one command")
-    results, _ = _run(
+    results, run = _run(
         spec,
         kernels,
         model_path=model_path,
@@ -251,5 +290,6 @@ def evaluate_commands(
     )
     n = options.episodes
     return [
-        {"command": c.as_dict(), **_summary(spec, results, slice(i * n, (i + 1) * n))} for i, c in enumerate(commands)
+        {"command": c.as_dict(), **_summary(spec, results, slice(i * n, (i + 1) * n)), "level": run.level}
+        for i, c in enumerate(commands)
     ]

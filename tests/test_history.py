@@ -17,7 +17,11 @@ import pytest
 from ksimdsl.abi import TaskSpec
 from ksimdsl.codegen import compile_checked
 from ksimdsl.errors import KsimError, Source
+from ksimdsl.frontend import ast
 from ksimdsl.frontend.check import check_source
+from ksimdsl.frontend.parse import parse_source
+from ksimdsl.lsp.symbols import Symbol, build_index, check_new_name
+from ksimdsl.lsp.syntax import statement_exprs
 from ksimdsl.runtime.engine.mjx.env import MjxEnv
 from ksimdsl.runtime.engine.mujoco.env import MujocoEnv
 from ksimdsl.runtime.loader import load_module
@@ -91,6 +95,15 @@ def test_history_is_checked_on_both_groups_and_kept_by_the_actor_include():
     assert [(o.name, o.history) for o in task.obs_actor] == [("history", 5)]
     # without `observe critic`, the critic sees the actor's observations clean, histories included
     assert [(o.name, o.history, o.noise) for o in task.obs_critic] == [("history", 5, None)]
+
+
+def test_the_editor_knows_the_keyword_and_walks_the_count():
+    module = parse_source(Source("/virtual/t.ksim", _source("observe actor\n    q = qpos history 3\n")))
+    (stmt,) = [s for s in module.statements if isinstance(s, ast.ObserveStmt)]
+    assert [type(e).__name__ for e in statement_exprs(stmt)] == ["Name", "Num"]  # the value, then the count
+    index = build_index(module)
+    let = Symbol("x", "let", stmt.span, stmt.span)
+    assert check_new_name(index, let, "history") == "'history' is a keyword"
 
 
 # --------------------------------------------------------------------------- SPEC

@@ -90,8 +90,18 @@ PPO_METRICS = (
 @dataclass(frozen=True)
 class ObsEntry:
     name: str
-    size: int
+    size: int  # history * the size of one value
     offset: int
+    history: int = 1  # `history K`: the last K values, newest first
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "size": self.size, "offset": self.offset} | (
+            {"history": self.history} if self.history > 1 else {}
+        )
+
+    @staticmethod
+    def from_dict(d: Mapping[str, Any]) -> "ObsEntry":
+        return ObsEntry(d["name"], int(d["size"]), int(d["offset"]), int(d.get("history", 1)))
 
 
 @dataclass(frozen=True)
@@ -186,8 +196,8 @@ class TaskSpec:
             episode_steps=int(d["episode_steps"]),
             actuators=ActuatorSpec(**act_kw),
             action_size=int(d["action_size"]),
-            obs_actor=tuple(ObsEntry(o["name"], int(o["size"]), int(o["offset"])) for o in d["obs"]["actor"]),
-            obs_critic=tuple(ObsEntry(o["name"], int(o["size"]), int(o["offset"])) for o in d["obs"]["critic"]),
+            obs_actor=tuple(ObsEntry.from_dict(o) for o in d["obs"]["actor"]),
+            obs_critic=tuple(ObsEntry.from_dict(o) for o in d["obs"]["critic"]),
             rewards=tuple(r["name"] for r in d["rewards"]),
             terminations=tuple(t["name"] for t in d["terminations"]),
             success=tuple(bool(t["success"]) for t in d["terminations"]),
@@ -224,8 +234,8 @@ class TaskSpec:
             "actuators": {f.name: _plain(getattr(self.actuators, f.name)) for f in fields(ActuatorSpec)},
             "action_size": self.action_size,
             "obs": {
-                "actor": [{"name": o.name, "size": o.size, "offset": o.offset} for o in self.obs_actor],
-                "critic": [{"name": o.name, "size": o.size, "offset": o.offset} for o in self.obs_critic],
+                "actor": [o.to_dict() for o in self.obs_actor],
+                "critic": [o.to_dict() for o in self.obs_critic],
             },
             "rewards": [{"name": r} for r in self.rewards],
             "dropped_rewards": list(self.dropped_rewards),

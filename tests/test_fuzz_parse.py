@@ -28,7 +28,7 @@ _TOKEN = re.compile(r'[A-Za-z_][A-Za-z0-9_]*|[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9
 PIECES = [
     *STATEMENT_KEYWORDS,
     *"abc xyz 0 1 2.5 3e-4 10ms 3deg 1000 steps s ms".split(),
-    *"( ) [ ] , . .. : = += *= -= ~ * + - / ^ < <= == != -> # @ ' \" and or not success bias delay latency".split(),
+    *"( ) [ ] , . .. : = += *= -= ~ * + - / ^ < <= == != -> # @ ' \" and or not success bias delay history latency".split(),
     "gaussian(0.01)",
     "uniform(-1, 1)",
     '"*_knee*"',

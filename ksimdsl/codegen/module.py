@@ -65,6 +65,14 @@ _PHASE_DOCS = {
     "observe": "Observations of the current state (memory unchanged).",
     "step": "Observations, rewards, terminations and the next memory after one control step.",
 }
+#: `observe` of a task with observation histories: it also returns the memory (their older values filled).
+_OBSERVE_MEM_DOC = "Observations of the current state, and the memory with the observation histories filled."
+
+
+def _phase_doc(phase: PhaseIR) -> str:
+    if phase.name == "observe" and any(o.key == "mem" for o in phase.outputs):
+        return _OBSERVE_MEM_DOC
+    return _PHASE_DOCS[phase.name]
 
 #: Names the generated function bodies use for their own inputs.
 _RESERVED = {"e", "phys", "fields", "action", "level", "mem", "rand_n", "rand_u", "time", "np", "jnp", "njit"}
@@ -218,7 +226,7 @@ def _render_phase_jax(code: PhaseCode, module: _Module) -> list[str]:
     else:
         sig = f"def {phase.name}(phys, action, level, mem, rand_n, rand_u):"
     used = phase.input_names()
-    body.emit(f'"""{_PHASE_DOCS[phase.name]}"""')
+    body.emit(f'"""{_phase_doc(phase)}"""')
     body.draws(phase)
     if phase.name == "reset":
         for f in ir.randomize_fields:
@@ -313,7 +321,7 @@ def _render_phase_numba(code: PhaseCode, module: _Module, args: Sequence[str], p
     body = _Body(module.printer(code, "numba"), module, "    ", _local_names(code) | set(args))
     lines = ['@njit(cache=True, nogil=True, error_model="numpy")']
     lines += wrap(f"def {phase.name}", "(" + ", ".join(args) + ")", ":")
-    body.emit(f'"""{_PHASE_DOCS[phase.name]}')
+    body.emit(f'"""{_phase_doc(phase)}')
     body.emit("")
     body.emit('Batched over the leading env axis."""')
     body.draws(phase)

@@ -77,8 +77,8 @@ def phase_outputs(phase: str, ir: TaskIR) -> list[str]:
     """Output keys of a phase, in numba argument order."""
     if phase == "reset":
         return ["qpos", "qvel", *ir.randomize_fields, "mem"]
-    if phase == "observe":
-        return ["actor", "critic"]
+    if phase == "observe":  # and mem when the task has observation histories (`observe` fills them)
+        return [o.key for o in ir.phases["observe"].outputs]
     outs = ["actor", "critic", "reward_terms", "reward_weights", "terminations"]
     if ir.metrics:
         outs.append("metrics")
@@ -109,8 +109,14 @@ def _jsonable(x: Any) -> Any:
     raise InternalCompilerError(f"not JSON-compatible: {x!r}")
 
 
-def _obs_entries(out: Output) -> list[dict[str, Any]]:
-    return [{"name": s.label, "size": s.size, "offset": s.offset} for s in out.segments]
+def _obs_entries(out: Output, items: Sequence[Any]) -> list[dict[str, Any]]:
+    """{name, size, offset} per observation, and `history` K where K > 1 (then size = K * one value's size)."""
+    history = {o.name: o.history for o in items}
+    entries = []
+    for s in out.segments:
+        k = history.get(s.label, 1)
+        entries.append({"name": s.label, "size": s.size, "offset": s.offset} | ({"history": k} if k > 1 else {}))
+    return entries
 
 
 def build_spec(
@@ -170,7 +176,10 @@ def build_spec(
             "zero_offset": zero,
         },
         "action_size": task.action_size,
-        "obs": {"actor": _obs_entries(step.output("actor")), "critic": _obs_entries(step.output("critic"))},
+        "obs": {
+            "actor": _obs_entries(step.output("actor"), task.obs_actor),
+            "critic": _obs_entries(step.output("critic"), task.obs_critic),
+        },
         "rewards": [{"name": n} for n in ir.rewards],
         "dropped_rewards": list(ir.dropped_rewards),
         "terminations": [{"name": t.name, "success": bool(t.success)} for t in task.terminations],

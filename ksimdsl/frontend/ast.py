@@ -315,6 +315,7 @@ class ObsItem:
     delay: Range | None
     span: Span
     name_span: Span
+    history: Expr | None = None  # `history K`
 
 
 @dataclass(frozen=True, slots=True)

@@ -300,8 +300,8 @@ class _AstBuilder(Transformer):
         return ast.ObserveStmt(group.value, items, _span(meta), token_span(group))
 
     def obs_item(self, meta, children):
-        name, value, noise, bias, delay = children
-        return ast.ObsItem(name.value, value, noise, bias, delay, _span(meta), token_span(name))
+        name, value, noise, bias, delay, history = children
+        return ast.ObsItem(name.value, value, noise, bias, delay, _span(meta), token_span(name), history)
 
     def obs_include(self, meta, children):
         (group,) = children
@@ -316,6 +316,10 @@ class _AstBuilder(Transformer):
         return dist
 
     def delay(self, meta, children):
+        (value,) = children
+        return value
+
+    def history(self, meta, children):
         (value,) = children
         return value
 

@@ -224,10 +224,11 @@ class CommandDef:
 
 @dataclass(frozen=True, slots=True)
 class ObsItem:
-    """One observation: clean `value` (float), then delay, noise and bias (actor only).
+    """One observation: clean `value` (float), then delay, noise and bias (actor only), then history.
 
     `noise` is additive, or multiplicative when `noise_multiplicative`; `bias` is
-    drawn once per episode; `delay` is (lo, hi) control steps drawn per episode.
+    drawn once per episode; `delay` is (lo, hi) control steps drawn per episode;
+    `history` K > 1 observes the last K values (as observed), newest first.
     """
 
     name: str
@@ -236,11 +237,17 @@ class ObsItem:
     noise_multiplicative: bool = False
     bias: Dist | None = None
     delay: tuple[int, int] | None = None
+    history: int = 1
     span: Span | None = _span()
 
     @property
     def size(self) -> int:
+        """The size of one value (the observation holds `history` of them: `obs_size`)."""
         return self.value.type.size
+
+    @property
+    def obs_size(self) -> int:
+        return self.size * self.history
 
 
 @dataclass(frozen=True, slots=True)

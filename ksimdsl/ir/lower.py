@@ -19,6 +19,12 @@ Semantics (docs/architecture.md, "Semantics decisions"):
   steps old (on the first step every old value equals the current one); noise
   is added after the delay, then the per-episode bias. Multiplicative noise
   `~ D *` scales by (1 + D);
+* an observation `history K` observes its last K values (each as it was
+  observed then: delayed, noisy, biased; clean for the critic), newest first.
+  mem keeps the K - 1 older ones (`history.NAME`, `history.critic.NAME`);
+  `observe` (run right after every reset) fills every older slot with its
+  value and returns that mem, so the episode's first observation is K copies
+  of the reset-time value and nothing reads as zero; `step` shifts the slots;
 * events count down control steps and, when their timer runs out, apply their
   writes to qpos/qvel (returned by `step`) and redraw the interval;
 * `metric` values are one more output of `step` (`metrics`), computed like
@@ -79,10 +85,19 @@ def _layout(task: T.CheckedTask) -> MemLayout:
             mem.add(f"delay.{ob.name}", 1, scalar=True, span=ob.span)
             if ob.delay[1] > 0:
                 mem.add(f"ring.{ob.name}", ob.delay[1] * ob.size, span=ob.span)
+    for critic, items in ((False, task.obs_actor), (True, task.obs_critic)):
+        for ob in items:
+            if ob.history > 1:
+                mem.add(_history_slot(ob, critic), (ob.history - 1) * ob.size, span=ob.span)
     for ev in task.events:
         mem.add(f"event.{ev.name}.timer", 1, scalar=True, span=ev.span)
     mem.add("first", 1, scalar=True)
     return mem
+
+
+def _history_slot(ob: T.ObsItem, critic: bool) -> str:
+    """The mem slot of an observation's older values (`history K`)."""
+    return f"history.critic.{ob.name}" if critic else f"history.{ob.name}"
 
 
 def _mem_slot_names(task: T.CheckedTask, mem: MemLayout) -> tuple[MemSlot, ...]:
@@ -251,6 +266,11 @@ class _TaskLowering:
                 self._put(mem, f"delay.{ob.name}", vec.scalar(d))
                 if dhi > 0:
                     self._put(mem, f"ring.{ob.name}", zeros(self.mem.slot(f"ring.{ob.name}")))
+        for critic, items in ((False, task.obs_actor), (True, task.obs_critic)):
+            for ob in items:
+                if ob.history > 1:  # filled by `observe` (older values = the reset-time one)
+                    name = _history_slot(ob, critic)
+                    self._put(mem, name, zeros(self.mem.slot(name)))
         for ev in task.events:
             self._lower_into(lo, mem, f"event.{ev.name}.timer", ev.every, f"event_{ev.name}", ev.span)
         self._put(mem, "first", vec.scalar(1))
@@ -269,8 +289,10 @@ class _TaskLowering:
     def _first(self) -> sp.Basic:
         return self.mem.read("first").items[0] > sp.Rational(1, 2)
 
-    def _observations(self, lo: Lowerer) -> tuple[list[Output], dict[str, Val]]:
-        """Actor (delayed, noisy, biased) and critic (clean) observations, and the new delay rings."""
+    def _observations(self, lo: Lowerer, seed: bool) -> tuple[list[Output], dict[str, Val]]:
+        """Actor (delayed, noisy, biased) and critic (clean) observations, with their histories; and the
+        new delay rings and history slots. `seed`: the `observe` phase (older history values read as the
+        current one while the first-step flag is set), else `step` (they shift by one)."""
         task = self.task
         first = lo.first
         actor: list[Segment] = []
@@ -290,13 +312,14 @@ class _TaskLowering:
                         v = vec.elementwise(lambda x, n: x + n, v, noise)
                 if ob.bias is not None:
                     v = vec.elementwise(lambda x, b: x + b, v, self.mem.read(f"bias.{ob.name}"))
+                v = self._history(ob, v, False, seed, rings)
                 actor.append(Segment(ident(ob.name), pos, lo.claim(v), ob.span))
             pos += v.n
         critic: list[Segment] = []
         cpos = 0
         for ob in task.obs_critic:
             with lo.at(f"critic_{ob.name}", ob.span):
-                v = lo.claim(lo.number(ob.value))
+                v = lo.claim(self._history(ob, lo.number(ob.value), True, seed, rings))
             critic.append(Segment(ident(ob.name), cpos, v, ob.span))
             cpos += v.n
         outs = [
@@ -305,17 +328,35 @@ class _TaskLowering:
         ]
         return outs, rings
 
+    def _history(self, ob: T.ObsItem, v: Val, critic: bool, seed: bool, slots: dict[str, Val]) -> Val:
+        """`v` stacked with the item's K - 1 older values (newest first); the slot's new contents go to `slots`.
+
+        In `observe` (`seed`) the older values read as `v` while the first-step flag is set, and the slot
+        keeps what it read; in `step` the slot shifts by one, `v` entering it.
+        """
+        if ob.history <= 1:
+            return v
+        name = _history_slot(ob, critic)
+        olds = self._older(self.mem.read(name), v, ob.history - 1, self._first() if seed else None)
+        slots[name] = vec.concat(olds if seed else [v] + olds[:-1])
+        return vec.concat([v] + olds)
+
+    @staticmethod
+    def _older(slot: Val, v: Val, count: int, first: sp.Basic | None) -> list[Val]:
+        """The `count` values (each shaped like `v`) held in a mem slot; `v` itself where `first` holds."""
+        n = slot.n // count
+        olds: list[Val] = []
+        for k in range(count):
+            part = select_any(slot, list(range(k * n, (k + 1) * n))) if slot.n > 1 else slot
+            if v.size is None and part.size is not None:
+                part = vec.scalar(part.component(0))
+            olds.append(part if first is None else vec.elementwise(lambda c, o: where(first, c, o), v, part))
+        return olds
+
     def _delay(self, ob: T.ObsItem, v: Val, first: sp.Basic) -> tuple[Val, Val]:
         """(value `delay` steps old, the new ring contents)."""
         hi = ob.delay[1]
-        n = ob.size
-        ring = self.mem.read(f"ring.{ob.name}")
-        olds: list[Val] = []
-        for k in range(hi):
-            part = select_any(ring, list(range(k * n, (k + 1) * n))) if ring.n > 1 else ring
-            if v.size is None and part.size is not None:
-                part = vec.scalar(part.component(0))
-            olds.append(vec.elementwise(lambda c, o: where(first, c, o), v, part))
+        olds = self._older(self.mem.read(f"ring.{ob.name}"), v, hi, first)
         d = self.mem.read(f"delay.{ob.name}").items[0]
 
         def pick(*vals: sp.Basic) -> sp.Basic:
@@ -327,8 +368,16 @@ class _TaskLowering:
         return delayed, new_ring
 
     def observe(self) -> PhaseIR:
+        """Observations of the current state; with observation histories, also the memory with their
+        older slots filled (the only mem `observe` writes)."""
         lo = Lowerer(self.task, self.mem, Draws(), first=self._first())
-        outs, _ = self._observations(lo)
+        outs, slots = self._observations(lo, seed=True)
+        histories = {name: val for name, val in slots.items() if name.startswith("history.")}
+        if histories:
+            mem = ArrayBuilder("mem", self.mem.size)
+            for name, val in histories.items():
+                self._put(mem, name, val)
+            outs.append(Output("mem", self.mem.size, False, mem.segments(), "mem_", "memory, histories filled"))
         return _phase("observe", outs, lo)
 
     # ------------------------------------------------------------ step
@@ -336,7 +385,7 @@ class _TaskLowering:
     def step(self) -> tuple[PhaseIR, tuple[str, ...], tuple[str, ...]]:
         task = self.task
         lo = Lowerer(task, self.mem, Draws(), first=self._first())
-        outs, rings = self._observations(lo)
+        outs, rings = self._observations(lo, seed=False)
         kept, dropped = self._rewards(lo, outs)
         terms_k = []
         for k, t in enumerate(task.terminations):

@@ -22,7 +22,7 @@ NAVIGABLE = frozenset({"let", "state", "command", "observation"})
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 #: Words the grammar or checker gives a meaning of their own.
 _RESERVED = frozenset(
-    {*STATEMENT_KEYWORDS, "and", "or", "not", "success", "bias", "delay", "latency", "zero_offset", "every",
+    {*STATEMENT_KEYWORDS, "and", "or", "not", "success", "bias", "delay", "history", "latency", "zero_offset", "every",
      "resample", "cmd", "prev"}
 )
 

@@ -82,7 +82,7 @@ def statement_exprs(stmt: ast.Statement) -> Iterator[ast.Expr]:
         for item in stmt.items:
             if isinstance(item, ast.ObsItem):
                 yield item.value
-                yield from _opt(item.noise.dist if item.noise else None, item.bias, item.delay)
+                yield from _opt(item.noise.dist if item.noise else None, item.bias, item.delay, item.history)
     elif isinstance(stmt, ast.RewardStmt):
         for r in stmt.terms:
             yield r.weight

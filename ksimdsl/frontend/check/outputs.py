@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from ksimdsl.errors import Span
 from ksimdsl.frontend import ast
 from ksimdsl.frontend import builtins as bi
 from ksimdsl.frontend import typed as t
 from ksimdsl.frontend.check.context import Ctx, Part, Reported
 from ksimdsl.frontend.check.folding import TIME_UNITS
+
+#: The longest observation `history` (control steps); each one costs K - 1 copies of the value in mem.
+MAX_HISTORY = 64
 
 
 class Outputs(Part):
@@ -19,7 +24,7 @@ class Outputs(Part):
             if actor is None:
                 self.cx.sink.error(None, "missing `observe actor` block; the policy needs at least one observation")
                 return ()
-            return tuple(t.ObsItem(o.name, o.value, span=o.span) for o in actor)
+            return tuple(t.ObsItem(o.name, o.value, history=o.history, span=o.span) for o in actor)
         assert isinstance(stmt, ast.ObserveStmt)
         out: list[t.ObsItem] = []
         names: list[tuple[str, Span | None]] = []
@@ -28,7 +33,7 @@ class Outputs(Part):
                 if actor is None or item.group != "actor":
                     self.cx.sink.error(item.span, "only `observe critic` can include `actor`")
                     continue
-                out.extend(t.ObsItem(o.name, o.value, span=item.span) for o in actor)
+                out.extend(t.ObsItem(o.name, o.value, history=o.history, span=item.span) for o in actor)
                 names.extend((o.name, item.span) for o in actor)
                 continue
             names.append((item.name, item.name_span))
@@ -62,7 +67,22 @@ class Outputs(Part):
             if lo > hi:
                 self.fail(item.delay.span, "delay lo..hi needs lo <= hi")
             delay = (lo, hi)
-        return t.ObsItem(item.name, value, noise, multiplicative, bias, delay, item.span)
+        history = 1 if item.history is None else self.obs_history(item.history)
+        return t.ObsItem(item.name, value, noise, multiplicative, bias, delay, history, item.span)
+
+    def obs_history(self, node: ast.Expr) -> int:
+        """`history K`: a whole number of control steps in 1..MAX_HISTORY (`K steps` is accepted too)."""
+        if isinstance(node, ast.Num) and node.unit is not None and node.unit != "steps":
+            what = "a time" if node.unit in TIME_UNITS else f"a value in '{node.unit}'"
+            self.fail(node.span, f"history is a count of control steps, not {what}; write e.g. `history 3`")
+        if isinstance(node, ast.Num) and node.unit == "steps":
+            node = dataclasses.replace(node, unit=None)
+        k = self.cx.consts.const_int(node, "history")
+        if k < 1:
+            self.fail(node.span, f"history must be at least 1 (the current value alone), got {k}")
+        if k > MAX_HISTORY:
+            self.fail(node.span, f"history is at most {MAX_HISTORY} control steps, got {k}")
+        return k
 
     def obs_dist(self, call: ast.Call, shape: tuple[int, ...], what: str) -> t.Dist:
         if call.func not in bi.DISTRIBUTIONS:

@@ -22,7 +22,8 @@ equinox weights (no tracing, no torch). It computes exactly what
 
 Metadata (`model.metadata_props`, all strings, JSON where structured):
 `ksimdsl.task`, `ksimdsl.obs_layout` ([{name, size, offset}] of the actor
-observation), `ksimdsl.action_size`, `ksimdsl.actuators` (kind, action_scale,
+observation, plus `history` K for an observation of its last K values, newest
+first), `ksimdsl.action_size`, `ksimdsl.actuators` (kind, action_scale,
 default_pos, ...), `ksimdsl.policy`, `ksimdsl.recurrent`, `ksimdsl.carry_shape`,
 `ksimdsl.action_clip`, `ksimdsl.ctrl_dt`, `ksimdsl.iteration`,
 `ksimdsl.env_steps`, `ksimdsl.version`.
@@ -266,7 +267,7 @@ def _metadata(policy: ppo.Policy, spec: TaskSpec) -> dict[str, str]:
     actor = policy.actor
     recurrent = isinstance(actor, GRUActor)
     carry = list(actor.initial_carry().shape)
-    layout = [{"name": e.name, "size": e.size, "offset": e.offset} for e in spec.obs_actor]
+    layout = [e.to_dict() for e in spec.obs_actor]
     internal = ("joint_qpos_adr", "joint_dof_adr")  # model addresses, meaningless outside ksimdsl
     actuators = {k: v for k, v in spec.to_dict()["actuators"].items() if k not in internal}
     return {

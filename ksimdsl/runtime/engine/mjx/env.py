@@ -164,9 +164,10 @@ class MjxEnv:
         return data, fields, mem, ctrl, latency, zero_offset, k_obs
 
     def _observe_one(self, data, contact, level, mem, key):
+        """(actor, critic, mem): `observe` returns mem too when the task has observation histories."""
         rn, ru = self._rand(key, "observe")
         obs = self.kernels.observe(self.phys(data, contact), jnp.zeros(self.spec.action_size, jnp.float32), level, mem, rn, ru)
-        return obs["actor"], obs["critic"]
+        return obs["actor"], obs["critic"], jnp.asarray(obs.get("mem", mem), jnp.float32)
 
     def _physics_one(self, data, fields, prev_ctrl, latency, zero_offset, action):
         """One control step of one env's physics: the action's ctrl over `substeps` physics steps."""
@@ -190,7 +191,7 @@ class MjxEnv:
         keys = jax.random.split(key, self.num_envs)
         env_E = jnp.arange(self.num_envs)
         data, fields, mem, ctrl, latency, zero_offset, k_obs = jax.vmap(self._start_one)(keys, level_E, env_E)
-        obs_actor, obs_critic = jax.vmap(self._observe_one)(data, self._contacts_E(data), level_E, mem, k_obs)
+        obs_actor, obs_critic, mem = jax.vmap(self._observe_one)(data, self._contacts_E(data), level_E, mem, k_obs)
         return _Episode(data, fields, mem, obs_actor, obs_critic, ctrl, latency, zero_offset)
 
     def reset(self, key: jax.Array | int) -> EnvSnapshot:

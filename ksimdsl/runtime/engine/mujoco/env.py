@@ -530,6 +530,7 @@ class MujocoEnv:
         self._draw(rand_n, rand_u)
         actor_KO = np.zeros((k, spec.obs_actor_size), dtype=np.float32)
         critic_KC = np.zeros((k, spec.obs_critic_size), dtype=np.float32)
+        observed_KM = mem_KM.copy()  # `observe` writes it when the task has observation histories
         observe_in = {name: arr[idx_K] for name, arr in self.phys.items()} | {
             "action": np.zeros((k, spec.action_size)),
             "level": level_K,
@@ -538,8 +539,10 @@ class MujocoEnv:
             "rand_u": rand_u,
             "actor": actor_KO,
             "critic": critic_KC,
+            "mem_out": observed_KM,
         }
         self.kernels.observe(*self._observe_args.build(observe_in))
+        mem_KM = observed_KM
         _zero_nonfinite(actor_KO)
         _zero_nonfinite(critic_KC)
         self.obs_actor_EO[idx_K] = actor_KO

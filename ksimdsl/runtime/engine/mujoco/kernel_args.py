@@ -10,7 +10,9 @@ expanded from the spec:
 * `FIELDS` / `FIELDS_OUT`: the randomized model fields, `SPEC["randomize_fields"]`
   in order (`body_mass`, then `body_mass_out`);
 * `WRITES_PHYS`: `qpos_out`, `qvel_out` (there when the task's events change the state);
-* `METRICS`: `metrics` (there when the task has a `metric` block).
+* `METRICS`: `metrics` (there when the task has a `metric` block);
+* `HISTORIES`: `mem_out` of `observe` (there when the task has observation
+  histories, which `observe` fills).
 
 `KernelArgs(spec, phase)` lays the table over the module's argument names
 (each name is its role followed by a shape suffix; a variable part contributes
@@ -29,19 +31,20 @@ import numpy as np
 from ksimdsl.abi import TaskSpec
 from ksimdsl.errors import InternalCompilerError
 
-__all__ = ["SIGNATURES", "KernelArgs", "PHYS", "FIELDS", "FIELDS_OUT", "WRITES_PHYS", "METRICS"]
+__all__ = ["SIGNATURES", "KernelArgs", "PHYS", "FIELDS", "FIELDS_OUT", "WRITES_PHYS", "METRICS", "HISTORIES"]
 
 PHYS = "<phys_inputs>"
 FIELDS = "<randomize_fields>"
 FIELDS_OUT = "<randomize_fields>_out"
 WRITES_PHYS = "<writes_phys>"
 METRICS = "<metrics>"
+HISTORIES = "<histories>"
 
 _RAND = ("rand_n", "rand_u")
 #: Per phase: (inputs, outputs), in numba argument order.
 SIGNATURES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "reset": (("qpos", "qvel", FIELDS, "level", *_RAND), ("qpos_out", "qvel_out", FIELDS_OUT, "mem_out")),
-    "observe": ((PHYS, "action", "level", "mem", *_RAND), ("actor", "critic")),
+    "observe": ((PHYS, "action", "level", "mem", *_RAND), ("actor", "critic", HISTORIES)),
     "step": (
         (PHYS, "action", "level", "mem", *_RAND),
         ("actor", "critic", "reward_terms", "reward_weights", "terminations", METRICS, "mem_out", WRITES_PHYS),
@@ -68,6 +71,7 @@ def roles(spec: TaskSpec, phase: str) -> tuple[str, ...]:
         FIELDS_OUT: tuple(f"{name}_out" for name in spec.randomize_fields),
         WRITES_PHYS: ("qpos_out", "qvel_out"),
         METRICS: ("metrics",),
+        HISTORIES: ("mem_out",),
     }
     table = SIGNATURES[phase][0] + SIGNATURES[phase][1]
     laid = _lay(names, table, expand)

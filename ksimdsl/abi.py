@@ -106,12 +106,13 @@ class ObsEntry:
 
 @dataclass(frozen=True)
 class ActuatorSpec:
-    kind: str  # position | torque | ctrl
+    kind: str  # ksimdsl.settings.ACTUATOR_KINDS: ctrl | torque | position | velocity | position_velocity
     joint_qpos_adr: tuple[int, ...] = ()
     joint_dof_adr: tuple[int, ...] = ()
     kp: tuple[float, ...] = ()
     kd: tuple[float, ...] = ()
     action_scale: float = 1.0
+    velocity_scale: float = 1.0
     scale: float = 1.0
     default_pos: tuple[float, ...] = ()
     ctrl_range: tuple[tuple[float, float], ...] | None = None

@@ -276,6 +276,27 @@ def test_torque_motors_are_clipped_to_their_effort(tmp_path):
     np.testing.assert_allclose(m.actuator_gainprm[:, 0], [1, 1])
 
 
+@pytest.mark.parametrize("kind", ["velocity", "position_velocity"])
+def test_velocity_motors_on_a_bare_model(tmp_path, kind):
+    root = tmp_path / "r"
+    write_robot(root)
+    body = "observe actor\n    q = joint_pos\nreward\n    alive 1 : 1\n"
+    gains = "kd=2" if kind == "velocity" else "kp=10 kd=2 velocity_scale=3"
+    actuators = (f'actuators {kind} joints="*" {gains} effort=20 armature=0.01 action_scale=4\n'
+                 '    joints "*_knee" kd=5 effort=40 armature=0.02\n'
+                 '    kd["right_hip"] = 1\n')  # fmt: skip
+    spec = TaskSpec.from_dict(compile_task(str(write_task(root, block="", actuators=actuators, body=body))).spec)
+    assert spec.action_size == 4 * (2 if kind == "position_velocity" else 1)
+    assert spec.actuators.kd == (2.0, 5.0, 1.0, 5.0)
+    assert spec.actuators.kp == (() if kind == "velocity" else (10.0,) * 4)
+    m = load_model(spec, root / "bare.xml")
+    np.testing.assert_allclose(-m.actuator_biasprm[:, 2], [2, 5, 1, 5])
+    np.testing.assert_allclose(m.actuator_gainprm[:, 0], [2, 5, 1, 5] if kind == "velocity" else [1, 1, 1, 1])
+    np.testing.assert_allclose(m.actuator_forcerange, [[-20, 20], [-40, 40], [-20, 20], [-40, 40]])
+    dofs = [m.jnt_dofadr[name_id(m, mujoco.mjtObj.mjOBJ_JOINT, n)] for n in ("left_hip", "left_knee")]
+    np.testing.assert_allclose(m.dof_armature[dofs], [0.01, 0.02])
+
+
 # --------------------------------------------------------------------------- errors at FILE:LINE:COL
 
 

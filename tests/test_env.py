@@ -208,6 +208,40 @@ def test_position_actuators_become_pd_actuators():
     assert abs(data.qpos[0] - 0.5) < 0.05
 
 
+@pytest.mark.parametrize(
+    "kind, gain, bias, action, law",
+    [
+        # velocity: MuJoCo's velocity actuator, ctrl = target velocity = action_scale * a
+        ("velocity", 3.0, [0.0, 0.0, -3.0], [0.6], lambda a, q, qd: 3.0 * (0.5 * a[0] - qd)),
+        # position_velocity: gain 1, ctrl = kp * target + kd * target_vel (the feed-forward torque)
+        ("position_velocity", 1.0, [0.0, -50.0, -3.0], [0.6, -0.4],
+         lambda a, q, qd: 50.0 * (0.2 + 0.5 * a[0] - q) + 3.0 * (2.0 * a[1] - qd)),
+    ],
+)  # fmt: skip
+def test_velocity_actuators_become_mujoco_feedback_actuators(kind, gain, bias, action, law):
+    spec, _, path = cartpole_task()
+    act = ActuatorSpec(
+        kind=kind, joint_qpos_adr=(0,), joint_dof_adr=(0,), kp=(50.0,) if kind != "velocity" else (), kd=(3.0,),
+        action_scale=0.5, velocity_scale=2.0, default_pos=(0.2,) if kind != "velocity" else (),
+    )  # fmt: skip
+    spec = dataclasses.replace(spec, actuators=act, action_size=len(action))
+    model = load_model(spec, path)
+    assert model.actuator_gainprm[0, 0] == gain and model.actuator_biastype[0] == mujoco.mjtBias.mjBIAS_AFFINE
+    np.testing.assert_allclose(model.actuator_biasprm[0, :3], bias)
+    assert model.actuator_forcelimited[0] and not model.actuator_ctrllimited[0]
+    np.testing.assert_allclose(model.actuator_forcerange[0], [-10.0, 10.0])  # ctrlrange ±1 * gear 10
+    actuators = ActuatorModel.from_spec(spec, model)
+    data = mujoco.MjData(model)
+    states = [(0.1, 0.4), (-0.3, -1.0), (0.0, 5.0)]
+    forces = [law(action, q, qd) for q, qd in states]
+    assert any(abs(f) < 10 for f in forces) and any(abs(f) > 10 for f in forces)  # within the limit, and beyond
+    for q, qd in states:
+        data.qpos[0], data.qvel[0] = q, qd
+        data.ctrl[:] = np.asarray(actuators.target(jnp.asarray(action), jnp.zeros(1)))
+        mujoco.mj_forward(model, data)
+        np.testing.assert_allclose(data.actuator_force[0], np.clip(law(action, q, qd), -10, 10), rtol=1e-5)
+
+
 def test_latency_holds_the_previous_target_for_the_first_substeps():
     spec, _, path = cartpole_task()
     spec = dataclasses.replace(

@@ -319,12 +319,16 @@ def test_site_xpos_time_and_writes_phys_reach_the_kernel():
 # --------------------------------------------------------------------------- actuators
 
 
-def test_actuation_matches_the_jax_actuator_model():
+@pytest.mark.parametrize("kind", ["position", "velocity", "position_velocity"])
+def test_actuation_matches_the_jax_actuator_model(kind):
+    A = 2 if kind == "position_velocity" else 1
     spec = SPEC.with_overrides(
         actuators=SPEC.actuators.__class__(
-            kind="position", kp=(30.0,), kd=(2.0,), action_scale=0.5, default_pos=(0.2,), latency=(0.004, 0.016),
-            zero_offset={"dist": "uniform", "params": [0.05]},
+            kind=kind, kp=(30.0,) if kind != "velocity" else (), kd=(2.0,), action_scale=0.5, velocity_scale=1.5,
+            default_pos=(0.2,) if kind != "velocity" else (), latency=(0.004, 0.016),
+            zero_offset={"dist": "uniform", "params": [0.05]} if kind != "velocity" else None,
         ),
+        action_size=A,
         physics=dataclasses.replace(SPEC.physics, dt=0.005, ctrl_dt=0.02),  # 4 substeps
     )  # fmt: skip
     model = mujoco.MjModel.from_xml_path(str(MODEL_PATH))
@@ -334,19 +338,20 @@ def test_actuation_matches_the_jax_actuator_model():
     E = 64
     latency_E, zero_EU = actuation.draw_episode(rng, E)
     assert np.all((latency_E >= 0.004) & (latency_E <= 0.016)) and np.all(np.abs(zero_EU) <= 0.05)
-    raw_EA = rng.uniform(-1.5, 1.5, (E, 1)).astype(np.float32)
+    assert np.any(zero_EU != 0) == (kind != "velocity")
+    raw_EA = rng.uniform(-1.5, 1.5, (E, A)).astype(np.float32)
     prev_EU = rng.normal(size=(E, 1))
     prev_before_EU = prev_EU.copy()
-    action_EA = np.zeros((E, 1))
+    action_EA = np.zeros((E, A))
     ctrl_ESU = np.zeros((E, 4, 1))
     actuation(0, E, raw_EA, action_EA, zero_EU, latency_E, prev_EU, ctrl_ESU)
     np.testing.assert_array_equal(action_EA, np.clip(raw_EA, -1, 1))
     for e in range(E):
         target = jax_model.target(jnp.asarray(raw_EA[e]), jnp.asarray(zero_EU[e], jnp.float32))
-        np.testing.assert_allclose(prev_EU[e], np.asarray(target), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(prev_EU[e], np.asarray(target), rtol=1e-6, atol=1e-6)
         for s in range(4):
             want = jax_model.substep_ctrl(jnp.asarray(prev_before_EU[e]), target, jnp.float32(latency_E[e]), s)
-            np.testing.assert_allclose(ctrl_ESU[e, s], np.asarray(want), rtol=1e-6, atol=1e-7)
+            np.testing.assert_allclose(ctrl_ESU[e, s], np.asarray(want), rtol=1e-6, atol=1e-6)
     assert (ctrl_ESU[:, 0] == prev_before_EU).all()  # every latency is at least one substep
     assert (ctrl_ESU[:, 2] == prev_before_EU).any() and (ctrl_ESU[:, 2] == prev_EU).any()
     rest = actuation.rest_target(zero_EU[:3])

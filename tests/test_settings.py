@@ -21,7 +21,9 @@ from ksimdsl.errors import KsimError
 from ksimdsl.frontend import builtins as bi
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = (S.PhysicsSettings, S.TrainSettings, S.PolicySettings, S.CurriculumSettings, S.CommandSettings)
+SECTIONS = (
+    S.PhysicsSettings, S.TrainSettings, S.PolicySettings, S.CurriculumSettings, S.CommandSettings, S.ActuatorSettings,
+)  # fmt: skip
 
 
 def _docs_tables() -> dict[str, str]:
@@ -37,6 +39,7 @@ def test_docs_tables_are_the_schema():
         "policy": S.PolicySettings.file_table(),
         "command": S.CommandSettings.file_table(),
         **{f"curriculum {k}": S.CurriculumSettings.kind_table(k) for k in S.CURRICULUM_KINDS},
+        **{f"actuators {k}": S.ActuatorSettings.kind_table(k) for k in S.ACTUATOR_KINDS if k != "ctrl"},
     }
     tables = _docs_tables()
     assert set(tables) == set(expected)
@@ -60,6 +63,10 @@ def test_the_views_are_derived_from_the_schema():
     assert set(bi.POLICY_SETTINGS) == set(S.PolicySettings.table()) - {"kind", "mixtures"}
     assert bi.POLICY_KINDS == ("mlp", "gru")
     assert dict(bi.CURRICULUM_DEFAULTS["linear"]) == {"step": 0.01, "every": 100}
+    assert bi.ACTUATOR_KINDS.keys() == set(S.ACTUATOR_KINDS) and not bi.ACTUATOR_KINDS["ctrl"]
+    assert dict(bi.ACTUATOR_KINDS["velocity"]) == {"kd": None, "action_scale": 1.0}  # None: required
+    pv = {"kp": None, "kd": 0.0, "action_scale": 1.0, "velocity_scale": 1.0}
+    assert dict(bi.ACTUATOR_KINDS["position_velocity"]) == pv
     pytest.importorskip("jax")
     from ksimdsl.runtime.rl.networks import ACTIVATIONS
 

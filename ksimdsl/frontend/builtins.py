@@ -221,9 +221,8 @@ POLICY_SETTINGS: Mapping[str, Setting] = S.PolicySettings.file_table()
 #: Actuator kind -> its settings (all floats) with defaults; None: required.
 ACTUATOR_KINDS: Mapping[str, Mapping[str, float | None]] = MappingProxyType(
     {
-        "position": MappingProxyType({"kp": None, "kd": 0.0, "action_scale": 1.0}),
-        "torque": MappingProxyType({"scale": 1.0}),
-        "ctrl": MappingProxyType({}),
+        kind: MappingProxyType({k: s.default for k, s in S.ActuatorSettings.kind_table(kind).items()})
+        for kind in S.ACTUATOR_KINDS
     }
 )
 

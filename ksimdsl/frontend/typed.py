@@ -156,10 +156,14 @@ class Actuators:
     """The action source. One entry per MJCF actuator (`nu` of them) in every tuple.
 
     kind "position": target = default_pos + action_scale * action (+ zero offset),
-    PD gains kp/kd (glob overrides applied). "torque": ctrl = scale * action.
-    "ctrl": ctrl = action. For "torque" and "ctrl", an actuator that does not
-    drive a joint has joint name "" and addresses -1; kp, kd and default_pos
-    are empty unless the kind is "position".
+    PD gains kp/kd (glob overrides applied). "velocity": target velocity
+    action_scale * action, gain kd. "position_velocity": 2 nu actions, the
+    position targets as for "position", then target velocities velocity_scale *
+    action, gains kp/kd. "torque": ctrl = scale * action. "ctrl": ctrl = action.
+    For "torque" and "ctrl", an actuator that does not drive a joint has joint
+    name "" and addresses -1. kp and kd are empty unless the kind has them
+    (ksimdsl.settings.ActuatorSettings), default_pos unless the kind sets a
+    position target.
     """
 
     kind: str
@@ -170,6 +174,7 @@ class Actuators:
     kp: tuple[float, ...]
     kd: tuple[float, ...]
     action_scale: float
+    velocity_scale: float
     scale: float
     default_pos: tuple[float, ...]
     ctrl_range: tuple[tuple[float, float], ...] | None  # None: no actuator is ctrllimited

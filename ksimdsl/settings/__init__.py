@@ -1,4 +1,4 @@
-"""The settings schema: every `physics`, `train`, `policy`, `curriculum` and command setting, in one place.
+"""The settings schema: every `physics`, `train`, `policy`, `curriculum`, `actuators` and command setting, in one place.
 
 Each section is a frozen dataclass; a field is one setting, declared with `setting(...)`:
 its default, its bounds and a line of documentation.
@@ -30,6 +30,7 @@ never yields invalid settings. This module imports nothing from ksimdsl but
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -60,6 +61,11 @@ __all__ = [
     "PolicySettings",
     "CurriculumSettings",
     "CommandSettings",
+    "ActuatorSettings",
+    "ACTUATOR_KINDS",
+    "FEEDBACK_ACTUATORS",
+    "POSITION_TARGET_ACTUATORS",
+    "actions_per_actuator",
     "CURRICULUM_KINDS",
     "value_problem",
     "problems",
@@ -277,6 +283,74 @@ class CommandSettings(Section):
     SECTION: ClassVar[str] = "command"
 
     zero_prob: float = setting(0.0, ge=0, le=1, doc="probability that a resample is all zeros")
+
+
+@dataclass(frozen=True)
+class ActuatorSettings(Section):
+    """`actuators KIND key=value ...`: what an action does (docs/language.md, "actuators").
+
+    One class for the five kinds, as CurriculumSettings; each setting belongs to
+    the kinds that list it (`kinds`), and `REQUIRED` names the settings a kind
+    needs written out (their defaults are never used). Per-joint kp / kd lines,
+    latency, zero_offset and the motors of `joints=` (effort, armature) are
+    checked by ksimdsl.frontend.check.
+    """
+
+    SECTION: ClassVar[str] = "actuators"
+    REQUIRED: ClassVar[Mapping[str, tuple[str, ...]]] = MappingProxyType(
+        {"position": ("kp",), "velocity": ("kd",), "position_velocity": ("kp",)}
+    )
+
+    kind: Literal["ctrl", "torque", "position", "velocity", "position_velocity"] = setting(
+        "ctrl", in_file=False, doc="actuator kind"
+    )
+    kp: float = setting(
+        0.0,
+        ge=0,
+        kinds=("position", "position_velocity"),
+        doc="position gain (N m/rad, N/m); per joint: `kp[GLOB] = ...`",
+    )
+    kd: float = setting(
+        0.0,
+        ge=0,
+        kinds=("position", "velocity", "position_velocity"),
+        doc="velocity gain (N m s/rad, N s/m); per joint: `kd[GLOB] = ...`",
+    )
+    action_scale: float = setting(
+        1.0,
+        ge=0,
+        kinds=("position", "velocity", "position_velocity"),
+        doc="per unit of action: the position target's offset (rad, m); "
+        "with velocity, the target velocity (rad/s, m/s)",
+    )
+    velocity_scale: float = setting(
+        1.0, ge=0, kinds=("position_velocity",), doc="target velocity (rad/s, m/s) per unit of the action's second half"
+    )
+    scale: float = setting(1.0, ge=0, kinds=("torque",), doc="ctrl per unit of action")
+
+    @classmethod
+    def kind_table(cls, kind: str) -> Mapping[str, Setting]:
+        """The settings of one actuator kind (the checker's table); a required one has default None."""
+        required = cls.REQUIRED.get(kind, ())
+        return MappingProxyType(
+            {
+                s.key: dataclasses.replace(s, default=None) if s.key in required else s
+                for s in cls.by_name().values()
+                if kind in s.kinds
+            }
+        )
+
+
+ACTUATOR_KINDS: tuple[str, ...] = ActuatorSettings.by_name()["kind"].choices
+#: Kinds whose motors MuJoCo turns into feedback laws on their joints (ksimdsl.runtime.engine.model).
+FEEDBACK_ACTUATORS: tuple[str, ...] = ("position", "velocity", "position_velocity")
+#: Kinds whose action sets a joint position target: default_pos and zero_offset apply.
+POSITION_TARGET_ACTUATORS: tuple[str, ...] = ("position", "position_velocity")
+
+
+def actions_per_actuator(kind: str) -> int:
+    """Action values per actuator: 2 for position_velocity (targets, then velocities), else 1."""
+    return 2 if kind == "position_velocity" else 1
 
 
 CURRICULUM_KINDS: tuple[str, ...] = CurriculumSettings.by_name()["kind"].choices

@@ -421,5 +421,6 @@ def docs_table(settings: Mapping[str, Setting]) -> str:
     """The Markdown table of docs/language.md for some settings (tests/test_settings.py keeps them equal)."""
     rows = ["| key | default | values | meaning |", "|---|---|---|---|"]
     for key, s in settings.items():
-        rows.append(f"| `{key}` | `{_doc_value(s, s.default)}` | {_doc_range(s)} | {s.doc} |")
+        default = "required" if s.default is None else f"`{_doc_value(s, s.default)}`"
+        rows.append(f"| `{key}` | {default} | {_doc_range(s)} | {s.doc} |")
     return "\n".join(rows)

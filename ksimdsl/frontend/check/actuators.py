@@ -1,9 +1,10 @@
-"""The `actuators` statement: kind, gains, per-joint overrides, latency, zero_offset."""
+"""The `actuators` statement: kind, gains, per-joint overrides, latency, zero_offset (docs/language.md)."""
 
 from __future__ import annotations
 
 import math
 
+from ksimdsl import settings as S
 from ksimdsl.errors import InternalCompilerError, did_you_mean
 from ksimdsl.frontend import ast
 from ksimdsl.frontend import typed as t
@@ -11,7 +12,11 @@ from ksimdsl.frontend.check.compose import ACTUATOR_COMPOSE_KEYS
 from ksimdsl.frontend.check.context import Ctx, Part, fmt_num
 from ksimdsl.frontend.check.folding import range_units
 from ksimdsl.frontend.check.names import no_match_message
+from ksimdsl.frontend.check.settings import actuator_kinds_text
 from ksimdsl.frontend.model_info import match_names
+
+#: Settings a `key["GLOB"] = value` line (or a `joints GLOBS key=value` line) may set per joint.
+PER_JOINT_GAINS = ("kp", "kd")
 
 
 class ActuatorChecker(Part):
@@ -28,32 +33,36 @@ class ActuatorChecker(Part):
                 'create motors on the model\'s joints with e.g. `actuators position joints="*" kp=40 kd=2`',
             )
         kind = self.cx.settings.actuator_kind(stmt)
-        self.cx.action_size = m.nu
+        self.cx.action_size = m.nu * S.actions_per_actuator(kind)
         names = m.actuator_names
         joints = [m.actuator_joint(a) for a in range(m.nu)]
         joint_names = tuple(m.joint_names[j] if j is not None else "" for j in joints)
         values = self.cx.settings.actuator_values(stmt, kind)
         span = stmt.span if stmt is not None else None
 
-        if kind == "position":
+        feedback = kind in S.FEEDBACK_ACTUATORS
+        if feedback:
             for a, j in enumerate(joints):
                 if j is None or j not in m.hinge_slide_joints:
                     self.fail(
                         stmt.kind_span if stmt is not None else None,
-                        f"actuators position needs every MJCF actuator to drive a hinge or slide joint; "
+                        f"actuators {kind} needs every MJCF actuator to drive a hinge or slide joint; "
                         f"actuator '{names[a]}' does not",
                     )
-        kp = [values.get("kp", 0.0)] * m.nu
-        kd = [values.get("kd", 0.0)] * m.nu
+        gains = {g: [values.get(g, 0.0)] * m.nu for g in PER_JOINT_GAINS}
         latency = zero_offset = None
         if stmt is not None:
             for assign in stmt.overrides:
-                self.attempt(self.gain_override, assign, kind, kp, kd, joint_names, names)
+                self.attempt(self.gain_override, assign, kind, gains, joint_names, names)
             if stmt.latency is not None:
                 latency = self.attempt(self.latency, stmt.latency)
             if stmt.zero_offset is not None:
-                if kind != "position":
-                    self.cx.sink.error(stmt.zero_offset.span, "zero_offset needs `actuators position`")
+                if kind not in S.POSITION_TARGET_ACTUATORS:
+                    self.cx.sink.error(
+                        stmt.zero_offset.span,
+                        f"zero_offset needs {actuator_kinds_text(S.POSITION_TARGET_ACTUATORS)}: it offsets the joint "
+                        f"position target, and actuators {kind} has none",
+                    )
                 else:
                     zero_offset = self.attempt(self.zero_offset, stmt.zero_offset)
 
@@ -67,18 +76,19 @@ class ActuatorChecker(Part):
                 (float(lo), float(hi)) if lim else (-math.inf, math.inf)
                 for lim, (lo, hi) in zip(limited, m.model.actuator_ctrlrange)
             )
-        position = kind == "position"
+        own = S.ActuatorSettings.kind_table(kind)
         return t.Actuators(
             kind=kind,
             names=names,
             joint_names=joint_names,
             joint_qpos_adr=qpos_adr,
             joint_dof_adr=dof_adr,
-            kp=tuple(kp) if position else (),
-            kd=tuple(kd) if position else (),
+            kp=tuple(gains["kp"]) if "kp" in own else (),
+            kd=tuple(gains["kd"]) if "kd" in own else (),
             action_scale=float(values.get("action_scale", 1.0)),
+            velocity_scale=float(values.get("velocity_scale", 1.0)),
             scale=float(values.get("scale", 1.0)),
-            default_pos=tuple(m.default_qpos[a] for a in qpos_adr) if position else (),
+            default_pos=tuple(m.default_qpos[a] for a in qpos_adr) if kind in S.POSITION_TARGET_ACTUATORS else (),
             ctrl_range=ctrl_range,
             latency=latency,
             zero_offset=zero_offset,
@@ -89,8 +99,7 @@ class ActuatorChecker(Part):
         self,
         assign: ast.Assign,
         kind: str,
-        kp: list[float],
-        kd: list[float],
+        gains: dict[str, list[float]],
         joint_names: tuple[str, ...],
         names: tuple[str, ...],
     ) -> None:
@@ -100,14 +109,15 @@ class ActuatorChecker(Part):
         gain = target.base.id
         if gain in ACTUATOR_COMPOSE_KEYS:
             return  # effort / armature of the motors `joints=` creates: checked with the model's composition
-        if gain not in ("kp", "kd"):
+        if gain not in PER_JOINT_GAINS:
+            choices = (*PER_JOINT_GAINS, "effort", "armature")
             self.fail(
                 target.base.span,
-                f"only kp, kd, effort and armature can be set per joint, not '{gain}'"
-                + did_you_mean(gain, ("kp", "kd", "effort", "armature")),
+                f"only kp, kd, effort and armature can be set per joint, not '{gain}'" + did_you_mean(gain, choices),
             )
-        if kind != "position":
-            self.fail(target.base.span, f"{gain} overrides need `actuators position`")
+        if gain not in S.ActuatorSettings.kind_table(kind):
+            having = tuple(k for k in S.ACTUATOR_KINDS if gain in S.ActuatorSettings.kind_table(k))
+            self.fail(target.base.span, f"{gain} overrides need {actuator_kinds_text(having)} (not actuators {kind})")
         if assign.op != "=":
             self.fail(assign.span, f"use `{gain}[...] = value` (not `{assign.op}`)")
         sel = target.index
@@ -120,7 +130,7 @@ class ActuatorChecker(Part):
         if value < 0:
             self.fail(assign.value.span, f"{gain} must not be negative")
         for r in rows:
-            (kp if gain == "kp" else kd)[r] = value
+            gains[gain][r] = value
 
     def latency(self, lat: ast.ActuatorLatency) -> tuple[float, float]:
         rng = range_units(lat.range)
@@ -140,6 +150,6 @@ class ActuatorChecker(Part):
         if not isinstance(value, t.Dist):
             self.fail(zo.dist.span, "zero_offset needs a distribution, e.g. gaussian(3deg)")
         self.cx.shapes.require_static(value, "zero_offset")
-        out = self.cx.shapes.fit_shape(value, (self.cx.action_size,), zo.dist.span, "zero_offset")
+        out = self.cx.shapes.fit_shape(value, (self.m.nu,), zo.dist.span, "zero_offset")
         assert isinstance(out, t.Dist)
         return out

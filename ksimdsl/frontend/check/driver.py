@@ -57,9 +57,7 @@ class Checker(Part):
         self.cx.ctrl_dt = physics.ctrl_dt
         engine = self.attempt(self.cx.settings.engine, singles.get("engine")) or "auto"
         episode_steps = self.attempt(self.cx.settings.episode, singles.get("episode")) or round(20.0 / self.cx.ctrl_dt)
-        actuators = self.attempt(self.cx.actuators.actuators, singles.get("actuators"))
-        if actuators is not None:
-            self.cx.action_size = len(actuators.names)
+        actuators = self.attempt(self.cx.actuators.actuators, singles.get("actuators"))  # sets cx.action_size
         curriculum = self.attempt(self.cx.settings.curriculum, singles.get("curriculum")) or S.CurriculumSettings()
         policy = self.attempt(self.cx.settings.policy, singles.get("policy")) or S.PolicySettings()
         train = self.attempt(self.cx.settings.train, singles.get("train")) or S.TrainSettings()

@@ -262,22 +262,40 @@ class Settings(Part):
         return zero_prob
 
     def actuator_kind(self, stmt: ast.ActuatorsStmt | None) -> str:
-        """`ctrl` (no statement), `position` or `torque`."""
+        """`ctrl` (no statement) or the statement's kind (ksimdsl.settings.ACTUATOR_KINDS)."""
         if stmt is None:
             return "ctrl"
-        return self.choose(stmt.kind, stmt.kind_span, bi.ACTUATOR_KINDS, "actuator kind", "actuator kinds")
+        return self.choose(stmt.kind, stmt.kind_span, S.ACTUATOR_KINDS, "actuator kind", "actuator kinds")
 
     def actuator_values(self, stmt: ast.ActuatorsStmt | None, kind: str) -> dict[str, float]:
-        """The gains and scales of `actuators KIND key=value ...`, defaults filled in."""
-        defaults = bi.ACTUATOR_KINDS[kind]
-        values: dict[str, float] = {k: v for k, v in defaults.items() if v is not None}
+        """The gains and scales of `actuators KIND key=value ...`, defaults filled in.
+
+        A setting of another kind (`kp=` on a velocity actuator) says which kinds have it.
+        """
+        table = S.ActuatorSettings.kind_table(kind)
+        values: dict[str, float] = {k: s.default for k, s in table.items() if s.default is not None}
+        where = f"actuators {kind}"
         if stmt is not None:
-            table = {k: bi.Setting("float", minimum=0.0) for k in defaults}
             gains = [s for s in stmt.settings if s.key not in ACTUATOR_COMPOSE_KEYS]  # checked by check.compose
-            for key, (value, _) in self.validate(gains, table, f"actuators {kind}").items():
+            every = S.ActuatorSettings.file_table()
+            for s in gains:
+                if s.key in every and s.key not in table:
+                    self.cx.sink.error(
+                        s.key_span,
+                        f"{where} has no setting '{s.key}'; use {actuator_kinds_text(every[s.key].kinds)} for {s.key}",
+                        f"valid {where} settings: {', '.join(table) or 'none'}",
+                    )
+            gains = [s for s in gains if s.key not in every or s.key in table]
+            for key, (value, _) in self.validate(gains, dict(table), where).items():
                 values[key] = value
-        missing = [k for k, v in defaults.items() if v is None and k not in values]
+        missing = [k for k, s in table.items() if s.default is None and k not in values]
         if missing:
             span = stmt.span if stmt is not None else None
-            self.fail(span, f"actuators {kind} needs {', '.join(k + '=...' for k in missing)}")
+            self.fail(span, f"{where} needs {', '.join(k + '=...' for k in missing)}")
         return values
+
+
+def actuator_kinds_text(kinds: tuple[str, ...]) -> str:
+    """`actuators a`, or `actuators a`, `actuators b` or `actuators c`: the kinds a setting belongs to."""
+    words = [f"`actuators {k}`" for k in kinds]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]

@@ -1,17 +1,24 @@
 """From policy actions to MuJoCo `ctrl`, in jnp, one environment per call (the env vmaps);
 and the per-episode actuator draws of both engines.
 
-The three actuator kinds of the language (docs/architecture.md, "Actuators"):
+The actuator kinds of the language (docs/architecture.md, "Actuators"):
 
 * `position`: the model's actuators were rewritten into PD actuators at load
   (`ksimdsl.runtime.engine.model`), so `ctrl` is the joint target
-  `default_pos + action_scale * action + zero_offset`; with a per-episode
-  `latency` l, the substeps that start before l keep the previous target.
+  `default_pos + action_scale * action + zero_offset`.
+* `velocity`: rewritten into velocity actuators (gain kd, bias -kd qdot), so
+  `ctrl` is the target velocity `action_scale * action`.
+* `position_velocity`: 2 nu actions, the first nu give position targets as
+  for `position`, the last nu target velocities `velocity_scale * action`;
+  rewritten into gain-1 actuators with bias (0, -kp, -kd), so
+  `ctrl = kp * target_pos + kd * target_vel` and MuJoCo applies
+  `kp (target_pos - q) + kd (target_vel - qdot)`.
 * `torque`: `ctrl = scale * action` on the model's own actuators.
 * `ctrl`: `ctrl = action`.
 
-Actions are clipped to [-1, 1] first; `ctrl` is clipped to the actuators'
-control range where they are limited (torque, ctrl).
+With a per-episode `latency` l, the substeps that start before l keep the
+previous `ctrl`. Actions are clipped to [-1, 1] first; `ctrl` is clipped to
+the actuators' control range where they are limited (torque, ctrl).
 
 The per-episode draws (latency, zero offset) are `ActuatorModel.draw_episode`
 for both engines: it takes an `EpisodeDraws`, the random source and array
@@ -33,6 +40,7 @@ import numpy as np
 
 from ksimdsl.abi import TaskSpec
 from ksimdsl.runtime.engine.model import ctrl_clip_range
+from ksimdsl.settings import POSITION_TARGET_ACTUATORS, actions_per_actuator
 
 __all__ = ["ActuatorModel", "EpisodeDraws", "JaxDraws", "NumpyDraws"]
 
@@ -87,8 +95,11 @@ class ActuatorModel:
 
     kind: str
     action_scale: float
+    velocity_scale: float
     scale: float
     default_pos_U: np.ndarray
+    kp_U: np.ndarray  # position_velocity: the gains that turn targets into ctrl (zeros for other kinds)
+    kd_U: np.ndarray
     ctrl_lo_U: np.ndarray | None
     ctrl_hi_U: np.ndarray | None
     latency: tuple[float, float] | None
@@ -100,13 +111,17 @@ class ActuatorModel:
     def from_spec(spec: TaskSpec, model: mujoco.MjModel) -> "ActuatorModel":
         act = spec.actuators
         clip = ctrl_clip_range(spec, model)
-        default = np.asarray(act.default_pos, dtype=np.float32) if act.default_pos else np.zeros(model.nu, np.float32)
+        zeros = np.zeros(model.nu, np.float32)
+        default = np.asarray(act.default_pos, dtype=np.float32) if act.default_pos else zeros
         zo = act.zero_offset
         return ActuatorModel(
             kind=act.kind,
             action_scale=float(act.action_scale),
+            velocity_scale=float(act.velocity_scale),
             scale=float(act.scale),
             default_pos_U=default,
+            kp_U=np.asarray(act.kp, dtype=np.float32) if act.kp else zeros,
+            kd_U=np.asarray(act.kd, dtype=np.float32) if act.kd else zeros,
             ctrl_lo_U=None if clip is None else clip[0],
             ctrl_hi_U=None if clip is None else clip[1],
             latency=None if act.latency is None else (float(act.latency[0]), float(act.latency[1])),
@@ -119,6 +134,10 @@ class ActuatorModel:
     def nu(self) -> int:
         return int(self.default_pos_U.shape[0])
 
+    @property
+    def action_size(self) -> int:
+        return self.nu * actions_per_actuator(self.kind)
+
     def draw_episode(self, draws: EpisodeDraws, batch: tuple[int, ...] = ()) -> tuple[Any, Any]:
         """This episode's (latency `batch` seconds, zero_offset `batch + (nu,)` radians/metres)."""
         xp, dtype = draws.xp, draws.dtype
@@ -129,7 +148,7 @@ class ActuatorModel:
             latency = draws.uniform("latency", lo, hi, batch)
         shape_U = batch + (self.nu,)
         zero_U = xp.zeros(shape_U, dtype)
-        if self.kind == "position" and self.zero_offset_dist is not None:
+        if self.kind in POSITION_TARGET_ACTUATORS and self.zero_offset_dist is not None:
             p = self.zero_offset_params
             if self.zero_offset_dist == "gaussian":
                 mean, std = (0.0, p[0]) if len(p) == 1 else (p[0], p[1])
@@ -139,22 +158,33 @@ class ActuatorModel:
                 zero_U = draws.uniform("zero_offset", lo, hi, shape_U)
         return latency, zero_U
 
-    def target(self, action_A: jax.Array, zero_offset_U: jax.Array) -> jax.Array:
-        """The `ctrl` this action asks for (before latency), shape (nu,)."""
-        action_A = jnp.clip(action_A, -1.0, 1.0)
+    def target(self, action_A: Any, zero_offset_U: Any, xp: ModuleType = jnp) -> Any:
+        """The `ctrl` this action asks for (before latency): shape `batch + (nu,)` for `batch + (A,)` actions.
+
+        `xp`: jnp (float32, the MJX engine) or np (float64, the C engine's resets).
+        """
+        action_A = xp.clip(action_A, -1.0, 1.0)
         if self.kind == "position":
             ctrl_U = self.default_pos_U + self.action_scale * action_A + zero_offset_U
+        elif self.kind == "velocity":
+            ctrl_U = self.action_scale * action_A
+        elif self.kind == "position_velocity":
+            nu = self.nu
+            pos_U = self.default_pos_U + self.action_scale * action_A[..., :nu] + zero_offset_U
+            vel_U = self.velocity_scale * action_A[..., nu:]
+            ctrl_U = self.kp_U * pos_U + self.kd_U * vel_U
         elif self.kind == "torque":
             ctrl_U = self.scale * action_A
         else:
             ctrl_U = action_A
         if self.ctrl_lo_U is not None:
-            ctrl_U = jnp.clip(ctrl_U, self.ctrl_lo_U, self.ctrl_hi_U)
-        return ctrl_U.astype(jnp.float32)
+            ctrl_U = xp.clip(ctrl_U, self.ctrl_lo_U, self.ctrl_hi_U)
+        return ctrl_U.astype(jnp.float32 if xp is jnp else np.float64)
 
-    def rest_target(self, zero_offset_U: jax.Array) -> jax.Array:
+    def rest_target(self, zero_offset_U: Any, xp: ModuleType = jnp) -> Any:
         """The `ctrl` of a zero action; the "previous target" right after a reset."""
-        return self.target(jnp.zeros_like(zero_offset_U), zero_offset_U)
+        zero_A = xp.zeros(zero_offset_U.shape[:-1] + (self.action_size,), zero_offset_U.dtype)
+        return self.target(zero_A, zero_offset_U, xp)
 
     def substep_ctrl(self, prev_U: jax.Array, new_U: jax.Array, latency: jax.Array, substep: jax.Array) -> jax.Array:
         """`ctrl` for physics substep `substep` (0-based) of a control step.

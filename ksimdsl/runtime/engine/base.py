@@ -116,7 +116,7 @@ class EnvSnapshot(NamedTuple):
     episode_return_E: Any  # reward summed over the current episode (C MuJoCo: float64)
     prev_ctrl_EU: Any  # actuator target of the previous control step
     latency_E: Any  # this episode's action latency (s)
-    zero_offset_EU: Any  # this episode's joint calibration error (position actuators)
+    zero_offset_EU: Any  # this episode's joint calibration error (position targets)
     key: Any  # the random stream: MJX uint32[2] JAX key; C MuJoCo uint64[6] numpy PCG64 state
 
 

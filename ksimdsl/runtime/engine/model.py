@@ -3,15 +3,19 @@ and every tool (eval, render, export, bench): they all load it through `load_mod
 
 `load_model` composes the model as the task describes (`SPEC["compose"]`, applied
 by `ksimdsl.model.compose`, the code the checker ran), applies the task's
-`physics` settings and, for `actuators position`, rewrites the model's
-actuators into MuJoCo affine PD actuators (see docs/architecture.md, "Actuators"):
+`physics` settings and, for the feedback kinds (`actuators position`, `velocity`,
+`position_velocity`), rewrites the model's actuators into MuJoCo affine
+actuators, force = gain * ctrl + b1 * q + b2 * qdot, gear 1 (see
+docs/architecture.md, "Actuators"):
 
-    force = kp * ctrl - kp * q - kd * qdot        (gain kp, bias (0, -kp, -kd), gear 1)
+    position            gain kp, bias (0, -kp, -kd)   ctrl = target position
+    velocity            gain kd, bias (0, 0, -kd)     ctrl = target velocity (MuJoCo's <velocity kv=kd>)
+    position_velocity   gain 1,  bias (0, -kp, -kd)   ctrl = kp * target position + kd * target velocity
 
 clamped to the original motor's `ctrlrange * gear`. MuJoCo then evaluates the
-MIT-style PD law at every physics substep, identically on MJX and C MuJoCo, and
-the runtime only writes the position target into `ctrl`. `model_xml` is the
-same model as MJCF text (a run directory's model.xml), asset paths absolute.
+law at every physics substep, identically on MJX and C MuJoCo, and the
+runtime only writes `ctrl` (ksimdsl.runtime.engine.actuators). `model_xml` is
+the same model as MJCF text (a run directory's model.xml), asset paths absolute.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import numpy as np
 
 from ksimdsl.abi import TaskSpec
 from ksimdsl.errors import KsimError
+from ksimdsl.settings import FEEDBACK_ACTUATORS, actions_per_actuator
 from ksimdsl.model.compose import ComposeError, Composition, load_spec
 
 __all__ = ["load_model", "model_xml", "default_pose", "ctrl_clip_range", "SOLVERS"]
@@ -49,8 +54,8 @@ def _compile(spec: TaskSpec, model_path: str | Path) -> tuple[mujoco.MjModel, mu
         mjspec = load_spec(path, Composition.from_dict(spec.compose))
     except ComposeError as exc:
         raise KsimError(str(exc)) from None
-    if spec.actuators.kind == "position":
-        _rewrite_position_actuators(mjspec, spec, path)
+    if spec.actuators.kind in FEEDBACK_ACTUATORS:
+        _rewrite_feedback_actuators(mjspec, spec, path)
     physics = spec.physics
     solver = physics.solver
     if solver not in SOLVERS:
@@ -63,23 +68,25 @@ def _compile(spec: TaskSpec, model_path: str | Path) -> tuple[mujoco.MjModel, mu
         model = mjspec.compile()
     except Exception as exc:
         raise KsimError(f"cannot compile model {path}: {_one_line(exc)}") from None
-    if model.nu != spec.action_size and spec.actuators.kind != "position":
+    if model.nu * actions_per_actuator(spec.actuators.kind) != spec.action_size:
         raise KsimError(
-            f"model {path} has {model.nu} actuators but the task's action size is {spec.action_size}; "
-            "recompile the task"
+            f"model {path} has {model.nu} actuators but the task's action size is {spec.action_size} "
+            f"(actuators {spec.actuators.kind}); recompile the task"
         )
     return model, mjspec
 
 
-def _rewrite_position_actuators(mjspec: mujoco.MjSpec, spec: TaskSpec, path: Path) -> None:
+def _rewrite_feedback_actuators(mjspec: mujoco.MjSpec, spec: TaskSpec, path: Path) -> None:
     act = spec.actuators
     actuators = list(mjspec.actuators)
-    if len(actuators) != spec.action_size or len(act.kp) != len(actuators) or len(act.kd) != len(actuators):
+    nu = len(actuators)
+    kp = act.kp if act.kind != "velocity" else (0.0,) * nu  # velocity actuators have no position gain
+    if nu * actions_per_actuator(act.kind) != spec.action_size or len(kp) != nu or len(act.kd) != nu:
         raise KsimError(
-            f"model {path} has {len(actuators)} actuators but the task describes {spec.action_size} "
-            f"(kp: {len(act.kp)}, kd: {len(act.kd)}); recompile the task"
+            f"model {path} has {nu} actuators but the task describes {spec.action_size} actions "
+            f"(actuators {act.kind}; kp: {len(act.kp)}, kd: {len(act.kd)}); recompile the task"
         )
-    for a, kp, kd in zip(actuators, act.kp, act.kd):
+    for a, p, d in zip(actuators, kp, act.kd):
         gear = float(a.gear[0])
         if a.ctrllimited == mujoco.mjtLimited.mjLIMITED_TRUE or (
             a.ctrllimited == mujoco.mjtLimited.mjLIMITED_AUTO and a.ctrlrange[0] < a.ctrlrange[1]
@@ -87,10 +94,11 @@ def _rewrite_position_actuators(mjspec: mujoco.MjSpec, spec: TaskSpec, path: Pat
             lo, hi = sorted((float(a.ctrlrange[0]) * gear, float(a.ctrlrange[1]) * gear))
             a.forcelimited = mujoco.mjtLimited.mjLIMITED_TRUE
             a.forcerange = [lo, hi]
+        gain = {"position": float(p), "velocity": float(d)}.get(act.kind, 1.0)
         a.gaintype = mujoco.mjtGain.mjGAIN_FIXED
-        a.gainprm = [float(kp)] + [0.0] * (len(a.gainprm) - 1)
+        a.gainprm = [gain] + [0.0] * (len(a.gainprm) - 1)
         a.biastype = mujoco.mjtBias.mjBIAS_AFFINE
-        a.biasprm = [0.0, -float(kp), -float(kd)] + [0.0] * (len(a.biasprm) - 3)
+        a.biasprm = [0.0, -float(p), -float(d)] + [0.0] * (len(a.biasprm) - 3)
         a.dyntype = mujoco.mjtDyn.mjDYN_NONE
         a.gear = [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
         a.ctrllimited = mujoco.mjtLimited.mjLIMITED_FALSE
@@ -109,9 +117,9 @@ def ctrl_clip_range(spec: TaskSpec, model: mujoco.MjModel) -> tuple[np.ndarray, 
     """Per-actuator (lo_U, hi_U) bounds for `ctrl`, or None when no actuator is limited.
 
     The task's own `ctrl_range` wins; otherwise the model's `ctrlrange` where `ctrllimited`.
-    Position actuators are not clipped (their force is limited instead).
+    The feedback kinds (position, velocity, position_velocity) are not clipped: their force is limited instead.
     """
-    if spec.actuators.kind == "position":
+    if spec.actuators.kind in FEEDBACK_ACTUATORS:
         return None
     if spec.actuators.ctrl_range is not None:
         rng = np.asarray(spec.actuators.ctrl_range, dtype=np.float32).reshape(-1, 2)

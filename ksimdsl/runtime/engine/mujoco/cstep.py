@@ -521,7 +521,7 @@ def write_state(idx_K, envs, qpos_KQ, qvel_KV):
 
 
 #: Actuator kinds of `actuate` (see docs/architecture.md, "Actuators").
-ACTUATOR_KINDS = {"position": 0, "torque": 1, "ctrl": 2}
+ACTUATOR_KINDS = {"position": 0, "torque": 1, "ctrl": 2, "velocity": 3, "position_velocity": 4}
 
 
 class ActuatorConstants(NamedTuple):
@@ -529,7 +529,10 @@ class ActuatorConstants(NamedTuple):
 
     kind: int  # ACTUATOR_KINDS
     default_pos_U: np.ndarray
+    kp_U: np.ndarray  # position_velocity's gains (ctrl = kp target_pos + kd target_vel)
+    kd_U: np.ndarray
     action_scale: float
+    velocity_scale: float
     scale: float
     clip_lo_U: np.ndarray
     clip_hi_U: np.ndarray
@@ -543,8 +546,10 @@ def actuate(lo, hi, act, raw_EA, action_EA, zero_offset_EU, latency_E, prev_ctrl
     action_EA = clip(raw_EA, -1, 1) (what the kernels see); with the constants
     `act` (`ActuatorConstants`) the target is
     `default_pos + action_scale * action + zero_offset` (kind 0, position),
-    `scale * action` (1, torque) or `action` (2, ctrl), clipped to
-    [clip_lo_U, clip_hi_U] (+-inf where unlimited). Substep s keeps the
+    `scale * action` (1, torque), `action` (2, ctrl), `action_scale * action`
+    (3, velocity) or, for 4 (position_velocity, 2 nu actions),
+    `kp (default_pos + action_scale * action[u] + zero_offset) + kd velocity_scale * action[nu + u]`,
+    clipped to [clip_lo_U, clip_hi_U] (+-inf where unlimited). Substep s keeps the
     previous target while `s * dt < latency_E[e]`. prev_ctrl_EU becomes the new
     target. Same formulas as `ksimdsl.runtime.engine.actuators.ActuatorModel`.
     """
@@ -560,6 +565,11 @@ def actuate(lo, hi, act, raw_EA, action_EA, zero_offset_EU, latency_E, prev_ctrl
                 target = act.default_pos_U[u] + act.action_scale * a + zero_offset_EU[e, u]
             elif act.kind == 1:
                 target = act.scale * a
+            elif act.kind == 3:
+                target = act.action_scale * a
+            elif act.kind == 4:
+                pos = act.default_pos_U[u] + act.action_scale * a + zero_offset_EU[e, u]
+                target = act.kp_U[u] * pos + act.kd_U[u] * act.velocity_scale * action_EA[e, nu + u]
             else:
                 target = a
             target = min(max(target, act.clip_lo_U[u]), act.clip_hi_U[u])

@@ -120,11 +120,13 @@ class _Actuation:
     def __init__(self, model: ActuatorModel):
         self.model = model
         nu = model.nu
-        self.default_pos_U = np.asarray(model.default_pos_U, np.float64)
         self.constants = cstep.ActuatorConstants(
             kind=cstep.ACTUATOR_KINDS[model.kind],
-            default_pos_U=self.default_pos_U,
+            default_pos_U=np.asarray(model.default_pos_U, np.float64),
+            kp_U=np.asarray(model.kp_U, np.float64),
+            kd_U=np.asarray(model.kd_U, np.float64),
             action_scale=float(model.action_scale),
+            velocity_scale=float(model.velocity_scale),
             scale=float(model.scale),
             clip_lo_U=np.full(nu, -np.inf) if model.ctrl_lo_U is None else np.asarray(model.ctrl_lo_U, np.float64),
             clip_hi_U=np.full(nu, np.inf) if model.ctrl_hi_U is None else np.asarray(model.ctrl_hi_U, np.float64),
@@ -138,9 +140,7 @@ class _Actuation:
 
     def rest_target(self, zero_offset_KU: np.ndarray) -> np.ndarray:
         """ctrl (K, nu) of a zero action: the "previous target" right after a reset."""
-        m = self.model
-        base = self.default_pos_U + zero_offset_KU if m.kind == "position" else np.zeros_like(zero_offset_KU)
-        return np.clip(base, self.constants.clip_lo_U, self.constants.clip_hi_U)
+        return self.model.rest_target(zero_offset_KU, np)
 
     def __call__(self, lo: int, hi: int, raw_EA, action_EA, zero_offset_EU, latency_E, prev_ctrl_EU, ctrl_ESU):
         """`cstep.actuate` for envs [lo, hi)."""

@@ -122,6 +122,15 @@ def _read_arrays(path: str) -> dict[str, np.ndarray]:
     if not os.path.isfile(path):
         raise ClipError(f"clip file '{path}' not found" if not os.path.isdir(path) else f"clip '{path}' is a directory")
     try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except OSError as exc:
+        raise ClipError(f"cannot read clip {path}: {exc.strerror or exc}") from None
+    if magic.startswith(b"\x93NUMPY"):
+        raise ClipError(f"clip {path} is a single .npy array, not an .npz archive of named arrays")
+    if not magic.startswith(b"PK"):
+        raise ClipError(f"clip {path} is not an .npz file (a zip archive of arrays, as numpy.savez writes)")
+    try:
         loaded = np.load(path, allow_pickle=False)
     except ValueError as exc:
         if "allow_pickle" in str(exc):

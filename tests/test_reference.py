@@ -138,7 +138,8 @@ def _npz(tmp_path: Path, **arrays) -> Path:
         ({"joint_names": np.array([1, 2])}, "'joint_names' must be a vector of strings"),
         ({"qvel": np.zeros((4, 2))}, "'qvel' has 4 frames, 'qpos' 3"),
         ({"body_names": np.array(["x"])}, "'body_names' and 'body_pos' come together"),
-        ({"body_names": np.array(["x"]), "body_pos": np.zeros((3, 2, 3))}, "'body_pos' must have shape (frames, bodies, 3) = (3, 1, 3)"),
+        ({"body_names": np.array(["x"]), "body_pos": np.zeros((3, 2, 3))},
+         "'body_pos' must have shape (frames, bodies, 3) = (3, 1, 3)"),
         ({"qpos": np.array([[object()] * 2] * 3, dtype=object)}, "holds Python objects (pickled arrays)"),
     ],
     ids=["missing", "unknown", "one_frame", "nan", "fps", "fps_vector", "twice", "not_strings", "qvel_frames",
@@ -393,3 +394,31 @@ def test_an_episode_on_the_engine_starts_from_the_reference(tiny, clamped):
         np.testing.assert_allclose(env.obs_actor_EO[:, 0], 3 * 0.02 * FPS / 8, rtol=1e-5)  # 3 control steps on
     finally:
         env.close()
+
+
+# --------------------------------------------------------------------------- syntax
+
+
+def test_reference_syntax_parses_to_the_ast():
+    from ksimdsl.errors import Source
+    from ksimdsl.frontend.astdump import dump
+    from ksimdsl.frontend.parse import parse_source
+
+    text = (
+        'task t\nreference "clips/walk.npz" clamp fixed\nlet feet = ref.body_pos("foot") - ref.base_pos\n'
+        "reset\n    from reference\n    joint_pos += 1\n"
+    )
+    lines = dump(parse_source(Source("t.ksim", text))).splitlines()
+    assert lines[1] == "ReferenceStmt @2:1-39 path='clips/walk.npz'@2:11-27 options=(clamp fixed)"
+    assert lines[2].endswith('value=(- (ref.body_pos "foot") (. ref base_pos))')
+    assert lines[3] == "ResetStmt @4:1-6:19 from_reference@5:5-19"
+    for body, message in [
+        ("reset\n    joint_pos += 1\n    from reference\n", "t.ksim:4:5: error: `from reference` must be the first line"),
+        ("reset\n    from reference\n    from reference\n", "t.ksim:4:5: error: `from reference` given twice"),
+        ("reset\n    from keyframe\n", "t.ksim:3:10: error: unknown reset start 'keyframe'; write `from reference`"),
+        ("reference walk.npz\n", "t.ksim:2:11: error: expected the clip path as a quoted string"),
+        ("let x = (1 + 2).f(3)\n", "t.ksim:2:17: error: '.f(...)' can only follow a name"),
+    ]:
+        with pytest.raises(KsimError) as err:
+            parse_source(Source("t.ksim", "task t\n" + body))
+        assert err.value.format().startswith(message), err.value.format()

@@ -61,6 +61,7 @@ CLIP_KEYS = ("qpos", "fps", "joint_names", "qvel", "body_names", "body_pos")
 _FREE, _BALL = 0, 1
 _QPOS_WIDTH = {_FREE: 7, _BALL: 4}  # hinge and slide: 1
 _QVEL_WIDTH = {_FREE: 6, _BALL: 3}
+_PICKLED = "clip {path} holds Python objects (pickled arrays); a clip holds plain arrays only"
 #: At most this many names are listed in one message.
 _LISTED = 8
 
@@ -134,7 +135,7 @@ def _read_arrays(path: str) -> dict[str, np.ndarray]:
         loaded = np.load(path, allow_pickle=False)
     except ValueError as exc:
         if "allow_pickle" in str(exc):
-            raise ClipError(f"clip {path} holds Python objects (pickled arrays); a clip holds plain arrays only") from None
+            raise ClipError(_PICKLED.format(path=path)) from None
         raise ClipError(f"clip {path} is not a readable .npz file ({exc})") from None
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise ClipError(f"clip {path} is not a readable .npz file ({exc})") from None
@@ -145,7 +146,7 @@ def _read_arrays(path: str) -> dict[str, np.ndarray]:
             return {key: loaded[key] for key in loaded.files}
     except ValueError as exc:  # an object array inside the archive
         if "allow_pickle" in str(exc):
-            raise ClipError(f"clip {path} holds Python objects (pickled arrays); a clip holds plain arrays only") from None
+            raise ClipError(_PICKLED.format(path=path)) from None
         raise ClipError(f"clip {path} is not a readable .npz file ({exc})") from None
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise ClipError(f"clip {path} is not a readable .npz file ({exc})") from None

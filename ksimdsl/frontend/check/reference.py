@@ -74,8 +74,8 @@ class References(Part):
         base = os.path.dirname(os.path.abspath(self.cx.source.path))
         path = self.path = os.path.abspath(written if os.path.isabs(written) else os.path.join(base, written))
         if not os.path.isfile(path):
-            where = "is a directory" if os.path.isdir(path) else "not found (relative paths start at the task file's directory)"
-            self.fail(stmt.path_span, f"clip file '{written}' {where}")
+            where = "not found (relative paths start at the task file's directory)"
+            self.fail(stmt.path_span, f"clip file '{written}' {'is a directory' if os.path.isdir(path) else where}")
         try:
             clip = load_clip(path)
         except ClipError as e:
@@ -91,7 +91,9 @@ class References(Part):
         if self.failed:
             raise Reported
         if self.clip is None:
-            self.fail(span, f"'ref' reads the reference motion, but the task has no `reference` statement (e.g. {_EXAMPLE})")
+            self.fail(
+                span, f"'ref' reads the reference motion, but the task has no `reference` statement (e.g. {_EXAMPLE})"
+            )
         return self.clip
 
     def quantity(self, node: ast.Attr) -> t.Expr:

@@ -7,6 +7,8 @@
     ksimdsl eval    TASK.ksim --run RUN_DIR [--episodes N] [--command NAME=v1,v2,...]... [--seconds S]
                     [--no-events] [--level L|trained] [--json]
     ksimdsl render  TASK.ksim --run RUN_DIR -o OUT.mp4|OUT.gif [--seconds S] [--camera NAME]
+    ksimdsl record  TASK.ksim --run RUN_DIR -o CLIP.npz [--seconds S] [--command NAME=v1,v2,...]...
+                    [--no-events] [--engine ENGINE]
     ksimdsl view    TASK.ksim [--run RUN_DIR [--checkpoint N]] [--seconds S] [--stochastic] [--watch]
     ksimdsl export  TASK.ksim --run RUN_DIR -o POLICY.onnx
     ksimdsl plot    RUN_DIR [RUN_DIR ...] [-o DIR] [--x steps|minutes]
@@ -99,6 +101,17 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--width", type=int, default=640)
     c.add_argument("--height", type=int, default=480)
     c.add_argument("--engine", choices=ENGINES, default=None)
+
+    c = sub.add_parser("record", help="record the deterministic policy of a run as a motion clip (.npz)")
+    c.add_argument("task")
+    c.add_argument("--run", required=True, metavar="RUN_DIR")
+    c.add_argument("-o", "--output", required=True, metavar="CLIP.npz")
+    c.add_argument("--seconds", type=float, help="length of the clip (default: one episode, at most 10 s)")
+    c.add_argument("--command", dest="commands", action="append", default=[], metavar="NAME=v1,v2,...",
+                   help="hold command NAME at these values (repeat for other commands)")
+    c.add_argument("--no-events", action="store_true", help="switch every event (pushes) off")
+    c.add_argument("--engine", choices=ENGINES, default=None)
+    c.add_argument("--seed", type=int, default=0)
 
     c = sub.add_parser("view", help="watch and steer a policy live in MuJoCo's viewer (needs a display)")
     c.add_argument("task")
@@ -260,6 +273,19 @@ def _cmd_render(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_record(args: argparse.Namespace) -> int:
+    from ksimdsl.session import RecordRequest, record_run
+
+    request = RecordRequest(
+        seconds=args.seconds, engine=args.engine, events=not args.no_events, commands=tuple(args.commands),
+        seed=args.seed,
+    )  # fmt: skip
+    path, info = record_run(args.task, args.run, args.output, request)
+    ended = " (the episode ended there)" if info.ended_early else ""
+    print(f"wrote {path}: {info.frames} frames, {info.seconds:.2f} s{ended}")
+    return EXIT_OK
+
+
 def _cmd_view(args: argparse.Namespace) -> int:
     from ksimdsl.runtime.tools.view import ViewConfig, check_display, run_viewer
     from ksimdsl.session import TaskFileWatcher, load_view, view_task
@@ -346,6 +372,7 @@ _COMMANDS = {
     "train": _cmd_train,
     "eval": _cmd_eval,
     "render": _cmd_render,
+    "record": _cmd_record,
     "view": _cmd_view,
     "export": _cmd_export,
     "plot": _cmd_plot,

@@ -353,6 +353,43 @@ def evaluate_run(
     return evaluate_commands(task.spec, task.kernels, commands, options=options, **where)
 
 
+@dataclass(frozen=True)
+class RecordRequest:
+    """What `ksimdsl record` asks for: the clip's length in seconds (None: one episode, at most 10 s), the
+    engine (None: the run's), whether events happen, `--command NAME=v1,...` texts (all held at once)."""
+
+    seconds: float | None = None
+    engine: str | None = None
+    events: bool = True
+    commands: tuple[str, ...] = ()
+    seed: int = 0
+
+
+def record_run(task_path: str | None, run_dir: str, out_path: str, request: RecordRequest = RecordRequest()) -> Any:
+    """`ksimdsl record TASK.ksim --run RUN_DIR -o CLIP.npz`: a clip of the run's deterministic policy.
+
+    Returns (path, `tools.record.RecordInfo`).
+    """
+    from ksimdsl.runtime.tools.evaluate import parse_commands
+    from ksimdsl.runtime.tools.record import CLIP_SUFFIXES, RecordOptions
+    from ksimdsl.runtime.tools.record import record_run as record
+    from ksimdsl.runtime.tools.export import check_output_path
+
+    check_output_path(out_path, CLIP_SUFFIXES)  # a typo fails before anything compiles
+    enable_compilation_cache()
+    task = task_for_run(task_path, run_dir, engine=request.engine)
+    commands: dict[str, tuple[float, ...]] = {}
+    for command in parse_commands(request.commands, task.command_fields):
+        if command.name in commands:
+            raise KsimError(f"command '{command.name}' given twice; a recording holds each command at one value")
+        commands[command.name] = command.values
+    options = RecordOptions(seconds=request.seconds, commands=commands, events=request.events, seed=request.seed)
+    return record(
+        task.spec, task.kernels, model_path=task.model_path, run_dir=run_dir, out_path=out_path, engine=task.engine,
+        options=options,
+    )  # fmt: skip
+
+
 def task_for_run(task_path: str | None, run_dir: str, *, engine: str | None = None) -> LoadedTask:
     """The task a command on an existing run (eval, render, export) works with.
 

@@ -13,3 +13,8 @@ class JaxPrinter(KernelPrinter):
 
     alias = "jnp"
     _module = "jax.numpy"
+
+    def row_index(self, expr) -> str:
+        if expr.is_Integer:
+            return str(int(expr))
+        return f"jnp.int32({self._print(expr)})"

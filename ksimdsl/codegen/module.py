@@ -39,7 +39,7 @@ from ksimdsl import __version__
 from ksimdsl.abi import PHYS_FIELDS
 from ksimdsl.codegen.jax_printer import JaxPrinter
 from ksimdsl.codegen.layout import WIDTH, wrap
-from ksimdsl.codegen.names import Constants, MemNames, Quoter, draw_table, fit_comment
+from ksimdsl.codegen.names import Constants, MemNames, Quoter, draw_table, fit_comment, table_lines
 from ksimdsl.codegen.numba_printer import NumbaPrinter
 from ksimdsl.codegen.printer import KernelPrinter, comment
 from ksimdsl.codegen.spec import (
@@ -404,6 +404,7 @@ def render_module(task: Any, ir: TaskIR, *, backend: str, cse: bool = True, sour
     phys_inputs = used_phys_inputs(ir)
     spec = build_spec(task, ir, codes, backend, source_file, phys_inputs)
     used: set[str] = set().union(*(_local_names(c) for c in codes.values()), ir.randomize_fields)
+    used |= {t.name for t in ir.tables}  # the reference's frame tables keep their names
     mem = MemNames(ir.mem_slots, used)
     origins: dict[object, Any] = {}
     for c in codes.values():
@@ -435,6 +436,8 @@ def render_module(task: Any, ir: TaskIR, *, backend: str, cse: bool = True, sour
     const_lines = consts.lines(backend, module.quote)
     if const_lines:
         lines += ["", *const_lines]
+    for table in ir.tables:
+        lines += ["", *table_lines(table, backend, module.quote)]
     lines.append("")
     for name in ("reset", "observe", "step"):
         lines.append("")

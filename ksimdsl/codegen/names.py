@@ -23,9 +23,10 @@ from ksimdsl.codegen.printer import comment, float_literal
 from ksimdsl.errors import Span
 from ksimdsl.ir import vec
 from ksimdsl.ir.dag import unique_nodes
-from ksimdsl.ir.program import DrawUse, MemSlot, Origin
+from ksimdsl.ir.program import DrawUse, MemSlot, Origin, Table
+from ksimdsl.ir.reference import TableGather
 
-__all__ = ["Quoter", "MemNames", "Constants", "draw_table", "upper_ident"]
+__all__ = ["Quoter", "MemNames", "Constants", "draw_table", "table_lines", "upper_ident"]
 
 
 def upper_ident(name: str) -> str:
@@ -151,6 +152,10 @@ class Constants:
                     self.arrays[node] = name = self._unique(node.name)
                 self._spans[name] = origin.span if origin is not None else None
                 self._exact[name] = anonymous
+            elif isinstance(node, TableGather) and node.columns not in self.indices:
+                origin = self.origins.get(node.columns)
+                self.indices[node.columns] = name = self._unique(f"{origin.name if origin else node.table}_idx")
+                self._spans[name] = origin.span if origin is not None else None
             elif isinstance(node, vec.ArrGather) and node.indices not in self.indices:
                 origin = self.origins.get(node.indices)
                 if origin is not None:
@@ -173,6 +178,29 @@ class Constants:
                 out.append(note)
             out += wrap(f"{name} = ", f"{module}.array([{', '.join(values)}], dtype={module}.{dtype})")
         return out
+
+
+def table_lines(table: Table, backend: str, quote: Quoter) -> list[str]:
+    """A reference frame table as a module-level constant: one row per frame, wrapped at the line width.
+
+    Values print as the shortest text that reads back as the same float32.
+    """
+    module = "jnp" if backend == "jax" else "np"
+    out = [line for line in (quote.comment(table.span),) if line]
+    out.append(fit_comment(comment(f"{table.name}: {table.title}"), 0))
+    out.append(f"{table.name} = {module}.array([")
+    for row in table.values:
+        line = "    ["
+        for k, v in enumerate(row):
+            piece = str(float(v)) if float(v).is_integer() else str(v)
+            piece += ", " if k < len(row) - 1 else "],"
+            if len(line) + len(piece.rstrip()) > WIDTH:
+                out.append(line.rstrip())
+                line = "     "
+            line += piece
+        out.append(line)
+    out.append(f"], dtype={module}.float32)")
+    return out
 
 
 def draw_table(draws: Sequence[DrawUse], quote: Quoter, indent: int) -> list[str]:

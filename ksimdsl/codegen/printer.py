@@ -24,6 +24,7 @@ from sympy.printing.precedence import PRECEDENCE, precedence
 from ksimdsl.errors import InternalCompilerError
 from ksimdsl.ir import vec
 from ksimdsl.ir.dag import unique_nodes
+from ksimdsl.ir.reference import TableAt, TableGather, TableSlice
 
 __all__ = ["KernelPrinter", "shape_in", "float_literal", "comment"]
 
@@ -206,6 +207,24 @@ class KernelPrinter(NumPyPrinter):
         if expr.col is None:
             return f"{expr.base.name}[{name}]"
         return f"{expr.base.name}[{name}, {expr.col}]"
+
+    def row_index(self, expr: sp.Basic) -> str:
+        """A frame index of a reference table (a float expression with an integer value) as an int."""
+        if expr.is_Integer:
+            return str(int(expr))
+        return f"int({self._print(expr)})"
+
+    def _print_TableAt(self, expr: TableAt) -> str:
+        return f"{expr.table}[{self.row_index(expr.row)}, {expr.col}]"
+
+    def _print_TableSlice(self, expr: TableSlice) -> str:
+        return f"{expr.table}[{self.row_index(expr.row)}, {expr.start}:{expr.stop}]"
+
+    def _print_TableGather(self, expr: TableGather) -> str:
+        name = self.index_names.get(expr.columns)
+        if name is None:
+            raise InternalCompilerError(f"no index constant for {expr}")
+        return f"{expr.table}[{self.row_index(expr.row)}][{name}]"
 
     def _print_ConstArr(self, expr: vec.ConstArr) -> str:
         name = self.const_names.get(expr)

@@ -11,7 +11,8 @@ Expressions
     Name(id)                   joint_pos, level, air_time
     Vector(items)              [0, 0, 1], [cos(a), sin(a), joint_vel]
     Range(lo, hi)              0..10ms   (only where a statement allows it)
-    Call(func, args, kwargs)   exp_kernel(x, 0.25), tolerance(x, lo=0, hi=1)
+    Call(func, args, kwargs)   exp_kernel(x, 0.25), tolerance(x, lo=0, hi=1), ref.body_pos("foot")
+                               (a call on a name, `NAME.f(...)`, has func "NAME.f")
     Attr(base, name)           base_pos.z, cmd.vel, base_lin_vel.xy
     Index(base, index)         v["glob"], v[3], v[1:4]   (index: Expr | Slice)
     Slice(lo, hi)              1:4 (either side may be None)
@@ -388,8 +389,11 @@ class RandomizeStmt:
 
 @dataclass(frozen=True, slots=True)
 class ResetStmt:
+    """`reset` and its writes; `from_reference` is the span of a first line `from reference`, if any."""
+
     assigns: tuple[Assign, ...]
     span: Span
+    from_reference: Span | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,6 +405,16 @@ class EventStmt:
     assigns: tuple[Assign, ...]
     span: Span
     name_span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceStmt:
+    """`reference "clips/walk.npz" loop random`: a motion clip and its options (names, checked later)."""
+
+    path: str
+    span: Span
+    path_span: Span
+    options: tuple[Name, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,6 +455,7 @@ Statement = Union[
     RandomizeStmt,
     ResetStmt,
     EventStmt,
+    ReferenceStmt,
     CurriculumStmt,
     PolicyStmt,
 ]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from typing import Iterable
 
 from lark import Token, Transformer, Tree, v_args
@@ -164,6 +165,13 @@ def _span(meta) -> Span:
 
 def _of_type(children: Iterable[object], kind: type) -> tuple:
     return tuple(child for child in children if isinstance(child, kind))
+
+
+@dataclass(frozen=True)
+class _ResetFrom:
+    """A `from reference` line of a reset block (folded into `ast.ResetStmt.from_reference`)."""
+
+    span: Span
 
 
 class _JointGroup(tuple):
@@ -348,7 +356,30 @@ class _AstBuilder(Transformer):
         return ast.RandomizeStmt(_of_type(children, ast.Assign), _span(meta))
 
     def reset(self, meta, children):
-        return ast.ResetStmt(_of_type(children, ast.Assign), _span(meta))
+        froms = [(k, c) for k, c in enumerate(children) if isinstance(c, _ResetFrom)]
+        if len(froms) > 1:
+            raise self._error(froms[1][1].span, "`from reference` given twice in one reset block")
+        if froms and froms[0][0] != 0:
+            raise self._error(
+                froms[0][1].span,
+                "`from reference` must be the first line of the reset block (the writes below it change the "
+                "reference's frame)",
+            )
+        start = froms[0][1].span if froms else None
+        return ast.ResetStmt(_of_type(children, ast.Assign), _span(meta), start)
+
+    def reset_from(self, meta, children):
+        (name,) = children
+        if name.value != "reference":
+            raise self._error(
+                token_span(name), f"unknown reset start '{name.value}'; write `from reference` (the reference motion)"
+            )
+        return _ResetFrom(_span(meta))
+
+    def reference(self, meta, children):
+        path, *options = children
+        names = tuple(ast.Name(o.value, token_span(o)) for o in options)
+        return ast.ReferenceStmt(path.value[1:-1], _span(meta), token_span(path), names)
 
     def event(self, meta, children):
         name, every = children[0], children[1]
@@ -388,6 +419,17 @@ class _AstBuilder(Transformer):
     def attr(self, meta, children):
         base, name = children
         return ast.Attr(base, name.value, _span(meta), token_span(name))
+
+    def method(self, meta, children):
+        """`NAME.f(args)`: a call named "NAME.f" (only `ref.body_pos(...)` is one today)."""
+        base, name, *args = children
+        if not isinstance(base, ast.Name):
+            raise self._error(
+                token_span(name), f"'.{name.value}(...)' can only follow a name, as in ref.body_pos(\"torso\")"
+            )
+        func = Token.new_borrow_pos("NAME", f"{base.id}.{name.value}", name)
+        call = self.call(meta, [func, *args])
+        return ast.Call(call.func, call.args, call.kwargs, call.span, base.span.merge(token_span(name)))
 
     def index(self, meta, children):
         base, index = children

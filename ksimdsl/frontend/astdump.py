@@ -99,6 +99,10 @@ def _dump_node(node: object, depth: int, lines: list[str], spans: bool) -> None:
         if f.name == "span" or (f.name.endswith("_span") and f.name[: -len("_span")] in names):
             continue
         value = getattr(node, f.name)
+        if isinstance(value, Span) or (value is None and f.name == "from_reference"):
+            if value is not None:  # a line such as `from reference`, by its position
+                head.append(f"{f.name}{format_span(value) if spans else ''}")
+            continue
         if isinstance(value, tuple) and value and not isinstance(value[0], _EXPR_TYPES):
             children.append((f.name, value))
             continue

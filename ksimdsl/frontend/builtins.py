@@ -38,6 +38,8 @@ __all__ = [
     "ENGINES",
     "RESET_TARGETS",
     "SINGLE_STATEMENTS",
+    "REF_QUANTITIES",
+    "REF_OPTIONS",
 ]
 
 #: Built-in quantities read from the physics state (shape from the model).
@@ -264,7 +266,27 @@ SINGLE_STATEMENTS = (
     "terminate",
     "randomize",
     "reset",
+    "reference",
     "curriculum",
     "policy",
     "train",
+)
+
+#: What `ref.NAME` reads: the reference motion (`reference` statement) at the current phase.
+REF_QUANTITIES: Mapping[str, str] = MappingProxyType(
+    {
+        "joint_pos": "the reference's joint_pos (hinge and slide joints)",
+        "joint_vel": "the reference's joint_vel",
+        "qpos": "the reference's generalized positions, (nq,)",
+        "qvel": "the reference's generalized velocities, (nv,)",
+        "base_pos": "the reference's root position, world frame, [3]",
+        "base_quat": "the reference's root orientation quaternion (wxyz), [4]",
+        "body_pos": 'ref.body_pos("name"): the reference\'s world position of a body, [3]',
+        "phase": "where the reference is: 0 at its first frame, 1 at its last",
+    }
+)
+
+#: Options of the `reference` statement: (what happens at the clip's end, where an episode starts).
+REF_OPTIONS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {"end": ("loop", "clamp"), "start": ("random", "fixed")}
 )

@@ -64,6 +64,7 @@ STATEMENT_KEYWORDS: tuple[str, ...] = (
     "randomize",
     "reset",
     "event",
+    "reference",
     "curriculum",
     "policy",
     "train",

@@ -485,6 +485,8 @@ def _explain_in_context(stuck: _Stuck) -> Diagnostic | None:
         return stuck.error(f"expected an indented block after '{keyword}'")
     if keyword == "model" and expected == {"STRING"}:
         return stuck.error(f"expected the model path as a quoted string, found {found}")
+    if keyword == "reference" and expected == {"STRING"}:
+        return stuck.error(f"expected the clip path as a quoted string (reference \"clips/walk.npz\"), found {found}")
     if "PLUS_EQUAL" in expected and token.value in ("-", "/"):
         if stuck.source.line_text(token.line)[token.column : token.column + 1] == "=":
             return stuck.error(

@@ -36,6 +36,7 @@ that way). The lowering only needs these node kinds:
     Cast(operand)                   bool -> float (1.0 / 0.0)
     Dist(kind, params)              a random draw of shape `type.shape` (reset, randomize, event,
                                     command, noise, bias, zero_offset, every, state init)
+    RefRead(table, columns, quats)  the reference motion at the current phase (`ref.*`, `reference`)
 
 Shapes are () for scalars or (n,) for vectors; binary operations broadcast a
 scalar against a vector, never two vectors of different lengths.
@@ -70,6 +71,7 @@ from ksimdsl.frontend.typed_expr import (  # re-exported: `typed` is the one mod
     PhysRead,
     Prev,
     Quantity,
+    RefRead,
     StateRef,
     Type,
     Unary,
@@ -98,6 +100,7 @@ __all__ = [  # every expression node of typed_expr, then the task
     "EventDef",
     "ContactQuery",
     "PrevSlot",
+    "ReferenceDef",
     "CheckedTask",
 ]
 
@@ -352,6 +355,36 @@ class PrevSlot:
     expr: Expr
 
 
+@dataclass(frozen=True, eq=False)
+class ReferenceDef:
+    """`reference "clips/walk.npz" loop random`: the clip, mapped onto the model (`ksimdsl.model.motion`).
+
+    `qpos` [F, nq] and `qvel` [F, nv] are in the model's order; `quat_adr` are the qpos addresses of
+    its quaternions (free and ball joints: normalized after interpolation); `bodies` the model bodies
+    `ref.body_pos` reads, in the column order of `body_pos` [F, len(bodies), 3]. The phase runs over the
+    clip's `frames - 1` intervals; `loop` wraps at the end (else it stays at the last frame); a
+    `random_start` is drawn per reset (else 0).
+    """
+
+    path: str  # as written in the task
+    resolved_path: str
+    loop: bool
+    random_start: bool
+    fps: float
+    qpos: Any  # np.ndarray (F, nq)
+    qvel: Any  # np.ndarray (F, nv)
+    quat_adr: tuple[int, ...]
+    bodies: tuple[int, ...] = ()
+    body_names: tuple[str, ...] = ()
+    body_pos: Any = None  # np.ndarray (F, len(bodies), 3), None without bodies
+    qvel_given: bool = True  # False: velocities are finite differences of the clip's qpos
+    span: Span | None = None
+
+    @property
+    def frames(self) -> int:
+        return int(self.qpos.shape[0])
+
+
 @dataclass(frozen=True, slots=True)
 class CheckedTask:
     """A fully checked task: every name resolved, every shape known, units folded.
@@ -385,3 +418,4 @@ class CheckedTask:
     train: TrainSettings
     source_text: str = ""  # the task file's text (quoted in the generated code's comments)
     metrics: tuple[MetricDef, ...] = ()
+    reference: ReferenceDef | None = None  # the `reference` statement (`reset` may start from it)

@@ -33,6 +33,7 @@ __all__ = [
     "Where",
     "Cast",
     "Dist",
+    "RefRead",
     "Expr",
     "children",
     "walk",
@@ -310,6 +311,24 @@ class Dist:
     span: Span | None = span_field()
 
 
+@dataclass(frozen=True, slots=True)
+class RefRead:
+    """The reference motion (`ref.*`) at the current phase.
+
+    `table` "qpos" / "qvel": elements `columns` of the clip's frame in the model's qpos / qvel order;
+    "body_pos": elements `columns` of the table of the bodies `ref.body_pos` reads (3 per body, in
+    `ReferenceDef.bodies` order); "phase": the phase itself (scalar, `columns` empty). Frames are
+    interpolated linearly; the 4 elements starting at each position of `quats` are a quaternion,
+    normalized after the interpolation.
+    """
+
+    table: str
+    columns: tuple[int, ...]
+    type: Type
+    quats: tuple[int, ...] = ()
+    span: Span | None = span_field()
+
+
 Expr = Union[
     Const,
     PhysRead,
@@ -330,12 +349,13 @@ Expr = Union[
     Where,
     Cast,
     Dist,
+    RefRead,
 ]
 
 
 def children(node: Expr) -> tuple[Expr, ...]:
     """The direct sub-expressions of `node` (a `Prev`'s expr and a `Quantity`'s value included)."""
-    if isinstance(node, (Const, PhysRead, Level, Action, StateRef, CommandRef)):
+    if isinstance(node, (Const, PhysRead, Level, Action, StateRef, CommandRef, RefRead)):
         return ()
     if isinstance(node, Prev):
         return (node.expr,)

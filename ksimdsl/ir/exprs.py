@@ -24,6 +24,7 @@ from ksimdsl.ir.arrays import Draws, MemLayout, ident, num
 from ksimdsl.ir.dag import power, unique_nodes
 from ksimdsl.ir.formulas import angle, cross, norm2, quat_rotate, quat_rotate_inv, tolerance, where
 from ksimdsl.ir.program import LEVEL, TIME, Origin
+from ksimdsl.ir.reference import ReferenceReader
 from ksimdsl.ir.vec import SMALL, Val
 
 __all__ = ["Lowerer"]
@@ -63,6 +64,13 @@ class Lowerer:
         self._source: Source | None = None
         self._owners: list[Origin] = [Origin("const", None)]
         self._let_defs = {d.name: d.span for d in task.lets}
+        self.ref: ReferenceReader | None = None  # reads `ref.*` where this phase's reference is
+
+    def read_reference_at(self, reader: "ReferenceReader") -> None:
+        """Read `ref.*` with `reader` (at the phase's reference position) from now on."""
+        self.ref = reader
+        for expr, name in reader.names().items():
+            self.names.setdefault(expr, name)
 
     # ------------------------------------------------------------ provenance
 
@@ -188,7 +196,8 @@ class Lowerer:
             return val
         if isinstance(node, T.Quantity):
             val = vec.rename_const(self.lower(node.value), node.name.upper())
-            self._name(val, node.name if node.arg is None else f"{node.name}_{ident(node.arg)}", is_let=False)
+            name = ident(node.name)  # `ref.joint_pos` -> ref_joint_pos
+            self._name(val, name if node.arg is None else f"{name}_{ident(node.arg)}", is_let=False)
             return val
         if isinstance(node, T.Apply):
             return self._require_real(node, self._apply(node))
@@ -220,6 +229,10 @@ class Lowerer:
             return vec.as_number(self.lower(node.operand))
         if isinstance(node, T.Dist):
             return self.dist(node)
+        if isinstance(node, T.RefRead):
+            if self.ref is None:
+                raise InternalCompilerError("ref.* read without a reference position")
+            return self.ref.read(node)
         raise InternalCompilerError(f"cannot lower {type(node).__name__}")
 
     def _const(self, node: T.Const, name: str) -> Val:
@@ -390,5 +403,5 @@ class Lowerer:
 def _describe_named(node: T.Let | T.Quantity) -> str:
     """The variable name of a let or built-in quantity (`joint_pos_knee` for `joint_pos["knee_*"]`)."""
     if isinstance(node, T.Quantity) and node.arg is not None:
-        return f"{node.name}_{ident(node.arg).strip('_')}"
-    return node.name
+        return f"{ident(node.name)}_{ident(node.arg).strip('_')}"
+    return ident(node.name)

@@ -49,6 +49,7 @@ from ksimdsl.ir.arrays import ArrayBuilder, Draws, MemLayout, combine, fit, iden
 from ksimdsl.ir.exprs import Lowerer
 from ksimdsl.ir.formulas import quat_mul, quat_rotate, quat_rotate_inv, tolerance, where, yaw
 from ksimdsl.ir.program import MemSlot, Output, PhaseIR, Segment, TaskIR
+from ksimdsl.ir.reference import ReferenceTables
 from ksimdsl.ir.vec import Val
 
 __all__ = ["lower_task", "Lowerer", "Draws", "MemLayout", "quat_rotate", "quat_rotate_inv", "tolerance"]
@@ -91,6 +92,8 @@ def _layout(task: T.CheckedTask) -> MemLayout:
                 mem.add(_history_slot(ob, critic), (ob.history - 1) * ob.size, span=ob.span)
     for ev in task.events:
         mem.add(f"event.{ev.name}.timer", 1, scalar=True, span=ev.span)
+    if task.reference is not None:
+        mem.add("ref.start", 1, scalar=True, span=task.reference.span)
     mem.add("first", 1, scalar=True)
     return mem
 
@@ -136,6 +139,7 @@ class _TaskLowering:
         self.task = task
         self.mem = _layout(task)
         self.slot_names = {s.name: n.name for s, n in zip(self.mem.slots(), _mem_slot_names(task, self.mem))}
+        self.ref = ReferenceTables.of(task)
 
     def mem_label(self, name: str) -> str:
         return _label(self.slot_names.get(name, name))
@@ -207,12 +211,15 @@ class _TaskLowering:
     def reset(self) -> PhaseIR:
         task = self.task
         lo = Lowerer(task, self.mem, Draws(), first=None)
+        ref_start = self._reference_start(lo)
         qpos = ArrayBuilder("qpos", task.model.nq)
         qvel = ArrayBuilder("qvel", task.model.nv)
         with lo.at("reset", None):
             self._apply_writes(lo, (qpos, qvel), task.reset, None)
         fields = self._randomize(lo)
         mem = self._initial_mem(lo)
+        if ref_start is not None:
+            self._put(mem, "ref.start", vec.scalar(ref_start))
         outputs = [
             Output("qpos", task.model.nq, False, qpos.segments(), "qpos_", "reset: joint positions"),
             Output("qvel", task.model.nv, False, qvel.segments(), "qvel_", "reset: joint velocities"),
@@ -222,6 +229,21 @@ class _TaskLowering:
             outputs.append(Output(fname, b.size, False, b.segments(), f"{fname}_", f"randomize: {fname}", shape, True))
         outputs.append(Output("mem", self.mem.size, False, mem.segments(), "mem_", "initial memory"))
         return _phase("reset", outputs, lo)
+
+    def _reference_start(self, lo: Lowerer) -> sp.Basic | None:
+        """The reference's start position of a new episode (drawn first), read by `ref.*` in reset."""
+        if self.ref is None:
+            return None
+        ref = self.ref.ref
+        u = lo.take("uniform", None, ref.span).items[0] if ref.random_start else None
+        start = self.ref.start(u)
+        lo.read_reference_at(self.ref.reader(start))
+        return start
+
+    def _reference_now(self, lo: Lowerer) -> None:
+        """`ref.*` in observe and step: the reference where the episode's time has taken it."""
+        if self.ref is not None:
+            lo.read_reference_at(self.ref.reader(self.ref.position(self.mem.read("ref.start").items[0])))
 
     def _randomize(self, lo: Lowerer) -> dict[str, ArrayBuilder]:
         """The randomized model fields (flattened), in order of first appearance."""
@@ -371,6 +393,7 @@ class _TaskLowering:
         """Observations of the current state; with observation histories, also the memory with their
         older slots filled (the only mem `observe` writes)."""
         lo = Lowerer(self.task, self.mem, Draws(), first=self._first())
+        self._reference_now(lo)
         outs, slots = self._observations(lo, seed=True)
         histories = {name: val for name, val in slots.items() if name.startswith("history.")}
         if histories:
@@ -385,6 +408,7 @@ class _TaskLowering:
     def step(self) -> tuple[PhaseIR, tuple[str, ...], tuple[str, ...]]:
         task = self.task
         lo = Lowerer(task, self.mem, Draws(), first=self._first())
+        self._reference_now(lo)
         outs, rings = self._observations(lo, seed=False)
         kept, dropped = self._rewards(lo, outs)
         terms_k = []
@@ -492,6 +516,7 @@ class _TaskLowering:
             writes_phys=bool(task.events),
             commands=commands,
             metrics=tuple(m.name for m in task.metrics),
+            tables=self.ref.tables() if self.ref is not None else (),
         )
 
 

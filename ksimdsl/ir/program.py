@@ -11,7 +11,7 @@ sympy expressions by name (`qpos[3]`, `mem[10:31]`, `rand_u[0]`, `level`,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import sympy as sp
 
@@ -20,7 +20,7 @@ from ksimdsl.ir import vec
 from ksimdsl.ir.dag import unique_nodes
 from ksimdsl.ir.vec import Val
 
-__all__ = ["Origin", "DrawUse", "Segment", "Output", "PhaseIR", "MemSlot", "TaskIR", "LEVEL", "TIME", "expr_input_names", "exprs_input_names", "format_task_ir"]
+__all__ = ["Origin", "DrawUse", "Segment", "Output", "PhaseIR", "MemSlot", "Table", "TaskIR", "LEVEL", "TIME", "expr_input_names", "exprs_input_names", "format_task_ir"]
 
 #: The env's curriculum level (a scalar input of every phase).
 LEVEL = sp.Symbol("level", real=True)
@@ -163,6 +163,17 @@ class MemSlot:
     scalar: bool = False
 
 
+@dataclass(frozen=True, eq=False)
+class Table:
+    """A module-level constant table of the generated code: `values` [F, C] float32, one row per frame
+    of the reference motion (`ksimdsl.ir.reference`), described by `title`, from the task text at `span`."""
+
+    name: str
+    values: Any  # np.ndarray (F, C) float32
+    title: str
+    span: Span | None = None
+
+
 @dataclass(frozen=True)
 class TaskIR:
     """The whole lowered task."""
@@ -177,6 +188,7 @@ class TaskIR:
     writes_phys: bool
     commands: tuple[Mapping[str, object], ...]
     metrics: tuple[str, ...] = ()  # `metric` names, in order (the `metrics` output of step)
+    tables: tuple[Table, ...] = ()  # the reference motion's frame tables the kernels read
 
     def slot(self, name: str) -> MemSlot:
         for s in self.mem_slots:

@@ -38,6 +38,7 @@ _STATEMENT_SNIPPETS = {
     "randomize": "randomize  (then: model_field *= uniform(a, b))",
     "reset": "reset  (then: joint_pos += uniform(a, b))",
     "event": "event NAME every uniform(1s, 3s)",
+    "reference": 'reference "clips/walk.npz" loop | clamp  random | fixed',
     "curriculum": "curriculum episode_length | linear | constant",
     "policy": "policy mlp hidden=[256, 256]",
     "train": "train num_envs=128 steps=1000",

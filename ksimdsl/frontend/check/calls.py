@@ -21,6 +21,8 @@ class Calls(Part):
 
     def call(self, node: ast.Call, ctx: Ctx) -> t.Expr:
         f = node.func
+        if "." in f:  # `ref.body_pos("foot")`
+            return self.cx.reference.call(node)
         if f in bi.DISTRIBUTIONS:
             return self.dist(node, ctx)
         if f == "prev":

@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the parts import this module
     from ksimdsl.frontend.check.exprs import Exprs
     from ksimdsl.frontend.check.lookups import Lookups
     from ksimdsl.frontend.check.outputs import Outputs
+    from ksimdsl.frontend.check.reference import References
     from ksimdsl.frontend.check.selection import Selection
     from ksimdsl.frontend.check.settings import Settings
     from ksimdsl.frontend.check.shapes import Shapes
@@ -138,6 +139,7 @@ class Context:
         self.select: Selection
         self.calls: Calls
         self.lookups: Lookups
+        self.reference: References
 
     @classmethod
     def build(cls, module: ast.Module, source: Source, model_path: str | None, physics: Mapping[str, Any]) -> "Context":
@@ -149,6 +151,7 @@ class Context:
         from ksimdsl.frontend.check.exprs import Exprs
         from ksimdsl.frontend.check.lookups import Lookups
         from ksimdsl.frontend.check.outputs import Outputs
+        from ksimdsl.frontend.check.reference import References
         from ksimdsl.frontend.check.selection import Selection
         from ksimdsl.frontend.check.settings import Settings
         from ksimdsl.frontend.check.shapes import Shapes
@@ -168,6 +171,7 @@ class Context:
         cx.select = Selection(cx)
         cx.calls = Calls(cx)
         cx.lookups = Lookups(cx)
+        cx.reference = References(cx)
         cx.exprs = Exprs(cx)  # last: it binds the typers of the other parts
         return cx
 

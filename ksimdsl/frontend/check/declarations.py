@@ -16,7 +16,7 @@ class Declarations(Part):
 
     def declare_names(self, stmts: tuple[ast.Statement, ...]) -> None:
         """Register let, state and command names (with their spans) before typing anything."""
-        reserved = set(bi.QUANTITIES) | set(bi.FUNCTIONS) | set(bi.LOOKUPS) | set(bi.DISTRIBUTIONS) | {"cmd", "prev"}
+        reserved = set(bi.QUANTITIES) | set(bi.FUNCTIONS) | set(bi.LOOKUPS) | set(bi.DISTRIBUTIONS) | {"cmd", "prev", "ref"}
         seen: dict[str, Span] = {}
         for s in stmts:
             if not isinstance(s, (ast.LetStmt, ast.StateStmt)):

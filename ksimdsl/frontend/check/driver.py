@@ -24,6 +24,7 @@ _SINGLE_KEYWORDS: dict[type, str] = {
     ast.MetricStmt: "metric",
     ast.RandomizeStmt: "randomize",
     ast.ResetStmt: "reset",
+    ast.ReferenceStmt: "reference",
     ast.CurriculumStmt: "curriculum",
     ast.PolicyStmt: "policy",
 }
@@ -62,6 +63,7 @@ class Checker(Part):
         policy = self.attempt(self.cx.settings.policy, singles.get("policy")) or S.PolicySettings()
         train = self.attempt(self.cx.settings.train, singles.get("train")) or S.TrainSettings()
 
+        self.attempt(self.cx.reference.statement, singles.get("reference"))
         stmts = self.cx.module.statements
         self.cx.decls.declare_names(stmts)
         for s in stmts:
@@ -76,7 +78,7 @@ class Checker(Part):
         metrics = self.cx.outputs.metrics(singles.get("metric"))
         randomize = self.cx.writes.randomize(singles.get("randomize"))
         self.cx.settings.check_impl(physics, engine, singles, randomize)
-        reset = self.cx.writes.writes(singles["reset"].assigns, "reset") if "reset" in singles else ()
+        reset = self.reset(singles.get("reset"))
         event_stmts = [s for s in stmts if isinstance(s, ast.EventStmt)]
         self.cx.decls.check_unique([(s.name, s.name_span) for s in event_stmts], "event")
         events = self.each(self.cx.writes.event, event_stmts)
@@ -112,7 +114,16 @@ class Checker(Part):
             policy=policy,
             train=train,
             metrics=metrics,
+            reference=self.cx.reference.definition(),
         )
+
+    def reset(self, stmt: ast.Statement | None) -> tuple[t.Write, ...]:
+        """The reset writes: the reference's frame first when the block starts `from reference`."""
+        if stmt is None:
+            return ()
+        assert isinstance(stmt, ast.ResetStmt)
+        start = self.attempt(self.cx.reference.reset_writes, stmt) or ()
+        return start + self.cx.writes.writes(stmt.assigns, "reset")
 
     def collect_statements(self) -> dict[str, ast.Statement]:
         singles: dict[str, ast.Statement] = {}

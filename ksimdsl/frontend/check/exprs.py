@@ -95,6 +95,12 @@ class Exprs(Part):
             return self.cx.lookups.quantity(n, node.span)
         if n == "cmd":
             self.fail(node.span, "write cmd.NAME for a command", self.commands_note())
+        if n == "ref":
+            self.fail(
+                node.span,
+                "write ref.NAME for the reference motion (ref.joint_pos, ref.base_pos, ref.phase, ...)",
+                "ref." + ", ref.".join(bi.REF_QUANTITIES),
+            )
         if n in bi.FUNCTIONS or n in bi.LOOKUPS or n in bi.DISTRIBUTIONS or n == "prev":
             self.fail(node.span, f"'{n}' is a function; call it as {n}(...)")
         candidates = [*bi.QUANTITIES, *self.cx.lets, *self.cx.states, "cmd"]

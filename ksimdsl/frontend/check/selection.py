@@ -24,6 +24,10 @@ _LABEL_KINDS = {
     "joint_upper": "joint",
     "actuator_force": "actuator",
     "action": "actuator",
+    "ref.joint_pos": "joint",
+    "ref.joint_vel": "joint",
+    "ref.qpos": "joint",
+    "ref.qvel": "joint",
 }
 
 
@@ -142,6 +146,8 @@ class Selection(Part):
         return t.Gather(base, positions, typ, span)
 
     def attr(self, node: ast.Attr, ctx: Ctx) -> t.Expr:
+        if isinstance(node.base, ast.Name) and node.base.id == "ref":
+            return self.cx.reference.quantity(node)
         if isinstance(node.base, ast.Name) and node.base.id == "cmd" and "cmd" not in self.cx.lets:
             if node.name not in self.cx.commands:
                 self.fail(

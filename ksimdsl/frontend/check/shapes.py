@@ -66,6 +66,8 @@ class Shapes(Part):
         def bad(n: t.Expr) -> bool:
             if isinstance(n, t.PhysRead):
                 return n.array not in allowed_arrays
+            if isinstance(n, t.RefRead):
+                return "ref" not in allowed_arrays
             return isinstance(n, (t.Action, t.StateRef, t.CommandRef, t.Prev))
 
         clean: set[int] = set()  # nodes already searched in vain (a let used twice is searched once)
@@ -109,10 +111,11 @@ class Shapes(Part):
             self.fail(hit.span, f"{what} may use only {allowed}; {self.describe(hit)} changes during an episode")
 
     def require_reset(self, e: t.Expr) -> None:
-        hit = self.first_dynamic(e, frozenset({"qpos", "qvel"}))
+        hit = self.first_dynamic(e, frozenset({"qpos", "qvel", "ref"}))
         if hit is not None:
+            ref = " and the reference (ref.*)" if self.cx.reference.clip is not None else ""
             self.fail(
                 hit.span,
                 f"{self.describe(hit)} is not available in reset; reset values may use numbers, level, "
-                "distributions and the default pose (qpos, qvel, joint_pos, base_pos, ...)",
+                f"distributions{',' if ref else ' and'} the default pose (qpos, qvel, joint_pos, base_pos, ...){ref}",
             )

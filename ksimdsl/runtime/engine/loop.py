@@ -13,8 +13,8 @@ The loops:
 * `collect_rollout`: T steps of the stochastic policy for training (what both
   collectors' `collect` is); the engine supplies the policy step (`RolloutPolicyStep`);
 * `run_episodes`: the deterministic policy for one episode in each of E envs (eval);
-* `Recording`: one env's joint positions, episode time and return after every
-  control step (render), through `OneEnvPolicyStep`, the policy step of ONE env
+* `Recording`: one env's joint positions and velocities, episode time and return
+  after every control step (render, record), through `OneEnvPolicyStep`, the policy step of ONE env
   (act, step, reset the actor's carry after a done) that the live viewer shares;
 * `env_steps_per_s`: the engine's whole control step, timed (bench).
 """
@@ -46,6 +46,7 @@ __all__ = [
     "collect_rollout",
     "run_episodes",
     "OneEnvPolicyStep",
+    "Recorded",
     "Recording",
     "env_steps_per_s",
 ]
@@ -349,18 +350,39 @@ def _reset_one(policy: Any, carry: Any, done: Any) -> Any:
     return policy.reset_carry(carry, done)
 
 
+class Recorded(NamedTuple):
+    """One env's states, T = control steps + 1 (the reset state first): joint positions and
+    velocities, control steps into the episode and its return so far after every step (after the
+    auto-reset where an episode ended), whether an episode ended there and that episode's return."""
+
+    qpos_TQ: np.ndarray
+    qvel_TV: np.ndarray
+    step_T: np.ndarray
+    return_T: np.ndarray
+    done_T: np.ndarray
+    final_return_T: np.ndarray
+
+
 class Recording:
     """Steps ONE env of `engine` with a policy's mode for `steps` control steps, auto-resetting like
     training does; reusable (on MJX the recording compiles once).
 
-    `record(policy, seed)` -> (qpos_TQ, step_T, return_T, done_T, final_return_T) with T = steps + 1
-    (the reset state first): joint positions, control steps into the episode and its return so far
-    after every step, whether an episode ended there and that episode's return.
+    `record(policy, seed)` -> `Recorded`. `pins` hold kernel memory fixed (a command, events off:
+    `ksimdsl.runtime.engine.pins`).
     """
 
-    def __init__(self, engine: Engine, spec: TaskSpec, kernels: ModuleType, model_path: str | Path, *, steps: int):
+    def __init__(
+        self,
+        engine: Engine,
+        spec: TaskSpec,
+        kernels: ModuleType,
+        model_path: str | Path,
+        *,
+        steps: int,
+        pins: MemPins | None = None,
+    ):
         self.loop = engine.loop
-        self.env = engine.make_env(spec, kernels, model_path, num_envs=1, threads=1)
+        self.env = engine.make_env(spec, kernels, model_path, num_envs=1, threads=1, pins=pins)
         self.steps = int(steps)
         self._run = self.loop.jit(self._program)
         self._step = OneEnvPolicyStep(self.loop, self.env)
@@ -369,8 +391,8 @@ class Recording:
         env, loop, xp = self.env, self.loop, self.loop.xp
         state = env.reset(key)
 
-        def observe(state: Any) -> tuple[Any, Any, Any]:
-            return env.qpos_EQ(state)[0], state.step_E[0], state.episode_return_E[0]
+        def observe(state: Any) -> tuple[Any, Any, Any, Any]:
+            return env.qpos_EQ(state)[0], env.qvel_EV(state)[0], state.step_E[0], state.episode_return_E[0]
 
         def step(carry: tuple[Any, Any], _: Any):
             state, actor_carry = carry
@@ -381,8 +403,8 @@ class Recording:
         _, records = loop.scan(step, (state, policy.initial_carry()), None, length=self.steps)
         return tuple(xp.concatenate([xp.asarray(a)[None].astype(b_T.dtype), b_T]) for a, b_T in zip(first, records))
 
-    def record(self, policy: ppo.Policy, *, seed: int = 0) -> tuple[np.ndarray, ...]:
-        return tuple(np.asarray(x) for x in self._run(policy, self.loop.key(seed)))
+    def record(self, policy: ppo.Policy, *, seed: int = 0) -> Recorded:
+        return Recorded(*(np.asarray(x) for x in self._run(policy, self.loop.key(seed))))
 
     def close(self) -> None:
         self.env.close()

@@ -44,7 +44,7 @@ from ksimdsl.abi import TaskSpec
 from ksimdsl.errors import KsimError, did_you_mean
 from ksimdsl.runtime import engine as engines
 from ksimdsl.runtime.rl import ppo
-from ksimdsl.runtime.engine.loop import Recording
+from ksimdsl.runtime.engine.loop import Recorded, Recording
 from ksimdsl.runtime.engine.model import load_model
 from ksimdsl.runtime.tools.export import check_output_path, load_run_policy
 
@@ -122,9 +122,11 @@ class Rollout(NamedTuple):
 # --------------------------------------------------------------------------- stage 1: the rollout
 
 
-def _rollout_from_steps(spec: TaskSpec, qpos_TQ, step_T, return_T, done_T, final_return_T) -> Rollout:
+def _rollout_from_steps(spec: TaskSpec, recorded: Recorded) -> Rollout:
     """Assemble a Rollout from per-step records (index 0: the reset state, done/final_return unused there)."""
-    done_T = np.asarray(done_T, bool)
+    qpos_TQ, step_T, return_T = recorded.qpos_TQ, recorded.step_T, recorded.return_T
+    final_return_T = recorded.final_return_T
+    done_T = np.asarray(recorded.done_T, bool)
     episode_T = np.cumsum(done_T).astype(np.int64)
     last_T = np.full(len(done_T), np.nan, np.float32)
     last = np.nan
@@ -153,7 +155,7 @@ class Recorder:
         self._recording = Recording(engines.get(engine), spec, kernels, model_path, steps=self.steps)
 
     def record(self, policy: ppo.Policy, *, seed: int = 0) -> Rollout:
-        return _rollout_from_steps(self.spec, *self._recording.record(policy, seed=seed))
+        return _rollout_from_steps(self.spec, self._recording.record(policy, seed=seed))
 
 
 def record_rollout(

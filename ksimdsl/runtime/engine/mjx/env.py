@@ -262,6 +262,10 @@ class MjxEnv:
         """Joint positions (E, nq) of `state`."""
         return state.data.qpos
 
+    def qvel_EV(self, state: EnvSnapshot) -> jax.Array:
+        """Joint velocities (E, nv) of `state`."""
+        return state.data.qvel
+
     def snapshot(self, state: EnvSnapshot) -> EnvSnapshot:
         return state
 

@@ -48,6 +48,9 @@ class HostEnv:
     def qpos_EQ(self, state: MujocoEnv) -> np.ndarray:
         return np.stack([d.qpos for d in state.datas])
 
+    def qvel_EV(self, state: MujocoEnv) -> np.ndarray:
+        return np.stack([d.qvel for d in state.datas])
+
     def snapshot(self, state: MujocoEnv) -> EnvSnapshot:
         return state.snapshot()
 

@@ -119,6 +119,14 @@ class ActuatorSpec:
     latency: tuple[float, float] | None = None
     zero_offset: Mapping[str, Any] | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """SPEC["actuators"]; `velocity_scale` only where it means something (position_velocity), so the
+        SPEC, and the checkpoint hash, of every other task is what it was before that kind existed."""
+        d = {f.name: _plain(getattr(self, f.name)) for f in fields(ActuatorSpec)}
+        if self.kind != "position_velocity":
+            del d["velocity_scale"]
+        return d
+
 
 @dataclass(frozen=True)
 class TaskSpec:
@@ -232,7 +240,7 @@ class TaskSpec:
             "physics": self.physics.to_dict(),
             "engine": self.engine,
             "episode_steps": self.episode_steps,
-            "actuators": {f.name: _plain(getattr(self.actuators, f.name)) for f in fields(ActuatorSpec)},
+            "actuators": self.actuators.to_dict(),
             "action_size": self.action_size,
             "obs": {
                 "actor": [o.to_dict() for o in self.obs_actor],

@@ -169,7 +169,7 @@ def build_spec(
             "kp": list(act.kp),
             "kd": list(act.kd),
             "action_scale": act.action_scale,
-            "velocity_scale": act.velocity_scale,
+            **({"velocity_scale": act.velocity_scale} if act.kind == "position_velocity" else {}),
             "scale": act.scale,
             "default_pos": list(act.default_pos),
             "ctrl_range": None if act.ctrl_range is None else [list(r) for r in act.ctrl_range],

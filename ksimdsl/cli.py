@@ -7,6 +7,7 @@
     ksimdsl eval    TASK.ksim --run RUN_DIR [--episodes N] [--command NAME=v1,v2,...]... [--seconds S]
                     [--no-events] [--level L|trained] [--json]
     ksimdsl render  TASK.ksim --run RUN_DIR -o OUT.mp4|OUT.gif [--seconds S] [--camera NAME]
+                    [--command NAME=v1,v2,...]... [--no-events]
     ksimdsl record  TASK.ksim --run RUN_DIR -o CLIP.npz [--seconds S] [--command NAME=v1,v2,...]...
                     [--no-events] [--engine ENGINE]
     ksimdsl view    TASK.ksim [--run RUN_DIR [--checkpoint N]] [--seconds S] [--stochastic] [--watch]
@@ -101,6 +102,9 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--width", type=int, default=640)
     c.add_argument("--height", type=int, default=480)
     c.add_argument("--engine", choices=ENGINES, default=None)
+    c.add_argument("--command", dest="commands", action="append", default=[], metavar="NAME=v1,v2,...",
+                   help="hold command NAME at these values for the whole video (repeat for other commands)")
+    c.add_argument("--no-events", action="store_true", help="switch every event (pushes) off")
 
     c = sub.add_parser("record", help="record the deterministic policy of a run as a motion clip (.npz)")
     c.add_argument("task")
@@ -253,7 +257,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _cmd_render(args: argparse.Namespace) -> int:
     from ksimdsl.runtime.tools.render import VIDEO_SUFFIXES, check_output_path, render_run
-    from ksimdsl.session import task_for_run
+    from ksimdsl.session import held_commands, task_for_run
 
     out = check_output_path(args.output, VIDEO_SUFFIXES)
     task = task_for_run(args.task, args.run, engine=args.engine)
@@ -268,6 +272,8 @@ def _cmd_render(args: argparse.Namespace) -> int:
         camera=args.camera,
         width=args.width,
         height=args.height,
+        commands=held_commands(task, args.commands),
+        events=not args.no_events,
     )
     print(f"wrote {path}")
     return EXIT_OK

@@ -365,6 +365,19 @@ class RecordRequest:
     seed: int = 0
 
 
+def held_commands(task: LoadedTask, texts: Sequence[str]) -> dict[str, tuple[float, ...]]:
+    """`--command NAME=v1,...` texts of `record` and `render`: every command held at one value for the whole
+    rollout (positioned errors for bad ones; one command given twice is an error)."""
+    from ksimdsl.runtime.tools.evaluate import parse_commands
+
+    commands: dict[str, tuple[float, ...]] = {}
+    for command in parse_commands(texts, task.command_fields):
+        if command.name in commands:
+            raise KsimError(f"command '{command.name}' given twice; a recording holds each command at one value")
+        commands[command.name] = command.values
+    return commands
+
+
 def record_run(task_path: str | None, run_dir: str, out_path: str, request: RecordRequest = RecordRequest()) -> Any:
     """`ksimdsl record TASK.ksim --run RUN_DIR -o CLIP.npz`: a clip of the run's deterministic policy.
 
@@ -378,11 +391,7 @@ def record_run(task_path: str | None, run_dir: str, out_path: str, request: Reco
     check_output_path(out_path, CLIP_SUFFIXES)  # a typo fails before anything compiles
     enable_compilation_cache()
     task = task_for_run(task_path, run_dir, engine=request.engine)
-    commands: dict[str, tuple[float, ...]] = {}
-    for command in parse_commands(request.commands, task.command_fields):
-        if command.name in commands:
-            raise KsimError(f"command '{command.name}' given twice; a recording holds each command at one value")
-        commands[command.name] = command.values
+    commands = held_commands(task, request.commands)
     options = RecordOptions(seconds=request.seconds, commands=commands, events=request.events, seed=request.seed)
     return record(
         task.spec, task.kernels, model_path=task.model_path, run_dir=run_dir, out_path=out_path, engine=task.engine,

@@ -273,3 +273,32 @@ def test_falls_are_failures_before_the_limit_not_truncations(capsys, trained_run
     assert long["falls"] == 2 and long["mean_length"] < 1000
     short = json.loads(run_main(capsys, *common, "--command", "goal=0,0", "--seconds", 0.1).stdout)
     assert short["falls"] == 0 and short["mean_length"] == 10
+
+
+# --------------------------------------------------------------------------- `ksimdsl render --command / --no-events`
+
+
+def test_render_rollouts_hold_commands_and_switch_events_off():
+    """The rollout `render` draws takes the same pins as eval: with events off the cart is never pushed
+    (the fixture pushes it right by 0.5 m/s every 5 steps), with them on it is."""
+    from ksimdsl.runtime.tools.render import record_rollout
+
+    compiled = task("mujoco")
+    spec, policy = compiled.spec, init_policy(compiled.spec)
+    moved = {}
+    for events in (True, False):
+        pins = MemPins.build(spec, [{"goal": GOAL_A}], events=events)
+        rollout = record_rollout(
+            spec, compiled.kernels, policy, model_path=compiled.model_path, engine="mujoco", steps=20, pins=pins,
+        )
+        moved[events] = float(rollout.qpos_TQ[-1, 0] - rollout.qpos_TQ[0, 0])  # qpos[0]: the slider
+    assert moved[True] > 0.1 and abs(moved[False]) < 0.01, moved
+
+
+def test_render_refuses_a_bad_command_before_rendering(capsys, trained_run, tmp_path):
+    result = run_main(
+        capsys, "render", TASK, "--run", trained_run, "--engine", "mujoco", "-o", tmp_path / "a.gif",
+        "--command", "goall=0.25,0.75",
+    )  # fmt: skip
+    assert result.returncode == 2 and "unknown command 'goall' (did you mean 'goal'?)" in result.stderr
+    assert not (tmp_path / "a.gif").exists()

@@ -35,7 +35,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import mujoco
 import numpy as np
@@ -46,6 +46,7 @@ from ksimdsl.runtime import engine as engines
 from ksimdsl.runtime.rl import ppo
 from ksimdsl.runtime.engine.loop import Recorded, Recording
 from ksimdsl.runtime.engine.model import load_model
+from ksimdsl.runtime.engine.pins import MemPins
 from ksimdsl.runtime.tools.export import check_output_path, load_run_policy
 
 __all__ = [
@@ -150,9 +151,18 @@ class Recorder:
     rollout = recorder.record(policy, seed=0)
     """
 
-    def __init__(self, spec: TaskSpec, kernels: ModuleType, *, model_path: str | Path, engine: str, steps: int):
+    def __init__(
+        self,
+        spec: TaskSpec,
+        kernels: ModuleType,
+        *,
+        model_path: str | Path,
+        engine: str,
+        steps: int,
+        pins: MemPins | None = None,
+    ):
         self.spec, self.engine, self.steps = spec, engine, int(steps)
-        self._recording = Recording(engines.get(engine), spec, kernels, model_path, steps=self.steps)
+        self._recording = Recording(engines.get(engine), spec, kernels, model_path, steps=self.steps, pins=pins)
 
     def record(self, policy: ppo.Policy, *, seed: int = 0) -> Rollout:
         return _rollout_from_steps(self.spec, self._recording.record(policy, seed=seed))
@@ -167,9 +177,12 @@ def record_rollout(
     engine: str,
     steps: int,
     seed: int = 0,
+    pins: MemPins | None = None,
 ) -> Rollout:
-    """Run `policy` (deterministic) for `steps` control steps in one env of `engine` ("mjx" | "mujoco")."""
-    return Recorder(spec, kernels, model_path=model_path, engine=engine, steps=steps).record(policy, seed=seed)
+    """Run `policy` (deterministic) for `steps` control steps in one env of `engine` ("mjx" | "mujoco"),
+    with `pins` (commands held, events off: `ksimdsl.runtime.engine.pins`) if given."""
+    recorder = Recorder(spec, kernels, model_path=model_path, engine=engine, steps=steps, pins=pins)
+    return recorder.record(policy, seed=seed)
 
 
 # --------------------------------------------------------------------------- stage 2: frames
@@ -354,11 +367,14 @@ def render_policy(
     out_path: str | Path,
     engine: str,
     config: RenderConfig = RenderConfig(),
+    pins: MemPins | None = None,
 ) -> Path:
-    """Record and render `policy` (see the module docstring) to `out_path` (.mp4 or .gif)."""
+    """Record and render `policy` (see the module docstring) to `out_path` (.mp4 or .gif); `pins` hold
+    commands fixed or switch events off (`ksimdsl render --command / --no-events`)."""
     path = check_output_path(out_path, VIDEO_SUFFIXES)
+    steps = config.control_steps(spec)
     rollout = record_rollout(
-        spec, kernels, policy, model_path=model_path, engine=engine, steps=config.control_steps(spec), seed=config.seed
+        spec, kernels, policy, model_path=model_path, engine=engine, steps=steps, seed=config.seed, pins=pins
     )
     frames = render_frames(spec, model_path, rollout, config)
     fps = 1.0 / (float(spec.physics.ctrl_dt) * config.frame_stride(spec))
@@ -377,13 +393,19 @@ def render_run(
     camera: str | None = None,
     width: int = 640,
     height: int = 480,
+    commands: Mapping[str, Sequence[float]] | None = None,
+    events: bool = True,
 ) -> Path:
-    """`ksimdsl render`: the deterministic policy of `run_dir`'s newest checkpoint as a video."""
+    """`ksimdsl render`: the deterministic policy of `run_dir`'s newest checkpoint as a video, with
+    `commands` held at their values for the whole video and events off unless `events`."""
     config = RenderConfig(width=width, height=height, seconds=seconds, camera=camera)
     path = check_output_path(out_path, VIDEO_SUFFIXES)
     _camera(load_model(spec, model_path), camera)  # an unknown camera fails before the rollout
+    pins = MemPins.build(spec, [dict(commands or {})], events=events) if commands or not events else None
     policy, _ = load_run_policy(spec, run_dir)
-    return render_policy(spec, kernels, policy, model_path=model_path, out_path=path, engine=engine, config=config)
+    return render_policy(
+        spec, kernels, policy, model_path=model_path, out_path=path, engine=engine, config=config, pins=pins
+    )
 
 
 # --------------------------------------------------------------------------- during training

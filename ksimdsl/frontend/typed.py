@@ -97,6 +97,7 @@ __all__ = [  # every expression node of typed_expr, then the task
     "Write",
     "EventDef",
     "ContactQuery",
+    "HeightScanQuery",
     "PrevSlot",
     "CheckedTask",
 ]
@@ -333,6 +334,20 @@ class ContactQuery:
 
 
 @dataclass(frozen=True, slots=True)
+class HeightScanQuery:
+    """`height_scan(BODY, grid=[nx, ny], spacing=S)`: nx * ny points of the engine's height-scan array."""
+
+    body: int
+    nx: int
+    ny: int
+    spacing: float
+
+    @property
+    def size(self) -> int:
+        return self.nx * self.ny
+
+
+@dataclass(frozen=True, slots=True)
 class PrevSlot:
     """A `prev(expr)` memory slot, written at the end of every step."""
 
@@ -373,3 +388,5 @@ class CheckedTask:
     train: TrainSettings
     source_text: str = ""  # the task file's text (quoted in the generated code's comments)
     metrics: tuple[MetricDef, ...] = ()
+    height_scans: tuple[HeightScanQuery, ...] = ()  # in the order of their points in `height_scan`
+    ground_geoms: tuple[int, ...] = ()  # what height scans hit (ksimdsl.model.ground); empty without scans

@@ -114,6 +114,8 @@ class Checker(Part):
             policy=policy,
             train=train,
             metrics=metrics,
+            height_scans=tuple(self.cx.height_scans),
+            ground_geoms=self.cx.ground_geoms or (),
         )
 
     def collect_statements(self) -> dict[str, ast.Statement]:

@@ -66,7 +66,7 @@ class ScanTables:
     type_G: np.ndarray  # int32: mjtGeom (PLANE, HFIELD, BOX)
     pos_G3: np.ndarray  # world position
     mat_G9: np.ndarray  # world orientation, row-major
-    size_G3: np.ndarray  # geom_size; zeros for planes (infinite)
+    size_G3: np.ndarray  # geom_size; zeros for planes (infinite); hfield_size[:3] for height fields
     hfields: tuple[HfieldTable, ...]
 
     @property
@@ -104,6 +104,7 @@ class ScanTables:
                 adr = int(mj_model.hfield_adr[h])
                 grid = np.asarray(mj_model.hfield_data[adr : adr + nrow * ncol], np.float64).reshape(nrow, ncol)
                 hfields.append(HfieldTable(slot, np.array(mj_model.hfield_size[h], np.float64), grid))
+                size[slot] = mj_model.hfield_size[h][:3]
         return ScanTables(
             body_H=np.array(body, dtype=np.int64),
             offset_H2=np.concatenate(offset) if offset else np.zeros((0, 2)),

@@ -38,7 +38,6 @@ from ksimdsl.frontend.check import check_source
 from ksimdsl.runtime.engine.heightscan import MISS, ScanTables, grid_offsets
 from ksimdsl.runtime.engine.mjx.env import MjxEnv
 from ksimdsl.runtime.engine.mjx.heightscan import MjxHeightScan
-from ksimdsl.runtime.engine.mujoco import cstep
 from ksimdsl.runtime.engine.mujoco.env import MujocoEnv
 from ksimdsl.runtime.engine.mujoco.rays import HostHeightScan
 from ksimdsl.runtime.loader import load_module
@@ -227,13 +226,7 @@ def test_the_engines_agree_on_random_poses_over_tilted_boxes_planes_and_a_turned
         d.qpos[:] = [*rng.uniform([-2.5, -2, 0.2], [2.5, 2, 1.5]), *(quat / np.linalg.norm(quat))]
         mujoco.mj_kinematics(model, d)
     host = HostHeightScan(spec, model, datas)  # type: ignore[arg-type]
-    pointers = cstep.EnvPointers(
-        np.array([model._address] * E, dtype=np.uint64),
-        np.array([d._address for d in datas], dtype=np.uint64),
-        *cstep.field_addresses(datas, ("ctrl", "qpos", "qvel")),
-        layout_L=cstep.struct_layout().as_array(),
-    )
-    host.run_envs(np.arange(E, dtype=np.int64), pointers)
+    host.run_envs(np.arange(E, dtype=np.int64))
     xpos_EB3 = jnp.asarray(np.stack([d.xpos for d in datas]), jnp.float32)
     xmat_EB33 = jnp.asarray(np.stack([d.xmat.reshape(-1, 3, 3) for d in datas]), jnp.float32)
     mjx_E = np.asarray(jax.jit(jax.vmap(MjxHeightScan(tables).one))(xpos_EB3, xmat_EB33))

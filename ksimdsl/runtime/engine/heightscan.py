@@ -14,9 +14,9 @@ they are for collisions (their MJCF size only bounds how they are drawn).
 
 `ScanTables.from_spec(spec, mj_model)` lays the scans and the ground out as
 numpy arrays (the ground's world poses come from `mj_kinematics`: static geoms
-never move); `mjx/heightscan.py` evaluates them in JAX, `mujoco/rays.py` with
-C MuJoCo's own ray functions, in numba. The engines agree to float32 rounding
-(tests/test_height_scan.py).
+never move); `mjx/heightscan.py` evaluates them in JAX, `mujoco/rays.py` in
+numba (C MuJoCo's `mju_rayGeom` for planes and boxes). The engines agree to
+float32 rounding, and with `mj_ray` over the ground (tests/test_height_scan.py).
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 MJX's `mjx.ray` has no height fields, so the rays are intersected here with
 the ground of `engine/heightscan.py` directly; the ground is static, so its
 geometry is a set of constants, and a ray straight down has a closed form per
-kind of geom, written after C MuJoCo's `engine_ray.c` (which the C engine
-calls) so that both engines agree:
+kind of geom, written after C MuJoCo's `engine_ray.c` so that both engines
+(and `mj_ray`) agree:
 
 * plane: the height of the plane over the point, where its front faces up
   (MuJoCo's `ray_plane`; infinite, see `engine/heightscan.py`);

@@ -400,7 +400,7 @@ class MujocoEnv:
         """Re-read every env's physics arrays, contact queries and height scans (after MjData was written)."""
         cstep.refresh(self._all_E, self.pointers, self.gather, self.contacts)
         if self.scans:
-            self.scans.run_envs(self._all_E, self.pointers)
+            self.scans.run_envs(self._all_E)
 
     # ------------------------------------------------------------------ snapshots
 
@@ -480,7 +480,7 @@ class MujocoEnv:
                        self.prev_ctrl_EU, self.ctrl_ESU)  # fmt: skip
         self._advance(chunk)
         if self.scans:
-            self.scans.run(lo, hi, self.pointers)
+            self.scans.run(lo, hi)
         self.kernels.step(*self._step_args_by_chunk[chunk])
 
     def _draw(self, rand_n: np.ndarray, rand_u: np.ndarray) -> None:
@@ -534,7 +534,7 @@ class MujocoEnv:
         cstep.reset_and_forward(idx_K, self.pointers, qpos_KQ, qvel_KV, np.ascontiguousarray(rest_KU, dtype=np.float64))
         cstep.refresh(idx_K, self.pointers, self.gather, self.contacts)
         if self.scans:
-            self.scans.run_envs(idx_K, self.pointers)
+            self.scans.run_envs(idx_K)
 
         n_o, u_o = spec.rand["observe"]
         rand_n, rand_u = np.zeros((k, n_o)), np.zeros((k, u_o))

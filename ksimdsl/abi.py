@@ -54,6 +54,7 @@ PHYS_FIELDS: Mapping[str, str] = MappingProxyType(
         "time": "()",
         "contact": "(C,)",
         "contact_force": "(C,)",
+        "height_scan": "(H,)",
     }
 )
 
@@ -164,6 +165,8 @@ class TaskSpec:
     #: what the task adds to the MJCF (ksimdsl.model.compose.Composition.to_dict); empty: nothing
     compose: Mapping[str, Any] = field(default_factory=dict)
     metrics: tuple[str, ...] = ()  # `metric` names: the step kernel's `metrics` output (absent when empty)
+    #: {"ground": [geom ids], "scans": [{"body", "grid", "spacing", "offset"}]}; absent without height_scan()
+    height_scan: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def obs_actor_size(self) -> int:
@@ -226,6 +229,7 @@ class TaskSpec:
             dropped_rewards=tuple(d.get("dropped_rewards", ())),
             compose=MappingProxyType(dict(d.get("compose") or {})),
             metrics=tuple(m["name"] for m in d.get("metrics", ())),
+            height_scan=MappingProxyType(dict(d.get("height_scan") or {})),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -257,6 +261,7 @@ class TaskSpec:
             "writes_phys": self.writes_phys,
             "phys_inputs": list(self.phys_inputs),
             "contact_queries": _plain(self.contact_queries),
+            **({"height_scan": _plain(self.height_scan)} if self.height_scan else {}),
             "rand": _plain(self.rand),
         }
         if self.numba_args:

@@ -36,6 +36,7 @@ _PHYS_SUFFIX = {
     "time": "",
     "contact": "C",
     "contact_force": "C",
+    "height_scan": "H",
 }
 
 _FIELD_PREFIX = {"body": "B", "geom": "G", "dof": "V", "jnt": "J", "actuator": "U", "site": "S", "tendon": "T"}
@@ -194,6 +195,7 @@ def build_spec(
         "contact_queries": [
             {"geoms_a": list(q.geoms_a), "geoms_b": list(q.geoms_b)} for q in task.contact_queries
         ],
+        **({"height_scan": _height_scan(task)} if task.height_scans else {}),
         "rand": {name: [c.phase.rand_normal, c.phase.rand_uniform] for name, c in codes.items()},
     }
     if backend == "numba":
@@ -203,6 +205,16 @@ def build_spec(
     spec["train"] = task.train.to_dict()
     spec["ops"] = {name: [c.elim.ops_before, c.elim.ops_after] for name, c in codes.items()}
     return _jsonable(spec)
+
+
+def _height_scan(task: Any) -> dict[str, Any]:
+    """SPEC["height_scan"]: the ground geoms and, per distinct scan, its body, grid, spacing and first point."""
+    scans = []
+    offset = 0
+    for q in task.height_scans:
+        scans.append({"body": q.body, "grid": [q.nx, q.ny], "spacing": q.spacing, "offset": offset})
+        offset += q.size
+    return {"ground": list(task.ground_geoms), "scans": scans}
 
 
 def numba_args(phase: str, ir: TaskIR, phys_inputs: Sequence[str]) -> list[str]:

@@ -23,6 +23,8 @@ __all__ = [
     "Param",
     "FunctionSig",
     "FUNCTIONS",
+    "HEIGHT_SCAN",
+    "HEIGHT_SCAN_MAX_POINTS",
     "DISTRIBUTIONS",
     "TOLERANCE_SIGMOIDS",
     "SWIZZLE",
@@ -94,6 +96,7 @@ LOOKUPS: Mapping[str, str] = MappingProxyType(
         "site_pos": "site",
         "contact": "geom",
         "contact_force": "geom",
+        "height_scan": "body",
     }
 )
 
@@ -136,6 +139,17 @@ class FunctionSig:
 
 def _f(name: str, params: tuple[Param, ...], rule: str, doc: str, min_args: int | None = None) -> FunctionSig:
     return FunctionSig(name, params, rule, doc, min_args)
+
+
+#: `height_scan(BODY, grid=[nx, ny], spacing=S)`, a model lookup with keyword arguments (check/heightscan.py).
+HEIGHT_SCAN = FunctionSig(
+    "height_scan",
+    (Param("body"), Param("grid"), Param("spacing")),
+    "lookup",
+    "height of the body above the ground at each point of an nx x ny grid under it, [nx * ny]",
+)
+#: The most points one height_scan() may have.
+HEIGHT_SCAN_MAX_POINTS = 1024
 
 
 _X = Param("x")

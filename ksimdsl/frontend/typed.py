@@ -99,6 +99,7 @@ __all__ = [  # every expression node of typed_expr, then the task
     "Write",
     "EventDef",
     "ContactQuery",
+    "HeightScanQuery",
     "PrevSlot",
     "ReferenceDef",
     "CheckedTask",
@@ -348,6 +349,20 @@ class ContactQuery:
 
 
 @dataclass(frozen=True, slots=True)
+class HeightScanQuery:
+    """`height_scan(BODY, grid=[nx, ny], spacing=S)`: nx * ny points of the engine's height-scan array."""
+
+    body: int
+    nx: int
+    ny: int
+    spacing: float
+
+    @property
+    def size(self) -> int:
+        return self.nx * self.ny
+
+
+@dataclass(frozen=True, slots=True)
 class PrevSlot:
     """A `prev(expr)` memory slot, written at the end of every step."""
 
@@ -419,3 +434,5 @@ class CheckedTask:
     source_text: str = ""  # the task file's text (quoted in the generated code's comments)
     metrics: tuple[MetricDef, ...] = ()
     reference: ReferenceDef | None = None  # the `reference` statement (`reset` may start from it)
+    height_scans: tuple[HeightScanQuery, ...] = ()  # in the order of their points in `height_scan`
+    ground_geoms: tuple[int, ...] = ()  # what height scans hit (ksimdsl.model.ground); empty without scans

@@ -40,6 +40,8 @@ def function_signature(name: str) -> str:
         return "uniform(a) | uniform(lo, hi)" if name == "uniform" else "gaussian(std) | gaussian(mean, std)"
     if name in ("contact", "contact_force"):
         return f'{name}(a, b)  # a, b: geom/body name, glob or ["name", ...]'
+    if name == "height_scan":
+        return 'height_scan("body_name", grid=[nx, ny], spacing=S)'
     if name in bi.LOOKUPS:
         return f'{name}("{bi.LOOKUPS[name]}_name")'
     if name == "prev":
@@ -62,6 +64,7 @@ def builtin_doc(name: str) -> str | None:
             "sensor": "the sensor's reading",
             "contact": "true where the geoms touch",
             "contact_force": "normal contact force between the geoms",
+            "height_scan": "height of the body above the ground on an nx x ny grid under it (turned with its yaw)",
         }.get(name, name.replace("_", " ") + f" of a {kind}")
         return f"model lookup: {what}"
     if name == "prev":

@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # the parts import this module
     from ksimdsl.frontend.check.consts import Consts
     from ksimdsl.frontend.check.declarations import Declarations
     from ksimdsl.frontend.check.exprs import Exprs
+    from ksimdsl.frontend.check.heightscan import HeightScans
     from ksimdsl.frontend.check.lookups import Lookups
     from ksimdsl.frontend.check.outputs import Outputs
     from ksimdsl.frontend.check.reference import References
@@ -125,6 +126,8 @@ class Context:
         self.prev_slots: dict[Hashable, tuple[t.Expr, int]] = {}  # structural key -> (expr, slot)
         self.keys = StructuralKeys()
         self.contact_queries: dict[t.ContactQuery, int] = {}
+        self.height_scans: dict[t.HeightScanQuery, int] = {}  # query -> offset of its points
+        self.ground_geoms: tuple[int, ...] | None = None  # found by the first height_scan()
         # the parts, set by `build`
         self.settings: Settings
         self.consts: Consts
@@ -140,6 +143,7 @@ class Context:
         self.calls: Calls
         self.lookups: Lookups
         self.reference: References
+        self.heights: HeightScans
 
     @classmethod
     def build(cls, module: ast.Module, source: Source, model_path: str | None, physics: Mapping[str, Any]) -> "Context":
@@ -149,6 +153,7 @@ class Context:
         from ksimdsl.frontend.check.consts import Consts
         from ksimdsl.frontend.check.declarations import Declarations
         from ksimdsl.frontend.check.exprs import Exprs
+        from ksimdsl.frontend.check.heightscan import HeightScans
         from ksimdsl.frontend.check.lookups import Lookups
         from ksimdsl.frontend.check.outputs import Outputs
         from ksimdsl.frontend.check.reference import References
@@ -172,6 +177,7 @@ class Context:
         cx.calls = Calls(cx)
         cx.lookups = Lookups(cx)
         cx.reference = References(cx)
+        cx.heights = HeightScans(cx)
         cx.exprs = Exprs(cx)  # last: it binds the typers of the other parts
         return cx
 

@@ -115,6 +115,8 @@ class Checker(Part):
             train=train,
             metrics=metrics,
             reference=self.cx.reference.definition(),
+            height_scans=tuple(self.cx.height_scans),
+            ground_geoms=self.cx.ground_geoms or (),
         )
 
     def reset(self, stmt: ast.Statement | None) -> tuple[t.Write, ...]:

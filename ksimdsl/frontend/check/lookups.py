@@ -123,6 +123,8 @@ class Lookups(Part):
 
     def lookup(self, node: ast.Call) -> t.Expr:
         f, m, span = node.func, self.m, node.span
+        if f == "height_scan":
+            return self.cx.heights.call(node)
         if node.kwargs:
             self.fail(node.kwargs[0].span, f"{f}() takes no keyword arguments")
         if f in ("contact", "contact_force"):

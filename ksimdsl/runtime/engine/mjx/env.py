@@ -16,7 +16,8 @@ One control step:
    previous/new targets;
 2. (the batch) the contact queries, when the task reads any (`contacts.py`:
    MJX Warp keeps one contact pool for the whole batch);
-3. (per env, vmapped) the physics arrays listed in `SPEC["phys_inputs"]` go
+3. (per env, vmapped) the physics arrays listed in `SPEC["phys_inputs"]` (and
+   the height scans, `heightscan.py`, when the task reads any) go
    to `kernels.step`, which returns observations, reward terms and weights,
    termination flags, the `metric` values and the new `mem` (and qpos/qvel
    when `writes_phys`); `pins` (evaluation) then hold chosen mem slots fixed;
@@ -48,7 +49,9 @@ from ksimdsl.abi import TaskSpec
 from ksimdsl.errors import KsimError
 from ksimdsl.runtime.engine.actuators import ActuatorModel, JaxDraws
 from ksimdsl.runtime.engine.base import EnvSnapshot, EpisodeCounters, KernelStep, OutcomeRules, StepOutput, step_outcome
+from ksimdsl.runtime.engine.heightscan import ScanTables, reads_height_scan
 from ksimdsl.runtime.engine.mjx.contacts import ContactQueries
+from ksimdsl.runtime.engine.mjx.heightscan import MjxHeightScan
 from ksimdsl.runtime.engine.mjx.mjximport import import_mjx
 from ksimdsl.runtime.engine.mjx.physics import MjxPhysics
 from ksimdsl.runtime.engine.model import default_pose, load_model
@@ -107,6 +110,7 @@ class MjxEnv:
             if not hasattr(self.model, name):
                 raise KsimError(f"task randomizes unknown model field '{name}'; recompile the task")
         self.reads_contacts = any(name in ("contact", "contact_force") for name in spec.phys_inputs)
+        self.scans = MjxHeightScan(ScanTables.from_spec(spec, self.mj_model)) if reads_height_scan(spec) else None
         self.default_fields = {name: jnp.asarray(getattr(self.model, name)) for name in spec.randomize_fields}
         for phase in ("reset", "observe", "step"):
             if phase not in spec.rand:
@@ -141,6 +145,8 @@ class MjxEnv:
                 out[name] = jnp.asarray(data.time, jnp.float32)
             elif name in ("contact", "contact_force"):
                 out[name] = contact[0] if name == "contact" else contact[1]
+            elif name == "height_scan":
+                out[name] = self.scans.one(data.xpos, data.xmat)  # type: ignore[union-attr]
             else:
                 out[name] = getattr(data, name)
         return out

@@ -25,7 +25,7 @@ One control step:
    every physics substep (`cstep.actuate`: per-episode latency and zero
    offset), run `cstep.advance` (substeps through `mj_step`, divergence check,
    gather of the physics arrays in `SPEC["phys_inputs"]` and of the contact
-   queries), then the task's numba `step` kernel on the same chunk. All of it
+   queries), the height scans (`rays.py`), then the task's numba `step` kernel on the same chunk. All of it
    releases the GIL (the kernel when compiled with `nogil=True`), so the
    threads run in parallel;
 2. reward, failure / success / truncation, NaN resets (C MuJoCo's
@@ -71,11 +71,14 @@ from ksimdsl.runtime.engine.base import (
     StepOutput,
     step_outcome,
 )
+from ksimdsl.runtime.engine.heightscan import reads_height_scan
 from ksimdsl.runtime.engine.model import default_pose, load_model
 from ksimdsl.settings import machine_memory_bytes
 from ksimdsl.runtime.engine.mujoco import cstep
 from ksimdsl.runtime.engine.mujoco.kernel_args import KernelArgs
 from ksimdsl.runtime.engine.mujoco.numba_policy import HostActor
+from ksimdsl.runtime.engine.mujoco.rays import HostHeightScan
+from ksimdsl.runtime.engine.mujoco.rngstate import rng_from_array, rng_to_array
 from ksimdsl.runtime.engine.pins import MemPins
 
 __all__ = ["MujocoEnv", "default_threads"]
@@ -209,7 +212,7 @@ class MujocoEnv:
         self.default_fields = {n: np.array(getattr(m, n), dtype=np.float64) for n in spec.randomize_fields}
 
         # ---- physics batch arrays the kernels read (float64, natural per-env shapes)
-        unknown = [p for p in spec.phys_inputs if p not in _DATA_FIELDS + ("time", "contact", "contact_force")]
+        unknown = [p for p in spec.phys_inputs if p not in _DATA_FIELDS + ("time", "contact", "contact_force", "height_scan")]
         if unknown:
             raise KsimError(f"the C-MuJoCo engine cannot provide physics input(s) {unknown}; recompile the task")
         gathered = tuple(dict.fromkeys(("qpos", "qvel") + tuple(p for p in spec.phys_inputs if p in _DATA_FIELDS)))
@@ -238,6 +241,8 @@ class MujocoEnv:
         )
         self.phys["contact"] = self.contacts.contact_EP
         self.phys["contact_force"] = self.contacts.force_EP
+        self.scans = HostHeightScan(spec, m, self.datas) if reads_height_scan(spec) else None  # rays.py
+        self.phys["height_scan"] = self.scans.height_EH if self.scans else np.zeros((E, 0))
 
         # ---- task state
         A, M, U = spec.action_size, spec.mem_size, m.nu
@@ -392,8 +397,10 @@ class MujocoEnv:
         return self.models[e] if len(self.models) > 1 else self.models[0]
 
     def refresh_all(self) -> None:
-        """Re-read every env's physics arrays and contact queries (after writing MjData from outside)."""
+        """Re-read every env's physics arrays, contact queries and height scans (after MjData was written)."""
         cstep.refresh(self._all_E, self.pointers, self.gather, self.contacts)
+        if self.scans:
+            self.scans.run_envs(self._all_E)
 
     # ------------------------------------------------------------------ snapshots
 
@@ -417,7 +424,7 @@ class MujocoEnv:
             for name in self.spec.randomize_fields
         }
         episode = {name: getattr(self, name).copy() for name in EPISODE_STATE if name != "fields_E"}
-        return EnvSnapshot(data=data_EX, fields_E=fields_E, key=_rng_to_array(self.rng), **episode)
+        return EnvSnapshot(data=data_EX, fields_E=fields_E, key=rng_to_array(self.rng), **episode)
 
     def restore(self, snap: EnvSnapshot) -> None:
         """Put the environments back into the state `snapshot` returned."""
@@ -436,7 +443,7 @@ class MujocoEnv:
         for name in EPISODE_STATE:
             if name != "fields_E":
                 getattr(self, name)[...] = getattr(snap, name)
-        self.rng = _rng_from_array(np.asarray(snap.key))
+        self.rng = rng_from_array(np.asarray(snap.key))
 
     # ------------------------------------------------------------------ internals
 
@@ -472,6 +479,8 @@ class MujocoEnv:
         self.actuation(lo, hi, self.raw_action_EA, self.action_EA, self.zero_offset_EU, self.latency_E,
                        self.prev_ctrl_EU, self.ctrl_ESU)  # fmt: skip
         self._advance(chunk)
+        if self.scans:
+            self.scans.run(lo, hi)
         self.kernels.step(*self._step_args_by_chunk[chunk])
 
     def _draw(self, rand_n: np.ndarray, rand_u: np.ndarray) -> None:
@@ -524,6 +533,8 @@ class MujocoEnv:
         self.prev_ctrl_EU[idx_K] = rest_KU
         cstep.reset_and_forward(idx_K, self.pointers, qpos_KQ, qvel_KV, np.ascontiguousarray(rest_KU, dtype=np.float64))
         cstep.refresh(idx_K, self.pointers, self.gather, self.contacts)
+        if self.scans:
+            self.scans.run_envs(idx_K)
 
         n_o, u_o = spec.rand["observe"]
         rand_n, rand_u = np.zeros((k, n_o)), np.zeros((k, u_o))
@@ -556,28 +567,6 @@ def _zero_nonfinite(x: np.ndarray) -> None:
     """Non-finite entries (from a diverged state) replaced by 0 in place, as `base.finite` does."""
     if not np.isfinite(x).all():
         x[~np.isfinite(x)] = 0.0
-
-
-def _rng_to_array(rng: np.random.Generator) -> np.ndarray:
-    """numpy PCG64 state -> uint64[6] (state hi/lo, inc hi/lo, has_uint32, uinteger)."""
-    st = rng.bit_generator.state
-    if st["bit_generator"] != "PCG64":  # pragma: no cover - MujocoEnv always makes PCG64
-        raise TypeError(f"cannot checkpoint a {st['bit_generator']} generator")
-    mask = (1 << 64) - 1
-    s, inc = st["state"]["state"], st["state"]["inc"]
-    return np.array([s >> 64, s & mask, inc >> 64, inc & mask, st["has_uint32"], st["uinteger"]], dtype=np.uint64)
-
-
-def _rng_from_array(a: np.ndarray) -> np.random.Generator:
-    v = [int(x) for x in a]
-    bg = np.random.PCG64()
-    bg.state = {
-        "bit_generator": "PCG64",
-        "state": {"state": (v[0] << 64) | v[1], "inc": (v[2] << 64) | v[3]},
-        "has_uint32": v[4],
-        "uinteger": v[5],
-    }
-    return np.random.Generator(bg)
 
 
 #: The share of this machine's memory the per-env model copies may take.

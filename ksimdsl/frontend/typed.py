@@ -134,6 +134,7 @@ class ModelSummary:
     default_qpos: tuple[float, ...]  # keyframe 0 if the model has one, else qpos0
     root: FreeRoot | None
     composition: Composition = Composition()  # what the task adds to the MJCF (the sizes above include it)
+    terrain_span: Span | None = _span()  # the model block's `terrain` line (where the spawn draws come from)
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,3 +374,4 @@ class CheckedTask:
     train: TrainSettings
     source_text: str = ""  # the task file's text (quoted in the generated code's comments)
     metrics: tuple[MetricDef, ...] = ()
+    curriculum_span: Span | None = _span()  # the `curriculum` statement

@@ -60,7 +60,7 @@ class Checker(Part):
         actuators = self.attempt(self.cx.actuators.actuators, singles.get("actuators"))
         if actuators is not None:
             self.cx.action_size = len(actuators.names)
-        curriculum = self.attempt(self.cx.settings.curriculum, singles.get("curriculum")) or S.CurriculumSettings()
+        curriculum = self.attempt(self.cx.settings.curriculum, singles.get("curriculum"), model) or S.CurriculumSettings()
         policy = self.attempt(self.cx.settings.policy, singles.get("policy")) or S.PolicySettings()
         train = self.attempt(self.cx.settings.train, singles.get("train")) or S.TrainSettings()
 
@@ -114,6 +114,7 @@ class Checker(Part):
             policy=policy,
             train=train,
             metrics=metrics,
+            curriculum_span=getattr(singles.get("curriculum"), "span", None),
         )
 
     def collect_statements(self) -> dict[str, ast.Statement]:
@@ -183,4 +184,5 @@ class Checker(Part):
             default_qpos=info.default_qpos,
             root=info.root,
             composition=composition,
+            terrain_span=next((p.span for p in getattr(stmt, "parts", ()) if isinstance(p, ast.ModelTerrain)), None),
         )

@@ -178,6 +178,44 @@ def test_both_engines_load_the_identical_terrain(bot_dir):
         c_env.close()
 
 
+@pytest.mark.slow
+def test_mjx_and_c_mujoco_collide_with_the_same_surface():
+    """A ball pressed 1 cm into slope and stairs tiles: MJX's contact depth is C MuJoCo's (hfield layout,
+    heights and MJX's hfield collisions). (Trajectories on terrain still drift apart by ~1e-3 within
+    ten contact steps, against ~1e-5 on a plane: the two generate different hfield contact points.)"""
+    import jax
+
+    from ksimdsl.runtime.engine.mjx.mjximport import import_mjx
+
+    mjx = import_mjx()
+    slope = Tile("slope", (Param("grade", 0.1, 0.5),))
+    stairs = Tile("stairs", (Param("height", 0.05, 0.1), Param("width", 0.3, 0.3)))
+    terrain = Terrain(rows=2, cols=2, size=2.0, resolution=0.1, platform=0.4, tiles=(slope, stairs))
+    spec = mujoco.MjSpec()
+    add_terrain(spec, terrain)
+    ball = spec.worldbody.add_body(name="ball")
+    ball.add_freejoint()
+    ball.add_geom(type=mujoco.mjtGeom.mjGEOM_SPHERE, size=[0.05, 0.0, 0.0])
+    model = spec.compile()
+    points = [(-1.5, -0.7), (1.6, -1.2), (0.3, -0.9), (-0.6, 1.3), (1.2, 0.8), (1.0, -1.0)]
+    qpos = np.array([[x, y, surface(model, x, y) + 0.04, 1, 0, 0, 0] for x, y in points])
+    data = mujoco.MjData(model)
+    c_depth = []
+    for q in qpos:
+        data.qpos[:] = q
+        mujoco.mj_forward(model, data)
+        c_depth.append(data.contact.dist[: data.ncon].min())
+    mjx_model = mjx.put_model(model)
+
+    def depth(q):
+        d = mjx.forward(mjx_model, mjx.make_data(mjx_model).replace(qpos=q))
+        return jax.numpy.min(d._impl.contact.dist)
+
+    mjx_depth = jax.jit(jax.vmap(depth))(jax.numpy.asarray(qpos, jax.numpy.float32))
+    assert max(c_depth) < -0.009  # every ball touches
+    np.testing.assert_allclose(np.asarray(mjx_depth), c_depth, atol=1e-5)
+
+
 # --------------------------------------------------------------------------- spawning
 
 
@@ -298,11 +336,21 @@ def first_error(bot_dir: Path, block: str, body: str = BODY):
          "the terrain has 16001 x 16001 = 256032001 height samples, more than 2000000"),
         ("    floor\n    terrain rows=3\n        flat\n", (4, 5), "a model block has either `floor` or `terrain`, not both"),
         ("    terrain rows=3\n", (3, 5), "the terrain needs at least one tile line below it"),
+        ("    terrain cols=1\n        flat\n        slope grade=0.1\n", (5, 9), "cols=1, so this tile line and those after"),
     ],
 )  # fmt: skip
 def test_bad_terrain_is_an_error_at_its_position(bot_dir, block, where, message):
     line, col, text = first_error(bot_dir, block)
     assert (line, col) == where and text.startswith(message), text
+
+
+def test_floor_contacts_on_a_terrain_say_what_the_ground_is_called(bot_dir):
+    body = BODY.replace('contact("foot", "terrain")', 'contact("foot", "floor")')
+    with pytest.raises(KsimError) as info:
+        check_source(Source(str(bot_dir / "t.ksim"), task_text(TERRAIN_BLOCK, body)))
+    d = info.value.diagnostics[0]
+    assert (d.span.line, d.span.col) == (14, 37) and "'floor'" in d.message
+    assert d.notes[-1] == "the model block's terrain is the geom 'terrain'"
 
 
 def test_distance_curriculum_takes_lengths(bot_dir):

@@ -74,6 +74,13 @@ class TerrainChecker(Part):
             border=float(v["border"]),
             friction=None if v.get("friction") is None else float(v["friction"]),
         )
+        if "cols" in vals and terrain.cols < len(part.tiles):
+            unused = part.tiles[terrain.cols]
+            self.cx.sink.error(
+                unused.kind_span,
+                f"cols={terrain.cols}, so this tile line and those after it are never used",
+                "column c has the kind of tile line c mod the number of lines",
+            )
         for key, message in terrain.problems():
             at = vals.get(key)
             self.cx.sink.error(at[1].value.span if at is not None else part.span, message)

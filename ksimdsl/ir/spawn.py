@@ -47,7 +47,11 @@ def spawn_on_terrain(lo: Lowerer, qpos: ArrayBuilder, terrain: Terrain, root: T.
             u = lo.take("uniform", None, span).items[0]
             col = sp.Min(sp.floor(u * cols), cols - 1)
         x0, y0 = terrain.center(0, 0)
-        offset = [num(x0) + row * num(terrain.size), num(y0) + col * num(terrain.size), _ground(lo, origins[:, 2], row * cols + col)]
+        offset = [
+            num(x0) + row * num(terrain.size),
+            num(y0) + col * num(terrain.size),
+            _ground(lo, origins[:, 2], row * cols + col),
+        ]
         adr = root.qpos_adr
         idx = (adr, adr + 1, adr + 2)
         old = qpos.read(idx)

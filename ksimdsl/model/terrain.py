@@ -46,6 +46,7 @@ import numpy as np
 __all__ = [
     "TERRAIN_NAME",
     "MAX_SAMPLES",
+    "MAX_TILES",
     "BASE_DEPTH",
     "ParamSpec",
     "TILE_KINDS",
@@ -63,6 +64,8 @@ __all__ = [
 TERRAIN_NAME = "terrain"
 #: Height samples at most (MJX keeps the field on the device; the C engine copies it per randomized env).
 MAX_SAMPLES = 2_000_000
+#: Tiles at most (the compiled reset kernel holds one ground height per tile).
+MAX_TILES = 4096
 #: Depth of the height field's solid base below its lowest sample (m).
 BASE_DEPTH = 1.0
 #: Relative tolerance for sizes that must be whole multiples of the resolution.
@@ -169,24 +172,28 @@ class Terrain:
         out: list[tuple[str, str]] = []
         if self.rows < 1 or self.cols < 1:
             out.append(("rows" if self.rows < 1 else "cols", "the terrain needs at least one row and one column"))
+        elif self.rows * self.cols > MAX_TILES:
+            out.append(("rows", f"the terrain has {self.rows} x {self.cols} tiles, more than {MAX_TILES}"))
         if not self.size > 0 or not self.resolution > 0:
-            return out + [("size" if not self.size > 0 else "resolution", "must be positive")]
+            return out + [("size" if not self.size > 0 else "resolution", "terrain size and resolution must be positive")]
         if not self.tiles:
             out.append(("", "the terrain needs at least one tile line (flat, rough, slope or stairs)"))
         for key, length in (("size", self.size), ("border", self.border)):
             cells = length / self.resolution
             if abs(cells - round(cells)) > _MULTIPLE_TOL * max(1.0, cells):
-                out.append((key, f"{key} ({_fmt(length)}m) must be a whole multiple of the resolution ({_fmt(self.resolution)}m)"))
+                res = _fmt(self.resolution)
+                out.append((key, f"{key} ({_fmt(length)}m) must be a whole multiple of the resolution ({res}m)"))
         if self.cells_per_tile < 2:
             out.append(("resolution", f"the resolution ({_fmt(self.resolution)}m) must be at most half the tile size"))
         if not 0 <= self.platform < self.size:
-            out.append(("platform", f"platform ({_fmt(self.platform)}m) must be smaller than the tile size ({_fmt(self.size)}m)"))
+            size = _fmt(self.size)
+            out.append(("platform", f"platform ({_fmt(self.platform)}m) must be smaller than the tile size ({size}m)"))
         ny, nx = self.samples if not out else (0, 0)
         if ny * nx > MAX_SAMPLES:
             out.append((
                 "resolution",
                 f"the terrain has {nx} x {ny} = {nx * ny} height samples, more than {MAX_SAMPLES}: "
-                "raise the resolution or use fewer or smaller tiles",
+                "use a coarser resolution (a larger spacing) or fewer or smaller tiles",
             ))
         return out
 

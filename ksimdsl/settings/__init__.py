@@ -252,10 +252,18 @@ class CurriculumSettings(Section):
     up: float = setting(0.8, ge=0, kinds=("episode_length",), doc="up a level after an episode this long (x limit)")
     down: float = setting(0.3, ge=0, kinds=("episode_length",), doc="down a level below this length (x limit)")
     up_distance: float = setting(
-        4.0, key="up", ge=0, kinds=("distance",), doc="up a level after the base travelled this far from its spawn point (m)"
+        4.0,
+        key="up",
+        ge=0,
+        kinds=("distance",),
+        doc="up a level after the base travelled this far from its spawn point (m)",
     )
     down_distance: float = setting(
-        0.0, key="down", ge=0, kinds=("distance",), doc="down a level after travelling less than this (m); a failure too"
+        0.0,
+        key="down",
+        ge=0,
+        kinds=("distance",),
+        doc="down a level after travelling less than this (m); a failure too",
     )
     min_steps: int = setting(20, ge=0, le=INT32_MAX, kinds=_LEVELED, doc="control steps at a level first")
     step: float = setting(0.01, ge=0, kinds=("linear",), doc="level gained every `every` iterations")

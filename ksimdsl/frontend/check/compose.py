@@ -253,7 +253,12 @@ def _override_name(assign: ast.Assign) -> str | None:
 
 
 def _keyword(part: ast.ModelPart) -> str:
-    keywords = {ast.ModelFloor: "floor", ast.ModelTerrain: "terrain", ast.ModelPose: "pose", ast.ModelCollide: "collide only"}
+    keywords = {
+        ast.ModelFloor: "floor",
+        ast.ModelTerrain: "terrain",
+        ast.ModelPose: "pose",
+        ast.ModelCollide: "collide only",
+    }
     return keywords.get(type(part), "imu")
 
 

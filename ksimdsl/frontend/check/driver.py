@@ -60,7 +60,9 @@ class Checker(Part):
         actuators = self.attempt(self.cx.actuators.actuators, singles.get("actuators"))
         if actuators is not None:
             self.cx.action_size = len(actuators.names)
-        curriculum = self.attempt(self.cx.settings.curriculum, singles.get("curriculum"), model) or S.CurriculumSettings()
+        curriculum = (
+            self.attempt(self.cx.settings.curriculum, singles.get("curriculum"), model) or S.CurriculumSettings()
+        )
         policy = self.attempt(self.cx.settings.policy, singles.get("policy")) or S.PolicySettings()
         train = self.attempt(self.cx.settings.train, singles.get("train")) or S.TrainSettings()
 

@@ -112,7 +112,9 @@ class TerrainChecker(Part):
             if s.key not in table:
                 valid = ", ".join(table) if table else "none"
                 self.cx.sink.error(
-                    s.key_span, f"unknown {where} setting '{s.key}'" + did_you_mean(s.key, table), f"valid {where} settings: {valid}"
+                    s.key_span,
+                    f"unknown {where} setting '{s.key}'" + did_you_mean(s.key, table),
+                    f"valid {where} settings: {valid}",
                 )
             elif s.key in params:
                 self.cx.sink.error(s.key_span, f"duplicate {where} setting '{s.key}'")

@@ -22,6 +22,8 @@ from ksimdsl.settings import ENGINES, CurriculumSettings, PhysicsSettings, Polic
 
 __all__ = [
     "ABI_VERSION",
+    "MEM_SPAWN",
+    "MEM_TRAVELLED",
     "PHYS_FIELDS",
     "PHASES",
     "ENGINES",
@@ -35,6 +37,11 @@ __all__ = [
 ]
 
 ABI_VERSION = 1
+
+#: mem slots of `curriculum distance`: the base's x, y at the reset, and its distance from there
+#: (updated by every step; the runtime reads it when an episode ends).
+MEM_SPAWN = "curriculum.spawn"
+MEM_TRAVELLED = "curriculum.travelled"
 
 #: Physics arrays a kernel may read, with their per-env shapes (see docs/architecture.md).
 PHYS_FIELDS: Mapping[str, str] = MappingProxyType(

@@ -37,7 +37,8 @@ def test_grammar_knows_every_builtin_and_keyword():
     assert _alternatives(calls[2]) == set(bi.DISTRIBUTIONS)
     statement = repo["statement"]["patterns"][0]["match"]
     assert set(re.search(r"\^\(([a-z_|]+)\)", statement).group(1).split("|")) == set(STATEMENT_KEYWORDS)
-    assert re.search(r"\(deg\|ms\|s\|steps\)", repo["number"]["match"]) and set(UNITS) == {"deg", "ms", "s", "steps"}
+    assert re.search(r"\(deg\|ms\|m\|s\|steps\)", repo["number"]["match"])
+    assert set(UNITS) == {"deg", "ms", "m", "s", "steps"}
 
 
 def test_package_json_wires_the_language_and_server():

@@ -6,7 +6,7 @@ against the MJCF model and turns this into the typed task (`CheckedTask`).
 
 Expressions
 -----------
-    Num(value, unit)           1, 0.5, 3e-4, 10ms (unit in {None,"deg","ms","s","steps"})
+    Num(value, unit)           1, 0.5, 3e-4, 10ms, 0.5m (unit in {None,"deg","ms","m","s","steps"})
     Str(value)                 "foot_left", "*_knee*"
     Name(id)                   joint_pos, level, air_time
     Vector(items)              [0, 0, 1], [cos(a), sin(a), joint_vel]
@@ -164,6 +164,25 @@ class ModelFloor:
 
 
 @dataclass(frozen=True, slots=True)
+class TerrainTile:
+    """`rough amplitude=0.02m..0.1m`: one tile kind of a `terrain` (values may be ranges)."""
+
+    kind: str
+    settings: tuple[Setting, ...]
+    span: Span
+    kind_span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class ModelTerrain:
+    """`terrain rows=5 size=8m ...` and its tile lines: a height field instead of a floor."""
+
+    settings: tuple[Setting, ...]
+    tiles: tuple[TerrainTile, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
 class ModelImu:
     """`imu imu at "imu_in_pelvis"`: gyro, accelerometer and orientation sensors at a site or body."""
 
@@ -202,7 +221,7 @@ class ModelCollide:
     span: Span
 
 
-ModelPart = Union[ModelFloor, ModelImu, ModelPose, ModelCollide]
+ModelPart = Union[ModelFloor, ModelTerrain, ModelImu, ModelPose, ModelCollide]
 
 
 @dataclass(frozen=True, slots=True)

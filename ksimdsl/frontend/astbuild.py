@@ -205,6 +205,16 @@ class _AstBuilder(Transformer):
     def model_floor(self, meta, children):
         return ast.ModelFloor(_of_type(children, ast.Setting), _span(meta))
 
+    def model_terrain(self, meta, children):
+        return ast.ModelTerrain(_of_type(children, ast.Setting), _of_type(children, ast.TerrainTile), _span(meta))
+
+    def terrain_tile(self, meta, children):
+        kind, *settings = children
+        return ast.TerrainTile(kind.value, tuple(settings), _span(meta), token_span(kind))
+
+    def terrain_setting(self, meta, children):
+        return self.setting(meta, children)
+
     def model_imu(self, meta, children):
         name, target = children
         return ast.ModelImu(name.value, target.value[1:-1], _span(meta), token_span(name), token_span(target))

@@ -71,7 +71,7 @@ STATEMENT_KEYWORDS: tuple[str, ...] = (
 )
 
 #: Unit suffixes a number may carry.
-UNITS: tuple[str, ...] = ("deg", "ms", "s", "steps")
+UNITS: tuple[str, ...] = ("deg", "ms", "m", "s", "steps")
 
 _PACKAGE_GRAMMAR = ("_grammar", "ksim.lark")
 _REPO_GRAMMAR = Path(__file__).resolve().parents[2] / "grammar" / "ksim.lark"

@@ -138,6 +138,7 @@ class ModelSummary:
     default_qpos: tuple[float, ...]  # keyframe 0 if the model has one, else qpos0
     root: FreeRoot | None
     composition: Composition = Composition()  # what the task adds to the MJCF (the sizes above include it)
+    terrain_span: Span | None = _span()  # the model block's `terrain` line (where the spawn draws come from)
 
 
 @dataclass(frozen=True, slots=True)
@@ -436,3 +437,4 @@ class CheckedTask:
     reference: ReferenceDef | None = None  # the `reference` statement (`reset` may start from it)
     height_scans: tuple[HeightScanQuery, ...] = ()  # in the order of their points in `height_scan`
     ground_geoms: tuple[int, ...] = ()  # what height scans hit (ksimdsl.model.ground); empty without scans
+    curriculum_span: Span | None = _span()  # the `curriculum` statement

@@ -28,7 +28,10 @@ Semantics (docs/architecture.md, "Semantics decisions"):
 * events count down control steps and, when their timer runs out, apply their
   writes to qpos/qvel (returned by `step`) and redraw the interval;
 * `metric` values are one more output of `step` (`metrics`), computed like
-  the reward terms on the same state; they feed no other output.
+  the reward terms on the same state; they feed no other output;
+* with a `terrain`, `reset` ends by moving the root onto the env's tile, and
+  `curriculum distance` keeps the spawn point and the distance travelled in
+  mem (`ksimdsl.ir.spawn`).
 
 Expressions are lowered by `ksimdsl.ir.exprs.Lowerer`; the draws, mem layout and
 output arrays are built with `ksimdsl.ir.arrays`.
@@ -50,6 +53,7 @@ from ksimdsl.ir.exprs import Lowerer
 from ksimdsl.ir.formulas import quat_mul, quat_rotate, quat_rotate_inv, tolerance, where, yaw
 from ksimdsl.ir.program import MemSlot, Output, PhaseIR, Segment, TaskIR
 from ksimdsl.ir.reference import ReferenceTables
+from ksimdsl.ir.spawn import SPAWN_SLOT, TRAVELLED_SLOT, spawn_on_terrain, travelled
 from ksimdsl.ir.vec import Val
 
 __all__ = ["lower_task", "Lowerer", "Draws", "MemLayout", "quat_rotate", "quat_rotate_inv", "tolerance"]
@@ -94,6 +98,9 @@ def _layout(task: T.CheckedTask) -> MemLayout:
         mem.add(f"event.{ev.name}.timer", 1, scalar=True, span=ev.span)
     if task.reference is not None:
         mem.add("ref.start", 1, scalar=True, span=task.reference.span)
+    if task.curriculum.kind == "distance":
+        mem.add(SPAWN_SLOT, 2, span=task.curriculum_span)
+        mem.add(TRAVELLED_SLOT, 1, scalar=True, span=task.curriculum_span)
     mem.add("first", 1, scalar=True)
     return mem
 
@@ -216,10 +223,20 @@ class _TaskLowering:
         qvel = ArrayBuilder("qvel", task.model.nv)
         with lo.at("reset", None):
             self._apply_writes(lo, (qpos, qvel), task.reset, None)
+        terrain, root = task.model.composition.terrain, task.model.root
+        if terrain is not None:
+            if root is None:
+                raise InternalCompilerError("terrain without a root free joint")
+            spawn_on_terrain(lo, qpos, terrain, root, task.model.terrain_span)
         fields = self._randomize(lo)
         mem = self._initial_mem(lo)
         if ref_start is not None:
             self._put(mem, "ref.start", vec.scalar(ref_start))
+        if SPAWN_SLOT in self.mem:
+            if root is None:
+                raise InternalCompilerError("curriculum distance without a root free joint")
+            self._put(mem, SPAWN_SLOT, qpos.read((root.qpos_adr, root.qpos_adr + 1)))
+            self._put(mem, TRAVELLED_SLOT, vec.scalar(0))
         outputs = [
             Output("qpos", task.model.nq, False, qpos.segments(), "qpos_", "reset: joint positions"),
             Output("qvel", task.model.nv, False, qvel.segments(), "qvel_", "reset: joint velocities"),
@@ -493,6 +510,8 @@ class _TaskLowering:
                 self._apply_writes(lo, phys, ev.writes, fire)
                 every = lo.claim(fit(lo.number(ev.every), self.mem.slot(name))).items[0]
             self._put(mem, name, vec.scalar(where(fire, every, timer - 1)))
+        if TRAVELLED_SLOT in self.mem and task.model.root is not None:
+            self._put(mem, TRAVELLED_SLOT, travelled(task.model.root, self.mem.read(SPAWN_SLOT)))
         self._put(mem, "first", vec.scalar(0))
         return mem
 

@@ -16,6 +16,7 @@ from ksimdsl.lsp import modelnames
 from ksimdsl.lsp.analysis import Analysis
 from ksimdsl.lsp.hover import builtin_doc, function_signature
 from ksimdsl.lsp.symbols import SymbolIndex
+from ksimdsl.model.terrain import TILE_KINDS
 
 __all__ = ["Item", "complete"]
 
@@ -39,7 +40,7 @@ _STATEMENT_SNIPPETS = {
     "reset": "reset  (then: joint_pos += uniform(a, b))",
     "event": "event NAME every uniform(1s, 3s)",
     "reference": 'reference "clips/walk.npz" loop | clamp  random | fixed',
-    "curriculum": "curriculum episode_length | linear | constant",
+    "curriculum": "curriculum episode_length | distance | linear | constant",
     "policy": "policy mlp hidden=[256, 256]",
     "train": "train num_envs=128 steps=1000",
 }
@@ -132,6 +133,15 @@ def _block_keyword(lines: list[str], line0: int) -> str:
     return ""
 
 
+def _parent_line(lines: list[str], line0: int, indent: int) -> str:
+    """The nearest line above 0-based line `line0` indented less than `indent` columns ("" if none)."""
+    for i in range(min(line0, len(lines)) - 1, -1, -1):
+        ln = lines[i]
+        if ln.strip() and not ln.lstrip().startswith("#") and len(ln) - len(ln.lstrip(" ")) < indent:
+            return ln
+    return ""
+
+
 def _settings_keys(block: str) -> dict[str, str]:
     words = block.split()
     head = words[0] if words else ""
@@ -205,8 +215,10 @@ def _line_start_items(an: Analysis, lines: list[str], line0: int, start: int) ->
     if head == "actuators":
         words = ("kp", "kd", "effort", "armature", "joints", "latency", "zero_offset")
         return [Item(n, "Keyword", "", "", start) for n in words]
+    if head == "model" and _parent_line(lines, line0, start).lstrip().startswith("terrain"):
+        return [Item(k, "Keyword", "terrain tile", "", start) for k in TILE_KINDS]
     if head == "model":  # the composition block
-        return [Item(n, "Keyword", "", "", start) for n in ("floor", "imu", "pose", "collide")]
+        return [Item(n, "Keyword", "", "", start) for n in ("floor", "terrain", "imu", "pose", "collide")]
     if block == "observe critic":
         return [Item("actor", "Keyword", "every actor observation, clean", "", start)]
     if head in _CONTINUED_HEADS:

@@ -249,7 +249,7 @@ def hover(an: Analysis, index: SymbolIndex, pos: Pos) -> Hover | None:
         if let is not None:
             doc = _code(f"let {let.name} = {_source_text(an, let.value.span) or '...'}")
     elif isinstance(node, ast.Num) and node.unit and isinstance(typed, t.Const):
-        unit = {"deg": " rad", "s": " s", "ms": " s"}.get(node.unit, " steps")
+        unit = {"deg": " rad", "s": " s", "ms": " s", "m": " m"}.get(node.unit, " steps")
         doc = f"{_source_text(an, node.span)} = {typed.value:.6g}{unit}"
     text = _source_text(an, span)
     parts = []

@@ -62,6 +62,9 @@ def statement_exprs(stmt: ast.Statement) -> Iterator[ast.Expr]:
                 yield from (j.value for j in part.joints)
             elif isinstance(part, ast.ModelCollide):
                 yield part.geoms
+            elif isinstance(part, ast.ModelTerrain):
+                for tile in part.tiles:
+                    yield from _setting_values(tile.settings)
     elif isinstance(stmt, ast.ActuatorsStmt):
         yield from _setting_values(stmt.settings)
         yield from _assign_exprs(stmt.overrides)

@@ -11,6 +11,8 @@ names and the trained model agree by construction.
 The edits, in this order:
 
 * `Floor`: a ground plane in the world body (with a checker material for videos);
+* `Terrain` (ksimdsl.model.terrain): instead of a floor, a height field of tiles
+  in the world body, the geom and its hfield both named `terrain`;
 * `Motor`: a joint motor (gear 1, gain 1) per named joint, its force and ctrl limited
   to +-effort, and the joint's armature; `actuators position` then turns them into
   PD actuators like any MJCF motor (runtime/engine/model.py);
@@ -25,7 +27,8 @@ Asset directories are made absolute, so the composed model's XML (`to_xml`)
 loads from anywhere (a run directory's model.xml) with the robot's own meshes.
 
 This module imports mujoco only inside the functions that edit a spec, and
-nothing from the rest of ksimdsl: the checker and the runtime both use it.
+nothing from the rest of ksimdsl but `ksimdsl.model.terrain`: the checker and
+the runtime both use it.
 """
 
 from __future__ import annotations
@@ -34,9 +37,12 @@ import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from ksimdsl.model.terrain import TERRAIN_NAME, Terrain, TerrainError, add_terrain
+
 __all__ = [
     "ComposeError",
     "Floor",
+    "Terrain",
     "Motor",
     "Imu",
     "Pose",
@@ -105,6 +111,7 @@ class Composition:
     imus: tuple[Imu, ...] = ()
     collide: Collide | None = None
     pose: Pose | None = None
+    terrain: Terrain | None = None
 
     @property
     def empty(self) -> bool:
@@ -127,6 +134,8 @@ class Composition:
             d["collide"] = {"geoms": list(c.geoms), "condim": c.condim, "friction": c.friction, "priority": c.priority}
         if self.pose is not None:
             d["pose"] = {"base_height": self.pose.base_height, "joints": [[n, v] for n, v in self.pose.joints]}
+        if self.terrain is not None:
+            d["terrain"] = self.terrain.to_dict()
         return d
 
     @staticmethod
@@ -146,9 +155,10 @@ class Composition:
             if d.get("pose") is not None:
                 p = d["pose"]
                 pose = Pose(p.get("base_height"), tuple((str(n), float(v)) for n, v in p.get("joints", ())))
+            terrain = Terrain.from_dict(d["terrain"]) if d.get("terrain") is not None else None
         except (KeyError, TypeError, ValueError) as exc:
             raise ComposeError(f"malformed model composition in the task spec: {exc}") from None
-        return Composition(floor=floor, motors=motors, imus=imus, collide=collide, pose=pose)
+        return Composition(floor=floor, motors=motors, imus=imus, collide=collide, pose=pose, terrain=terrain)
 
 
 def load_spec(path: str | os.PathLike[str], composition: Composition | None = None) -> Any:
@@ -181,9 +191,11 @@ def compile_model(spec: Any) -> Any:
 
 
 def apply(spec: Any, composition: Composition) -> None:
-    """Edit `spec` in place: floor, motors, IMUs, collision filtering, then the pose keyframe."""
+    """Edit `spec` in place: floor or terrain, motors, IMUs, collision filtering, then the pose keyframe."""
     if composition.floor is not None:
         _add_floor(spec, composition.floor)
+    if composition.terrain is not None:
+        _add_terrain(spec, composition.terrain)
     for motor in composition.motors:
         _add_motor(spec, motor)
     for imu in composition.imus:
@@ -225,19 +237,37 @@ def _add_floor(spec: Any, floor: Floor) -> None:
     geom = spec.worldbody.add_geom(name=floor.name, type=mujoco.mjtGeom.mjGEOM_PLANE, size=[0.0, 0.0, 0.05])
     if floor.friction is not None:
         geom.friction = [float(floor.friction), 0.005, 0.0001]
-    if _find(spec.materials, FLOOR_MATERIAL) is None and _find(spec.textures, FLOOR_MATERIAL) is None:
-        spec.add_texture(
-            name=FLOOR_MATERIAL,
-            type=mujoco.mjtTexture.mjTEXTURE_2D,
-            builtin=mujoco.mjtBuiltin.mjBUILTIN_CHECKER,
-            rgb1=[0.25, 0.3, 0.35],
-            rgb2=[0.15, 0.2, 0.25],
-            width=256,
-            height=256,
-        )
-        material = spec.add_material(name=FLOOR_MATERIAL, texrepeat=[2.0, 2.0], texuniform=True, reflectance=0.1)
-        material.textures[int(mujoco.mjtTextureRole.mjTEXROLE_RGB)] = FLOOR_MATERIAL
+    if _add_ground_material(spec):
         geom.material = FLOOR_MATERIAL
+
+
+def _add_terrain(spec: Any, terrain: Terrain) -> None:
+    if _find(spec.geoms, TERRAIN_NAME) is not None or _find(spec.hfields, TERRAIN_NAME) is not None:
+        raise ComposeError(f"the model already has a geom or height field named '{TERRAIN_NAME}'")
+    try:
+        add_terrain(spec, terrain, FLOOR_MATERIAL if _add_ground_material(spec) else None)
+    except TerrainError as exc:
+        raise ComposeError(f"bad terrain: {exc}") from None
+
+
+def _add_ground_material(spec: Any) -> bool:
+    """Add the checker material of the ground (for videos); False when the model has one of that name."""
+    import mujoco
+
+    if _find(spec.materials, FLOOR_MATERIAL) is not None or _find(spec.textures, FLOOR_MATERIAL) is not None:
+        return False
+    spec.add_texture(
+        name=FLOOR_MATERIAL,
+        type=mujoco.mjtTexture.mjTEXTURE_2D,
+        builtin=mujoco.mjtBuiltin.mjBUILTIN_CHECKER,
+        rgb1=[0.25, 0.3, 0.35],
+        rgb2=[0.15, 0.2, 0.25],
+        width=256,
+        height=256,
+    )
+    material = spec.add_material(name=FLOOR_MATERIAL, texrepeat=[2.0, 2.0], texuniform=True, reflectance=0.1)
+    material.textures[int(mujoco.mjtTextureRole.mjTEXROLE_RGB)] = FLOOR_MATERIAL
+    return True
 
 
 def _add_motor(spec: Any, motor: Motor) -> None:

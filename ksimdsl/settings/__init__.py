@@ -238,25 +238,47 @@ class TrainSettings(Section):
 
 @dataclass(frozen=True)
 class CurriculumSettings(Section):
-    """`curriculum episode_length levels=10 ...`, `curriculum linear ...`, `curriculum constant 1.0`.
+    """`curriculum episode_length levels=10 ...`, `curriculum distance up=4m ...`, `curriculum linear ...`,
+    `curriculum constant 1.0`.
 
-    One class for the three kinds; each setting belongs to one kind (`kinds`).
+    One class for the four kinds; each setting belongs to some kinds (`kinds`), and a key
+    means one setting within a kind (`up` is a fraction of the episode limit for
+    `episode_length`, a distance in m for `distance`).
     """
 
     SECTION: ClassVar[str] = "curriculum"
+    _LEVELED: ClassVar[tuple[str, ...]] = ("episode_length", "distance")
 
-    kind: Literal["episode_length", "linear", "constant"] = setting("constant", in_file=False, doc="curriculum kind")
-    levels: int = setting(10, ge=1, le=1_000_000, kinds=("episode_length",), doc="number of levels")
+    kind: Literal["episode_length", "distance", "linear", "constant"] = setting(
+        "constant", in_file=False, doc="curriculum kind"
+    )
+    levels: int = setting(
+        10, ge=1, le=1_000_000, kinds=_LEVELED, doc="number of levels (with a `terrain`, default: its rows - 1)"
+    )
     up: float = setting(0.8, ge=0, kinds=("episode_length",), doc="up a level after an episode this long (x limit)")
     down: float = setting(0.3, ge=0, kinds=("episode_length",), doc="down a level below this length (x limit)")
-    min_steps: int = setting(20, ge=0, le=INT32_MAX, kinds=("episode_length",), doc="control steps at a level first")
+    up_distance: float = setting(
+        4.0,
+        key="up",
+        ge=0,
+        kinds=("distance",),
+        doc="up a level after the base travelled this far from its spawn point (m)",
+    )
+    down_distance: float = setting(
+        0.0,
+        key="down",
+        ge=0,
+        kinds=("distance",),
+        doc="down a level after travelling less than this (m); a failure too",
+    )
+    min_steps: int = setting(20, ge=0, le=INT32_MAX, kinds=_LEVELED, doc="control steps at a level first")
     step: float = setting(0.01, ge=0, kinds=("linear",), doc="level gained every `every` iterations")
     every: int = setting(100, ge=1, le=INT32_MAX, kinds=("linear",), doc="iterations per step")
     value: float = setting(1.0, ge=0, le=1, kinds=("constant",), doc="the constant level")
 
     @classmethod
     def kind_table(cls, kind: str) -> Mapping[str, Setting]:
-        """The settings of one curriculum kind (the checker's table for `curriculum KIND`)."""
+        """The settings of one curriculum kind (the checker's table for `curriculum KIND`), by key."""
         return MappingProxyType({s.key: s for s in cls.by_name().values() if kind in s.kinds})
 
     @classmethod
@@ -266,14 +288,16 @@ class CurriculumSettings(Section):
         choices = cls.by_name()["kind"].choices
         if kind not in choices:
             raise KsimError(f"unknown curriculum kind '{kind}' (expected one of {', '.join(choices)})")
-        other = [k for k in d if k != "kind" and k in cls.table() and k not in cls.kind_table(kind)]
+        own = cls.kind_table(kind)
+        known = {s.key for s in cls.by_name().values()}
+        other = [k for k in d if k != "kind" and k in known and k not in own]
         if other:
             raise KsimError(f"curriculum {kind} has no setting '{other[0]}'")
-        return super().from_dict(d)
+        return cls.from_keys(d, {"kind": cls.by_name()["kind"], **own})
 
     def to_dict(self) -> dict[str, Any]:
         own = self.kind_table(self.kind)
-        return {"kind": self.kind, **{k: v for k, v in super().to_dict().items() if k in own}}
+        return {"kind": self.kind, **{k: getattr(self, s.name) for k, s in own.items()}}
 
 
 @dataclass(frozen=True)

@@ -178,7 +178,11 @@ class Section:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Any:
         """From a SPEC-style dict (user keys; omitted keys take the defaults), validated."""
-        table = cls.table()
+        return cls.from_keys(d, cls.table())
+
+    @classmethod
+    def from_keys(cls, d: Mapping[str, Any], table: Mapping[str, Setting]) -> Any:
+        """`from_dict` with the keys of `table` (user key -> Setting)."""
         values: dict[str, Any] = {}
         found: list[Problem] = []
         for key, raw in dict(d).items():

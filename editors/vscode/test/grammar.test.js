@@ -102,7 +102,7 @@ function checkFile(grammar, file, counts) {
       counts.strings++;
     }
     // numbers, with their units (the unit rule of grammar/ksim.lark's NUMBER terminal)
-    const num = /(?<![A-Za-z0-9_])([0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)(?:(deg|ms|s|steps)(?![A-Za-z0-9_])|([ ]+)(deg|ms|s|steps)(?![A-Za-z0-9_=]))?/g;
+    const num = /(?<![A-Za-z0-9_])([0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)(?:(deg|ms|m|s|steps)(?![A-Za-z0-9_])|([ ]+)(deg|ms|s|steps)(?![A-Za-z0-9_=]))?/g;
     let m;
     while ((m = num.exec(tl.line))) {
       if (!code(m.index)) continue;

@@ -16,6 +16,7 @@ from ksimdsl.frontend import ast
 from ksimdsl.frontend import builtins as bi
 from ksimdsl.frontend.check.context import Part, Reported, fmt_num
 from ksimdsl.frontend.check.names import no_match_message
+from ksimdsl.frontend.check.terrain import TerrainChecker
 from ksimdsl.frontend.model_info import match_names
 from ksimdsl.model.compose import IMU_SENSORS, Collide, Composition, Floor, Imu, Motor, Pose
 
@@ -53,6 +54,13 @@ class ComposeChecker(Part):
                 self.cx.sink.error(part.span, f"duplicate `{_keyword(part)}` in the model block")
                 continue
             found[type(part)] = self.attempt(self._checker(part), part)
+        ground = [p for p in parts if isinstance(p, (ast.ModelFloor, ast.ModelTerrain))]
+        if len({type(p) for p in ground}) > 1:
+            self.cx.sink.error(
+                ground[-1].span,
+                "a model block has either `floor` or `terrain`, not both",
+                f"the `{_keyword(ground[0])}` is at line {ground[0].span.line}; the terrain is the ground",
+            )
         motors = self.attempt(self.motors, act) if act is not None else ()
         return Composition(
             floor=found.get(ast.ModelFloor),
@@ -60,10 +68,14 @@ class ComposeChecker(Part):
             imus=tuple(imus),
             collide=found.get(ast.ModelCollide),
             pose=found.get(ast.ModelPose),
+            terrain=found.get(ast.ModelTerrain),
         )
 
     def _checker(self, part: ast.ModelPart) -> Any:
-        return {ast.ModelFloor: self.floor, ast.ModelPose: self.pose, ast.ModelCollide: self.collide}[type(part)]
+        checkers = {ast.ModelFloor: self.floor, ast.ModelPose: self.pose, ast.ModelCollide: self.collide}
+        if isinstance(part, ast.ModelTerrain):
+            return TerrainChecker(self.cx).terrain
+        return checkers[type(part)]
 
     # ----------------------------------------------------------------- the model block
 
@@ -241,7 +253,13 @@ def _override_name(assign: ast.Assign) -> str | None:
 
 
 def _keyword(part: ast.ModelPart) -> str:
-    return {ast.ModelFloor: "floor", ast.ModelPose: "pose", ast.ModelCollide: "collide only"}.get(type(part), "imu")
+    keywords = {
+        ast.ModelFloor: "floor",
+        ast.ModelTerrain: "terrain",
+        ast.ModelPose: "pose",
+        ast.ModelCollide: "collide only",
+    }
+    return keywords.get(type(part), "imu")
 
 
 def _float_or_none(x: Any) -> float | None:

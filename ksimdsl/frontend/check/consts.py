@@ -131,6 +131,8 @@ class Consts(Part):
             return t.Const(math.radians(node.value), t.FLOAT, node.span)
         if node.unit in TIME_UNITS:
             return t.Const(node.value * TIME_UNITS[node.unit], t.FLOAT, node.span)
+        if node.unit == "m":
+            return t.Const(float(node.value), t.FLOAT, node.span)
         if node.unit == "steps":
             self.fail(node.span, "a count of steps is only allowed where a duration is due (episode, every, delay)")
         raise InternalCompilerError(f"unknown unit {node.unit!r}", node.span, self.cx.source)

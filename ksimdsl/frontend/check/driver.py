@@ -59,7 +59,9 @@ class Checker(Part):
         engine = self.attempt(self.cx.settings.engine, singles.get("engine")) or "auto"
         episode_steps = self.attempt(self.cx.settings.episode, singles.get("episode")) or round(20.0 / self.cx.ctrl_dt)
         actuators = self.attempt(self.cx.actuators.actuators, singles.get("actuators"))  # sets cx.action_size
-        curriculum = self.attempt(self.cx.settings.curriculum, singles.get("curriculum")) or S.CurriculumSettings()
+        curriculum = (
+            self.attempt(self.cx.settings.curriculum, singles.get("curriculum"), model) or S.CurriculumSettings()
+        )
         policy = self.attempt(self.cx.settings.policy, singles.get("policy")) or S.PolicySettings()
         train = self.attempt(self.cx.settings.train, singles.get("train")) or S.TrainSettings()
 
@@ -117,6 +119,7 @@ class Checker(Part):
             reference=self.cx.reference.definition(),
             height_scans=tuple(self.cx.height_scans),
             ground_geoms=self.cx.ground_geoms or (),
+            curriculum_span=getattr(singles.get("curriculum"), "span", None),
         )
 
     def reset(self, stmt: ast.Statement | None) -> tuple[t.Write, ...]:
@@ -194,4 +197,5 @@ class Checker(Part):
             default_qpos=info.default_qpos,
             root=info.root,
             composition=composition,
+            terrain_span=next((p.span for p in getattr(stmt, "parts", ()) if isinstance(p, ast.ModelTerrain)), None),
         )

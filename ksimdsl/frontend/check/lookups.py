@@ -12,6 +12,7 @@ from ksimdsl.frontend import typed as t
 from ksimdsl.frontend.check.context import Part
 from ksimdsl.frontend.check.names import names_note, no_match_message
 from ksimdsl.frontend.model_info import ModelInfo, is_glob, match_names
+from ksimdsl.model.terrain import TERRAIN_NAME
 
 
 def joint_limits(m: ModelInfo, joint: int) -> tuple[float, float]:
@@ -184,7 +185,10 @@ class Lookups(Part):
             if bodies:
                 self.fail(arg.span, f"body '{arg.value}' has no geoms")
             names = [*m.geom_names, *m.body_names]
-            self.fail(arg.span, no_match_message(arg.value, tuple(names), "geom or body"))
+            notes = ()
+            if arg.value == "floor" and TERRAIN_NAME in m.geom_names:
+                notes = (f"the model block's terrain is the geom '{TERRAIN_NAME}'",)
+            self.fail(arg.span, no_match_message(arg.value, tuple(names), "geom or body"), *notes)
         return tuple(sorted(set(geoms)))
 
     def geom_list(self, node: ast.Expr, func: str) -> tuple[tuple[tuple[int, ...], ...], bool]:

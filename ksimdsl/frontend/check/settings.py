@@ -212,7 +212,8 @@ class Settings(Part):
             self.fail(stmt.length.span, "the episode must last at least one control step")
         return steps
 
-    def curriculum(self, stmt: ast.Statement | None) -> Any:
+    def curriculum(self, stmt: ast.Statement | None, model: t.ModelSummary | None = None) -> Any:
+        """The curriculum; with a `terrain`, `levels` defaults to one level per terrain row."""
         if stmt is None:
             return S.CurriculumSettings()
         assert isinstance(stmt, ast.CurriculumStmt)
@@ -228,6 +229,18 @@ class Settings(Part):
             self.check_value(table["value"], values["value"], stmt.args[0].span, what)
         vals = self.validate(stmt.settings, dict(table), where)
         values |= {table[k].name: v for k, (v, _) in vals.items()}
+        terrain = model.composition.terrain if model is not None else None
+        if "levels" in table and "levels" not in vals and terrain is not None and terrain.rows > 1:
+            values["levels"] = terrain.rows - 1
+        if stmt.kind == "distance":
+            for key in ("up", "down"):
+                if key in vals:
+                    self.attempt(self.cx.units.require_length, vals[key][1].value, f"{where} setting '{key}'")
+        if stmt.kind == "distance" and model is not None and model.root is None:
+            self.fail(
+                stmt.kind_span,
+                "curriculum distance measures how far the base travelled: the model's root body needs a free joint",
+            )
         return self.section(S.CurriculumSettings, values, vals, stmt.span, where)
 
     def policy(self, stmt: ast.Statement | None) -> Any:

@@ -1,6 +1,6 @@
-"""Units: what a number written with `s`, `ms` or `deg` stays through arithmetic.
+"""Units: what a number written with `s`, `ms`, `deg` or `m` stays through arithmetic.
 
-Units fold to plain numbers (seconds, radians) before typing, so the typed tree
+Units fold to plain numbers (seconds, radians, meters) before typing, so the typed tree
 does not carry them; this part follows them on the syntax tree alongside. A
 unit is a tuple of (dimension, exponent) pairs: `(("time", 1),)` for `20ms`,
 `(("angle", 1),)` for `30deg`, `()` for a plain number, and None where it is
@@ -34,9 +34,14 @@ __all__ = ["Unit", "Units", "describe_unit"]
 
 Unit = tuple[tuple[str, int], ...] | None
 
-_OF_SUFFIX: dict[str, Unit] = {"s": (("time", 1),), "ms": (("time", 1),), "deg": (("angle", 1),)}
+_OF_SUFFIX: dict[str, Unit] = {
+    "s": (("time", 1),),
+    "ms": (("time", 1),),
+    "deg": (("angle", 1),),
+    "m": (("length", 1),),
+}
 _QUANTITY_UNITS: dict[str, Unit] = {"ctrl_dt": (("time", 1),), "time": (("time", 1),)}
-_SYMBOLS = {"time": "s", "angle": "rad"}
+_SYMBOLS = {"time": "s", "angle": "rad", "length": "m"}
 #: Functions whose result has the unit of their (first) argument.
 _KEEP = frozenset({"abs", "sum", "mean", "min", "max", "clip"})
 #: Functions whose value arguments must agree in unit.
@@ -50,6 +55,8 @@ def describe_unit(unit: Unit) -> str:
         return "a time"
     if unit == (("angle", 1),):
         return "an angle"
+    if unit == (("length", 1),):
+        return "a length"
     parts = [_SYMBOLS[d] + ("" if e == 1 else f"^{e}") for d, e in unit or ()]
     return "a value in " + "*".join(parts)
 
@@ -89,6 +96,14 @@ class Units(Part):
         unit = self.of(node)
         if unit:
             self.fail(node.span, f"unit mismatch: {what} is {describe_unit(unit)}; {must}")
+
+    def require_length(self, node: ast.Expr, label: str, length: bool = True) -> None:
+        """`node` must be a length (`0.5m`, or a plain number of meters), or with `length=False` a plain number."""
+        unit = self.of(node)
+        if unit is None or unit == () or (length and unit == (("length", 1),)):
+            return
+        must = "a length in m (or a plain number of meters)" if length else "a plain number"
+        self.fail(node.span, f"unit mismatch: {label} is {must}, got {describe_unit(unit)}")
 
     def of(self, node: ast.Expr) -> Unit:
         hit = self._memo.get(id(node))

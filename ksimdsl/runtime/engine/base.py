@@ -46,7 +46,8 @@ from typing import Any, Callable, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
-from ksimdsl.abi import TaskSpec
+from ksimdsl.abi import MEM_TRAVELLED, TaskSpec
+from ksimdsl.errors import KsimError
 from ksimdsl.runtime.engine.curriculum import Curriculum
 from ksimdsl.runtime.engine.pins import MemPins
 
@@ -173,6 +174,7 @@ class KernelStep(NamedTuple):
     obs_actor_EO: Any
     obs_critic_EC: Any
     metrics_EJ: Any  # (E, J); (E, 0) for a task without a `metric` block
+    mem_EM: Any = None  # the next memory (`curriculum distance` reads its `curriculum.travelled` slot)
 
 
 class EpisodeCounters(NamedTuple):
@@ -187,19 +189,35 @@ class EpisodeCounters(NamedTuple):
 @dataclass(frozen=True)
 class OutcomeRules:
     """The task's static rules for ending episodes: which terminations are successes, the time limit,
-    the curriculum."""
+    the curriculum (and, for `curriculum distance`, the mem slot of the distance travelled)."""
 
     success_K: np.ndarray  # bool, per `terminate` entry
     episode_steps: int
     curriculum: Curriculum
+    travelled_slot: int | None = None  # offset of `curriculum.travelled` in mem
 
     @staticmethod
     def from_spec(spec: TaskSpec) -> "OutcomeRules":
+        curriculum = Curriculum.from_spec(spec.curriculum)
+        slot = None
+        if curriculum.kind == "distance":
+            slot = next((int(s["offset"]) for s in spec.mem_layout if s["name"] == MEM_TRAVELLED), None)
+            if slot is None:
+                raise KsimError(f"curriculum distance without the mem slot '{MEM_TRAVELLED}'; recompile the task")
         return OutcomeRules(
             success_K=np.asarray(spec.success, dtype=bool),
             episode_steps=int(spec.episode_steps),
-            curriculum=Curriculum.from_spec(spec.curriculum),
+            curriculum=curriculum,
+            travelled_slot=slot,
         )
+
+    def travelled_E(self, kernel: "KernelStep") -> Any:
+        """How far each env's base travelled from its spawn point (None without `curriculum distance`)."""
+        if self.travelled_slot is None:
+            return None
+        if kernel.mem_EM is None:
+            raise KsimError("curriculum distance needs the step kernel's memory (an engine did not pass it)")
+        return kernel.mem_EM[:, self.travelled_slot]
 
 
 def finite(x: Any, xp: ModuleType) -> Any:
@@ -241,7 +259,14 @@ def step_outcome(
     done_E = failure_E | success_E | truncated_E
     episode_return_E = counters.episode_return_E + reward_E
     level_E, steps_at_level_E = rules.curriculum.on_step(
-        counters.level_E, counters.steps_at_level_E, done_E, step_E, rules.episode_steps, xp=xp
+        counters.level_E,
+        counters.steps_at_level_E,
+        done_E,
+        step_E,
+        rules.episode_steps,
+        failure_E=failure_E,
+        travelled_E=rules.travelled_E(kernel),
+        xp=xp,
     )
     output = StepOutput(
         reward_E=reward_E,

@@ -8,6 +8,11 @@ pure.
   env that has spent at least m control steps at its current level moves one
   level (1/L) up if the episode lasted at least u * episode_steps, down if it
   lasted less than d * episode_steps.
+* `distance levels=L up=u down=d min_steps=m`: when an episode ends, an env that
+  has spent at least m control steps at its level moves one level up if its
+  base travelled at least u (m, in the xy plane) from its spawn point, else
+  down if the episode ended by a failure or it travelled less than d. The
+  distance is the kernels' mem slot `curriculum.travelled` (ksimdsl.ir.spawn).
 * `linear step=s every=n`: every env's level is s * floor(iteration / n),
   clipped to [0, 1] (iteration = training iterations so far).
 * `constant value=v`: always v.
@@ -57,18 +62,27 @@ class Curriculum(CurriculumSettings):
         episode_length_E: Any,
         episode_steps: int,
         *,
+        failure_E: Any = None,
+        travelled_E: Any = None,
         xp: ModuleType = jnp,
     ) -> tuple[Any, Any]:
         """Update after one control step: (level_E, steps_at_level_E).
 
-        `episode_length_E` is the length of the episode that just ended where `done_E`.
+        `episode_length_E` is the length of the episode that just ended where `done_E`,
+        `failure_E` whether it ended by a failure and `travelled_E` how far its base
+        travelled from its spawn point (both read by `distance` only).
         """
         steps_at_level_E = steps_at_level_E + 1
-        if self.kind != "episode_length":
+        if self.kind not in ("episode_length", "distance"):
             return level_E, steps_at_level_E
-        frac_E = episode_length_E / float(episode_steps)
         ready_E = done_E & (steps_at_level_E >= self.min_steps)
-        delta_E = xp.where(ready_E & (frac_E >= self.up), 1, 0) - xp.where(ready_E & (frac_E < self.down), 1, 0)
+        if self.kind == "distance":
+            up_E = travelled_E >= self.up_distance
+            down_E = ~up_E & (failure_E | (travelled_E < self.down_distance))
+        else:
+            frac_E = episode_length_E / float(episode_steps)
+            up_E, down_E = frac_E >= self.up, frac_E < self.down
+        delta_E = xp.where(ready_E & up_E, 1, 0) - xp.where(ready_E & down_E, 1, 0)
         index_E = xp.round(level_E * self.levels)
         new_level_E = (xp.clip(index_E + delta_E, 0, self.levels) / self.levels).astype(level_E.dtype)
         changed_E = new_level_E != level_E

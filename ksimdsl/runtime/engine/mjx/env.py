@@ -243,6 +243,7 @@ class MjxEnv:
         kernel = KernelStep(
             *(out[k] for k in ("reward_terms", "reward_weights", "terminations", "actor", "critic")),
             metrics_EJ=out["metrics"] if self.spec.metrics else jnp.zeros((self.num_envs, 0), jnp.float32),
+            mem_EM=out["mem"],
         )
         counters = EpisodeCounters(state.step_E, state.episode_return_E, state.level_E, state.steps_at_level_E)
         output, counters = step_outcome(jnp, self.rules, kernel, nan_E, counters)

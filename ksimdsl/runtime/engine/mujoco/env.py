@@ -369,7 +369,13 @@ class MujocoEnv:
         if self.spec.writes_phys:
             cstep.write_state(self._all_E, self.pointers, self.qpos_out_EQ, self.qvel_out_EV)
         kernel = KernelStep(
-            self.terms_ER, self.weights_ER, self.term_EK, self.final_actor_EO, self.final_critic_EC, self.metrics_EJ
+            self.terms_ER,
+            self.weights_ER,
+            self.term_EK,
+            self.final_actor_EO,
+            self.final_critic_EC,
+            self.metrics_EJ,
+            self.mem_out_EM,
         )
         counters = EpisodeCounters(self.step_E, self.episode_return_E, self.level_E, self.steps_at_level_E)
         out, counters = step_outcome(np, self.rules, kernel, nan_E, counters)

@@ -79,13 +79,15 @@ DEFAULT_PHYSICS: Mapping[str, Any] = _defaults(PhysicsSettings)
 DEFAULT_POLICY: Mapping[str, Any] = _defaults(PolicySettings)
 DEFAULT_TRAIN: Mapping[str, Any] = _defaults(TrainSettings)
 
-#: Scalars the PPO update reports each iteration (runtime.ppo.update; plotted by runtime.plots).
+#: Scalars the PPO update reports each iteration (runtime.ppo.update; plotted by runtime.plots);
+#: `kl` only with `train lr_schedule=adaptive`.
 PPO_METRICS = (
     "loss",
     "policy_loss",
     "value_loss",
     "entropy",
     "approx_kl",
+    "kl",
     "clip_fraction",
     "explained_variance",
     "grad_norm",

@@ -213,7 +213,7 @@ def test_update_reduces_the_loss_on_a_fixed_batch(name: str):
     loss_before, _ = ppo.ppo_loss(state.model, batch, config)
     loss_after, _ = ppo.ppo_loss(new_state.model, batch, config)
     assert float(loss_after) < float(loss_before) - 1e-3
-    assert set(metrics) == set(ppo.METRICS)
+    assert set(metrics) == set(ppo.METRICS) - {"kl"}  # kl: lr_schedule=adaptive only
     assert all(np.isfinite(float(v)) for v in metrics.values())
     assert int(new_state.step) == 1 and int(new_state.opt_step) == 8
     assert float(new_state.obs_norm_actor.count) == 64
@@ -285,7 +285,7 @@ def test_update_is_deterministic_and_warmup_sets_lr():
     update = jax.jit(ppo.update)
     s1, m1 = update(state, traj, key=KEY)
     s2, m2 = update(state, traj, key=KEY)
-    assert all(float(m1[k]) == float(m2[k]) for k in ppo.METRICS)
+    assert set(m1) == set(m2) and all(float(m1[k]) == float(m2[k]) for k in m1)
     assert all(jax.tree.leaves(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), s1.model, s2.model)))
     assert float(m1["lr"]) == pytest.approx(1e-3 * 4 / 10)  # 4 optimizer steps of a 10-step warmup
     _, m3 = update(s1, traj, key=KEY)

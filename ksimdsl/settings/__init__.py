@@ -77,6 +77,7 @@ __all__ = [
     "format_value",
     "docs_table",
     "INT32_MAX",
+    "ADAPTIVE_LR_RANGE",
     "MAX_SUBSTEPS",
 ]
 
@@ -84,6 +85,8 @@ __all__ = [
 #: Iterations a task trains for when it sets neither `steps` nor `max_seconds`.
 DEFAULT_ITERATIONS = 100
 INT32_MAX = 2**31 - 1
+#: The learning rate of `lr_schedule=adaptive` stays in [low, high] (rsl_rl's bounds).
+ADAPTIVE_LR_RANGE = (1e-5, 1e-2)
 #: Physics substeps per control step (ctrl_dt / dt) at most.
 MAX_SUBSTEPS = 10_000
 #: Transitions of one rollout (num_envs * rollout) at most: jax indexes them with int32.
@@ -196,6 +199,12 @@ class TrainSettings(Section):
     optimizer: Literal["adam", "adamw"] = setting("adam", doc="optimizer")
     weight_decay: float = setting(0.0, ge=0, doc="adamw weight decay")
     warmup: int = setting(0, ge=0, le=INT32_MAX, doc="optimizer steps of linear lr warmup")
+    lr_schedule: Literal["constant", "adaptive"] = setting(
+        "constant", doc="`adaptive`: lr x or / 1.5 each minibatch to keep the policy's KL near desired_kl"
+    )
+    desired_kl: float = setting(
+        0.01, gt=0, le=1, doc="lr_schedule=adaptive: target KL of the policy from the update's start"
+    )
     gamma: float = setting(0.99, ge=0, le=1, doc="discount")
     lam: float = setting(0.95, key="lambda", ge=0, le=1, doc="GAE lambda")
     clip: float = setting(0.2, gt=0, doc="PPO ratio clip")
@@ -233,6 +242,13 @@ class TrainSettings(Section):
                 ("num_envs", "rollout"),
                 f"num_envs * rollout = {format_value(v['num_envs'] * v['rollout'])} transitions per iteration; "
                 f"at most {MAX_TRANSITIONS} are supported",
+            )
+        low, high = ADAPTIVE_LR_RANGE
+        if v["lr_schedule"] == "adaptive" and not low <= v["lr"] <= high:
+            yield Problem(
+                ("lr", "lr_schedule"),
+                f"with lr_schedule=adaptive, lr is the starting value of a learning rate kept in "
+                f"[{format_value(low)}, {format_value(high)}]; got lr={format_value(v['lr'])}",
             )
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "log_prob",
     "entropy",
     "mode",
+    "normal_kl",
 ]
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -133,6 +134,18 @@ def entropy(dist: Distribution) -> Array:
         components_K = jnp.sum(_normal_entropy(dist.std_KA), axis=-1)
         return categorical + jnp.sum(w_K * components_K, axis=-1)
     raise TypeError(f"not a distribution: {type(dist).__name__}")
+
+
+def normal_kl(p: Normal, q: Normal) -> Array:
+    """KL(p || q) of two diagonal Gaussians in nats, summed over action dims: (...).
+
+        sum_a log(q.std / p.std) + (p.std^2 + (p.mean - q.mean)^2) / (2 q.std^2) - 1/2
+
+    A mixture has no closed form (see `ppo.policy_kl` for its sample estimate).
+    """
+    ratio = jnp.square(p.std_A / q.std_A)
+    z = (p.mean_A - q.mean_A) / q.std_A
+    return jnp.sum(0.5 * (ratio + z * z - 1.0) - 0.5 * jnp.log(ratio), axis=-1)
 
 
 def mode(dist: Distribution) -> Array:

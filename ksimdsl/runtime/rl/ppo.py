@@ -13,7 +13,11 @@ which, inside one jit-able function,
 3. runs `epochs` passes over the data, each split into `minibatches` groups of
    environments (shuffled along the ENV axis, time stays contiguous so that a
    recurrent actor is recomputed by scanning over T from the stored carry),
-   taking one optimizer step on `ppo_loss` per minibatch.
+   taking one optimizer step on `ppo_loss` per minibatch (the optimizer and
+   the learning-rate schedule are `ksimdsl.runtime.rl.schedule`).
+
+GAE and the parts of the loss are pure functions in `ksimdsl.runtime.rl.losses`
+(re-exported here).
 
 Shape suffixes (docs/architecture.md, "Shape letters"): T time, E environments,
 B environments of one minibatch, M minibatches, Y epochs, O / C actor / critic
@@ -29,7 +33,6 @@ unclipped: the runtime clips them to [-1, 1] where the actuators need it.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from functools import partial
 from typing import Any, Callable, Mapping
 
 import equinox as eqx
@@ -42,7 +45,20 @@ from ksimdsl.abi import PPO_METRICS, TaskSpec
 from ksimdsl.errors import KsimError
 from ksimdsl.runtime.rl import distributions as D
 from ksimdsl.runtime.rl import normalize as N
+from ksimdsl.runtime.rl import schedule
+from ksimdsl.runtime.rl.losses import (
+    approx_kl,
+    clip_fraction,
+    clipped_surrogate_loss,
+    clipped_value_loss,
+    explained_variance,
+    gae,
+    normalize_advantage,
+    old_policy,
+    policy_kl,
+)
 from ksimdsl.runtime.rl.networks import Actor, ActorCritic, PolicyConfig, make_actor_critic
+from ksimdsl.runtime.rl.schedule import clip_gradients, learning_rate, make_optimizer
 from ksimdsl.settings import TrainSettings, minibatch_problem, problems
 
 __all__ = [
@@ -55,6 +71,7 @@ __all__ = [
     "clipped_value_loss",
     "normalize_advantage",
     "approx_kl",
+    "policy_kl",
     "clip_fraction",
     "explained_variance",
     "ppo_loss",
@@ -89,9 +106,10 @@ class PPOConfig:
 
     `lam` is the task's `lambda`, `entropy_coef` its `entropy`. A `value_clip` or
     `max_grad_norm` of 0 disables that clipping; `warmup` is a number of
-    optimizer steps of linear learning-rate warmup (0: none). Kept apart from
-    `TrainSettings` so that loop settings (steps, seed, ...) never change the
-    jitted update's static configuration.
+    optimizer steps of linear learning-rate warmup (0: none); `lr_schedule` and
+    `desired_kl` choose the learning rate after it (`ksimdsl.runtime.rl.schedule`).
+    Kept apart from `TrainSettings` so that loop settings (steps, seed, ...)
+    never change the jitted update's static configuration.
     """
 
     epochs: int = _TRAIN.epochs
@@ -100,6 +118,8 @@ class PPOConfig:
     optimizer: str = _TRAIN.optimizer
     weight_decay: float = _TRAIN.weight_decay
     warmup: int = _TRAIN.warmup
+    lr_schedule: str = _TRAIN.lr_schedule
+    desired_kl: float = _TRAIN.desired_kl
     gamma: float = _TRAIN.gamma
     lam: float = _TRAIN.lam
     clip: float = _TRAIN.clip
@@ -112,7 +132,9 @@ class PPOConfig:
 
     def __post_init__(self) -> None:
         values = {_FROM_TRAIN.get(f.name, f.name): getattr(self, f.name) for f in fields(self)}
-        found = [p for p in problems(TrainSettings, values) if p.single]  # the values; num_envs is not known here
+        known = {TrainSettings.by_name()[name].key for name in values}
+        # each value, and the rules between these values (num_envs is not known here)
+        found = [p for p in problems(TrainSettings, values) if p.single or set(p.keys) <= known]
         if found:
             raise KsimError("; ".join(p.describe(f"train setting '{p.keys[0]}'") for p in found))
 
@@ -163,7 +185,13 @@ class Trajectory(eqx.Module):
 
 
 class Batch(eqx.Module):
-    """What the loss needs, observations already normalized. Env axis: 1 for *_T*, 0 for carry_E."""
+    """What the loss needs, observations already normalized. Env axis: 1 for *_T*, 0 for carry_E.
+
+    old_policy_TE (lr_schedule=adaptive, else None): the actor at the start of the
+    update on these observations, what `policy_kl` compares the current actor with:
+    its `D.Normal` (mean, std (T, E, A)) for the normal head, log pi(action) (T, E)
+    for a mixture.
+    """
 
     obs_actor_TEO: Array
     obs_critic_TEC: Array
@@ -174,6 +202,7 @@ class Batch(eqx.Module):
     return_TE: Array
     reset_TE: Array
     carry_E: Array
+    old_policy_TE: D.Normal | Array | None = None
 
     def take_envs(self, env_B: Array) -> "Batch":
         """The sub-batch of environments `env_B` (B,) (int indices), full time range."""
@@ -187,6 +216,7 @@ class Batch(eqx.Module):
             return_TE=self.return_TE[:, env_B],
             reset_TE=self.reset_TE[:, env_B],
             carry_E=self.carry_E[env_B],
+            old_policy_TE=jax.tree.map(lambda x: x[:, env_B], self.old_policy_TE),
         )
 
 
@@ -207,98 +237,7 @@ class PPOState(eqx.Module):
     config: PPOConfig = eqx.field(static=True)
 
 
-# --------------------------------------------------------------------------- GAE
-
-
-def gae(
-    reward_TE: Array,
-    value_TE: Array,
-    done_TE: Array,
-    failure_TE: Array,
-    bootstrap_value_TE: Array,
-    last_value_E: Array,
-    gamma: float,
-    lam: float,
-) -> tuple[Array, Array]:
-    """Generalized advantage estimation -> (advantage_TE, return_TE).
-
-    The value of what follows step t is
-
-        next_t = 0                      if the episode ended at t by a failure,
-                 bootstrap_value_TE[t]  if it ended at t by success or truncation,
-                 value_TE[t + 1]        otherwise (last_value_E after the last step),
-
-    and, scanning backwards,
-
-        delta_t = reward_t + gamma * next_t - value_t
-        adv_t   = delta_t + gamma * lam * (1 - done_t) * adv_{t+1}
-
-    so the recursion never crosses an episode end. return_TE = adv + value.
-    """
-    next_value_TE = jnp.concatenate([value_TE[1:], last_value_E[None]], axis=0)
-
-    def step(adv_next_E: Array, inp: tuple[Array, ...]) -> tuple[Array, Array]:
-        reward_E, value_E, next_E, done_E, failure_E, bootstrap_E = inp
-        next_E = jnp.where(done_E, jnp.where(failure_E, 0.0, bootstrap_E), next_E)
-        delta_E = reward_E + gamma * next_E - value_E
-        adv_E = delta_E + gamma * lam * jnp.where(done_E, 0.0, adv_next_E)
-        return adv_E, adv_E
-
-    _, advantage_TE = jax.lax.scan(
-        step,
-        jnp.zeros_like(last_value_E),
-        (reward_TE, value_TE, next_value_TE, done_TE, failure_TE, bootstrap_value_TE),
-        reverse=True,
-    )
-    return advantage_TE, advantage_TE + value_TE
-
-
-# --------------------------------------------------------------------------- losses
-
-
-def clipped_surrogate_loss(log_prob_N: Array, old_log_prob_N: Array, advantage_N: Array, clip: float) -> Array:
-    """PPO's clipped policy objective, negated: () = -mean(min(r A, clip(r, 1-eps, 1+eps) A)).
-
-    All inputs (N,) (any shape, same for all); r = exp(log_prob - old_log_prob).
-    Where the clipped term is the smaller one the gradient is zero.
-    """
-    ratio_N = jnp.exp(log_prob_N - old_log_prob_N)
-    unclipped_N = ratio_N * advantage_N
-    clipped_N = jnp.clip(ratio_N, 1.0 - clip, 1.0 + clip) * advantage_N
-    return -jnp.mean(jnp.minimum(unclipped_N, clipped_N))
-
-
-def clipped_value_loss(value_N: Array, old_value_N: Array, return_N: Array, value_clip: float) -> Array:
-    """() = 0.5 mean(max((v - R)^2, (v_old + clip(v - v_old, -c, c) - R)^2)); plain MSE/2 if c == 0.
-
-    value_N, old_value_N, return_N: (N,) (any shape, same for all).
-    """
-    unclipped_N = jnp.square(value_N - return_N)
-    if value_clip <= 0:
-        return 0.5 * jnp.mean(unclipped_N)
-    clipped_N = jnp.square(old_value_N + jnp.clip(value_N - old_value_N, -value_clip, value_clip) - return_N)
-    return 0.5 * jnp.mean(jnp.maximum(unclipped_N, clipped_N))
-
-
-def normalize_advantage(advantage_N: Array, eps: float = 1e-8) -> Array:
-    """(A - mean(A)) / (std(A) + eps) over all elements."""
-    return (advantage_N - jnp.mean(advantage_N)) / (jnp.std(advantage_N) + eps)
-
-
-def approx_kl(log_ratio_N: Array) -> Array:
-    """KL(pi_old || pi_new) estimate () with the k3 estimator mean((r - 1) - log r), r = exp(log_ratio)."""
-    return jnp.mean(jnp.expm1(log_ratio_N) - log_ratio_N)
-
-
-def clip_fraction(log_ratio_N: Array, clip: float) -> Array:
-    """Fraction () of samples whose ratio lies outside [1 - clip, 1 + clip]."""
-    return jnp.mean((jnp.abs(jnp.exp(log_ratio_N) - 1.0) > clip).astype(jnp.float32))
-
-
-def explained_variance(value_N: Array, return_N: Array) -> Array:
-    """1 - Var(R - V) / Var(R) (); 0 where the returns have no variance."""
-    var_return = jnp.var(return_N)
-    return jnp.where(var_return > 1e-12, 1.0 - jnp.var(return_N - value_N) / jnp.maximum(var_return, 1e-12), 0.0)
+# --------------------------------------------------------------------------- the loss
 
 
 def _mean_std(dist: D.Distribution) -> Array:
@@ -331,7 +270,7 @@ def ppo_loss(model: ActorCritic, batch: Batch, config: PPOConfig) -> tuple[Array
     loss = policy_loss + config.value_coef * value_loss - config.entropy_coef * entropy
 
     log_ratio_TB = jax.lax.stop_gradient(log_prob_TB - batch.log_prob_TE)
-    return loss, {
+    metrics = {
         "loss": loss,
         "policy_loss": policy_loss,
         "value_loss": value_loss,
@@ -340,24 +279,13 @@ def ppo_loss(model: ActorCritic, batch: Batch, config: PPOConfig) -> tuple[Array
         "clip_fraction": clip_fraction(log_ratio_TB, config.clip),
         "action_std": jax.lax.stop_gradient(_mean_std(dist_TB)),
     }
+    if batch.old_policy_TE is not None:  # lr_schedule=adaptive (only then: constant runs stay as they were)
+        dist_TB, log_prob_TB = jax.lax.stop_gradient((dist_TB, log_prob_TB))
+        metrics["kl"] = policy_kl(batch.old_policy_TE, dist_TB, log_prob_TB)
+    return loss, metrics
 
 
-# --------------------------------------------------------------------------- optimizer
-
-
-def learning_rate(config: PPOConfig, opt_step: Array) -> Array:
-    """Learning rate at optimizer step `opt_step` (0-based): linear warmup, then constant."""
-    if config.warmup <= 0:
-        return jnp.asarray(config.lr, jnp.float32)
-    return config.lr * jnp.minimum(1.0, (opt_step + 1.0) / config.warmup)
-
-
-def make_optimizer(config: PPOConfig) -> optax.GradientTransformation:
-    """adam or adamw(weight_decay) with the warmup schedule; clipping is `clip_gradients`."""
-    schedule = partial(learning_rate, config)
-    if config.optimizer == "adamw":
-        return optax.adamw(schedule, weight_decay=config.weight_decay)
-    return optax.adam(schedule)
+# --------------------------------------------------------------------------- optimizer steps
 
 
 def keep_if(condition: Array, new: Any, old: Any) -> Any:
@@ -366,24 +294,6 @@ def keep_if(condition: Array, new: Any, old: Any) -> Any:
     old_arrays, _ = eqx.partition(old, eqx.is_array)
     chosen = jax.tree.map(lambda a, b: jnp.where(condition, a, b), new_arrays, old_arrays)
     return eqx.combine(chosen, static)
-
-
-def clip_gradients(grads: ActorCritic, max_norm: float) -> ActorCritic:
-    """Clip the actor's and the critic's gradients to global norm `max_norm`, each on its own.
-
-    One global norm over both networks lets the critic (whose loss scales with
-    the square of the returns) dominate it and shrink the actor's step by an
-    order of magnitude; clipping them separately keeps the policy learning.
-    `max_norm <= 0` disables clipping.
-    """
-    if max_norm <= 0:
-        return grads
-
-    def clip(tree: Any) -> Any:
-        scale = jnp.minimum(1.0, max_norm / (optax.tree.norm(tree) + 1e-6))
-        return jax.tree.map(lambda g: g * scale, tree)
-
-    return eqx.tree_at(lambda m: (m.actor, m.critic), grads, (clip(grads.actor), clip(grads.critic)))
 
 
 # --------------------------------------------------------------------------- init and update
@@ -429,8 +339,9 @@ def make_batch(state: PPOState, traj: Trajectory) -> tuple[Batch, N.RunningStats
     The normalizers merge the rollout's observations first; the batch holds the
     observations normalized with the updated statistics, the critic's values of
     them and of the states each step reached (`final_obs_critic_TEC`, the
-    bootstrap), both under the same statistics, and GAE advantages and returns
-    (`gae`).
+    bootstrap), both under the same statistics, GAE advantages and returns
+    (`gae`), and the actor's distributions under the same statistics, the
+    `old_policy_TE` each optimizer step's KL is measured from (lr_schedule=adaptive).
     """
     config = state.config
     num_steps, num_envs = traj.reward_TE.shape
@@ -453,8 +364,15 @@ def make_batch(state: PPOState, traj: Trajectory) -> tuple[Batch, N.RunningStats
         config.gamma,
         config.lam,
     )
+    obs_actor_TEO = N.normalize(obs_norm_actor, traj.obs_actor_TEO)
+    old_policy_TE = None
+    if config.lr_schedule == "adaptive":
+        dist_TE = jax.vmap(state.model.actor.unroll, in_axes=(1, 1, 0), out_axes=1)(
+            obs_actor_TEO, traj.reset_TE, traj.carry_E
+        )
+        old_policy_TE = old_policy(dist_TE, traj.action_TEA)
     batch = Batch(
-        obs_actor_TEO=N.normalize(obs_norm_actor, traj.obs_actor_TEO),
+        obs_actor_TEO=obs_actor_TEO,
         obs_critic_TEC=obs_critic_TEC,
         action_TEA=traj.action_TEA,
         log_prob_TE=traj.log_prob_TE,
@@ -463,6 +381,7 @@ def make_batch(state: PPOState, traj: Trajectory) -> tuple[Batch, N.RunningStats
         return_TE=return_TE,
         reset_TE=traj.reset_TE,
         carry_E=traj.carry_E,
+        old_policy_TE=old_policy_TE,
     )
     return batch, obs_norm_actor, obs_norm_critic
 
@@ -476,12 +395,16 @@ def update(
 ) -> tuple[PPOState, dict[str, Array]]:
     """One PPO iteration on a rollout: normalizers, GAE, epochs x minibatches of optimizer steps.
 
-    Returns the new state and `METRICS` (scalars): losses, entropy, approx_kl,
-    clip_fraction and action_std averaged over all minibatch steps; grad_norm
+    Returns the new state and `METRICS` (scalars): losses, entropy, approx_kl
+    (k3, against the rollout's log-probabilities), kl (lr_schedule=adaptive only:
+    `policy_kl`, against the actor at the start of the update, measured before
+    each step), clip_fraction and action_std averaged over all minibatch steps; grad_norm
     (before clipping) averaged likewise; skipped_steps, how many optimizer steps
     were skipped because their loss or gradient was not finite (the parameters
     and the optimizer state stay as they were); explained_variance of the rollout's
-    values; lr of the last optimizer step. jit-able as a whole. `shard_minibatch`
+    values; lr of the last optimizer step. With `lr_schedule=adaptive` each
+    minibatch first moves the learning rate by its kl (`schedule.adapt_lr`),
+    then steps with it. jit-able as a whole. `shard_minibatch`
     (multi-device runs) lays each minibatch out over the devices so that the
     gradient computation is data-parallel.
     """
@@ -505,6 +428,9 @@ def update(
         if shard_minibatch is not None:
             minibatch = shard_minibatch(minibatch)
         (loss, metrics), grads = grad_fn(model, minibatch, config)
+        if config.lr_schedule == "adaptive":
+            lr = schedule.adapt_lr(schedule.adaptive_lr(opt_state), metrics["kl"], config.desired_kl)
+            opt_state = schedule.with_adaptive_lr(opt_state, lr)
         grad_norm = optax.tree.norm(grads)
         grads = clip_gradients(grads, config.max_grad_norm)
         updates, new_opt_state = optimizer.update(grads, opt_state, eqx.filter(model, eqx.is_inexact_array))
@@ -527,7 +453,7 @@ def update(
     metrics = {name: jnp.mean(m) for name, m in metrics_YM.items()}
     metrics["skipped_steps"] = jnp.sum(metrics_YM["skipped_steps"])
     metrics["explained_variance"] = explained_variance(batch.value_TE, batch.return_TE)
-    metrics["lr"] = learning_rate(config, opt_step - 1)
+    metrics["lr"] = schedule.step_lr(config, opt_state, opt_step - 1)
     new_state = PPOState(
         model=model,
         opt_state=opt_state,
@@ -537,7 +463,7 @@ def update(
         opt_step=opt_step,
         config=config,
     )
-    return new_state, {name: metrics[name] for name in METRICS}
+    return new_state, {name: metrics[name] for name in METRICS if name in metrics}
 
 
 # --------------------------------------------------------------------------- acting

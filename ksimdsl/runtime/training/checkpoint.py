@@ -333,7 +333,7 @@ def load_checkpoint(
             if name not in arrays:
                 raise KsimError(
                     f"checkpoint {path} does not match this run: it has no array '{name}' "
-                    "(did the engine or the physics impl change?)"
+                    "(did the engine, the physics impl, the optimizer or lr_schedule change?)"
                 )
             arr = arrays[name]
             typed_key = isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key)

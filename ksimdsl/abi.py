@@ -18,7 +18,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from ksimdsl.errors import KsimError
-from ksimdsl.settings import ENGINES, CurriculumSettings, PhysicsSettings, PolicySettings, TrainSettings
+from ksimdsl.settings import ENGINES, AmpSettings, CurriculumSettings, PhysicsSettings, PolicySettings, TrainSettings
 
 __all__ = [
     "ABI_VERSION",
@@ -32,6 +32,8 @@ __all__ = [
     "ObsEntry",
     "ActuatorSpec",
     "TaskSpec",
+    "AmpSpec",
+    "AMP_METRICS",
 ]
 
 ABI_VERSION = 1
@@ -85,6 +87,9 @@ PPO_METRICS = (
     "action_std",
     "lr",
 )
+
+#: Keys `ppo.update` adds for a task with an `amp` block (ksimdsl.runtime.rl.amp).
+AMP_METRICS = ("reward/amp_style", "amp/disc_loss", "amp/disc_acc_ref", "amp/disc_acc_policy", "amp/grad_penalty")
 
 
 @dataclass(frozen=True)
@@ -156,6 +161,7 @@ class TaskSpec:
     #: what the task adds to the MJCF (ksimdsl.model.compose.Composition.to_dict); empty: nothing
     compose: Mapping[str, Any] = field(default_factory=dict)
     metrics: tuple[str, ...] = ()  # `metric` names: the step kernel's `metrics` output (absent when empty)
+    amp: "AmpSpec | None" = None  # the `amp` block (absent without one)
 
     @property
     def obs_actor_size(self) -> int:
@@ -218,6 +224,7 @@ class TaskSpec:
             dropped_rewards=tuple(d.get("dropped_rewards", ())),
             compose=MappingProxyType(dict(d.get("compose") or {})),
             metrics=tuple(m["name"] for m in d.get("metrics", ())),
+            amp=AmpSpec.from_dict(d["amp"]) if d.get("amp") else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -256,11 +263,46 @@ class TaskSpec:
         d["curriculum"] = self.curriculum.to_dict()
         d["policy"] = self.policy.to_dict()
         d["train"] = self.train.to_dict()
+        if self.amp is not None:
+            d["amp"] = self.amp.to_dict()
         d["ops"] = _plain(self.ops)
         return d
 
     def with_overrides(self, **changes: Any) -> "TaskSpec":
         return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class AmpSpec:
+    """SPEC["amp"]: the discriminator's settings, the feature pieces (ksimdsl.model.amp_features) with
+    their source text, and the reference clip's features at the control period, one row per step."""
+
+    settings: AmpSettings
+    features: tuple[Mapping[str, Any], ...]
+    names: tuple[str, ...]
+    reference: tuple[tuple[float, ...], ...]
+
+    @property
+    def feature_size(self) -> int:
+        return len(self.reference[0]) if self.reference else 0
+
+    @staticmethod
+    def from_dict(d: Mapping[str, Any]) -> "AmpSpec":
+        return AmpSpec(
+            settings=AmpSettings.from_dict(d.get("settings") or {}),
+            features=tuple(MappingProxyType({k: tuple(v) if isinstance(v, list) else v for k, v in p.items()})
+                           for p in d["features"]),
+            names=tuple(d.get("names", ())),
+            reference=tuple(tuple(float(x) for x in row) for row in d["reference"]),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "settings": self.settings.to_dict(),
+            "features": _plain(self.features),
+            "names": list(self.names),
+            "reference": _plain(self.reference),
+        }
 
 
 def _engine(name: Any) -> str:

@@ -50,7 +50,7 @@ from typing import Any
 from ksimdsl.errors import Span
 from ksimdsl.frontend import typed_expr as _expr
 from ksimdsl.model.compose import Composition
-from ksimdsl.settings import CurriculumSettings, PolicySettings, TrainSettings
+from ksimdsl.settings import AmpSettings, CurriculumSettings, PolicySettings, TrainSettings
 from ksimdsl.frontend.typed_expr import (  # re-exported: `typed` is the one module to import
     BOOL,
     FLOAT,
@@ -85,6 +85,7 @@ __all__ = [  # every expression node of typed_expr, then the task
     *(name for name in _expr.__all__ if name != "span_field"),
     "FreeRoot",
     "ModelSummary",
+    "AmpDef",
     "Physics",
     "Actuators",
     "LetDef",
@@ -385,6 +386,18 @@ class ReferenceDef:
         return int(self.qpos.shape[0])
 
 
+@dataclass(frozen=True)
+class AmpDef:
+    """The `amp` block: discriminator settings, the feature pieces (ksimdsl.model.amp_features), the
+    source text of each feature, and the reference clip's features resampled at ctrl_dt, [K, F]."""
+
+    settings: AmpSettings
+    features: tuple[dict[str, Any], ...]
+    names: tuple[str, ...]
+    reference: Any  # np.ndarray [K, F] float32
+    span: Span | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class CheckedTask:
     """A fully checked task: every name resolved, every shape known, units folded.
@@ -419,3 +432,4 @@ class CheckedTask:
     source_text: str = ""  # the task file's text (quoted in the generated code's comments)
     metrics: tuple[MetricDef, ...] = ()
     reference: ReferenceDef | None = None  # the `reference` statement (`reset` may start from it)
+    amp: AmpDef | None = None  # the `amp` block (adversarial motion prior; needs `reference`)

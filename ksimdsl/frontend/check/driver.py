@@ -27,6 +27,7 @@ _SINGLE_KEYWORDS: dict[type, str] = {
     ast.ReferenceStmt: "reference",
     ast.CurriculumStmt: "curriculum",
     ast.PolicyStmt: "policy",
+    ast.AmpStmt: "amp",
 }
 
 
@@ -76,6 +77,7 @@ class Checker(Part):
         rewards = self.cx.outputs.rewards(singles.get("reward"))
         terminations = self.cx.outputs.terminations(singles.get("terminate"))
         metrics = self.cx.outputs.metrics(singles.get("metric"))
+        amp = self.attempt(self.cx.amp.amp, singles.get("amp"))
         randomize = self.cx.writes.randomize(singles.get("randomize"))
         self.cx.settings.check_impl(physics, engine, singles, randomize)
         reset = self.reset(singles.get("reset"))
@@ -115,6 +117,7 @@ class Checker(Part):
             train=train,
             metrics=metrics,
             reference=self.cx.reference.definition(),
+            amp=amp,
         )
 
     def reset(self, stmt: ast.Statement | None) -> tuple[t.Write, ...]:

@@ -234,3 +234,39 @@ def test_a_tiny_amp_run_on_the_c_engine_logs_finite_metrics_and_resumes(tmp_path
                     kernels, model_path=tmp_path / "cartpole.xml", engine="mujoco",
                     plan=RunPlan(run, resume=True, progress=False))  # fmt: skip
     assert resumed.iterations == 3 and math.isfinite(read_metrics(run)[-1]["amp/disc_loss"])
+
+
+@pytest.mark.parametrize("engine", ["mujoco", "mjx"])
+def test_both_collectors_record_the_features_of_every_state_and_the_update_uses_them(tmp_path, engine):
+    from ksimdsl.runtime import engine as engines
+    from ksimdsl.runtime.rl import ppo
+
+    d = _free_dir(tmp_path)
+    text = _task(d, AMP_BLOCK).read_text() + "reset\n    from reference\n    qvel = uniform(-1, 1)\n"
+    text += "train num_envs=2 rollout=3 minibatches=1 epochs=2\n"
+    (d / "c.ksim").write_text(text)
+    backend = engines.get(engine).backend
+    compiled = compile_checked(check_file(str(d / "c.ksim")), backend=backend)
+    spec = TaskSpec.from_dict(compiled.spec)
+    kernels = load_module(compiled.source, f"amp_collect:{backend}")
+    collector = engines.get(engine).make_collector(spec, kernels, d / "tiny.xml", num_envs=2)
+    state = ppo.init_ppo_from_spec(spec, key=jax.random.PRNGKey(0))
+    cstate = collector.init_for(state, key=jax.random.PRNGKey(1))
+    if engine == "mujoco":
+        qpos0 = np.stack([x.qpos for x in collector.env.datas])
+        qvel0 = np.stack([x.qvel for x in collector.env.datas])
+        collect = lambda s, c, k: collector.collect(s, c, key=k)  # noqa: E731
+    else:
+        qpos0, qvel0 = np.asarray(cstate.env.data.qpos), np.asarray(cstate.env.data.qvel)
+        collect = jax.jit(lambda s, c, k: collector.collect(s, c, key=k))
+    _, traj, _ = collect(state, cstate, jax.random.PRNGKey(2))
+    F = spec.amp.feature_size
+    assert traj.amp_feat_TEF.shape == (3, 2, F) == traj.amp_next_TEF.shape
+    np.testing.assert_allclose(np.asarray(traj.amp_feat_TEF[0]), A.state_features(spec.amp, np)(qpos0, qvel0),
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+    np.testing.assert_array_equal(np.asarray(traj.amp_next_TEF[:-1]), np.asarray(traj.amp_feat_TEF[1:]))
+    assert np.all(np.isfinite(np.asarray(traj.amp_next_TEF)))
+    new, metrics = jax.jit(lambda s, t, k: ppo.update(s, t, key=k))(state, traj, jax.random.PRNGKey(3))
+    assert {"reward/amp_style", "amp/disc_loss", "amp/disc_acc_ref", "amp/disc_acc_policy"} <= set(metrics)
+    assert all(math.isfinite(float(v)) for v in metrics.values())
+    assert int(jax.tree.leaves(new.amp.opt_state)[0]) == 2  # one discriminator step per epoch

@@ -190,6 +190,7 @@ def test_amp_errors_point_at_the_task_text(tmp_path):
 # --------------------------------------------------------------------------- training
 
 
+@pytest.mark.slow
 def test_a_tiny_amp_run_on_the_c_engine_logs_finite_metrics_and_resumes(tmp_path):
     from ksimdsl.runtime.training.checkpoint import latest_checkpoint, load_checkpoint
     from ksimdsl.runtime.training.runs import read_metrics
@@ -236,7 +237,7 @@ def test_a_tiny_amp_run_on_the_c_engine_logs_finite_metrics_and_resumes(tmp_path
     assert resumed.iterations == 3 and math.isfinite(read_metrics(run)[-1]["amp/disc_loss"])
 
 
-@pytest.mark.parametrize("engine", ["mujoco", "mjx"])
+@pytest.mark.parametrize("engine", ["mujoco", pytest.param("mjx", marks=pytest.mark.slow)])
 def test_both_collectors_record_the_features_of_every_state_and_the_update_uses_them(tmp_path, engine):
     from ksimdsl.runtime import engine as engines
     from ksimdsl.runtime.rl import ppo

@@ -18,7 +18,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from ksimdsl.errors import KsimError
-from ksimdsl.settings import ENGINES, CurriculumSettings, PhysicsSettings, PolicySettings, TrainSettings
+from ksimdsl.settings import ENGINES, AmpSettings, CurriculumSettings, PhysicsSettings, PolicySettings, TrainSettings
 
 __all__ = [
     "ABI_VERSION",
@@ -34,6 +34,8 @@ __all__ = [
     "ObsEntry",
     "ActuatorSpec",
     "TaskSpec",
+    "AmpSpec",
+    "AMP_METRICS",
 ]
 
 ABI_VERSION = 1
@@ -95,6 +97,9 @@ PPO_METRICS = (
     "action_std",
     "lr",
 )
+
+#: Keys `ppo.update` adds for a task with an `amp` block (ksimdsl.runtime.rl.amp).
+AMP_METRICS = ("reward/amp_style", "amp/disc_loss", "amp/disc_acc_ref", "amp/disc_acc_policy", "amp/grad_penalty")
 
 
 @dataclass(frozen=True)
@@ -176,6 +181,7 @@ class TaskSpec:
     metrics: tuple[str, ...] = ()  # `metric` names: the step kernel's `metrics` output (absent when empty)
     #: {"ground": [geom ids], "scans": [{"body", "grid", "spacing", "offset"}]}; absent without height_scan()
     height_scan: Mapping[str, Any] = field(default_factory=dict)
+    amp: "AmpSpec | None" = None  # the `amp` block (absent without one)
 
     @property
     def obs_actor_size(self) -> int:
@@ -239,6 +245,7 @@ class TaskSpec:
             compose=MappingProxyType(dict(d.get("compose") or {})),
             metrics=tuple(m["name"] for m in d.get("metrics", ())),
             height_scan=MappingProxyType(dict(d.get("height_scan") or {})),
+            amp=AmpSpec.from_dict(d["amp"]) if d.get("amp") else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -278,11 +285,46 @@ class TaskSpec:
         d["curriculum"] = self.curriculum.to_dict()
         d["policy"] = self.policy.to_dict()
         d["train"] = self.train.to_dict()
+        if self.amp is not None:
+            d["amp"] = self.amp.to_dict()
         d["ops"] = _plain(self.ops)
         return d
 
     def with_overrides(self, **changes: Any) -> "TaskSpec":
         return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class AmpSpec:
+    """SPEC["amp"]: the discriminator's settings, the feature pieces (ksimdsl.model.amp_features) with
+    their source text, and the reference clip's features at the control period, one row per step."""
+
+    settings: AmpSettings
+    features: tuple[Mapping[str, Any], ...]
+    names: tuple[str, ...]
+    reference: tuple[tuple[float, ...], ...]
+
+    @property
+    def feature_size(self) -> int:
+        return len(self.reference[0]) if self.reference else 0
+
+    @staticmethod
+    def from_dict(d: Mapping[str, Any]) -> "AmpSpec":
+        return AmpSpec(
+            settings=AmpSettings.from_dict(d.get("settings") or {}),
+            features=tuple(MappingProxyType({k: tuple(v) if isinstance(v, list) else v for k, v in p.items()})
+                           for p in d["features"]),
+            names=tuple(d.get("names", ())),
+            reference=tuple(tuple(float(x) for x in row) for row in d["reference"]),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "settings": self.settings.to_dict(),
+            "features": _plain(self.features),
+            "names": list(self.names),
+            "reference": _plain(self.reference),
+        }
 
 
 def _engine(name: Any) -> str:

@@ -23,6 +23,7 @@ from ksimdsl.frontend import builtins as bi
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = (
     S.PhysicsSettings, S.TrainSettings, S.PolicySettings, S.CurriculumSettings, S.CommandSettings, S.ActuatorSettings,
+    S.AmpSettings,
 )  # fmt: skip
 
 
@@ -37,6 +38,7 @@ def test_docs_tables_are_the_schema():
         "physics": S.PhysicsSettings.file_table(),
         "train": S.TrainSettings.file_table(),
         "policy": S.PolicySettings.file_table(),
+        "amp": S.AmpSettings.file_table(),
         "command": S.CommandSettings.file_table(),
         **{f"curriculum {k}": S.CurriculumSettings.kind_table(k) for k in S.CURRICULUM_KINDS},
         **{f"actuators {k}": S.ActuatorSettings.kind_table(k) for k in S.ACTUATOR_KINDS if k != "ctrl"},

@@ -203,6 +203,13 @@ def build_spec(
     spec["curriculum"] = task.curriculum.to_dict()
     spec["policy"] = task.policy.to_dict()
     spec["train"] = task.train.to_dict()
+    if task.amp is not None:
+        spec["amp"] = {
+            "settings": task.amp.settings.to_dict(),
+            "features": [dict(p) for p in task.amp.features],
+            "names": list(task.amp.names),
+            "reference": [[float(x) for x in row] for row in task.amp.reference],
+        }
     spec["ops"] = {name: [c.elim.ops_before, c.elim.ops_after] for name, c in codes.items()}
     return _jsonable(spec)
 

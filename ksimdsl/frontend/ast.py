@@ -457,6 +457,15 @@ class PolicyStmt:
     span: Span
 
 
+@dataclass(frozen=True, slots=True)
+class AmpStmt:
+    """`amp hidden=[256, 256] weight=0.5 gp=5.0` with `features = [joint_pos, ...]` among its settings."""
+
+    settings: tuple[Setting, ...]
+    span: Span
+    keyword_span: Span
+
+
 Statement = Union[
     TaskStmt,
     ModelStmt,
@@ -477,6 +486,7 @@ Statement = Union[
     ReferenceStmt,
     CurriculumStmt,
     PolicyStmt,
+    AmpStmt,
 ]
 
 

@@ -404,6 +404,11 @@ class _AstBuilder(Transformer):
         kind = children[0]
         return ast.PolicyStmt(kind.value, token_span(kind), _of_type(children, ast.Setting), _span(meta))
 
+    def amp(self, meta, children):
+        span = _span(meta)
+        keyword = Span.point(span.line, span.col, 3)
+        return ast.AmpStmt(_of_type(children, ast.Setting), span, keyword)
+
     def assign(self, meta, children):
         target, op, value = children
         return ast.Assign(target, op, value, _span(meta))

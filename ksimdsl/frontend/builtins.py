@@ -33,6 +33,8 @@ __all__ = [
     "TRAIN_SETTINGS",
     "POLICY_KINDS",
     "POLICY_SETTINGS",
+    "AMP_SETTINGS",
+    "AMP_QUANTITIES",
     "ACTUATOR_KINDS",
     "CURRICULUM_KINDS",
     "CURRICULUM_DEFAULTS",
@@ -234,6 +236,24 @@ POLICY_KINDS: tuple[str, ...] = S.PolicySettings.by_name()["kind"].choices
 
 POLICY_SETTINGS: Mapping[str, Setting] = S.PolicySettings.file_table()
 
+#: `amp` settings; its `features = [...]` line is a list of quantities, checked apart.
+AMP_SETTINGS: Mapping[str, Setting] = S.AmpSettings.file_table()
+
+#: The quantities an `amp` feature may read: computable from a clip frame's qpos and qvel alone.
+AMP_QUANTITIES: tuple[str, ...] = (
+    "joint_pos",
+    "joint_vel",
+    "qpos",
+    "qvel",
+    "base_pos",
+    "base_quat",
+    "base_lin_vel",
+    "base_ang_vel",
+    "local_lin_vel",
+    "local_ang_vel",
+    "projected_gravity",
+)
+
 #: Actuator kind -> its settings (all floats) with defaults; None: required.
 ACTUATOR_KINDS: Mapping[str, Mapping[str, float | None]] = MappingProxyType(
     {
@@ -284,6 +304,7 @@ SINGLE_STATEMENTS = (
     "curriculum",
     "policy",
     "train",
+    "amp",
 )
 
 #: What `ref.NAME` reads: the reference motion (`reference` statement) at the current phase.

@@ -68,6 +68,7 @@ STATEMENT_KEYWORDS: tuple[str, ...] = (
     "curriculum",
     "policy",
     "train",
+    "amp",
 )
 
 #: Unit suffixes a number may carry.

@@ -50,7 +50,7 @@ from typing import Any
 from ksimdsl.errors import Span
 from ksimdsl.frontend import typed_expr as _expr
 from ksimdsl.model.compose import Composition
-from ksimdsl.settings import CurriculumSettings, PolicySettings, TrainSettings
+from ksimdsl.settings import AmpSettings, CurriculumSettings, PolicySettings, TrainSettings
 from ksimdsl.frontend.typed_expr import (  # re-exported: `typed` is the one module to import
     BOOL,
     FLOAT,
@@ -85,6 +85,7 @@ __all__ = [  # every expression node of typed_expr, then the task
     *(name for name in _expr.__all__ if name != "span_field"),
     "FreeRoot",
     "ModelSummary",
+    "AmpDef",
     "Physics",
     "Actuators",
     "LetDef",
@@ -401,6 +402,18 @@ class ReferenceDef:
         return int(self.qpos.shape[0])
 
 
+@dataclass(frozen=True)
+class AmpDef:
+    """The `amp` block: discriminator settings, the feature pieces (ksimdsl.model.amp_features), the
+    source text of each feature, and the reference clip's features resampled at ctrl_dt, [K, F]."""
+
+    settings: AmpSettings
+    features: tuple[dict[str, Any], ...]
+    names: tuple[str, ...]
+    reference: Any  # np.ndarray [K, F] float32
+    span: Span | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class CheckedTask:
     """A fully checked task: every name resolved, every shape known, units folded.
@@ -438,3 +451,4 @@ class CheckedTask:
     height_scans: tuple[HeightScanQuery, ...] = ()  # in the order of their points in `height_scan`
     ground_geoms: tuple[int, ...] = ()  # what height scans hit (ksimdsl.model.ground); empty without scans
     curriculum_span: Span | None = _span()  # the `curriculum` statement
+    amp: AmpDef | None = None  # the `amp` block (adversarial motion prior; needs `reference`)

@@ -60,6 +60,7 @@ __all__ = [
     "TrainSettings",
     "PolicySettings",
     "CurriculumSettings",
+    "AmpSettings",
     "CommandSettings",
     "ActuatorSettings",
     "ACTUATOR_KINDS",
@@ -250,6 +251,21 @@ class TrainSettings(Section):
                 f"with lr_schedule=adaptive, lr is the starting value of a learning rate kept in "
                 f"[{format_value(low)}, {format_value(high)}]; got lr={format_value(v['lr'])}",
             )
+
+
+@dataclass(frozen=True)
+class AmpSettings(Section):
+    """`amp hidden=[256, 256] weight=0.5 gp=5.0 lr=1e-4`: the adversarial motion prior's discriminator.
+
+    Its `features = [...]` line (quantities, not a setting) is checked apart (ksimdsl.frontend.check.amp).
+    """
+
+    SECTION: ClassVar[str] = "amp"
+
+    hidden: tuple[int, ...] = setting((256, 256), ge=1, le=65_536, doc="discriminator layer widths")
+    weight: float = setting(0.5, ge=0, le=1e6, doc="weight of the style reward added to the task reward")
+    gp: float = setting(5.0, ge=0, le=1e6, doc="gradient penalty coefficient (on reference transitions)")
+    lr: float = setting(1e-4, gt=0, le=1.0, doc="discriminator learning rate (adam)")
 
 
 @dataclass(frozen=True)

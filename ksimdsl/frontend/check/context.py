@@ -22,6 +22,7 @@ from ksimdsl.frontend.model_info import ModelInfo
 
 if TYPE_CHECKING:  # the parts import this module
     from ksimdsl.frontend.check.actuators import ActuatorChecker
+    from ksimdsl.frontend.check.amp import AmpChecker
     from ksimdsl.frontend.check.calls import Calls
     from ksimdsl.frontend.check.compose import ComposeChecker
     from ksimdsl.frontend.check.consts import Consts
@@ -144,10 +145,12 @@ class Context:
         self.lookups: Lookups
         self.reference: References
         self.heights: HeightScans
+        self.amp: AmpChecker
 
     @classmethod
     def build(cls, module: ast.Module, source: Source, model_path: str | None, physics: Mapping[str, Any]) -> "Context":
         from ksimdsl.frontend.check.actuators import ActuatorChecker
+        from ksimdsl.frontend.check.amp import AmpChecker
         from ksimdsl.frontend.check.calls import Calls
         from ksimdsl.frontend.check.compose import ComposeChecker
         from ksimdsl.frontend.check.consts import Consts
@@ -178,6 +181,7 @@ class Context:
         cx.lookups = Lookups(cx)
         cx.reference = References(cx)
         cx.heights = HeightScans(cx)
+        cx.amp = AmpChecker(cx)
         cx.exprs = Exprs(cx)  # last: it binds the typers of the other parts
         return cx
 

@@ -27,6 +27,7 @@ _SINGLE_KEYWORDS: dict[type, str] = {
     ast.ReferenceStmt: "reference",
     ast.CurriculumStmt: "curriculum",
     ast.PolicyStmt: "policy",
+    ast.AmpStmt: "amp",
 }
 
 
@@ -78,6 +79,7 @@ class Checker(Part):
         rewards = self.cx.outputs.rewards(singles.get("reward"))
         terminations = self.cx.outputs.terminations(singles.get("terminate"))
         metrics = self.cx.outputs.metrics(singles.get("metric"))
+        amp = self.attempt(self.cx.amp.amp, singles.get("amp"))
         randomize = self.cx.writes.randomize(singles.get("randomize"))
         self.cx.settings.check_impl(physics, engine, singles, randomize)
         reset = self.reset(singles.get("reset"))
@@ -120,6 +122,7 @@ class Checker(Part):
             height_scans=tuple(self.cx.height_scans),
             ground_geoms=self.cx.ground_geoms or (),
             curriculum_span=getattr(singles.get("curriculum"), "span", None),
+            amp=amp,
         )
 
     def reset(self, stmt: ast.Statement | None) -> tuple[t.Write, ...]:

@@ -174,6 +174,7 @@ class _StepRecord(NamedTuple):
     done_E: Any
     failure_E: Any
     reset_E: Any
+    amp_feat_EF: Any = None  # AMP features of the state the step started from (None without `amp`)
 
 
 def policy_step(model: Any, norm_a: Any, obs_actor_EO: Any, carry_E: Any, reset_E: Any, key: jax.Array):
@@ -183,13 +184,33 @@ def policy_step(model: Any, norm_a: Any, obs_actor_EO: Any, carry_E: Any, reset_
     return jax.vmap(lambda o, c, k: ppo.act(model, norm_a, o, c, key=k))(obs_actor_EO, carry_E, keys_E)
 
 
+def amp_features(
+    spec: TaskSpec, xp: ModuleType, qpos_EQ: Callable[[Any], Any], qvel_EV: Callable[[Any], Any]
+) -> Callable[[Any], Any] | None:
+    """env state -> the AMP features phi_EF of its state, for a task with an `amp` block (else None)."""
+    if spec.amp is None:
+        return None
+    from ksimdsl.runtime.rl.amp import state_features
+
+    phi = state_features(spec.amp, xp)
+    return lambda state: phi(qpos_EQ(state), qvel_EV(state))
+
+
 def collect_rollout(
-    loop: JaxLoop | HostLoop, step: RolloutPolicyStep, start: RolloutCarry, keys_T: jax.Array
+    loop: JaxLoop | HostLoop,
+    step: RolloutPolicyStep,
+    start: RolloutCarry,
+    keys_T: jax.Array,
+    features: Callable[[Any], Any] | None = None,
 ) -> tuple[RolloutCarry, ppo.Trajectory, RolloutStats]:
-    """T = len(keys_T) policy steps from `start`: the trajectory PPO consumes and the rollout's sums."""
+    """T = len(keys_T) policy steps from `start`: the trajectory PPO consumes and the rollout's sums.
+
+    `features` (env state -> phi_EF, a task's `amp` block) records the AMP features of every state.
+    """
 
     def body(carry: RolloutCarry, key: jax.Array):
         env = carry.env
+        feat_EF = None if features is None else loop.copy(features(env))
         obs_actor_EO, obs_critic_EC = loop.copy(env.obs_actor_EO), loop.copy(env.obs_critic_EC)
         level_E = loop.copy(env.level_E)
         env, out, action_EA, log_prob_E, carry_E = step(env, carry.carry_E, carry.reset_E, key)
@@ -203,10 +224,18 @@ def collect_rollout(
             done_E=out.done_E,
             failure_E=out.failure_E,
             reset_E=carry.reset_E,
+            amp_feat_EF=feat_EF,
         )
         return RolloutCarry(env, carry_E, out.done_E), (record, loop.step_stats(out, level_E))
 
     end, (rec, stats_T) = loop.scan(body, start, keys_T)
+    amp: dict[str, Any] = {}
+    if features is not None:
+        # phi of the state each step reached: the next step's start; for a step that ended an episode
+        # this is the next episode's first state, which the AMP update masks out (done_TE)
+        feat_TEF = loop.to_jax(rec.amp_feat_EF)
+        last_EF = loop.to_jax(loop.copy(features(end.env)))
+        amp = {"amp_feat_TEF": feat_TEF, "amp_next_TEF": jnp.concatenate([feat_TEF[1:], last_EF[None]], axis=0)}
     traj = ppo.Trajectory(
         obs_actor_TEO=loop.to_jax(rec.obs_actor_EO),
         obs_critic_TEC=loop.to_jax(rec.obs_critic_EC),
@@ -218,6 +247,7 @@ def collect_rollout(
         failure_TE=loop.to_jax(rec.failure_E),
         carry_E=start.carry_E,  # before step 0's reset; reset_TE[0] replays that reset
         reset_TE=loop.to_jax(rec.reset_E),
+        **amp,
     )
     return end, traj, loop.rollout_stats(stats_T)
 

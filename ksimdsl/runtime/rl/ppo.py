@@ -43,6 +43,7 @@ from jax import Array
 
 from ksimdsl.abi import PPO_METRICS, TaskSpec
 from ksimdsl.errors import KsimError
+from ksimdsl.runtime.rl import amp as AMP
 from ksimdsl.runtime.rl import distributions as D
 from ksimdsl.runtime.rl import normalize as N
 from ksimdsl.runtime.rl import schedule
@@ -170,6 +171,8 @@ class Trajectory(eqx.Module):
     failure_TE:        it ended by a failure termination (no bootstrap).
     carry_E:           the actor carry before step 0, (E, *carry shape).
     reset_TE:          the actor carry was reset to its initial value BEFORE step t.
+    amp_feat_TEF, amp_next_TEF: AMP features of the state step t started from / reached (before any
+                       auto-reset); None without an `amp` block (ksimdsl.runtime.rl.amp).
     """
 
     obs_actor_TEO: Array
@@ -182,6 +185,8 @@ class Trajectory(eqx.Module):
     failure_TE: Array
     carry_E: Array
     reset_TE: Array
+    amp_feat_TEF: Array | None = None
+    amp_next_TEF: Array | None = None
 
 
 class Batch(eqx.Module):
@@ -225,7 +230,8 @@ class PPOState(eqx.Module):
 
     model: the ActorCritic; opt_state: optax state of `make_optimizer(config)`;
     obs_norm_actor / obs_norm_critic: running observation statistics;
-    step: `update` calls so far; opt_step: optimizer steps so far.
+    step: `update` calls so far; opt_step: optimizer steps so far; amp: the discriminator
+    (`ksimdsl.runtime.rl.amp.AmpState`) of a task with an `amp` block, else None.
     """
 
     model: ActorCritic
@@ -235,6 +241,7 @@ class PPOState(eqx.Module):
     step: Array
     opt_step: Array
     config: PPOConfig = eqx.field(static=True)
+    amp: AMP.AmpState | None = None
 
 
 # --------------------------------------------------------------------------- the loss
@@ -307,8 +314,9 @@ def init_ppo(
     obs_critic_size: int,
     action_size: int,
     key: Array,
+    amp: AMP.AmpState | None = None,
 ) -> PPOState:
-    """A fresh model, optimizer state and empty normalizers."""
+    """A fresh model, optimizer state and empty normalizers (and `amp`, a fresh discriminator)."""
     model = make_actor_critic(policy, obs_actor_size, obs_critic_size, action_size, key=key)
     return PPOState(
         model=model,
@@ -318,6 +326,7 @@ def init_ppo(
         step=jnp.zeros((), jnp.int32),
         opt_step=jnp.zeros((), jnp.int32),
         config=config,
+        amp=amp,
     )
 
 
@@ -330,6 +339,7 @@ def init_ppo_from_spec(spec: TaskSpec, *, key: Array) -> PPOState:
         obs_critic_size=spec.obs_critic_size,
         action_size=spec.action_size,
         key=key,
+        amp=None if spec.amp is None else AMP.init_amp(spec.amp, key=jax.random.fold_in(key, 1)),
     )
 
 
@@ -415,6 +425,15 @@ def update(
         raise KsimError(f"train: {problem}")
     envs_per_minibatch = num_envs // config.minibatches
 
+    # AMP (a task's `amp` block): the style reward joins the task reward; the discriminator trains.
+    amp_state, amp_metrics = state.amp, {}
+    if amp_state is not None:
+        key, k_amp = jax.random.split(key)
+        amp_state, style_TE, amp_metrics = AMP.update(
+            amp_state, traj.amp_feat_TEF, traj.amp_next_TEF, traj.done_TE, key=k_amp, steps=config.epochs
+        )
+        traj = eqx.tree_at(lambda t: t.reward_TE, traj, traj.reward_TE + style_TE)
+
     # 1-2. normalizers merge the rollout, then values and GAE under the new statistics.
     batch, obs_norm_actor, obs_norm_critic = make_batch(state, traj)
 
@@ -462,8 +481,9 @@ def update(
         step=state.step + 1,
         opt_step=opt_step,
         config=config,
+        amp=amp_state,
     )
-    return new_state, {name: metrics[name] for name in METRICS if name in metrics}
+    return new_state, {name: metrics[name] for name in METRICS if name in metrics} | amp_metrics
 
 
 # --------------------------------------------------------------------------- acting

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from ksimdsl.abi import TaskSpec
 from ksimdsl.runtime.rl import ppo
 from ksimdsl.runtime.engine.base import EnvSnapshot, RolloutStats
-from ksimdsl.runtime.engine.loop import JAX_LOOP, RolloutCarry, collect_rollout, policy_step
+from ksimdsl.runtime.engine.loop import JAX_LOOP, RolloutCarry, amp_features, collect_rollout, policy_step
 from ksimdsl.runtime.engine.mjx.env import MjxEnv
 
 __all__ = ["MjxCollector", "MjxCollectorState"]
@@ -76,5 +76,6 @@ class MjxCollector:
             return env, out, action_EA, log_prob_E, carry_E
 
         start = RolloutCarry(env, state.carry_E, state.reset_E)
-        end, traj, stats = collect_rollout(JAX_LOOP, step, start, jax.random.split(key, self.rollout))
+        features = amp_features(self.spec, jnp, self.env.qpos_EQ, self.env.qvel_EV)
+        end, traj, stats = collect_rollout(JAX_LOOP, step, start, jax.random.split(key, self.rollout), features)
         return MjxCollectorState(**end._asdict(), iteration=state.iteration + 1), traj, stats

@@ -35,7 +35,7 @@ import numpy as np
 from ksimdsl.abi import TaskSpec
 from ksimdsl.runtime.rl import ppo
 from ksimdsl.runtime.engine.base import EnvSnapshot, RolloutStats
-from ksimdsl.runtime.engine.loop import HOST_LOOP, RolloutCarry, collect_rollout, policy_step
+from ksimdsl.runtime.engine.loop import HOST_LOOP, RolloutCarry, amp_features, collect_rollout, policy_step
 from ksimdsl.runtime.engine.mujoco.env import MujocoEnv
 from ksimdsl.runtime.engine.mujoco.numba_policy import HostActor
 
@@ -133,7 +133,10 @@ class MujocoCollector:
 
         start = RolloutCarry(env, state.carry_E, np.asarray(state.reset_E, dtype=bool))
         step = numba_step if host_actor is not None else jax_step
-        end, traj, stats = collect_rollout(HOST_LOOP, step, start, jax.random.split(key, self.rollout))
+        features = amp_features(
+            self.spec, np, lambda e: np.stack([d.qpos for d in e.datas]), lambda e: np.stack([d.qvel for d in e.datas])
+        )
+        end, traj, stats = collect_rollout(HOST_LOOP, step, start, jax.random.split(key, self.rollout), features)
         return MujocoCollectorState(carry_E=end.carry_E, reset_E=end.reset_E, iteration=iteration + 1), traj, stats
 
     def to_checkpoint(self, state: MujocoCollectorState) -> _CollectorCheckpoint:

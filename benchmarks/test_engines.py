@@ -27,6 +27,7 @@ on a 2-core CPU; >= 70% of raw 2-thread physics throughput on the humanoid.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import os
@@ -151,7 +152,7 @@ def raw_physics(task: Task, envs: int, steps: int = 64) -> dict[str, float]:
     engine_threads = steps * envs * spec.substeps / (time.perf_counter() - t)
     env.close()
 
-    models = [env.model_of(e) for e in range(envs)]
+    models = [copy.copy(env.model_of(e)) for e in range(envs)]  # model_of's model is reused
     nstep = steps * spec.substeps
     control = np.repeat(env.prev_ctrl_EU[:, None, :], nstep, axis=1)
     datas = [mujoco.MjData(models[0]) for _ in range(THREADS)]

@@ -85,16 +85,12 @@ def test_contact_queries_match_python_contact_list():
     force_EC = np.full((1, len(queries)), -1.0)
     qpos_EQ = np.zeros((1, model.nq))
     time_E = np.zeros(1)
-    adr = cstep.field_addresses([data], ("ctrl", "qpos", "qvel"))
-    pointers = cstep.EnvPointers(
-        np.array([model._address], np.uint64), np.array([data._address], np.uint64), *adr,
-        layout_L=cstep.struct_layout().as_array(),
-    )  # fmt: skip
+    pointers = cstep.EnvPointers.of([model], [data])
     gather = cstep.Gather(
         cstep.field_addresses([data], ("qpos",)), np.array([model.nq], np.int64),
         np.array([qpos_EQ.ctypes.data], np.uint64), time_E,
     )  # fmt: skip
-    cstep.refresh(np.zeros(1, np.int64), pointers, gather, cstep.ContactTables(in_a, in_b, contact_EC, force_EC, True))
+    cstep.refresh(np.zeros(1, np.int64), 0, pointers, gather, cstep.ContactTables(in_a, in_b, contact_EC, force_EC, True))
     np.testing.assert_array_equal(qpos_EQ[0], data.qpos)
     assert time_E[0] == pytest.approx(40 * 0.005)
 
@@ -171,7 +167,7 @@ def test_reset_observes_the_physics_state_and_randomizes_each_env_model():
     base = env.mj_model.body_mass[2]
     masses = np.array([env.model_of(e).body_mass[2] for e in range(env.num_envs)])
     assert np.all((masses >= 0.8 * base) & (masses <= 1.2 * base)) and np.unique(masses).size == env.num_envs
-    assert env.model_of(0)._address != env.model_of(1)._address
+    assert len(env.models) == env.threads and len({x._address for x in env.models}) == env.threads  # one a thread
     assert np.all(env.mem_EM == [0.0, 1.0])
 
 
@@ -497,7 +493,7 @@ def test_run_episodes_records_each_envs_first_episode():
     assert np.all(results.return_E <= 1.5 * results.length_E) and np.all(results.return_E >= -0.06 * results.length_E)
 
 
-def test_per_env_model_copies_that_do_not_fit_are_refused_with_the_fix():
+def test_per_thread_model_copies_that_do_not_fit_are_refused_with_the_fix():
     import mujoco
 
     from ksimdsl.runtime.engine.mujoco.env import _check_model_copies_fit
@@ -506,4 +502,4 @@ def test_per_env_model_copies_that_do_not_fit_are_refused_with_the_fix():
     _check_model_copies_fit(m, 4, available=10 * m.nbuffer)  # 4 copies fit in half of 10
     with pytest.raises(KsimError) as err:
         _check_model_copies_fit(m, 6, available=10 * m.nbuffer)
-    assert "num_envs=6 copies of the model" in str(err.value) and "at most 5" in str(err.value)
+    assert "threads=6 copies of the model" in str(err.value) and "at most 5" in str(err.value)

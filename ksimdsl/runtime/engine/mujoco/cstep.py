@@ -1,13 +1,17 @@
 """Stepping many C-MuJoCo environments from numba, without the GIL.
 
 The C-MuJoCo engine (`ksimdsl.runtime.engine.mujoco.env`) keeps one `mujoco.MjData`
-per environment (and one `mujoco.MjModel` per environment when the task
-randomizes model fields). The functions here walk a contiguous range of those
-environments inside one `@njit(nogil=True)` call: they write `ctrl`, call
-`mj_step` for every physics substep, detect diverged states, and copy the
-physics arrays the task's kernels read into preallocated batch arrays. Two
-threads each running them over half of the batch use both cores; nothing in the
-hot loop touches Python objects.
+per environment and one `mujoco.MjModel` per worker thread (w). When the task
+randomizes model fields, every env's values of those fields live in one row of
+`EnvPointers.fields_EX`, and are written into the worker's model right before
+the worker steps (or resets) that env (`_load_model`: a few hundred float64
+stores against the thousands of operations of one `mj_step`), so a model of
+71 MiB (the G1's meshes) is held once per thread, not once per env. The
+functions here walk a contiguous range of those environments inside one
+`@njit(nogil=True)` call: they write `ctrl`, call `mj_step` for every physics
+substep, detect diverged states, and copy the physics arrays the task's kernels
+read into preallocated batch arrays. Two threads each running them over half of
+the batch use both cores; nothing in the hot loop touches Python objects.
 
 How C is reached: `libmujoco` (shipped in the `mujoco` wheel) is loaded into
 LLVM's symbol table and `mj_step`, `mj_forward`, `mj_resetData` and
@@ -26,8 +30,8 @@ and the warning counters in `mjData`, and of `dist`/`geom`/`efc_address` in
 (`struct_layout`).
 
 The arrays a function needs travel in small named bundles (numba takes
-namedtuples of arrays): `EnvPointers` (the per-env object and array addresses
-and the struct layout), `Gather` (which physics arrays are copied where) and
+namedtuples of arrays): `EnvPointers` (the per-env data addresses, the workers'
+models and the randomized field values, and the struct layout), `Gather` (which physics arrays are copied where) and
 `ContactTables` (the contact queries and their results).
 """
 
@@ -58,7 +62,7 @@ __all__ = [
     "refresh",
     "reset_and_forward",
     "write_state",
-    "write_model_fields",
+    "load_model",
     "BAD_STATE_WARNINGS",
     "quiet_mujoco_warnings",
     "actuate",
@@ -321,7 +325,8 @@ def field_addresses(objects: list[Any], names: tuple[str, ...]) -> np.ndarray:
 
 
 class Specialized:
-    """A numba function `f(lo, hi, *objects)` called through the entry point compiled for its arguments.
+    """A numba function `f(lo, hi, w, *objects)` called through the entry point compiled for its arguments
+    (the `scalars` leading integers, 2 or 3: the env range and, for `advance`, the worker).
 
     numba's own per-call dispatch types every argument, which costs microseconds
     for each namedtuple (the bundles below), and the hot loop calls these
@@ -331,28 +336,57 @@ class Specialized:
     from numba's disk cache once per set of objects.
     """
 
-    def __init__(self, dispatcher: Any):
+    def __init__(self, dispatcher: Any, scalars: int = 2):
         self.dispatcher = dispatcher
+        self.scalars = scalars
         self._entries: dict[tuple[int, ...], tuple[Any, tuple]] = {}
 
-    def __call__(self, lo: int, hi: int, *objects: Any) -> Any:
+    def __call__(self, *args: Any) -> Any:
+        objects = args[self.scalars :]
         key = tuple(map(id, objects))
         entry = self._entries.get(key)
         if entry is None:
-            types_ = tuple(numba.typeof(a) for a in (lo, hi, *objects))
+            types_ = tuple(numba.typeof(a) for a in args)
             entry = self._entries[key] = (self.dispatcher.compile(types_), objects)
-        return entry[0](lo, hi, *objects)
+        return entry[0](*args)
 
 
 class EnvPointers(NamedTuple):
-    """Where every env's MuJoCo objects live: uint64 addresses (E,), and the struct offsets."""
+    """Where every env's MuJoCo objects live: uint64 addresses (E,), the worker threads' models (W,)
+    with the randomized model fields (f) every env steps with, and the struct offsets."""
 
-    m_adr_E: np.ndarray  # mjModel*
+    m_adr_W: np.ndarray  # mjModel* of each worker thread (all the one model when nothing is randomized)
+    field_adr_FW: np.ndarray  # uint64 (F, W): randomized field f's data in worker w's model
+    field_offset_F: np.ndarray  # int64: where field f's values start in a row of fields_EX
+    field_size_F: np.ndarray  # int64: its element count
+    fields_EX: np.ndarray  # float64 (E, X): every env's randomized field values, the fields one after another
     d_adr_E: np.ndarray  # mjData*
     ctrl_adr_E: np.ndarray  # mjData.ctrl
     qpos_adr_E: np.ndarray  # mjData.qpos
     qvel_adr_E: np.ndarray  # mjData.qvel
     layout_L: np.ndarray  # int64, StructLayout.as_array()
+
+    @classmethod
+    def of(
+        cls, models_W: list[Any], datas_E: list[Any], fields: tuple[str, ...] = (), fields_EX: np.ndarray | None = None
+    ) -> "EnvPointers":
+        """The bundle of the workers' models and the envs' datas; `fields`: the randomized model fields,
+        their values one after another in each row of fields_EX (zeros when not given)."""
+        size_F = np.array([getattr(models_W[0], n).size for n in fields], dtype=np.int64)
+        if fields_EX is None:
+            fields_EX = np.zeros((len(datas_E), int(size_F.sum())))
+        if fields_EX.shape != (len(datas_E), int(size_F.sum())) or fields_EX.dtype != np.float64:
+            raise ValueError(f"fields_EX must be float64 ({len(datas_E)}, {int(size_F.sum())})")
+        return cls(
+            np.array([m._address for m in models_W], dtype=np.uint64),
+            field_addresses(models_W, fields).reshape(len(fields), len(models_W)),
+            np.cumsum(size_F) - size_F,
+            size_F,
+            fields_EX,
+            np.array([d._address for d in datas_E], dtype=np.uint64),
+            *field_addresses(datas_E, ("ctrl", "qpos", "qvel")),
+            layout_L=struct_layout().as_array(),
+        )
 
 
 class Gather(NamedTuple):
@@ -440,8 +474,27 @@ def _contacts(e, m_adr, d_adr, tables, layout):
 
 
 @njit(nogil=True, cache=True)
-def advance(lo, hi, envs, ctrl_ESU, gather, tables, warnings_W, bad_E):
-    """One control step for envs [lo, hi): substeps with ctrl_ESU[e, s], then gather.
+def _load_model(e, w, envs):
+    """Write env e's randomized field values into worker w's model; return that model's address."""
+    fields_EX = envs.fields_EX
+    for f in range(envs.field_size_F.shape[0]):
+        n = envs.field_size_F[f]
+        start = envs.field_offset_F[f]
+        dst = carray(_f64ptr(envs.field_adr_FW[f, w]), (n,))
+        for i in range(n):
+            dst[i] = fields_EX[e, start + i]
+    return envs.m_adr_W[w]
+
+
+@njit(nogil=True, cache=True)
+def load_model(e, w, envs):
+    """`_load_model` from Python: worker w's model then holds env e's randomized field values."""
+    _load_model(e, w, envs)
+
+
+@njit(nogil=True, cache=True)
+def advance(lo, hi, w, envs, ctrl_ESU, gather, tables, warnings_W, bad_E):
+    """One control step for envs [lo, hi) on worker w's model: substeps with ctrl_ESU[e, s], then gather.
 
     ctrl_ESU: (E, S, nu) the ctrl of every substep. `gather` (a `Gather`) and
     `tables` (`ContactTables`) receive the physics arrays and contact query
@@ -453,7 +506,7 @@ def advance(lo, hi, envs, ctrl_ESU, gather, tables, warnings_W, bad_E):
     n_sub = ctrl_ESU.shape[1]
     nu = ctrl_ESU.shape[2]
     for e in range(lo, hi):
-        m = envs.m_adr_E[e]
+        m = _load_model(e, w, envs)
         d = envs.d_adr_E[e]
         before = _bad_state_count(d, layout, warnings_W)
         ctrl = carray(_f64ptr(envs.ctrl_adr_E[e]), (nu,))
@@ -468,25 +521,13 @@ def advance(lo, hi, envs, ctrl_ESU, gather, tables, warnings_W, bad_E):
 
 
 @njit(nogil=True, cache=True)
-def refresh(idx_K, envs, gather, tables):
-    """Gather the physics arrays and contact queries of envs idx_K without stepping."""
+def refresh(idx_K, w, envs, gather, tables):
+    """Gather the physics arrays and contact queries of envs idx_K without stepping (worker w's model)."""
     for k in range(idx_K.shape[0]):
         e = idx_K[k]
+        m = _load_model(e, w, envs)
         _gather(e, envs.d_adr_E[e], gather, envs.layout_L)
-        _contacts(e, envs.m_adr_E[e], envs.d_adr_E[e], tables, envs.layout_L)
-
-
-@njit(nogil=True, cache=True)
-def write_model_fields(idx_K, field_adr_RE, size_R, values_adr_R):
-    """Write per-env model fields: for field r and env idx_K[k], size_R[r] float64 values from
-    row k of the (K, size_R[r]) float64 array at values_adr_R[r] into the env's own mjModel."""
-    for r in range(size_R.shape[0]):
-        n = size_R[r]
-        for k in range(idx_K.shape[0]):
-            dst = carray(_f64ptr(field_adr_RE[r, idx_K[k]]), (n,))
-            src = carray(_f64ptr(values_adr_R[r] + np.uint64(8 * n * k)), (n,))
-            for i in range(n):
-                dst[i] = src[i]
+        _contacts(e, m, envs.d_adr_E[e], tables, envs.layout_L)
 
 
 @njit(nogil=True, cache=True)
@@ -498,11 +539,11 @@ def _write_row(adr, row_N):
 
 
 @njit(nogil=True, cache=True)
-def reset_and_forward(idx_K, envs, qpos_KQ, qvel_KV, ctrl_KU):
-    """For env idx_K[k]: mj_resetData, then qpos/qvel/ctrl from row k, then mj_forward."""
+def reset_and_forward(idx_K, w, envs, qpos_KQ, qvel_KV, ctrl_KU):
+    """For env idx_K[k] (on worker w's model): mj_resetData, then qpos/qvel/ctrl from row k, then mj_forward."""
     for k in range(idx_K.shape[0]):
         e = idx_K[k]
-        m = _voidptr(envs.m_adr_E[e])
+        m = _voidptr(_load_model(e, w, envs))
         d = _voidptr(envs.d_adr_E[e])
         _mj_resetData(m, d)
         _write_row(envs.qpos_adr_E[e], qpos_KQ[k])

@@ -2,9 +2,11 @@
 
 The CPU counterpart of `ksimdsl.runtime.engine.mjx.env.MjxEnv`, with the same
 semantics (docs/architecture.md) and the same per-step outputs (`base.StepOutput`,
-decided by the shared `base.step_outcome`), but host-side and stateful: every environment is a `mujoco.MjData` (plus its own
-`mujoco.MjModel` copy when the task randomizes model fields), and the batch
-state lives in preallocated numpy arrays.
+decided by the shared `base.step_outcome`), but host-side and stateful: every environment
+is a `mujoco.MjData`, and the batch state lives in preallocated numpy arrays. When the
+task randomizes model fields, each env's values of them are one row of `fields_EX`,
+written into the `mujoco.MjModel` of the worker thread that steps the env right before
+it does (`cstep.EnvPointers`): one model per thread (`models`), not one per env.
 
     env = MujocoEnv(spec, kernels, model_path, num_envs=E, seed=0)
     env.reset_all()                       # every env at the start of an episode
@@ -32,9 +34,9 @@ One control step:
    bad-qpos/qvel/qacc warnings or a non-finite value: a failure with zero
    reward) and the curriculum are computed on the whole batch by
    `base.step_outcome` with numpy;
-3. the envs that are done start a new episode: the `reset` kernel, model
-   field writes, `mj_resetData` + `mj_forward`, and the `observe` kernel, on
-   the done envs only.
+3. the envs that are done start a new episode: the `reset` kernel (its
+   randomized model fields go to `fields_EX`), `mj_resetData` + `mj_forward`,
+   and the `observe` kernel, on the done envs only.
 
 Kernel arguments: the numba backend's functions take positional arrays in the
 order `SPEC["numba_args"][phase]`, bound from the declared table in
@@ -196,20 +198,21 @@ class MujocoEnv:
             value = getattr(m, name, None)
             if not isinstance(value, np.ndarray) or value.dtype != np.float64:
                 raise KsimError(f"task randomizes unknown or non-float model field '{name}'; recompile the task")
-        if spec.randomize_fields:
-            _check_model_copies_fit(m, E)
-        self.models = [copy.copy(m) for _ in range(E)] if spec.randomize_fields else [m]
-        self.datas = [mujoco.MjData(self.model_of(e)) for e in range(E)]
-        env_models = [self.model_of(e) for e in range(E)]
-        self.pointers = cstep.EnvPointers(
-            np.array([x._address for x in env_models], dtype=np.uint64),
-            np.array([d._address for d in self.datas], dtype=np.uint64),
-            *cstep.field_addresses(self.datas, ("ctrl", "qpos", "qvel")),
-            layout_L=cstep.struct_layout().as_array(),
-        )
-        self.field_adr_RE = cstep.field_addresses(env_models, spec.randomize_fields) if spec.randomize_fields else None
-        self.field_size_R = np.array([getattr(m, n).size for n in spec.randomize_fields], dtype=np.int64)
-        self.default_fields = {n: np.array(getattr(m, n), dtype=np.float64) for n in spec.randomize_fields}
+        W, fields = self.threads, tuple(spec.randomize_fields)
+        if fields:
+            _check_model_copies_fit(m, W)
+        # the model each worker thread steps with (w = 0: the calling thread, also resets); when the task
+        # randomizes model fields, a copy per worker into which the env's values are written before each step
+        self.models = [copy.copy(m) for _ in range(W)] if fields else [m] * W
+        self._view_model: mujoco.MjModel | None = None  # `model_of`'s, made on first use
+        self.datas = [mujoco.MjData(m) for _ in range(E)]
+        self.default_fields = {n: np.array(getattr(m, n), dtype=np.float64) for n in fields}
+        self.pointers = cstep.EnvPointers.of(self.models, self.datas, fields)
+        self.fields_EX = self.pointers.fields_EX  # every env's randomized field values (this episode's)
+        ends_F = zip(self.pointers.field_offset_F, self.pointers.field_offset_F + self.pointers.field_size_F)
+        self.field_slices = {n: slice(int(a), int(b)) for n, (a, b) in zip(fields, ends_F)}
+        for name, default in self.default_fields.items():
+            self.fields_EX[:, self.field_slices[name]] = default.ravel()
 
         # ---- physics batch arrays the kernels read (float64, natural per-env shapes)
         unknown = [p for p in spec.phys_inputs if p not in _DATA_FIELDS + ("time", "contact", "contact_force", "height_scan")]
@@ -312,7 +315,7 @@ class MujocoEnv:
             ThreadPoolExecutor(self.threads - 1, thread_name_prefix="ksimdsl-mujoco") if self.threads > 1 else None
         )
         self._all_E = np.arange(E, dtype=np.int64)
-        self._advance_range = cstep.Specialized(cstep.advance)
+        self._advance_range = cstep.Specialized(cstep.advance, scalars=3)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -399,12 +402,20 @@ class MujocoEnv:
         self._run_parallel(self._advance)
 
     def model_of(self, e: int) -> mujoco.MjModel:
-        """The MjModel env e steps (its own copy when the task randomizes model fields)."""
-        return self.models[e] if len(self.models) > 1 else self.models[0]
+        """The MjModel env e steps: the task's model, or, when the task randomizes model fields, a model
+        holding env e's values of them (one model kept for this, so valid until the next `model_of`
+        call or env e's next episode; `copy.copy` it to keep it)."""
+        if not self.spec.randomize_fields:
+            return self.mj_model
+        if self._view_model is None:
+            self._view_model = copy.copy(self.mj_model)
+        for name, part in self.field_slices.items():
+            getattr(self._view_model, name).flat[:] = self.fields_EX[e, part]
+        return self._view_model
 
     def refresh_all(self) -> None:
         """Re-read every env's physics arrays, contact queries and height scans (after MjData was written)."""
-        cstep.refresh(self._all_E, self.pointers, self.gather, self.contacts)
+        cstep.refresh(self._all_E, 0, self.pointers, self.gather, self.contacts)
         if self.scans:
             self.scans.run_envs(self._all_E)
 
@@ -424,10 +435,10 @@ class MujocoEnv:
         size = mujoco.mj_stateSize(self.mj_model, _STATE_SPEC)
         data_EX = np.empty((self.num_envs, size))
         for e, d in enumerate(self.datas):
-            mujoco.mj_getState(self.model_of(e), d, data_EX[e], _STATE_SPEC)
+            mujoco.mj_getState(self.mj_model, d, data_EX[e], _STATE_SPEC)  # the state: no model values read
         fields_E = {
-            name: np.stack([np.array(getattr(self.model_of(e), name)) for e in range(self.num_envs)])
-            for name in self.spec.randomize_fields
+            name: self.fields_EX[:, part].reshape((self.num_envs,) + self.default_fields[name].shape).copy()
+            for name, part in self.field_slices.items()
         }
         episode = {name: getattr(self, name).copy() for name in EPISODE_STATE if name != "fields_E"}
         return EnvSnapshot(data=data_EX, fields_E=fields_E, key=rng_to_array(self.rng), **episode)
@@ -440,11 +451,11 @@ class MujocoEnv:
                 "resume with the same num_envs"
             )
         for name, values in snap.fields_E.items():
-            for e in range(self.num_envs):
-                getattr(self.model_of(e), name)[...] = values[e]
+            self.fields_EX[:, self.field_slices[name]] = np.asarray(values, np.float64).reshape(self.num_envs, -1)
         for e, d in enumerate(self.datas):
-            mujoco.mj_setState(self.model_of(e), d, np.array(snap.data[e], np.float64), _STATE_SPEC)
-            mujoco.mj_forward(self.model_of(e), d)
+            cstep.load_model(e, 0, self.pointers)  # worker 0's model with env e's field values
+            mujoco.mj_setState(self.models[0], d, np.array(snap.data[e], np.float64), _STATE_SPEC)
+            mujoco.mj_forward(self.models[0], d)
         self.refresh_all()
         for name in EPISODE_STATE:
             if name != "fields_E":
@@ -453,38 +464,41 @@ class MujocoEnv:
 
     # ------------------------------------------------------------------ internals
 
-    def _run_parallel(self, work: Callable[[int], None]) -> None:
-        """Run work(chunk) for every chunk of envs, on all threads; chunks are handed out on demand
-        so that a thread slowed down by the OS or by costlier envs (more contacts) does not hold
-        the others up at the end of the control step."""
+    def _run_parallel(self, work: Callable[[int, int], None]) -> None:
+        """Run work(chunk, w) for every chunk of envs, on all threads (w: the worker, whose model it
+        steps with; 0 is this thread); chunks are handed out on demand so that a thread slowed down
+        by the OS or by costlier envs (more contacts) does not hold the others up at the end of the
+        control step."""
         if self._pool is None:
             for i in range(len(self._chunks)):
-                work(i)
+                work(i, 0)
             return
         counter = itertools.count()  # next() is atomic under the GIL
         n = len(self._chunks)
 
-        def worker() -> None:
+        def worker(w: int) -> None:
             while (i := next(counter)) < n:
-                work(i)
+                work(i, w)
 
-        futures = [self._pool.submit(worker) for _ in range(1, self.threads)]
-        worker()
+        futures = [self._pool.submit(worker, w) for w in range(1, self.threads)]
+        worker(0)
         for f in futures:
             f.result()
 
-    def _advance(self, chunk: int) -> None:
+    def _advance(self, chunk: int, w: int) -> None:
         lo, hi = self._chunks[chunk]
-        self._advance_range(lo, hi, self.pointers, self.ctrl_ESU, self.gather, self.contacts, self.warnings_W, self.bad_E)
+        self._advance_range(
+            lo, hi, w, self.pointers, self.ctrl_ESU, self.gather, self.contacts, self.warnings_W, self.bad_E
+        )
 
-    def _control_step(self, chunk: int) -> None:
-        """Everything of one control step that is independent per env, for one chunk of envs."""
+    def _control_step(self, chunk: int, w: int) -> None:
+        """Everything of one control step that is independent per env, for one chunk of envs (worker w)."""
         lo, hi = self._chunks[chunk]
         if self._actor is not None:
             self._actor.act(lo, hi, self.obs_actor_EO, self.eps_EN, self.raw_action_EA, self.log_prob_E)
         self.actuation(lo, hi, self.raw_action_EA, self.action_EA, self.zero_offset_EU, self.latency_E,
                        self.prev_ctrl_EU, self.ctrl_ESU)  # fmt: skip
-        self._advance(chunk)
+        self._advance(chunk, w)
         if self.scans:
             self.scans.run(lo, hi)
         self.kernels.step(*self._step_args_by_chunk[chunk])
@@ -524,21 +538,15 @@ class MujocoEnv:
         self.kernels.reset(*self._reset_args.build(reset_in))
         self.pins.apply(mem_KM, np, envs=idx_K)
 
-        if fields_out:
-            values = [fields_out[n] for n in spec.randomize_fields]
-            cstep.write_model_fields(
-                idx_K,
-                self.field_adr_RE,
-                self.field_size_R,
-                np.array([v.ctypes.data for v in values], dtype=np.uint64),
-            )
+        for name, values in fields_out.items():  # this episode's model fields of the envs
+            self.fields_EX[idx_K, self.field_slices[name]] = values.reshape(k, -1)
         latency_K, zero_KU = self.actuation.draw_episode(self.rng, k)
         rest_KU = self.actuation.rest_target(zero_KU)
         self.latency_E[idx_K] = latency_K
         self.zero_offset_EU[idx_K] = zero_KU
         self.prev_ctrl_EU[idx_K] = rest_KU
-        cstep.reset_and_forward(idx_K, self.pointers, qpos_KQ, qvel_KV, np.ascontiguousarray(rest_KU, dtype=np.float64))
-        cstep.refresh(idx_K, self.pointers, self.gather, self.contacts)
+        cstep.reset_and_forward(idx_K, 0, self.pointers, qpos_KQ, qvel_KV, np.ascontiguousarray(rest_KU, dtype=np.float64))
+        cstep.refresh(idx_K, 0, self.pointers, self.gather, self.contacts)
         if self.scans:
             self.scans.run_envs(idx_K)
 
@@ -575,24 +583,25 @@ def _zero_nonfinite(x: np.ndarray) -> None:
         x[~np.isfinite(x)] = 0.0
 
 
-#: The share of this machine's memory the per-env model copies may take.
+#: The share of this machine's memory the per-thread model copies may take.
 MODEL_COPIES_MEMORY_SHARE = 0.5
 
 
-def _check_model_copies_fit(m: mujoco.MjModel, num_envs: int, available: int | None = None) -> None:
-    """Refuse, with the fix, per-env MjModel copies that would not fit in memory.
+def _check_model_copies_fit(m: mujoco.MjModel, threads: int, available: int | None = None) -> None:
+    """Refuse, with the fix, per-thread MjModel copies that would not fit in memory.
 
-    A task that randomizes model fields steps each env on its own copy of the
-    model; a model with large meshes (the G1's 36 STL meshes: 71 MB) times
-    hundreds of envs can exceed the machine's memory long before training starts.
+    A task that randomizes model fields steps each worker thread on its own copy
+    of the model (the G1's 36 STL meshes: 71 MiB); only a machine with very many
+    cores and little memory runs out of it.
     """
     available = machine_memory_bytes() if available is None else available
-    need = int(m.nbuffer) * num_envs
+    need = int(m.nbuffer) * threads
     if available is None or need <= MODEL_COPIES_MEMORY_SHARE * available:
         return
+    most = max(1, int(MODEL_COPIES_MEMORY_SHARE * available // m.nbuffer))
     raise KsimError(
-        f"num_envs={num_envs} copies of the model ({m.nbuffer / 2**20:.0f} MiB each: the task randomizes model "
-        f"fields, so each env steps its own copy) need {need / 2**30:.1f} GiB, more than half of this machine's "
-        f"{available / 2**30:.1f} GiB; lower num_envs (at most {max(1, int(MODEL_COPIES_MEMORY_SHARE * available // m.nbuffer))}), "
-        "drop the `randomize` block, or use `engine mjx`"
+        f"threads={threads} copies of the model ({m.nbuffer / 2**20:.0f} MiB each: the task randomizes model "
+        f"fields, so each worker thread steps its own copy) need {need / 2**30:.1f} GiB, more than half of this "
+        f"machine's {available / 2**30:.1f} GiB; use fewer threads (at most {most}), drop the `randomize` block, "
+        "or use `engine mjx`"
     )

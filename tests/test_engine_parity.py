@@ -160,6 +160,7 @@ def test_humanoid_with_few_line_search_iterations_differs_by_design(stand_task):
         assert first_step_gap > 1e-2
     else:  # mujoco 3.17.0: C's line search agrees with MJX's already (measured gap ~3e-6)
         assert first_step_gap < 1e-4
-    r = _run_both(_with_solver(spec_j, 1, 50), kj, _with_solver(spec_n, 1, 50), kn, model, num_envs=3, steps=1)
-    (_, _, _, qpos_m), (_, _, _, qpos_c) = r["mjx"], r["mujoco"]
-    assert np.abs(qpos_m[0] - qpos_c[0]).max() < (min(1e-2, first_step_gap / 3) if OLD_C_LINE_SEARCH else 1e-2)
+    if OLD_C_LINE_SEARCH:  # the gap is the line search's: 50 iterations close it (a second MJX compile)
+        r = _run_both(_with_solver(spec_j, 1, 50), kj, _with_solver(spec_n, 1, 50), kn, model, num_envs=3, steps=1)
+        (_, _, _, qpos_m), (_, _, _, qpos_c) = r["mjx"], r["mujoco"]
+        assert np.abs(qpos_m[0] - qpos_c[0]).max() < min(1e-2, first_step_gap / 3)

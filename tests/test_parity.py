@@ -47,6 +47,7 @@ def compile_both(task, cse: bool = True):
 def phys_shapes(task, spec) -> dict[str, tuple[int, ...]]:
     m = task.model
     c = len(spec["contact_queries"])
+    scan_points = sum(int(np.prod(scan["grid"])) for scan in spec.get("height_scan", {}).get("scans", ()))
     return {
         "qpos": (m.nq,),
         "qvel": (m.nv,),
@@ -63,6 +64,7 @@ def phys_shapes(task, spec) -> dict[str, tuple[int, ...]]:
         "time": (),
         "contact": (c,),
         "contact_force": (c,),
+        "height_scan": (scan_points,),
     }
 
 

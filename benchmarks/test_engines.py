@@ -1,6 +1,6 @@
 """Engine benchmarks: env-steps/s of the FULL training loop on C MuJoCo (`engine=mujoco`) and on
 MJX (`engine=mjx`), for the cart-pole, the planar walker and the humanoid (standing and walking),
-against raw physics.
+and (`--tasks go1 go1_rough g1`) the Unitree Go1 on flat and rough ground and the G1, against raw physics.
 
     .venv/bin/pytest benchmarks/test_engines.py                 # pytest-benchmark, one case per task/engine
     .venv/bin/python benchmarks/test_engines.py --envs 128      # one run, every number, Markdown table
@@ -21,7 +21,9 @@ Measured in one process, on the same machine:
 
 Physics-steps/s = control-steps/s x substeps. Goals of the C-MuJoCo engine
 (issue "engine mujoco"): >= 3x MJX's train sps on the walker and the humanoid
-on a 2-core CPU; >= 70% of raw 2-thread physics throughput on the humanoid.
+on a 2-core CPU; >= 70% of raw 2-thread physics throughput on the humanoid. Rough terrain (issue
+"locomotion toolbox"): go1_rough's train sps >= 70% of go1's on each engine, printed as a ratio of
+the same run when both are measured.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ from mujoco import rollout
 REPO = Path(__file__).resolve().parents[1]
 
 from ksimdsl.abi import TaskSpec  # noqa: E402
-from ksimdsl.codegen import compile_task  # noqa: E402
+from ksimdsl.codegen import compile_checked  # noqa: E402
+from ksimdsl.frontend.check import check_file  # noqa: E402
 from ksimdsl.runtime.rl import ppo  # noqa: E402
 from ksimdsl.runtime.engine.mjx.collect import MjxCollector  # noqa: E402
 from ksimdsl.runtime.engine.mujoco.collect import MujocoCollector  # noqa: E402
@@ -56,6 +59,9 @@ from ksimdsl.runtime.loader import load_module  # noqa: E402
 from ksimdsl.runtime.training.train import RunPlan, train  # noqa: E402
 
 TASKS = {"cartpole": "cartpole.ksim", "walker": "walker.ksim", "humanoid": "stand.ksim", "walk": "walk.ksim"}
+#: The robots people own (mjlab 1.6.0 asset zoo) and the Go1 on rough terrain: `--tasks go1 go1_rough g1`.
+ROBOT_TASKS = {"go1": "go1_walk.ksim", "go1_rough": "go1_rough.ksim", "g1": "g1_walk.ksim"}
+ALL_TASKS = {**TASKS, **ROBOT_TASKS}
 ENVS = int(os.environ.get("KSIMDSL_BENCH_ENVS", "128"))
 ITERATIONS = int(os.environ.get("KSIMDSL_BENCH_ITERATIONS", "4"))
 THREADS = 2
@@ -72,9 +78,10 @@ class Task:
 
 
 def load_task(name: str, envs: int, rollout_len: int | None = None) -> Task:
-    path = REPO / "tasks" / TASKS[name]
-    jax_task = compile_task(str(path), backend="jax")
-    numba_task = compile_task(str(path), backend="numba")
+    path = REPO / "tasks" / ALL_TASKS[name]
+    checked = check_file(str(path))
+    jax_task = compile_checked(checked, backend="jax")
+    numba_task = compile_checked(checked, backend="numba")
 
     def sized(spec: dict) -> TaskSpec:
         s = TaskSpec.from_dict(spec)
@@ -91,7 +98,7 @@ def load_task(name: str, envs: int, rollout_len: int | None = None) -> Task:
         spec_numba=sized(numba_task.spec),
         source_jax=jax_task.source,
         source_numba=numba_task.source,
-        model_path=path.parent / spec_jax.model,
+        model_path=Path(checked.model.resolved_path),  # `pkg:` and `menagerie:` sources resolved
     )
 
 
@@ -198,7 +205,7 @@ def test_raw_physics(benchmark, task):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--envs", type=int, default=ENVS)
-    parser.add_argument("--tasks", nargs="*", default=list(TASKS))
+    parser.add_argument("--tasks", nargs="*", default=list(TASKS), choices=list(ALL_TASKS))
     parser.add_argument("--skip-mjx", action="store_true", help="measure only the C-MuJoCo engine")
     args = parser.parse_args()
     rows = []
@@ -226,6 +233,12 @@ def main() -> None:
             f"| {raw['raw_engine_threads']:,.0f} / {raw['raw_rollout']:,.0f} | {col * S / best_raw:.0%} "
             f"| {c['first_iteration_s']:.1f} s / {mfirst} |"
         )
+    by_name = {row[0]: row for row in rows}
+    if "go1" in by_name and "go1_rough" in by_name:
+        flat, rough = by_name["go1"], by_name["go1_rough"]
+        print("\n| go1_rough / go1 (same run) | mujoco | mjx |\n|---|---|---|")
+        mjx = f"{rough[3]['train_sps'] / flat[3]['train_sps']:.0%}" if flat[3] and rough[3] else "-"
+        print(f"| train sps | {rough[2]['train_sps'] / flat[2]['train_sps']:.0%} | {mjx} |")
 
 
 if __name__ == "__main__":

@@ -89,8 +89,10 @@ def test_report_measures_every_variant_against_the_floor(cartpole):
         "numba/cse kernel / mujoco physics step",
     } <= set(ratios)
     assert report["env_steps_per_s"]["mujoco"] > 0 and "mjx" not in report["env_steps_per_s"]
+    assert report["env_first_step_s"]["mujoco"] > 0 and set(report["env_first_step_s"]) == {"mujoco"}
     text = format_report(report)
     assert "| copy floor |" in text and "`cartpole`: 6 envs" in text
+    assert "first control step (compile)" in text
 
 
 def test_bad_config_is_a_user_error():

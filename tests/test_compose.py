@@ -297,6 +297,27 @@ def test_velocity_motors_on_a_bare_model(tmp_path, kind):
     np.testing.assert_allclose(m.dof_armature[dofs], [0.01, 0.02])
 
 
+def test_collide_sets_the_contact_softness_of_the_kept_geoms(tmp_path):
+    """timeconst / dampratio become the feet's solref, dmin / dmax their solimp[:2]; other geoms keep theirs,
+    and a task without them has no softness keys in its SPEC (its hash is unchanged)."""
+    root = tmp_path / "r"
+    write_robot(root)
+    soft = " timeconst=10ms dampratio=1.5 dmin=0.95 dmax=0.99"
+    block = MODEL_BLOCK.replace("priority=1", "priority=1" + soft)
+    spec = TaskSpec.from_dict(compile_task(str(write_task(root, block=block))).spec)
+    assert {k: spec.compose["collide"][k] for k in Collide.SOFTNESS} == {
+        "timeconst": 0.01, "dampratio": 1.5, "dmin": 0.95, "dmax": 0.99
+    }
+    m = load_model(spec, root / "bare.xml")
+    foot = name_id(m, mujoco.mjtObj.mjOBJ_GEOM, "left_foot")
+    np.testing.assert_allclose(m.geom_solref[foot], [0.01, 1.5])
+    np.testing.assert_allclose(m.geom_solimp[foot][:3], [0.95, 0.99, 0.001])
+    floor = next(g for g in range(m.ngeom) if m.geom_bodyid[g] == 0)
+    np.testing.assert_allclose(m.geom_solref[floor], [0.02, 1.0])
+    plain = TaskSpec.from_dict(compile_task(str(write_task(root, name="plain.ksim"))).spec)
+    assert not set(Collide.SOFTNESS) & set(plain.compose["collide"])
+
+
 # --------------------------------------------------------------------------- errors at FILE:LINE:COL
 
 
@@ -308,6 +329,9 @@ ERROR_CASES = [
     ('    pose\n        "left_knee" = 3\n', ACTUATORS, (4, 23), "pose puts 'left_knee' at 3, outside its range [0, 2]"),
     ('    floor\n    floor\n', ACTUATORS, (4, 5), "duplicate `floor` in the model block"),
     ('    collide only ["*_foot"] condim=2\n', ACTUATORS, (3, 36), "condim must be one of 1, 3, 4, 6"),
+    ('    collide only ["*_foot"] dmin=0.99 dmax=0.9\n', ACTUATORS, (3, 34), "dmin (0.99) must not exceed dmax (0.9)"),
+    ('    collide only ["*_foot"] dmax=1.5\n', ACTUATORS, (3, 34), "setting 'dmax' must be"),
+    ('    collide only ["*_foot"] timeconst=0s\n', ACTUATORS, (3, 39), "setting 'timeconst' must be"),
     ("", 'actuators position joints="*_kne" kp=1\n', (3, 27), "glob '*_kne' matches no hinge or slide joint"),
     ("", "actuators position kp=1 effort=3\n", (3, 25), "effort needs `joints=`"),
     ("", 'actuators position joints="*" kp=1\n    armature["lef_*"] = 1\n', (4, 14),

@@ -20,7 +20,8 @@ The edits, in this order:
   `NAME_quat` at a site (or at a site `NAME` added at a body's origin);
 * `Collide`: only the named geoms collide, and only with the world (contype 0,
   conaffinity 1: no self collisions); every other geom of a moving body collides
-  with nothing. Optional condim, friction and priority for the kept geoms;
+  with nothing. Optional condim, friction, priority and contact softness (timeconst, dampratio,
+  dmin, dmax) for the kept geoms;
 * `Pose`: keyframe 0 (`ksim_pose`): qpos0 with the root's height and joint values set.
 
 Asset directories are made absolute, so the composed model's XML (`to_xml`)
@@ -100,6 +101,15 @@ class Collide:
     condim: int | None = None
     friction: float | None = None
     priority: int | None = None
+    # Contact softness of the kept geoms (MuJoCo's solref = (timeconst, dampratio) and solimp[:2] =
+    # (dmin, dmax)); with a higher priority than the ground, theirs are the contact's.
+    timeconst: float | None = None
+    dampratio: float | None = None
+    dmin: float | None = None
+    dmax: float | None = None
+
+    #: The softness fields: in the SPEC only where set, so older tasks keep their hash.
+    SOFTNESS = ("timeconst", "dampratio", "dmin", "dmax")
 
 
 @dataclass(frozen=True)
@@ -132,6 +142,7 @@ class Composition:
         if self.collide is not None:
             c = self.collide
             d["collide"] = {"geoms": list(c.geoms), "condim": c.condim, "friction": c.friction, "priority": c.priority}
+            d["collide"].update({k: getattr(c, k) for k in Collide.SOFTNESS if getattr(c, k) is not None})
         if self.pose is not None:
             d["pose"] = {"base_height": self.pose.base_height, "joints": [[n, v] for n, v in self.pose.joints]}
         if self.terrain is not None:
@@ -326,6 +337,14 @@ def _filter_collisions(spec: Any, collide: Collide) -> None:
             if collide.friction is not None:
                 friction = list(geom.friction)
                 geom.friction = [float(collide.friction), *friction[1:]]
+            solref, solimp = list(geom.solref), list(geom.solimp)
+            for i, value in ((0, collide.timeconst), (1, collide.dampratio)):
+                if value is not None:
+                    solref[i] = float(value)
+            for i, value in ((0, collide.dmin), (1, collide.dmax)):
+                if value is not None:
+                    solimp[i] = float(value)
+            geom.solref, geom.solimp = solref, solimp
         elif geom.parent.name != "world":
             geom.contype, geom.conaffinity = 0, 0
 

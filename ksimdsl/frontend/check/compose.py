@@ -31,6 +31,10 @@ _COLLIDE_SETTINGS = {
     "condim": bi.Setting("int", minimum=1, le=6),
     "friction": bi.Setting("float", minimum=0.0),
     "priority": bi.Setting("int", minimum=0, le=1000),
+    "timeconst": bi.Setting("time", gt=0.0),
+    "dampratio": bi.Setting("float", gt=0.0),
+    "dmin": bi.Setting("float", gt=0.0, lt=1.0),
+    "dmax": bi.Setting("float", gt=0.0, lt=1.0),
 }
 _MOTOR_SETTINGS = {"effort": bi.Setting("float", gt=0.0), "armature": bi.Setting("float", minimum=0.0)}
 _CONDIMS = (1, 3, 4, 6)
@@ -143,6 +147,9 @@ class ComposeChecker(Part):
     def collide(self, part: ast.ModelCollide) -> Collide:
         m = self.m
         vals = self.values(part.settings, _COLLIDE_SETTINGS, "collide")
+        if vals.get("dmin") is not None and vals.get("dmax") is not None and vals["dmin"] > vals["dmax"]:
+            at = next(s for s in part.settings if s.key == "dmin")
+            self.fail(at.value.span, f"dmin ({fmt_num(vals['dmin'])}) must not exceed dmax ({fmt_num(vals['dmax'])})")
         if "condim" in vals and vals["condim"] not in _CONDIMS:
             at = next(s for s in part.settings if s.key == "condim")
             self.fail(at.value.span, f"condim must be one of {', '.join(map(str, _CONDIMS))}, got {vals['condim']}")
@@ -156,6 +163,7 @@ class ComposeChecker(Part):
             condim=vals.get("condim"),
             friction=None if vals.get("friction") is None else float(vals["friction"]),
             priority=vals.get("priority"),
+            **{k: float(vals[k]) for k in Collide.SOFTNESS if vals.get(k) is not None},
         )
 
     # ----------------------------------------------------------------- actuators ... joints=

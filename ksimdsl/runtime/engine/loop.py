@@ -22,6 +22,7 @@ The loops:
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, NamedTuple, Protocol
@@ -49,6 +50,7 @@ __all__ = [
     "Recorded",
     "Recording",
     "env_steps_per_s",
+    "EnvStepTiming",
 ]
 
 
@@ -443,21 +445,33 @@ class Recording:
 # --------------------------------------------------------------------------- throughput
 
 
+@dataclass(frozen=True)
+class EnvStepTiming:
+    """`env_steps_per_s`: steady env-steps/s and the first call's seconds (compilation included)."""
+
+    steps_per_s: float
+    first_step_s: float
+
+
 def env_steps_per_s(
     engine: Engine, spec: TaskSpec, kernels: ModuleType, model_path: str | Path, *, envs: int, steps: int, seed: int
-) -> float:
-    """Env-steps/s of `engine`'s whole control step (physics substeps, kernels, resets), zero actions."""
+) -> EnvStepTiming:
+    """Env-steps/s of `engine`'s whole control step (physics substeps, kernels, resets), zero actions,
+    and the seconds of its first call (MJX: tracing and XLA compilation of the jitted step)."""
     loop, xp = engine.loop, engine.loop.xp
     env = engine.make_env(spec, kernels, model_path, num_envs=envs)
     try:
         state = loop.jit(env.reset)(loop.key(seed))
         action_EA = xp.zeros((envs, spec.action_size), xp.float32)
         step = loop.jit(env.step)
+        loop.block(state)
+        t0 = time.perf_counter()
         state = loop.block(step(state, action_EA)[0])
+        first_step_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         for _ in range(steps):
             state, _ = step(state, action_EA)
         loop.block(state)
-        return envs * steps / (time.perf_counter() - t0)
+        return EnvStepTiming(envs * steps / (time.perf_counter() - t0), first_step_s)
     finally:
         env.close()

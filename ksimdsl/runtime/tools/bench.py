@@ -21,7 +21,8 @@ of the C-MuJoCo engine after a few steps of random actions):
 * one physics step of the batch (each engine's `physics_benchmark`):
   `jit(vmap(mjx.step))` on MJX, and E sequential `mj_step` calls on C MuJoCo;
 * env-steps/s of each engine's whole control step (physics substeps, kernels,
-  resets): the shared `ksimdsl.runtime.engine.loop.env_steps_per_s`.
+  resets), and the seconds of its first call (on MJX: tracing and XLA
+  compilation of the jitted step): the shared `ksimdsl.runtime.engine.loop.env_steps_per_s`.
 
 Ratios between these numbers come from the same run on the same machine.
 """
@@ -344,6 +345,7 @@ def bench_task(
 
     physics: dict[str, float] = {}
     env_sps: dict[str, float] = {}
+    first_step: dict[str, float] = {}
     refs = {"jax": ref_jax, "numba": ref_numba}
     for name in config.engines:
         eng = engines.get(name)
@@ -354,9 +356,10 @@ def bench_task(
         step = eng.physics_benchmark(specs[ref], modules[ref], model_path, envs=config.envs, seed=config.seed)
         physics[name] = time_call(step, repeats=max(3, config.repeats // 4), warmup=1)  # slow on a CPU
         say(f"{name} env steps")
-        env_sps[name] = env_steps_per_s(
+        timing = env_steps_per_s(
             eng, specs[ref], modules[ref], model_path, envs=config.envs, steps=config.env_steps, seed=config.seed
         )
+        env_sps[name], first_step[name] = timing.steps_per_s, timing.first_step_s
 
     return {
         "task": spec.task,
@@ -366,6 +369,7 @@ def bench_task(
         "kernels": kernels,
         "physics_step_s": physics,
         "env_steps_per_s": env_sps,
+        "env_first_step_s": first_step,
         "ratios": _ratios(kernels, physics, ref_jax, ref_numba, list(baselines or ())),
     }
 
@@ -430,11 +434,19 @@ def format_report(report: Mapping[str, Any]) -> str:
             f"| {name} | {ops} | {_fmt_s(k['time_s'])} | {_fmt_s(k['time_s'] / report['envs'])} | {call} "
             f"| {_fmt_s(k['compile_s'])} ({compile_label}) |"
         )
-    lines += ["", "| engine | one physics step of the batch | env-steps/s (whole control step) |", "|---|---|---|"]
+    lines += [
+        "",
+        "| engine | one physics step of the batch | env-steps/s (whole control step) | first control step (compile) |",
+        "|---|---|---|---|",
+    ]
     for engine in dict.fromkeys([*report["physics_step_s"], *report["env_steps_per_s"]]):
         phys = report["physics_step_s"].get(engine)
         sps = report["env_steps_per_s"].get(engine)
-        lines.append(f"| {engine} | {_fmt_s(phys) if phys else '-'} | {f'{sps:,.0f}' if sps else '-'} |")
+        first = report.get("env_first_step_s", {}).get(engine)
+        lines.append(
+            f"| {engine} | {_fmt_s(phys) if phys else '-'} | {f'{sps:,.0f}' if sps else '-'} "
+            f"| {_fmt_s(first) if first else '-'} |"
+        )
     lines += ["", "| ratio (same run) | value |", "|---|---|"]
     lines += [f"| {name} | {value:.3f} |" for name, value in report["ratios"].items()]
     return "\n".join(lines) + "\n"

@@ -36,6 +36,8 @@ __all__ = [
     "TaskSpec",
     "AmpSpec",
     "AMP_METRICS",
+    "AMP_REPLAY_METRICS",
+    "AMP_REG_METRICS",
 ]
 
 ABI_VERSION = 1
@@ -100,6 +102,10 @@ PPO_METRICS = (
 
 #: Keys `ppo.update` adds for a task with an `amp` block (ksimdsl.runtime.rl.amp).
 AMP_METRICS = ("reward/amp_style", "amp/disc_loss", "amp/disc_acc_ref", "amp/disc_acc_policy", "amp/grad_penalty")
+#: ... and with a replay buffer (`replay` > 0): D's accuracy on the buffer's transitions, the buffer's filled fraction;
+#: with `logit_reg` or `weight_decay`: the regularizer's part of `amp/disc_loss`.
+AMP_REPLAY_METRICS = ("amp/disc_acc_replay", "amp/replay_filled")
+AMP_REG_METRICS = ("amp/disc_reg",)
 
 
 @dataclass(frozen=True)

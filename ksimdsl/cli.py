@@ -6,7 +6,7 @@
     ksimdsl train   TASK.ksim [key=value ...] [--run-dir DIR] | ksimdsl train --resume RUN_DIR
     ksimdsl eval    TASK.ksim --run RUN_DIR [--episodes N] [--command NAME=v1,v2,...]... [--seconds S]
                     [--no-events] [--level L|trained] [--json]
-    ksimdsl render  TASK.ksim --run RUN_DIR -o OUT.mp4|OUT.gif [--seconds S] [--camera NAME]
+    ksimdsl render  TASK.ksim --run RUN_DIR -o OUT.mp4|OUT.gif [--seconds S] [--camera NAME] [--reference]
                     [--command NAME=v1,v2,...]... [--no-events]
     ksimdsl record  TASK.ksim --run RUN_DIR -o CLIP.npz [--seconds S] [--command NAME=v1,v2,...]...
                     [--no-events] [--engine ENGINE]
@@ -105,6 +105,8 @@ def _build_parser() -> argparse.ArgumentParser:
     c.add_argument("--command", dest="commands", action="append", default=[], metavar="NAME=v1,v2,...",
                    help="hold command NAME at these values for the whole video (repeat for other commands)")
     c.add_argument("--no-events", action="store_true", help="switch every event (pushes) off")
+    c.add_argument("--reference", action="store_true",
+                   help="show the task's reference clip at the same phase next to the policy (twice as wide)")
 
     c = sub.add_parser("record", help="record the deterministic policy of a run as a motion clip (.npz)")
     c.add_argument("task")
@@ -261,6 +263,13 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
     out = check_output_path(args.output, VIDEO_SUFFIXES)
     task = task_for_run(args.task, args.run, engine=args.engine)
+    reference = None
+    if args.reference:
+        from ksimdsl.runtime.tools.render_reference import no_reference, reference_motion
+
+        reference = reference_motion(task.reference)
+        if reference is None:
+            raise no_reference(task.spec)
     path = render_run(
         task.spec,
         task.kernels,
@@ -274,6 +283,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
         height=args.height,
         commands=held_commands(task, args.commands),
         events=not args.no_events,
+        reference=reference,
     )
     print(f"wrote {path}")
     return EXIT_OK

@@ -40,6 +40,7 @@ class LoadedTask:
     overrides: tuple[str, ...]
     controls: TaskControls = TaskControls()  # what `ksimdsl view` can steer (commands, the push event)
     command_fields: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # {command: its field names}
+    reference: Any = None  # the checked `reference` statement (frontend.typed.ReferenceDef), None without one
 
     @property
     def generated_sources(self) -> dict[str, str]:
@@ -150,6 +151,7 @@ def _compile_source(
         overrides=tuple(overrides),
         controls=_task_controls(checked),
         command_fields={c.name: tuple(f.name for f in c.fields) for c in checked.commands},
+        reference=checked.reference,
     )
 
 

@@ -7,6 +7,7 @@ import math
 import shutil
 from pathlib import Path
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -116,6 +117,149 @@ def test_the_update_rewards_reference_like_transitions_and_trains_the_discrimina
     assert losses[-1] < losses[0] and float(metrics["amp/disc_acc_policy"]) > 0.4
 
 
+# --------------------------------------------------------------------------- the replay buffer
+
+
+def _rows(*values: float) -> jnp.ndarray:
+    """One row [v, -v] per value."""
+    return jnp.array([[v, -v] for v in values], jnp.float32)
+
+
+def test_the_replay_buffer_fills_skips_done_rows_and_wraps_around():
+    insert = jax.jit(A.replay_insert)
+    r = A.empty_replay(5, 2)
+    r = insert(r, _rows(1, 2, 3), jnp.array([True, False, True]))  # the done row stays out
+    assert (int(r.index), int(r.filled)) == (2, 2)
+    np.testing.assert_array_equal(np.asarray(r.x_RX), _rows(1, 3, 0, 0, 0))
+    r = insert(r, _rows(4, 5, 6, 7), jnp.ones(4, bool))  # rows 2, 3, 4, then row 0 again
+    assert (int(r.index), int(r.filled)) == (1, 5)
+    np.testing.assert_array_equal(np.asarray(r.x_RX), _rows(7, 3, 4, 5, 6))
+    # 7 valid rows in a ring of 5, from the write index 1 on: as if written one by one (rows 1, 2, 3,
+    # 4, 0, 1, 2), so only the last 5 (11..15) stay
+    r = insert(r, _rows(9, 10, 11, 12, 13, 14, 15, 99), jnp.array([True] * 7 + [False]))
+    assert (int(r.index), int(r.filled)) == (3, 5)
+    np.testing.assert_array_equal(np.asarray(r.x_RX), _rows(13, 14, 15, 11, 12))
+    r = insert(r, _rows(8), jnp.zeros(1, bool))  # nothing valid: nothing changes
+    assert (int(r.index), int(r.filled)) == (3, 5)
+    # sampling draws only rows that hold a transition
+    part = insert(A.empty_replay(6, 2), _rows(1, 2), jnp.ones(2, bool))
+    drawn = np.asarray(A.replay_sample(part, 200, key=jax.random.PRNGKey(0)))[:, 0]
+    assert set(drawn.tolist()) == {1.0, 2.0}
+
+
+def test_the_policy_term_mixes_the_rollout_and_the_buffer_by_hand():
+    w, b = jnp.array([1.0, -2.0, 0.5, 2.0]), 0.25
+    disc = lambda x: jnp.dot(w, x) + b  # noqa: E731
+    x_ref = jnp.array([[1.0, 0.0, 0.0, 0.0]])  # D = 1.25
+    x_pol = jnp.array([[0.0, 1.0, 0.0, 0.0], [9.0, 9.0, 9.0, 9.0]])  # D = -1.75, (masked)
+    x_rep = jnp.array([[0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0], [-1.0, 0.0, 0.0, 0.0]])  # D = 2.25, 0.25, -0.75
+    mask = jnp.array([True, False])
+    loss, m = A.disc_loss(disc, x_ref, x_pol, mask, 0.0, x_rep, 0.5)
+    replay_term = (3.25**2 + 1.25**2 + 0.25**2) / 3
+    assert float(loss) == pytest.approx(0.25**2 + 0.5 * 0.75**2 + 0.5 * replay_term, rel=1e-6)
+    assert float(m["amp/disc_acc_policy"]) == 1.0 and float(m["amp/disc_acc_replay"]) == pytest.approx(1 / 3)
+    empty, _ = A.disc_loss(disc, x_ref, x_pol, mask, 0.0, x_rep, 0.0)  # share 0: the rollout's alone
+    assert float(empty) == float(A.disc_loss(disc, x_ref, x_pol, mask, 0.0)[0]) == pytest.approx(0.25**2 + 0.75**2)
+
+
+def test_the_discriminator_regularizers_by_hand():
+    from ksimdsl.runtime.rl.networks import MLP
+
+    disc = MLP(2, (3,), 1, activation="relu", key=jax.random.PRNGKey(0))
+    w0, w1 = (np.asarray(layer.weight) for layer in disc.layers)
+    assert float(A.disc_regularizer(disc, 0.0, 0.0)) == 0.0
+    assert float(A.disc_regularizer(disc, 0.05, 0.0)) == pytest.approx(0.05 * np.sum(w1**2), rel=1e-6)
+    both = 0.05 * np.sum(w1**2) + 1e-4 * (np.sum(w0**2) + np.sum(w1**2))
+    assert float(A.disc_regularizer(disc, 0.05, 1e-4)) == pytest.approx(both, rel=1e-6)
+
+
+def _amp_state(tmp_path: Path, settings: str) -> tuple[TaskSpec, A.AmpState]:
+    block = AMP_BLOCK.replace("gp=5.0", settings)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    spec = TaskSpec.from_dict(compile_checked(check_file(str(_task(_free_dir(tmp_path), block))), backend="jax").spec)
+    return spec, A.init_amp(spec.amp, key=jax.random.PRNGKey(0))
+
+
+def _rollout(ref: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+    """env 0 replays the reference, env 1 stands still far from it; the first step of env 0 ends an episode."""
+    T, E = ref.shape[0] - 1, 2
+    feat = jnp.stack([ref[:-1], jnp.broadcast_to(ref[0] + 5.0, ref[:-1].shape)], axis=1)
+    nxt = jnp.stack([ref[1:], jnp.broadcast_to(ref[0] + 5.0, ref[1:].shape)], axis=1)
+    return feat, nxt, jnp.zeros((T, E), bool).at[0, 0].set(True)
+
+
+def test_the_update_fills_the_buffer_with_the_valid_transitions_and_trains_on_them(tmp_path):
+    spec, state = _amp_state(tmp_path, "gp=0.0 replay=20")
+    feat, nxt, done = _rollout(state.ref_KF)
+    T, E, F = feat.shape  # 8 steps x 2 envs: 15 valid transitions
+    update = jax.jit(A.update, static_argnames="steps")
+    state1, _, m1 = update(state, feat, nxt, done, key=jax.random.PRNGKey(1), steps=1)
+    assert (int(state1.replay.filled), int(state1.replay.index)) == (15, 15)
+    x = jnp.concatenate([(feat - state.mean_F) / state.std_F, (nxt - state.mean_F) / state.std_F], -1)
+    x = x.reshape(T * E, -1)
+    np.testing.assert_allclose(np.asarray(state1.replay.x_RX[:15]), np.asarray(x[1:]), rtol=1e-6)  # row 0 is done
+    assert float(m1["amp/replay_filled"]) == 0.75
+    # a second rollout wraps around: 15 + 15 rows in a ring of 20
+    state2, _, _ = update(state1, feat, nxt, done, key=jax.random.PRNGKey(2), steps=1)
+    assert (int(state2.replay.filled), int(state2.replay.index)) == (20, 10)
+    # the loss reads the buffer: with one reference transition repeated and a buffer holding one
+    # transition v, one step's loss is (D(ref) - 1)^2 + (rollout term + (D(v) + 1)^2) / 2
+    ref_KF = jnp.broadcast_to(state.ref_KF[0], state.ref_KF.shape)
+    v_X = jnp.full((2 * F,), 0.7)
+    full = A.Replay(jnp.broadcast_to(v_X, (20, 2 * F)), jnp.zeros((), jnp.int32), jnp.full((), 20, jnp.int32))
+    probe = eqx.tree_at(lambda s: (s.ref_KF, s.replay), state, (ref_KF, full))
+    _, _, m = update(probe, feat, nxt, done, key=jax.random.PRNGKey(3), steps=1)
+    d = lambda x_X: float(state.disc(x_X)[0])  # noqa: E731
+    r_F = (state.ref_KF[0] - state.mean_F) / state.std_F
+    rollout_term = np.mean([(d(x_X) + 1.0) ** 2 for x_X in x[1:]])
+    expect = (d(jnp.concatenate([r_F, r_F])) - 1.0) ** 2 + 0.5 * rollout_term + 0.5 * (d(v_X) + 1.0) ** 2
+    assert float(m["amp/disc_loss"]) == pytest.approx(expect, rel=1e-5)
+    assert float(m["amp/disc_acc_replay"]) == float(d(v_X) < 0)
+
+
+def test_replay_0_is_the_update_without_a_buffer(tmp_path):
+    """replay=0 keeps no buffer and changes nothing; a replay run's first update (an empty buffer) is the same."""
+    _, off = _amp_state(tmp_path / "off", "gp=5.0 replay=0")
+    _, on = _amp_state(tmp_path / "on", "gp=5.0 replay=64")
+    assert off.replay is None and on.replay.x_RX.shape == (64, 2 * off.ref_KF.shape[1])
+    feat, nxt, done = _rollout(off.ref_KF)
+    new_off, reward_off, m_off = A.update(off, feat, nxt, done, key=jax.random.PRNGKey(5), steps=3)
+    new_on, reward_on, m_on = A.update(on, feat, nxt, done, key=jax.random.PRNGKey(5), steps=3)
+    np.testing.assert_array_equal(np.asarray(reward_off), np.asarray(reward_on))
+    for a, b in zip(jax.tree.leaves(new_off.disc), jax.tree.leaves(new_on.disc)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert set(m_off) == set(m_on) - {"amp/disc_acc_replay", "amp/replay_filled"}
+    assert all(float(m_off[k]) == float(m_on[k]) for k in m_off)
+    assert new_off.replay is None and int(new_on.replay.filled) == int(jnp.sum(~done))
+
+
+def test_the_buffer_stays_out_of_checkpoints_and_its_settings_out_of_the_spec_hash(tmp_path):
+    from ksimdsl.runtime.rl import ppo
+    from ksimdsl.runtime.training.checkpoint import CheckpointMeta, load_checkpoint, read_checkpoint, save_checkpoint
+    from ksimdsl.runtime.training.checkpoint import spec_hash
+
+    spec, _ = _amp_state(tmp_path / "t", "gp=5.0 replay=32")
+    state = ppo.init_ppo_from_spec(spec, key=jax.random.PRNGKey(0))
+    feat, nxt, done = _rollout(state.amp.ref_KF)
+    amp, _, _ = A.update(state.amp, feat, nxt, done, key=jax.random.PRNGKey(1), steps=1)
+    state = eqx.tree_at(lambda s: s.amp, state, amp)
+    meta = CheckpointMeta(
+        iteration=1, env_steps=16, wall_s=1.0, task=spec.task, spec_hash=spec_hash(spec), engine="mujoco"
+    )
+    path = save_checkpoint(tmp_path / "run", {"ppo": state}, meta)
+    arrays, _ = read_checkpoint(path)
+    assert "ppo.amp.disc.layers[0].weight" in arrays and not [n for n in arrays if "replay" in n]
+    template = ppo.init_ppo_from_spec(spec, key=jax.random.PRNGKey(9))
+    loaded = load_checkpoint(tmp_path / "run", {"ppo": template}, spec=spec).trees["ppo"].amp
+    np.testing.assert_array_equal(np.asarray(loaded.disc.layers[0].weight), np.asarray(amp.disc.layers[0].weight))
+    assert int(loaded.replay.filled) == 0 and loaded.replay.x_RX.shape == amp.replay.x_RX.shape  # refills
+    # a resume may change the buffer and the regularizers, not the discriminator
+    other = dataclasses.replace(spec.amp.settings, replay=0, logit_reg=0.05, weight_decay=1e-4)
+    assert spec_hash(dataclasses.replace(spec, amp=dataclasses.replace(spec.amp, settings=other))) == spec_hash(spec)
+    wider = dataclasses.replace(spec.amp.settings, hidden=(16,))
+    assert spec_hash(dataclasses.replace(spec, amp=dataclasses.replace(spec.amp, settings=wider))) != spec_hash(spec)
+
+
 # --------------------------------------------------------------------------- features and errors
 
 AMP_BLOCK = (
@@ -185,6 +329,14 @@ def test_amp_errors_point_at_the_task_text(tmp_path):
     assert "bad.ksim:11:1: error: `amp` needs a `features = [...]` line" in e
     e = _error(d, "amp gp=-1\n    features = [joint_pos]\n")
     assert "bad.ksim:11:8: error: amp setting 'gp' must be at least 0, got -1" in e
+    e = _error(d, "amp replay=-1\n    features = [joint_pos]\n")
+    assert "bad.ksim:11:12: error: amp setting 'replay' must be at least 0, got -1" in e and "^~" in e
+    e = _error(d, "amp hidden=[8] replay=1.5\n    features = [joint_pos]\n")
+    assert "bad.ksim:11:23: error: amp setting 'replay' must be a whole number, got 1.5" in e
+    e = _error(d, "amp replay=2e7\n    features = [joint_pos]\n")
+    assert "bad.ksim:11:12: error: amp setting 'replay' must be at most 10000000, got 20000000" in e
+    e = _error(d, "amp logit_reg=-0.1\n    features = [joint_pos]\n")
+    assert "bad.ksim:11:15: error: amp setting 'logit_reg' must be at least 0, got -0.1" in e
 
 
 # --------------------------------------------------------------------------- training

@@ -255,7 +255,7 @@ class TrainSettings(Section):
 
 @dataclass(frozen=True)
 class AmpSettings(Section):
-    """`amp hidden=[256, 256] weight=0.5 gp=5.0 lr=1e-4`: the adversarial motion prior's discriminator.
+    """`amp hidden=[256, 256] weight=0.5 gp=5.0 lr=1e-4 replay=100000`: the adversarial motion prior's discriminator.
 
     Its `features = [...]` line (quantities, not a setting) is checked apart (ksimdsl.frontend.check.amp).
     """
@@ -266,6 +266,15 @@ class AmpSettings(Section):
     weight: float = setting(0.5, ge=0, le=1e6, doc="weight of the style reward added to the task reward")
     gp: float = setting(5.0, ge=0, le=1e6, doc="gradient penalty coefficient (on reference transitions)")
     lr: float = setting(1e-4, gt=0, le=1.0, doc="discriminator learning rate (adam)")
+    replay: int = setting(
+        100_000, ge=0, le=10_000_000, doc="policy transitions kept in the discriminator's replay buffer (0: none)"
+    )
+    logit_reg: float = setting(
+        0.0, ge=0, le=1e6, doc="weight of the sum of squared output-layer weights in the discriminator loss"
+    )
+    weight_decay: float = setting(
+        0.0, ge=0, le=1e6, doc="weight of the sum of squared weights of all layers in the discriminator loss"
+    )
 
 
 @dataclass(frozen=True)

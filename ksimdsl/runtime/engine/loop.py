@@ -385,7 +385,8 @@ def _reset_one(policy: Any, carry: Any, done: Any) -> Any:
 class Recorded(NamedTuple):
     """One env's states, T = control steps + 1 (the reset state first): joint positions and
     velocities, control steps into the episode and its return so far after every step (after the
-    auto-reset where an episode ended), whether an episode ended there and that episode's return."""
+    auto-reset where an episode ended), whether an episode ended there and that episode's return,
+    and the kernel memory (`SPEC["mem_layout"]`: the reference's start phase `ref.start`, ...)."""
 
     qpos_TQ: np.ndarray
     qvel_TV: np.ndarray
@@ -393,6 +394,7 @@ class Recorded(NamedTuple):
     return_T: np.ndarray
     done_T: np.ndarray
     final_return_T: np.ndarray
+    mem_TM: np.ndarray
 
 
 class Recording:
@@ -426,12 +428,15 @@ class Recording:
         def observe(state: Any) -> tuple[Any, Any, Any, Any]:
             return env.qpos_EQ(state)[0], env.qvel_EV(state)[0], state.step_E[0], state.episode_return_E[0]
 
+        def memory(state: Any) -> Any:
+            return xp.array(state.mem_EM[0])  # a copy: the C engine's memory changes in place
+
         def step(carry: tuple[Any, Any], _: Any):
             state, actor_carry = carry
             state, out, actor_carry = self._step(policy, state, actor_carry)
-            return (state, actor_carry), (*observe(state), out.done_E[0], out.episode_return_E[0])
+            return (state, actor_carry), (*observe(state), out.done_E[0], out.episode_return_E[0], memory(state))
 
-        first = (*observe(state), xp.zeros((), bool), xp.zeros((), xp.float32))
+        first = (*observe(state), xp.zeros((), bool), xp.zeros((), xp.float32), memory(state))
         _, records = loop.scan(step, (state, policy.initial_carry()), None, length=self.steps)
         return tuple(xp.concatenate([xp.asarray(a)[None].astype(b_T.dtype), b_T]) for a, b_T in zip(first, records))
 

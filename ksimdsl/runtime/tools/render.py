@@ -16,6 +16,10 @@ Two stages, so the task's semantics come only from the runtime's own envs:
    with MuJoCo's own overlay text: episode time, return so far, and the
    previous episode's return once one has ended.
 
+With a `reference` (`ksimdsl render --reference`) each frame shows the
+policy's state next to the reference clip's pose at the same phase
+(`ksimdsl.runtime.tools.render_reference`), twice as wide.
+
 Model fields the task randomizes (friction, masses, ...) do not change how a
 frame looks, so frames use the default model. Frames are subsampled to at most
 `max_fps` (30) per second of simulated time; the video plays in real time.
@@ -110,7 +114,8 @@ class Rollout(NamedTuple):
     qpos_TQ: joint positions after each step (after the auto-reset where an episode ended);
     time_T: episode time (s); return_T: the episode's return so far;
     last_return_T: return of the most recent finished episode (NaN before the first ends);
-    episode_T: index of the episode being shown (0-based).
+    episode_T: index of the episode being shown (0-based);
+    mem_TM: the kernel memory of each state (the reference's start phase, ...), None if not recorded.
     """
 
     qpos_TQ: np.ndarray
@@ -118,6 +123,7 @@ class Rollout(NamedTuple):
     return_T: np.ndarray
     last_return_T: np.ndarray
     episode_T: np.ndarray
+    mem_TM: np.ndarray | None = None
 
 
 # --------------------------------------------------------------------------- stage 1: the rollout
@@ -141,6 +147,7 @@ def _rollout_from_steps(spec: TaskSpec, recorded: Recorded) -> Rollout:
         return_T=np.asarray(return_T, np.float32),
         last_return_T=last_T,
         episode_T=episode_T,
+        mem_TM=np.asarray(recorded.mem_TM),
     )
 
 
@@ -309,10 +316,15 @@ def _overlay(rollout: Rollout, t: int) -> tuple[str, str]:
     return "\n".join(titles), "\n".join(values)
 
 
+#: overlay(t, (titles, values) of the usual text) -> the (titles, values) frame t shows
+Overlay = Callable[[int, tuple[str, str]], tuple[str, str]]
+
+
 def render_frames(
-    spec: TaskSpec, model_path: str | Path, rollout: Rollout, config: RenderConfig, *, overlay: bool = True
+    spec: TaskSpec, model_path: str | Path, rollout: Rollout, config: RenderConfig, *, overlay: bool | Overlay = True
 ) -> np.ndarray:
-    """Frames (F, H, W, 3) uint8 of every `config.frame_stride(spec)`-th state of `rollout`."""
+    """Frames (F, H, W, 3) uint8 of every `config.frame_stride(spec)`-th state of `rollout`; `overlay`
+    False: no text, a function: the text it makes of state t and its usual text."""
     model = load_model(spec, model_path)
     camera = _camera(model, config.camera)
     data = mujoco.MjData(model)
@@ -322,7 +334,10 @@ def render_frames(
         for t in range(0, len(rollout.qpos_TQ), stride):
             data.qpos[:] = rollout.qpos_TQ[t]
             mujoco.mj_forward(model, data)
-            frames.append(screen.render(data, camera, _overlay(rollout, t) if overlay else None))
+            text = _overlay(rollout, t) if overlay else None
+            if callable(overlay):
+                text = overlay(t, text)
+            frames.append(screen.render(data, camera, text))
     return np.stack(frames)
 
 
@@ -368,15 +383,22 @@ def render_policy(
     engine: str,
     config: RenderConfig = RenderConfig(),
     pins: MemPins | None = None,
+    reference: Any = None,
 ) -> Path:
     """Record and render `policy` (see the module docstring) to `out_path` (.mp4 or .gif); `pins` hold
-    commands fixed or switch events off (`ksimdsl render --command / --no-events`)."""
+    commands fixed or switch events off (`ksimdsl render --command / --no-events`); a `reference`
+    (`render_reference.ReferenceMotion`) is shown next to the policy."""
     path = check_output_path(out_path, VIDEO_SUFFIXES)
     steps = config.control_steps(spec)
     rollout = record_rollout(
         spec, kernels, policy, model_path=model_path, engine=engine, steps=steps, seed=config.seed, pins=pins
     )
-    frames = render_frames(spec, model_path, rollout, config)
+    if reference is None:
+        frames = render_frames(spec, model_path, rollout, config)
+    else:
+        from ksimdsl.runtime.tools.render_reference import side_by_side
+
+        frames = side_by_side(spec, model_path, rollout, reference, config)
     fps = 1.0 / (float(spec.physics.ctrl_dt) * config.frame_stride(spec))
     return write_video(frames, path, fps=fps)
 
@@ -395,17 +417,20 @@ def render_run(
     height: int = 480,
     commands: Mapping[str, Sequence[float]] | None = None,
     events: bool = True,
+    reference: Any = None,
 ) -> Path:
     """`ksimdsl render`: the deterministic policy of `run_dir`'s newest checkpoint as a video, with
-    `commands` held at their values for the whole video and events off unless `events`."""
+    `commands` held at their values for the whole video and events off unless `events`; with a
+    `reference` (`render_reference.ReferenceMotion`), next to the reference clip at the same phase."""
     config = RenderConfig(width=width, height=height, seconds=seconds, camera=camera)
     path = check_output_path(out_path, VIDEO_SUFFIXES)
     _camera(load_model(spec, model_path), camera)  # an unknown camera fails before the rollout
     pins = MemPins.build(spec, [dict(commands or {})], events=events) if commands or not events else None
     policy, _ = load_run_policy(spec, run_dir)
     return render_policy(
-        spec, kernels, policy, model_path=model_path, out_path=path, engine=engine, config=config, pins=pins
-    )
+        spec, kernels, policy, model_path=model_path, out_path=path, engine=engine, config=config, pins=pins,
+        reference=reference,
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- during training

@@ -12,6 +12,11 @@ Loading needs templates of the trees (freshly initialized state of the same
 task): their structure gives the names, shapes and dtypes to expect. Anything
 wrong with the file (missing, truncated, corrupt, another task, other shapes)
 is a one-line KsimError. Nothing is ever unpickled.
+
+Arrays under an attribute named in `TRANSIENT_FIELDS` (the AMP replay buffer,
+`ksimdsl.runtime.rl.amp.Replay`: up to millions of transitions, and only a
+sample of past rollouts) are not written; loading takes them from the
+template, so a resumed run starts with an empty buffer and refills it.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ __all__ = [
     "CHECKPOINT_DIR",
     "KEEP",
     "FORMAT",
+    "TRANSIENT_FIELDS",
 ]
 
 CHECKPOINT_DIR = "checkpoints"
@@ -68,6 +74,11 @@ _MUTABLE_SPEC_FIELDS = ("train", "engine", "doc", "source_file", "ops", "numba_a
 #: physics settings that choose how MJX steps, not what is simulated (a run trained on MJX Warp
 #: evaluates on MJX JAX; resuming its collector state needs the same implementation)
 _MUTABLE_PHYSICS = ("impl", "naconmax", "njmax")
+#: amp settings that may change too: the replay buffer is not saved, the regularizers only weigh the
+#: discriminator's loss. (weight, gp and lr are hashed as they always were, so older runs keep their hash.)
+_MUTABLE_AMP = ("replay", "logit_reg", "weight_decay")
+#: Pytree attributes whose arrays are never saved: a load takes them from the template.
+TRANSIENT_FIELDS = ("replay",)
 
 
 @dataclass(frozen=True)
@@ -99,12 +110,22 @@ def spec_hash(spec: TaskSpec) -> str:
         d.pop(name, None)
     for name in _MUTABLE_PHYSICS:
         d["physics"].pop(name, None)
+    if d.get("amp"):
+        for name in _MUTABLE_AMP:
+            d["amp"]["settings"].pop(name, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _transient(key_path: tuple[Any, ...]) -> bool:
+    """Whether a leaf lies under an attribute of `TRANSIENT_FIELDS`."""
+    return any(isinstance(k, jax.tree_util.GetAttrKey) and k.name in TRANSIENT_FIELDS for k in key_path)
 
 
 def _flatten(prefix: str, tree: Any) -> dict[str, np.ndarray]:
     out = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if _transient(path):
+            continue
         arr = leaf
         if isinstance(arr, jax.Array) and jnp.issubdtype(arr.dtype, jax.dtypes.prng_key):
             arr = jax.random.key_data(arr)
@@ -329,6 +350,9 @@ def load_checkpoint(
         leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(template)
         leaves = []
         for key_path, leaf in leaves_with_path:
+            if _transient(key_path):
+                leaves.append(leaf)
+                continue
             name = prefix + jax.tree_util.keystr(key_path)
             if name not in arrays:
                 raise KsimError(

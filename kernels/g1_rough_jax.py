@@ -22,20 +22,20 @@ import jax.numpy as jnp
 import numpy as np
 
 # Per-env memory `mem` (390 floats): the offset of each slot.
-MEM_STATE_AIR_TIME = 0  # state.air_time, 2 floats; g1_rough.ksim:59  state air_time[2] = 0 -> wh...
-MEM_PREV_ACTION = 2  # prev.action, 29 floats; g1_rough.ksim:73  last      = prev(action)...
-MEM_PREV_FEET = 31  # prev.feet, 2 floats; g1_rough.ksim:97  air_time     0.5    : where(moving,...
-MEM_CMD_VEL = 33  # cmd.vel, 3 floats; g1_rough.ksim:62  command vel resample every 5s zero_prob=0.1
-MEM_CMD_VEL_TIMER = 36  # cmd.vel.timer, 1 float; g1_rough.ksim:62  command vel resample every 5s...
-MEM_HISTORY_JOINT_POS = 37  # history.joint_pos, 58 floats; g1_rough.ksim:71  joint_pos = joint_p...
-MEM_HISTORY_JOINT_VEL = 95  # history.joint_vel, 58 floats; g1_rough.ksim:72  joint_vel = joint_v...
-MEM_HISTORY_LAST = 153  # history.last, 58 floats; g1_rough.ksim:73  last      = prev(action)...
-MEM_HISTORY_CRITIC_JOINT_POS = 211  # history.critic.joint_pos, 58 floats; g1_rough.ksim:77  actor
-MEM_HISTORY_CRITIC_JOINT_VEL = 269  # history.critic.joint_vel, 58 floats; g1_rough.ksim:77  actor
-MEM_HISTORY_CRITIC_LAST = 327  # history.critic.last, 58 floats; g1_rough.ksim:77  actor
-MEM_EVENT_PUSH_TIMER = 385  # event.push.timer, 1 float; g1_rough.ksim:118  event push every unif...
-MEM_CURRICULUM_SPAWN = 386  # curriculum.spawn, 2 floats; g1_rough.ksim:121  curriculum distance...
-MEM_CURRICULUM_TRAVELLED = 388  # curriculum.travelled, 1 float; g1_rough.ksim:121  curriculum di...
+MEM_STATE_AIR_TIME = 0  # state.air_time, 2 floats; g1_rough.ksim:60  state air_time[2] = 0 -> wh...
+MEM_PREV_ACTION = 2  # prev.action, 29 floats; g1_rough.ksim:74  last      = prev(action)...
+MEM_PREV_FEET = 31  # prev.feet, 2 floats; g1_rough.ksim:98  air_time     0.5    : where(moving,...
+MEM_CMD_VEL = 33  # cmd.vel, 3 floats; g1_rough.ksim:63  command vel resample every 5s zero_prob=0.1
+MEM_CMD_VEL_TIMER = 36  # cmd.vel.timer, 1 float; g1_rough.ksim:63  command vel resample every 5s...
+MEM_HISTORY_JOINT_POS = 37  # history.joint_pos, 58 floats; g1_rough.ksim:72  joint_pos = joint_p...
+MEM_HISTORY_JOINT_VEL = 95  # history.joint_vel, 58 floats; g1_rough.ksim:73  joint_vel = joint_v...
+MEM_HISTORY_LAST = 153  # history.last, 58 floats; g1_rough.ksim:74  last      = prev(action)...
+MEM_HISTORY_CRITIC_JOINT_POS = 211  # history.critic.joint_pos, 58 floats; g1_rough.ksim:78  actor
+MEM_HISTORY_CRITIC_JOINT_VEL = 269  # history.critic.joint_vel, 58 floats; g1_rough.ksim:78  actor
+MEM_HISTORY_CRITIC_LAST = 327  # history.critic.last, 58 floats; g1_rough.ksim:78  actor
+MEM_EVENT_PUSH_TIMER = 385  # event.push.timer, 1 float; g1_rough.ksim:119  event push every unif...
+MEM_CURRICULUM_SPAWN = 386  # curriculum.spawn, 2 floats; g1_rough.ksim:122  curriculum distance...
+MEM_CURRICULUM_TRAVELLED = 388  # curriculum.travelled, 1 float; g1_rough.ksim:122  curriculum di...
 MEM_FIRST = 389  # first, 1 float
 
 # g1_rough.ksim:24  terrain rows=6 size=4m resolution=0.1m border=4m seed=0 friction=0.8
@@ -50,19 +50,19 @@ ARANGE_24 = jnp.array([
     0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0, 16.0,
     17.0, 18.0, 19.0, 20.0, 21.0, 22.0, 23.0
 ], dtype=jnp.float32)
-# g1_rough.ksim:71  joint_pos = joint_pos - default_joint_pos   ~ uniform(0.01) history 3
+# g1_rough.ksim:72  joint_pos = joint_pos - default_joint_pos   ~ uniform(0.01) history 3
 DEFAULT_JOINT_POS = jnp.array([
     -0.1, 0.0, 0.0, 0.3, -0.2, 0.0, -0.1, 0.0, 0.0, 0.3, -0.2, 0.0, 0.0, 0.0, 0.0, 0.2, 0.2, 0.0,
     1.28, 0.0, 0.0, 0.0, 0.2, -0.2, 0.0, 1.28, 0.0, 0.0, 0.0
 ], dtype=jnp.float32)
-# g1_rough.ksim:83  0.9 * (joint_upper - joint_lower) / 2
+# g1_rough.ksim:84  0.9 * (joint_upper - joint_lower) / 2
 BEYOND_LIMITS_CONST = jnp.array([
     2.434725, 1.570815, 2.48184, 1.33518015, 0.6283215, 0.23562, 2.434725, 1.570815, 2.48184,
     1.33518015, 0.6283215, 0.23562, 2.3562, 0.468, 0.468, 2.59182, 1.727865, 2.3562,
     1.4137199999999999, 1.774998, 1.452987, 1.452987, 2.59182, 1.727865, 2.3562, 1.4137199999999999,
     1.774998, 1.452987, 1.452987
 ], dtype=jnp.float32)
-# g1_rough.ksim:83  (joint_upper + joint_lower) / 2
+# g1_rough.ksim:84  (joint_upper + joint_lower) / 2
 BEYOND_LIMITS_CONST_2 = jnp.array([
     0.17454999999999998, 1.22175, 0.0, 1.3962664999999999, -0.174535, 0.0, 0.17454999999999998,
     -1.22175, 0.0, 1.3962664999999999, -0.174535, 0.0, 0.0, 0.0, 0.0, -0.20940000000000003, 0.33165,
@@ -79,16 +79,16 @@ RAND_U_IDX_2 = np.array([
 def reset(qpos, qvel, fields, level, rand_n, rand_u):
     """Start an episode: reset writes, randomized model fields and the initial memory."""
     # Random draws (rand_n ~ N(0, 1), rand_u ~ U[0, 1)):
-    #   rand_u[0:29]    g1_rough.ksim:114  joint_pos += uniform(-0.05, 0.05)
-    #   rand_u[29]      g1_rough.ksim:115  base_yaw   = uniform(-180deg, 180deg)
+    #   rand_u[0:29]    g1_rough.ksim:115  joint_pos += uniform(-0.05, 0.05)
+    #   rand_u[29]      g1_rough.ksim:116  base_yaw   = uniform(-180deg, 180deg)
     #   rand_u[30]      g1_rough.ksim:24  terrain rows=6 size=4m resolution=0.1m border=4m seed=0...
-    #   rand_u[31:45]   g1_rough.ksim:110  geom_friction["*_foot*_collision"] *= uniform(0.5, 2.0)
-    #   rand_u[45]      g1_rough.ksim:111  body_mass["torso_link"]            *= uniform(0.9, 1.1)
-    #   rand_u[46]      g1_rough.ksim:63  x   uniform(-0.5, 1.0)
-    #   rand_u[47]      g1_rough.ksim:64  y   uniform(-0.5, 0.5)
-    #   rand_u[48]      g1_rough.ksim:65  yaw uniform(-0.5, 0.5)
-    #   rand_u[49]      g1_rough.ksim:62  command vel resample every 5s zero_prob=0.1
-    #   rand_u[50]      g1_rough.ksim:118  event push every uniform(1s, 3s)
+    #   rand_u[31:45]   g1_rough.ksim:111  geom_friction["*_foot*_collision"] *= uniform(0.5, 2.0)
+    #   rand_u[45]      g1_rough.ksim:112  body_mass["torso_link"]            *= uniform(0.9, 1.1)
+    #   rand_u[46]      g1_rough.ksim:64  x   uniform(-0.5, 1.0)
+    #   rand_u[47]      g1_rough.ksim:65  y   uniform(-0.5, 0.5)
+    #   rand_u[48]      g1_rough.ksim:66  yaw uniform(-0.5, 0.5)
+    #   rand_u[49]      g1_rough.ksim:63  command vel resample every 5s zero_prob=0.1
+    #   rand_u[50]      g1_rough.ksim:119  event push every uniform(1s, 3s)
     geom_friction = fields["geom_friction"].reshape(-1)
     body_mass = fields["body_mass"]
 
@@ -111,31 +111,31 @@ def reset(qpos, qvel, fields, level, rand_n, rand_u):
         x1, x3,
         jnp.sum(jnp.where(jnp.abs(x0 + x2 - ARANGE_24) < 0.5, TERRAIN_SPAWN_Z, 0.0)) + qpos[2]
     ])
-    # g1_rough.ksim:115  base_yaw   = uniform(-180deg, 180deg)
+    # g1_rough.ksim:116  base_yaw   = uniform(-180deg, 180deg)
     qpos_reset = jnp.stack([
         x5*qpos[3] + x6*qpos[6], x5*qpos[4] + x6*qpos[5], x5*qpos[5] - x6*qpos[4],
         x5*qpos[6] - x6*qpos[3]
     ])
-    # g1_rough.ksim:114  joint_pos += uniform(-0.05, 0.05)
+    # g1_rough.ksim:115  joint_pos += uniform(-0.05, 0.05)
     qpos_reset_7 = qpos[7:36] + 0.1*rand_u[0:29] - 0.05
 
     # randomize: geom_friction
-    # g1_rough.ksim:110  geom_friction["*_foot*_collision"] *= uniform(0.5, 2.0)
+    # g1_rough.ksim:111  geom_friction["*_foot*_collision"] *= uniform(0.5, 2.0)
     geom_friction_new = (1.5*rand_u[RAND_U_IDX] + 0.5)*geom_friction[42:63]
     geom_friction_new_93 = (1.5*rand_u[RAND_U_IDX_2] + 0.5)*geom_friction[93:114]
 
     # randomize: body_mass
-    # g1_rough.ksim:111  body_mass["torso_link"]            *= uniform(0.9, 1.1)
+    # g1_rough.ksim:112  body_mass["torso_link"]            *= uniform(0.9, 1.1)
     body_mass_new = (0.2*rand_u[45] + 0.9)*body_mass[16]
 
     # initial memory
     x7 = rand_u[49] < 0.1
-    # g1_rough.ksim:62  command vel resample every 5s zero_prob=0.1
+    # g1_rough.ksim:63  command vel resample every 5s zero_prob=0.1
     mem_cmd_vel = jnp.stack([
         jnp.where(x7, 0.0, 1.5*rand_u[46] - 0.5), jnp.where(x7, 0.0, rand_u[47] - 0.5),
         jnp.where(x7, 0.0, rand_u[48] - 0.5)
     ])
-    # g1_rough.ksim:118  event push every uniform(1s, 3s)
+    # g1_rough.ksim:119  event push every uniform(1s, 3s)
     mem_event_push_timer = 100.0*rand_u[50] + 50.0
 
     return {
@@ -161,12 +161,12 @@ def reset(qpos, qvel, fields, level, rand_n, rand_u):
 def observe(phys, action, level, mem, rand_n, rand_u):
     """Observations of the current state, and the memory with the observation histories filled."""
     # Random draws (rand_n ~ N(0, 1), rand_u ~ U[0, 1)):
-    #   rand_u[0:3]     g1_rough.ksim:68  lin_vel   = sensor("imu_lin_vel")           ~ uniform(0...
-    #   rand_u[3:6]     g1_rough.ksim:69  gyro      = sensor("imu_gyro")              ~ uniform(0...
-    #   rand_u[6:9]     g1_rough.ksim:70  gravity   = projected_gravity               ~ uniform(0...
-    #   rand_u[9:38]    g1_rough.ksim:71  joint_pos = joint_pos - default_joint_pos   ~ uniform(0...
-    #   rand_u[38:67]   g1_rough.ksim:72  joint_vel = joint_vel / 10                  ~ uniform(0...
-    #   rand_u[67:144]  g1_rough.ksim:75  terrain   = scan - 0.78                     ~ uniform(0...
+    #   rand_u[0:3]     g1_rough.ksim:69  lin_vel   = sensor("imu_lin_vel")           ~ uniform(0...
+    #   rand_u[3:6]     g1_rough.ksim:70  gyro      = sensor("imu_gyro")              ~ uniform(0...
+    #   rand_u[6:9]     g1_rough.ksim:71  gravity   = projected_gravity               ~ uniform(0...
+    #   rand_u[9:38]    g1_rough.ksim:72  joint_pos = joint_pos - default_joint_pos   ~ uniform(0...
+    #   rand_u[38:67]   g1_rough.ksim:73  joint_vel = joint_vel / 10                  ~ uniform(0...
+    #   rand_u[67:144]  g1_rough.ksim:76  terrain   = scan - 0.78                     ~ uniform(0...
     qpos = phys["qpos"]
     qvel = phys["qvel"]
     sensordata = phys["sensordata"]
@@ -193,30 +193,30 @@ def observe(phys, action, level, mem, rand_n, rand_u):
     x16 = jnp.where(x7, x14, mem[MEM_HISTORY_LAST:MEM_HISTORY_LAST + 29])
     x17 = jnp.where(x7, x14, mem[MEM_HISTORY_LAST + 29:MEM_HISTORY_LAST + 58])
     x18 = height_scan[1:78]
-    # g1_rough.ksim:68  lin_vel   = sensor("imu_lin_vel")           ~ uniform(0.5)     # the MJCF...
+    # g1_rough.ksim:69  lin_vel   = sensor("imu_lin_vel")           ~ uniform(0.5)     # the MJCF...
     actor_lin_vel = jnp.stack([
         rand_u[0] + sensordata[3] - 0.5, rand_u[1] + sensordata[4] - 0.5,
         rand_u[2] + sensordata[5] - 0.5
     ])
-    # g1_rough.ksim:69  gyro      = sensor("imu_gyro")              ~ uniform(0.2)     # the comp...
+    # g1_rough.ksim:70  gyro      = sensor("imu_gyro")              ~ uniform(0.2)     # the comp...
     actor_gyro = jnp.stack([
         0.4*rand_u[3] + sensordata[15] - 0.2, 0.4*rand_u[4] + sensordata[16] - 0.2,
         0.4*rand_u[5] + sensordata[17] - 0.2
     ])
-    # g1_rough.ksim:70  gravity   = projected_gravity               ~ uniform(0.05)
+    # g1_rough.ksim:71  gravity   = projected_gravity               ~ uniform(0.05)
     actor_gravity = jnp.stack([
         projected_gravity_x + 0.1*rand_u[6] - 0.05, -x3 + 0.1*rand_u[7] - 0.05,
         x4 + 0.1*rand_u[8] - 1.05
     ])
-    # g1_rough.ksim:71  joint_pos = joint_pos - default_joint_pos   ~ uniform(0.01) history 3
+    # g1_rough.ksim:72  joint_pos = joint_pos - default_joint_pos   ~ uniform(0.01) history 3
     actor_joint_pos = jnp.concatenate((x6, x8, x9))
-    # g1_rough.ksim:72  joint_vel = joint_vel / 10                  ~ uniform(0.15) history 3
+    # g1_rough.ksim:73  joint_vel = joint_vel / 10                  ~ uniform(0.15) history 3
     actor_joint_vel = jnp.concatenate((x11, x12, x13))
-    # g1_rough.ksim:73  last      = prev(action)                                    history 3
+    # g1_rough.ksim:74  last      = prev(action)                                    history 3
     actor_last = jnp.concatenate((x15, x16, x17))
-    # g1_rough.ksim:74  command   = cmd.vel
+    # g1_rough.ksim:75  command   = cmd.vel
     actor_command = jnp.stack([mem[MEM_CMD_VEL], mem[MEM_CMD_VEL + 1], mem[MEM_CMD_VEL + 2]])
-    # g1_rough.ksim:75  terrain   = scan - 0.78                     ~ uniform(0.02)
+    # g1_rough.ksim:76  terrain   = scan - 0.78                     ~ uniform(0.02)
     actor_terrain = x18 + 0.04*rand_u[67:144] - 0.8
 
     # observe critic (clean)
@@ -234,10 +234,10 @@ def observe(phys, action, level, mem, rand_n, rand_u):
     x26 = -x1*qvel[2] + 2.0*qpos[6]*qvel[1]
     x27 = x0*qvel[2] - 2.0*qpos[6]*qvel[0]
     x28 = -x0*qvel[1] + 2.0*qpos[5]*qvel[0]
-    # g1_rough.ksim:56  let feet   = contact(["left_ankle_roll_link", "right_ankle_roll_link"], "...
+    # g1_rough.ksim:57  let feet   = contact(["left_ankle_roll_link", "right_ankle_roll_link"], "...
     feet_0 = contact[0] > 0.5
     feet_1 = contact[1] > 0.5
-    # g1_rough.ksim:77  actor
+    # g1_rough.ksim:78  actor
     critic_lin_vel = jnp.stack([sensordata[3], sensordata[4], sensordata[5]])
     critic_gyro = jnp.stack([sensordata[15], sensordata[16], sensordata[17]])
     critic_gravity = jnp.stack([projected_gravity_x, -x3, x4 - 1.0])
@@ -246,27 +246,27 @@ def observe(phys, action, level, mem, rand_n, rand_u):
     critic_last = jnp.concatenate((x15, x24, x25))
     critic_command = jnp.stack([mem[MEM_CMD_VEL], mem[MEM_CMD_VEL + 1], mem[MEM_CMD_VEL + 2]])
     critic_terrain = x18 - 0.78
-    # g1_rough.ksim:78  local_vel = local_lin_vel
+    # g1_rough.ksim:79  local_vel = local_lin_vel
     critic_local_vel = jnp.stack([
         x26*qpos[3] + x27*qpos[6] - x28*qpos[5] + qvel[0],
         -x26*qpos[6] + x27*qpos[3] + x28*qpos[4] + qvel[1],
         x26*qpos[5] - x27*qpos[4] + x28*qpos[3] + qvel[2]
     ])
-    # g1_rough.ksim:79  height    = height
+    # g1_rough.ksim:80  height    = height
     critic_height = height_scan[0]
-    # g1_rough.ksim:80  feet      = feet
+    # g1_rough.ksim:81  feet      = feet
     critic_feet = jnp.stack([jnp.where(feet_0, 1.0, 0.0), jnp.where(feet_1, 1.0, 0.0)])
-    # g1_rough.ksim:81  air_time  = air_time
+    # g1_rough.ksim:82  air_time  = air_time
     critic_air_time = jnp.stack([mem[MEM_STATE_AIR_TIME], mem[MEM_STATE_AIR_TIME + 1]])
 
     # memory, histories filled
-    # g1_rough.ksim:71  joint_pos = joint_pos - default_joint_pos   ~ uniform(0.01) history 3
+    # g1_rough.ksim:72  joint_pos = joint_pos - default_joint_pos   ~ uniform(0.01) history 3
     mem_history_joint_pos = jnp.concatenate((x8, x9))
-    # g1_rough.ksim:72  joint_vel = joint_vel / 10                  ~ uniform(0.15) history 3
+    # g1_rough.ksim:73  joint_vel = joint_vel / 10                  ~ uniform(0.15) history 3
     mem_history_joint_vel = jnp.concatenate((x12, x13))
-    # g1_rough.ksim:73  last      = prev(action)                                    history 3
+    # g1_rough.ksim:74  last      = prev(action)                                    history 3
     mem_history_last = jnp.concatenate((x16, x17))
-    # g1_rough.ksim:77  actor
+    # g1_rough.ksim:78  actor
     mem_history_critic_joint_pos = jnp.concatenate((x20, x21))
     mem_history_critic_joint_vel = jnp.concatenate((x22, x23))
     mem_history_critic_last = jnp.concatenate((x24, x25))
@@ -293,18 +293,18 @@ def observe(phys, action, level, mem, rand_n, rand_u):
 def step(phys, action, level, mem, rand_n, rand_u):
     """Observations, rewards, terminations and the next memory after one control step."""
     # Random draws (rand_n ~ N(0, 1), rand_u ~ U[0, 1)):
-    #   rand_u[0:3]     g1_rough.ksim:68  lin_vel   = sensor("imu_lin_vel")           ~ uniform(0...
-    #   rand_u[3:6]     g1_rough.ksim:69  gyro      = sensor("imu_gyro")              ~ uniform(0...
-    #   rand_u[6:9]     g1_rough.ksim:70  gravity   = projected_gravity               ~ uniform(0...
-    #   rand_u[9:38]    g1_rough.ksim:71  joint_pos = joint_pos - default_joint_pos   ~ uniform(0...
-    #   rand_u[38:67]   g1_rough.ksim:72  joint_vel = joint_vel / 10                  ~ uniform(0...
-    #   rand_u[67:144]  g1_rough.ksim:75  terrain   = scan - 0.78                     ~ uniform(0...
-    #   rand_u[144]     g1_rough.ksim:63  x   uniform(-0.5, 1.0)
-    #   rand_u[145]     g1_rough.ksim:64  y   uniform(-0.5, 0.5)
-    #   rand_u[146]     g1_rough.ksim:65  yaw uniform(-0.5, 0.5)
-    #   rand_u[147]     g1_rough.ksim:62  command vel resample every 5s zero_prob=0.1
-    #   rand_u[148:150] g1_rough.ksim:119  base_lin_vel.xy += uniform(-0.5 * level, 0.5 * level)
-    #   rand_u[150]     g1_rough.ksim:118  event push every uniform(1s, 3s)
+    #   rand_u[0:3]     g1_rough.ksim:69  lin_vel   = sensor("imu_lin_vel")           ~ uniform(0...
+    #   rand_u[3:6]     g1_rough.ksim:70  gyro      = sensor("imu_gyro")              ~ uniform(0...
+    #   rand_u[6:9]     g1_rough.ksim:71  gravity   = projected_gravity               ~ uniform(0...
+    #   rand_u[9:38]    g1_rough.ksim:72  joint_pos = joint_pos - default_joint_pos   ~ uniform(0...
+    #   rand_u[38:67]   g1_rough.ksim:73  joint_vel = joint_vel / 10                  ~ uniform(0...
+    #   rand_u[67:144]  g1_rough.ksim:76  terrain   = scan - 0.78                     ~ uniform(0...
+    #   rand_u[144]     g1_rough.ksim:64  x   uniform(-0.5, 1.0)
+    #   rand_u[145]     g1_rough.ksim:65  y   uniform(-0.5, 0.5)
+    #   rand_u[146]     g1_rough.ksim:66  yaw uniform(-0.5, 0.5)
+    #   rand_u[147]     g1_rough.ksim:63  command vel resample every 5s zero_prob=0.1
+    #   rand_u[148:150] g1_rough.ksim:120  base_lin_vel.xy += uniform(-0.5 * level, 0.5 * level)
+    #   rand_u[150]     g1_rough.ksim:119  event push every uniform(1s, 3s)
     qpos = phys["qpos"]
     qvel = phys["qvel"]
     actuator_force = phys["actuator_force"]
@@ -330,34 +330,34 @@ def step(phys, action, level, mem, rand_n, rand_u):
     x14 = jnp.where(x13, x12, mem[MEM_PREV_ACTION:MEM_PREV_ACTION + 29])
     x15 = mem[MEM_HISTORY_LAST:MEM_HISTORY_LAST + 29]
     x16 = height_scan[1:78]
-    # g1_rough.ksim:68  lin_vel   = sensor("imu_lin_vel")           ~ uniform(0.5)     # the MJCF...
+    # g1_rough.ksim:69  lin_vel   = sensor("imu_lin_vel")           ~ uniform(0.5)     # the MJCF...
     actor_lin_vel = jnp.stack([
         rand_u[0] + sensordata[3] - 0.5, rand_u[1] + sensordata[4] - 0.5,
         rand_u[2] + sensordata[5] - 0.5
     ])
-    # g1_rough.ksim:69  gyro      = sensor("imu_gyro")              ~ uniform(0.2)     # the comp...
+    # g1_rough.ksim:70  gyro      = sensor("imu_gyro")              ~ uniform(0.2)     # the comp...
     actor_gyro = jnp.stack([
         0.4*rand_u[3] + sensordata[15] - 0.2, 0.4*rand_u[4] + sensordata[16] - 0.2,
         0.4*rand_u[5] + sensordata[17] - 0.2
     ])
-    # g1_rough.ksim:70  gravity   = projected_gravity               ~ uniform(0.05)
+    # g1_rough.ksim:71  gravity   = projected_gravity               ~ uniform(0.05)
     actor_gravity = jnp.stack([
         projected_gravity_x + 0.1*rand_u[6] - 0.05, -x4 + 0.1*rand_u[7] - 0.05,
         x5 + 0.1*rand_u[8] - 1.05
     ])
-    # g1_rough.ksim:71  joint_pos = joint_pos - default_joint_pos   ~ uniform(0.01) history 3
+    # g1_rough.ksim:72  joint_pos = joint_pos - default_joint_pos   ~ uniform(0.01) history 3
     actor_joint_pos = jnp.concatenate((
         x7, x8, mem[MEM_HISTORY_JOINT_POS + 29:MEM_HISTORY_JOINT_POS + 58]
     ))
-    # g1_rough.ksim:72  joint_vel = joint_vel / 10                  ~ uniform(0.15) history 3
+    # g1_rough.ksim:73  joint_vel = joint_vel / 10                  ~ uniform(0.15) history 3
     actor_joint_vel = jnp.concatenate((
         x10, x11, mem[MEM_HISTORY_JOINT_VEL + 29:MEM_HISTORY_JOINT_VEL + 58]
     ))
-    # g1_rough.ksim:73  last      = prev(action)                                    history 3
+    # g1_rough.ksim:74  last      = prev(action)                                    history 3
     actor_last = jnp.concatenate((x14, x15, mem[MEM_HISTORY_LAST + 29:MEM_HISTORY_LAST + 58]))
-    # g1_rough.ksim:74  command   = cmd.vel
+    # g1_rough.ksim:75  command   = cmd.vel
     actor_command = jnp.stack([mem[MEM_CMD_VEL], mem[MEM_CMD_VEL + 1], mem[MEM_CMD_VEL + 2]])
-    # g1_rough.ksim:75  terrain   = scan - 0.78                     ~ uniform(0.02)
+    # g1_rough.ksim:76  terrain   = scan - 0.78                     ~ uniform(0.02)
     actor_terrain = x16 + 0.04*rand_u[67:144] - 0.8
 
     # observe critic (clean)
@@ -372,12 +372,12 @@ def step(phys, action, level, mem, rand_n, rand_u):
     x25 = -x1*qvel[1] + 2.0*qpos[5]*qvel[0]
     local_lin_vel_x = x23*qpos[3] + x24*qpos[6] - x25*qpos[5] + qvel[0]
     local_lin_vel_y = -x23*qpos[6] + x24*qpos[3] + x25*qpos[4] + qvel[1]
-    # g1_rough.ksim:56  let feet   = contact(["left_ankle_roll_link", "right_ankle_roll_link"], "...
+    # g1_rough.ksim:57  let feet   = contact(["left_ankle_roll_link", "right_ankle_roll_link"], "...
     feet_0 = contact[0] > 0.5
     feet_1 = contact[1] > 0.5
     x28 = jnp.where(feet_0, 1.0, 0.0)
     x29 = jnp.where(feet_1, 1.0, 0.0)
-    # g1_rough.ksim:77  actor
+    # g1_rough.ksim:78  actor
     critic_lin_vel = jnp.stack([sensordata[3], sensordata[4], sensordata[5]])
     critic_gyro = jnp.stack([sensordata[15], sensordata[16], sensordata[17]])
     critic_gravity = jnp.stack([projected_gravity_x, projected_gravity_y, projected_gravity_z])
@@ -392,47 +392,47 @@ def step(phys, action, level, mem, rand_n, rand_u):
     ))
     critic_command = jnp.stack([mem[MEM_CMD_VEL], mem[MEM_CMD_VEL + 1], mem[MEM_CMD_VEL + 2]])
     critic_terrain = x16 - 0.78
-    # g1_rough.ksim:78  local_vel = local_lin_vel
+    # g1_rough.ksim:79  local_vel = local_lin_vel
     critic_local_vel = jnp.stack([
         local_lin_vel_x, local_lin_vel_y, x23*qpos[5] - x24*qpos[4] + x25*qpos[3] + qvel[2]
     ])
-    # g1_rough.ksim:79  height    = height
+    # g1_rough.ksim:80  height    = height
     critic_height = height_scan[0]
-    # g1_rough.ksim:80  feet      = feet
+    # g1_rough.ksim:81  feet      = feet
     critic_feet = jnp.stack([x28, x29])
-    # g1_rough.ksim:81  air_time  = air_time
+    # g1_rough.ksim:82  air_time  = air_time
     critic_air_time = jnp.stack([mem[MEM_STATE_AIR_TIME], mem[MEM_STATE_AIR_TIME + 1]])
 
     # reward terms (unweighted)
     x30 = projected_gravity_x**2
     x31 = mem[MEM_FIRST] <= 0.5
-    # g1_rough.ksim:83  let beyond_limits = max(abs(joint_pos - (joint_upper + joint_lower) / 2)...
+    # g1_rough.ksim:84  let beyond_limits = max(abs(joint_pos - (joint_upper + joint_lower) / 2)...
     beyond_limits = jnp.maximum(0.0, -BEYOND_LIMITS_CONST + jnp.abs(x0 + BEYOND_LIMITS_CONST_2))
-    # g1_rough.ksim:84  let moving = norm(cmd.vel.xy) > 0.1 or abs(cmd.vel.z) > 0.1
+    # g1_rough.ksim:85  let moving = norm(cmd.vel.xy) > 0.1 or abs(cmd.vel.z) > 0.1
     moving = jnp.logical_or(
         jnp.abs(mem[MEM_CMD_VEL + 2]) > 0.1,
         jnp.sqrt(mem[MEM_CMD_VEL]**2 + mem[MEM_CMD_VEL + 1]**2) > 0.1
     )
-    # g1_rough.ksim:89  track_lin    2.0    : exp_kernel(local_lin_vel.xy - cmd.vel.xy, 0.354)
+    # g1_rough.ksim:90  track_lin    2.0    : exp_kernel(local_lin_vel.xy - cmd.vel.xy, 0.354)
     reward_track_lin = jnp.exp(
         -3.98991349867535*(local_lin_vel_x - mem[MEM_CMD_VEL])**2
         - 3.98991349867535*(local_lin_vel_y - mem[MEM_CMD_VEL + 1])**2
     )
-    # g1_rough.ksim:90  track_yaw    2.0    : exp_kernel(local_ang_vel.z - cmd.vel.z, 0.5)
+    # g1_rough.ksim:91  track_yaw    2.0    : exp_kernel(local_ang_vel.z - cmd.vel.z, 0.5)
     reward_track_yaw = jnp.exp(-2.0*(-mem[MEM_CMD_VEL + 2] + qvel[5])**2)
-    # g1_rough.ksim:91  upright      1.0    : exp_kernel(projected_gravity.xy, 0.316)
+    # g1_rough.ksim:92  upright      1.0    : exp_kernel(projected_gravity.xy, 0.316)
     reward_upright = jnp.exp(-5.00721038295145*projected_gravity_y**2 - 5.00721038295145*x30)
-    # g1_rough.ksim:92  pose         0.5    : exp_kernel(joint_pos - default_joint_pos, 0.5)
+    # g1_rough.ksim:93  pose         0.5    : exp_kernel(joint_pos - default_joint_pos, 0.5)
     reward_pose = jnp.exp(-2.0*jnp.sum(x19**2))
-    # g1_rough.ksim:93  ang_vel_xy  -0.05   : norm2(local_ang_vel.xy)
+    # g1_rough.ksim:94  ang_vel_xy  -0.05   : norm2(local_ang_vel.xy)
     reward_ang_vel_xy = qvel[3]**2 + qvel[4]**2
-    # g1_rough.ksim:94  joint_limit -1.0    : sum(beyond_limits)
+    # g1_rough.ksim:95  joint_limit -1.0    : sum(beyond_limits)
     reward_joint_limit = jnp.sum(beyond_limits)
-    # g1_rough.ksim:95  action_rate -0.1    : norm2(action - prev(action))
+    # g1_rough.ksim:96  action_rate -0.1    : norm2(action - prev(action))
     reward_action_rate = jnp.sum((x12 - x14)**2)
-    # g1_rough.ksim:96  torque      -0.00001 : norm2(actuator_force)
+    # g1_rough.ksim:97  torque      -0.00001 : norm2(actuator_force)
     reward_torque = jnp.sum(actuator_force[0:29]**2)
-    # g1_rough.ksim:97  air_time     0.5    : where(moving, sum(where(feet and not prev(feet), mi...
+    # g1_rough.ksim:98  air_time     0.5    : where(moving, sum(where(feet and not prev(feet), mi...
     reward_air_time = jnp.where(
         moving,
         jnp.where(
@@ -462,74 +462,74 @@ def step(phys, action, level, mem, rand_n, rand_u):
         ),
         0.0
     )
-    # g1_rough.ksim:98  both_feet    0.2    : where(moving, 0, all(feet))
+    # g1_rough.ksim:99  both_feet    0.2    : where(moving, 0, all(feet))
     reward_both_feet = jnp.where(moving, 0.0, jnp.where(jnp.logical_and(feet_0, feet_1), 1.0, 0.0))
 
     # reward weights
-    # g1_rough.ksim:89  track_lin    2.0    : exp_kernel(local_lin_vel.xy - cmd.vel.xy, 0.354)
+    # g1_rough.ksim:90  track_lin    2.0    : exp_kernel(local_lin_vel.xy - cmd.vel.xy, 0.354)
     weight_track_lin = 2.0
-    # g1_rough.ksim:90  track_yaw    2.0    : exp_kernel(local_ang_vel.z - cmd.vel.z, 0.5)
+    # g1_rough.ksim:91  track_yaw    2.0    : exp_kernel(local_ang_vel.z - cmd.vel.z, 0.5)
     weight_track_yaw = 2.0
-    # g1_rough.ksim:91  upright      1.0    : exp_kernel(projected_gravity.xy, 0.316)
+    # g1_rough.ksim:92  upright      1.0    : exp_kernel(projected_gravity.xy, 0.316)
     weight_upright = 1.0
-    # g1_rough.ksim:92  pose         0.5    : exp_kernel(joint_pos - default_joint_pos, 0.5)
+    # g1_rough.ksim:93  pose         0.5    : exp_kernel(joint_pos - default_joint_pos, 0.5)
     weight_pose = 0.5
-    # g1_rough.ksim:93  ang_vel_xy  -0.05   : norm2(local_ang_vel.xy)
+    # g1_rough.ksim:94  ang_vel_xy  -0.05   : norm2(local_ang_vel.xy)
     weight_ang_vel_xy = -0.05
-    # g1_rough.ksim:94  joint_limit -1.0    : sum(beyond_limits)
+    # g1_rough.ksim:95  joint_limit -1.0    : sum(beyond_limits)
     weight_joint_limit = -1.0
-    # g1_rough.ksim:95  action_rate -0.1    : norm2(action - prev(action))
+    # g1_rough.ksim:96  action_rate -0.1    : norm2(action - prev(action))
     weight_action_rate = -0.1
-    # g1_rough.ksim:96  torque      -0.00001 : norm2(actuator_force)
+    # g1_rough.ksim:97  torque      -0.00001 : norm2(actuator_force)
     weight_torque = -1e-05
-    # g1_rough.ksim:97  air_time     0.5    : where(moving, sum(where(feet and not prev(feet), mi...
+    # g1_rough.ksim:98  air_time     0.5    : where(moving, sum(where(feet and not prev(feet), mi...
     weight_air_time = 0.5
-    # g1_rough.ksim:98  both_feet    0.2    : where(moving, 0, all(feet))
+    # g1_rough.ksim:99  both_feet    0.2    : where(moving, 0, all(feet))
     weight_both_feet = 0.2
 
     # terminations
-    # g1_rough.ksim:106  fell   : height < 0.45
+    # g1_rough.ksim:107  fell   : height < 0.45
     done_fell = height_scan[0] < 0.45
-    # g1_rough.ksim:107  tilted : angle(projected_gravity, [0, 0, -1]) > 70deg
+    # g1_rough.ksim:108  tilted : angle(projected_gravity, [0, 0, -1]) > 70deg
     done_tilted = jnp.arctan2(jnp.sqrt(x30 + x4**2), -projected_gravity_z) > 1.22173047639603
 
     # metrics (logged, never rewarded)
-    # g1_rough.ksim:101  forward_speed = local_lin_vel.x
+    # g1_rough.ksim:102  forward_speed = local_lin_vel.x
     metric_forward_speed = local_lin_vel_x
-    # g1_rough.ksim:102  lateral_speed = local_lin_vel.y
+    # g1_rough.ksim:103  lateral_speed = local_lin_vel.y
     metric_lateral_speed = local_lin_vel_y
-    # g1_rough.ksim:103  yaw_rate      = local_ang_vel.z
+    # g1_rough.ksim:104  yaw_rate      = local_ang_vel.z
     metric_yaw_rate = qvel[5]
 
     # next memory
     x32 = rand_u[147] < 0.1
     x33 = mem[MEM_CMD_VEL_TIMER] <= 1.0
     x34 = mem[MEM_EVENT_PUSH_TIMER] <= 1.0
-    # g1_rough.ksim:59  state air_time[2] = 0 -> where(feet, 0, air_time + ctrl_dt)
+    # g1_rough.ksim:60  state air_time[2] = 0 -> where(feet, 0, air_time + ctrl_dt)
     mem_state_air_time = jnp.stack([
         jnp.where(feet_0, 0.0, mem[MEM_STATE_AIR_TIME] + 0.02),
         jnp.where(feet_1, 0.0, mem[MEM_STATE_AIR_TIME + 1] + 0.02)
     ])
-    # g1_rough.ksim:62  command vel resample every 5s zero_prob=0.1
+    # g1_rough.ksim:63  command vel resample every 5s zero_prob=0.1
     mem_cmd_vel = jnp.stack([
         jnp.where(x33, jnp.where(x32, 0.0, 1.5*rand_u[144] - 0.5), mem[MEM_CMD_VEL]),
         jnp.where(x33, jnp.where(x32, 0.0, rand_u[145] - 0.5), mem[MEM_CMD_VEL + 1]),
         jnp.where(x33, jnp.where(x32, 0.0, rand_u[146] - 0.5), mem[MEM_CMD_VEL + 2])
     ])
     mem_cmd_vel_timer = jnp.where(x33, 250.0, mem[MEM_CMD_VEL_TIMER] - 1.0)
-    # g1_rough.ksim:71  joint_pos = joint_pos - default_joint_pos   ~ uniform(0.01) history 3
+    # g1_rough.ksim:72  joint_pos = joint_pos - default_joint_pos   ~ uniform(0.01) history 3
     mem_history_joint_pos = jnp.concatenate((x7, x8))
-    # g1_rough.ksim:72  joint_vel = joint_vel / 10                  ~ uniform(0.15) history 3
+    # g1_rough.ksim:73  joint_vel = joint_vel / 10                  ~ uniform(0.15) history 3
     mem_history_joint_vel = jnp.concatenate((x10, x11))
-    # g1_rough.ksim:73  last      = prev(action)                                    history 3
+    # g1_rough.ksim:74  last      = prev(action)                                    history 3
     mem_history_last = jnp.concatenate((x14, x15))
-    # g1_rough.ksim:77  actor
+    # g1_rough.ksim:78  actor
     mem_history_critic_joint_pos = jnp.concatenate((x19, x20))
     mem_history_critic_joint_vel = jnp.concatenate((x9, x21))
     mem_history_critic_last = jnp.concatenate((x14, x22))
-    # g1_rough.ksim:118  event push every uniform(1s, 3s)
+    # g1_rough.ksim:119  event push every uniform(1s, 3s)
     mem_event_push_timer = jnp.where(x34, 100.0*rand_u[150] + 50.0, mem[MEM_EVENT_PUSH_TIMER] - 1.0)
-    # g1_rough.ksim:121  curriculum distance up=2m down=0.5m
+    # g1_rough.ksim:122  curriculum distance up=2m down=0.5m
     mem_curriculum_travelled = jnp.sqrt(
         (-mem[MEM_CURRICULUM_SPAWN] + qpos[0])**2 + (-mem[MEM_CURRICULUM_SPAWN + 1] + qpos[1])**2
     )
@@ -537,7 +537,7 @@ def step(phys, action, level, mem, rand_n, rand_u):
     # events: joint velocities
     x35 = -0.5*level
     x36 = level
-    # g1_rough.ksim:119  base_lin_vel.xy += uniform(-0.5 * level, 0.5 * level)
+    # g1_rough.ksim:120  base_lin_vel.xy += uniform(-0.5 * level, 0.5 * level)
     qvel_push = jnp.stack([
         jnp.where(x34, x35 + x36*rand_u[148] + qvel[0], qvel[0]),
         jnp.where(x34, x35 + x36*rand_u[149] + qvel[1], qvel[1])
@@ -643,7 +643,11 @@ SPEC = {'abi': 1,
                                    'right_foot6_collision', 'right_foot7_collision'],
                          'condim': 3,
                          'friction': 0.6,
-                         'priority': 1},
+                         'priority': 1,
+                         'timeconst': 0.01,
+                         'dampratio': 1.0,
+                         'dmin': 0.95,
+                         'dmax': 0.99},
              'pose': {'base_height': 0.783675,
                       'joints': [['left_hip_pitch_joint', -0.1], ['left_knee_joint', 0.3],
                                  ['left_ankle_pitch_joint', -0.2], ['right_hip_pitch_joint', -0.1],

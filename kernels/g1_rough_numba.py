@@ -22,20 +22,20 @@ import numpy as np
 from numba import njit
 
 # Per-env memory `mem` (390 floats): the offset of each slot.
-MEM_STATE_AIR_TIME = 0  # state.air_time, 2 floats; g1_rough.ksim:59  state air_time[2] = 0 -> wh...
-MEM_PREV_ACTION = 2  # prev.action, 29 floats; g1_rough.ksim:73  last      = prev(action)...
-MEM_PREV_FEET = 31  # prev.feet, 2 floats; g1_rough.ksim:97  air_time     0.5    : where(moving,...
-MEM_CMD_VEL = 33  # cmd.vel, 3 floats; g1_rough.ksim:62  command vel resample every 5s zero_prob=0.1
-MEM_CMD_VEL_TIMER = 36  # cmd.vel.timer, 1 float; g1_rough.ksim:62  command vel resample every 5s...
-MEM_HISTORY_JOINT_POS = 37  # history.joint_pos, 58 floats; g1_rough.ksim:71  joint_pos = joint_p...
-MEM_HISTORY_JOINT_VEL = 95  # history.joint_vel, 58 floats; g1_rough.ksim:72  joint_vel = joint_v...
-MEM_HISTORY_LAST = 153  # history.last, 58 floats; g1_rough.ksim:73  last      = prev(action)...
-MEM_HISTORY_CRITIC_JOINT_POS = 211  # history.critic.joint_pos, 58 floats; g1_rough.ksim:77  actor
-MEM_HISTORY_CRITIC_JOINT_VEL = 269  # history.critic.joint_vel, 58 floats; g1_rough.ksim:77  actor
-MEM_HISTORY_CRITIC_LAST = 327  # history.critic.last, 58 floats; g1_rough.ksim:77  actor
-MEM_EVENT_PUSH_TIMER = 385  # event.push.timer, 1 float; g1_rough.ksim:118  event push every unif...
-MEM_CURRICULUM_SPAWN = 386  # curriculum.spawn, 2 floats; g1_rough.ksim:121  curriculum distance...
-MEM_CURRICULUM_TRAVELLED = 388  # curriculum.travelled, 1 float; g1_rough.ksim:121  curriculum di...
+MEM_STATE_AIR_TIME = 0  # state.air_time, 2 floats; g1_rough.ksim:60  state air_time[2] = 0 -> wh...
+MEM_PREV_ACTION = 2  # prev.action, 29 floats; g1_rough.ksim:74  last      = prev(action)...
+MEM_PREV_FEET = 31  # prev.feet, 2 floats; g1_rough.ksim:98  air_time     0.5    : where(moving,...
+MEM_CMD_VEL = 33  # cmd.vel, 3 floats; g1_rough.ksim:63  command vel resample every 5s zero_prob=0.1
+MEM_CMD_VEL_TIMER = 36  # cmd.vel.timer, 1 float; g1_rough.ksim:63  command vel resample every 5s...
+MEM_HISTORY_JOINT_POS = 37  # history.joint_pos, 58 floats; g1_rough.ksim:72  joint_pos = joint_p...
+MEM_HISTORY_JOINT_VEL = 95  # history.joint_vel, 58 floats; g1_rough.ksim:73  joint_vel = joint_v...
+MEM_HISTORY_LAST = 153  # history.last, 58 floats; g1_rough.ksim:74  last      = prev(action)...
+MEM_HISTORY_CRITIC_JOINT_POS = 211  # history.critic.joint_pos, 58 floats; g1_rough.ksim:78  actor
+MEM_HISTORY_CRITIC_JOINT_VEL = 269  # history.critic.joint_vel, 58 floats; g1_rough.ksim:78  actor
+MEM_HISTORY_CRITIC_LAST = 327  # history.critic.last, 58 floats; g1_rough.ksim:78  actor
+MEM_EVENT_PUSH_TIMER = 385  # event.push.timer, 1 float; g1_rough.ksim:119  event push every unif...
+MEM_CURRICULUM_SPAWN = 386  # curriculum.spawn, 2 floats; g1_rough.ksim:122  curriculum distance...
+MEM_CURRICULUM_TRAVELLED = 388  # curriculum.travelled, 1 float; g1_rough.ksim:122  curriculum di...
 MEM_FIRST = 389  # first, 1 float
 
 # g1_rough.ksim:24  terrain rows=6 size=4m resolution=0.1m border=4m seed=0 friction=0.8
@@ -50,19 +50,19 @@ ARANGE_24 = np.array([
     0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0, 16.0,
     17.0, 18.0, 19.0, 20.0, 21.0, 22.0, 23.0
 ], dtype=np.float32)
-# g1_rough.ksim:71  joint_pos = joint_pos - default_joint_pos   ~ uniform(0.01) history 3
+# g1_rough.ksim:72  joint_pos = joint_pos - default_joint_pos   ~ uniform(0.01) history 3
 DEFAULT_JOINT_POS = np.array([
     -0.1, 0.0, 0.0, 0.3, -0.2, 0.0, -0.1, 0.0, 0.0, 0.3, -0.2, 0.0, 0.0, 0.0, 0.0, 0.2, 0.2, 0.0,
     1.28, 0.0, 0.0, 0.0, 0.2, -0.2, 0.0, 1.28, 0.0, 0.0, 0.0
 ], dtype=np.float32)
-# g1_rough.ksim:83  0.9 * (joint_upper - joint_lower) / 2
+# g1_rough.ksim:84  0.9 * (joint_upper - joint_lower) / 2
 BEYOND_LIMITS_CONST = np.array([
     2.434725, 1.570815, 2.48184, 1.33518015, 0.6283215, 0.23562, 2.434725, 1.570815, 2.48184,
     1.33518015, 0.6283215, 0.23562, 2.3562, 0.468, 0.468, 2.59182, 1.727865, 2.3562,
     1.4137199999999999, 1.774998, 1.452987, 1.452987, 2.59182, 1.727865, 2.3562, 1.4137199999999999,
     1.774998, 1.452987, 1.452987
 ], dtype=np.float32)
-# g1_rough.ksim:83  (joint_upper + joint_lower) / 2
+# g1_rough.ksim:84  (joint_upper + joint_lower) / 2
 BEYOND_LIMITS_CONST_2 = np.array([
     0.17454999999999998, 1.22175, 0.0, 1.3962664999999999, -0.174535, 0.0, 0.17454999999999998,
     -1.22175, 0.0, 1.3962664999999999, -0.174535, 0.0, 0.0, 0.0, 0.0, -0.20940000000000003, 0.33165,
@@ -85,16 +85,16 @@ def reset(
 
     Batched over the leading env axis."""
     # Random draws (rand_n ~ N(0, 1), rand_u ~ U[0, 1)):
-    #   rand_u[0:29]    g1_rough.ksim:114  joint_pos += uniform(-0.05, 0.05)
-    #   rand_u[29]      g1_rough.ksim:115  base_yaw   = uniform(-180deg, 180deg)
+    #   rand_u[0:29]    g1_rough.ksim:115  joint_pos += uniform(-0.05, 0.05)
+    #   rand_u[29]      g1_rough.ksim:116  base_yaw   = uniform(-180deg, 180deg)
     #   rand_u[30]      g1_rough.ksim:24  terrain rows=6 size=4m resolution=0.1m border=4m seed=0...
-    #   rand_u[31:45]   g1_rough.ksim:110  geom_friction["*_foot*_collision"] *= uniform(0.5, 2.0)
-    #   rand_u[45]      g1_rough.ksim:111  body_mass["torso_link"]            *= uniform(0.9, 1.1)
-    #   rand_u[46]      g1_rough.ksim:63  x   uniform(-0.5, 1.0)
-    #   rand_u[47]      g1_rough.ksim:64  y   uniform(-0.5, 0.5)
-    #   rand_u[48]      g1_rough.ksim:65  yaw uniform(-0.5, 0.5)
-    #   rand_u[49]      g1_rough.ksim:62  command vel resample every 5s zero_prob=0.1
-    #   rand_u[50]      g1_rough.ksim:118  event push every uniform(1s, 3s)
+    #   rand_u[31:45]   g1_rough.ksim:111  geom_friction["*_foot*_collision"] *= uniform(0.5, 2.0)
+    #   rand_u[45]      g1_rough.ksim:112  body_mass["torso_link"]            *= uniform(0.9, 1.1)
+    #   rand_u[46]      g1_rough.ksim:64  x   uniform(-0.5, 1.0)
+    #   rand_u[47]      g1_rough.ksim:65  y   uniform(-0.5, 0.5)
+    #   rand_u[48]      g1_rough.ksim:66  yaw uniform(-0.5, 0.5)
+    #   rand_u[49]      g1_rough.ksim:63  command vel resample every 5s zero_prob=0.1
+    #   rand_u[50]      g1_rough.ksim:119  event push every uniform(1s, 3s)
     for e in range(level_E.shape[0]):
         qpos = qpos_EQ[e]
         qvel = qvel_EV[e]
@@ -123,12 +123,12 @@ def reset(
         qpos_out_EQ[e, 2] = (
             np.sum(np.where(np.abs(x0 + x2 - ARANGE_24) < 0.5, TERRAIN_SPAWN_Z, 0.0)) + qpos[2]
         )
-        # g1_rough.ksim:115  base_yaw   = uniform(-180deg, 180deg)
+        # g1_rough.ksim:116  base_yaw   = uniform(-180deg, 180deg)
         qpos_out_EQ[e, 3] = x5*qpos[3] + x6*qpos[6]
         qpos_out_EQ[e, 4] = x5*qpos[4] + x6*qpos[5]
         qpos_out_EQ[e, 5] = x5*qpos[5] - x6*qpos[4]
         qpos_out_EQ[e, 6] = x5*qpos[6] - x6*qpos[3]
-        # g1_rough.ksim:114  joint_pos += uniform(-0.05, 0.05)
+        # g1_rough.ksim:115  joint_pos += uniform(-0.05, 0.05)
         qpos_out_EQ[e, 7:36] = qpos[7:36] + 0.1*rand_u[0:29] - 0.05
 
         # reset: joint velocities
@@ -137,7 +137,7 @@ def reset(
         # randomize: geom_friction
         geom_friction_out = geom_friction_out_EG3[e].reshape(-1)
         geom_friction_out[0:42] = geom_friction[0:42]
-        # g1_rough.ksim:110  geom_friction["*_foot*_collision"] *= uniform(0.5, 2.0)
+        # g1_rough.ksim:111  geom_friction["*_foot*_collision"] *= uniform(0.5, 2.0)
         geom_friction_out[42:63] = (1.5*rand_u[RAND_U_IDX] + 0.5)*geom_friction[42:63]
         geom_friction_out[63:93] = geom_friction[63:93]
         geom_friction_out[93:114] = (1.5*rand_u[RAND_U_IDX_2] + 0.5)*geom_friction[93:114]
@@ -145,32 +145,32 @@ def reset(
 
         # randomize: body_mass
         body_mass_out_EB[e, 0:16] = body_mass[0:16]
-        # g1_rough.ksim:111  body_mass["torso_link"]            *= uniform(0.9, 1.1)
+        # g1_rough.ksim:112  body_mass["torso_link"]            *= uniform(0.9, 1.1)
         body_mass_out_EB[e, 16] = (0.2*rand_u[45] + 0.9)*body_mass[16]
         body_mass_out_EB[e, 17:31] = body_mass[17:31]
 
         # initial memory
         x7 = rand_u[49] < 0.1
-        # g1_rough.ksim:59  state air_time[2] = 0 -> where(feet, 0, air_time + ctrl_dt)
+        # g1_rough.ksim:60  state air_time[2] = 0 -> where(feet, 0, air_time + ctrl_dt)
         mem_out_EM[e, MEM_STATE_AIR_TIME] = 0.0
         mem_out_EM[e, MEM_STATE_AIR_TIME + 1] = 0.0
-        # g1_rough.ksim:73  last      = prev(action)                                    history 3
+        # g1_rough.ksim:74  last      = prev(action)                                    history 3
         mem_out_EM[e, MEM_PREV_ACTION:MEM_PREV_ACTION + 29] = np.full(29, 0.0)
-        # g1_rough.ksim:97  air_time     0.5    : where(moving, sum(where(feet and not prev(feet)...
+        # g1_rough.ksim:98  air_time     0.5    : where(moving, sum(where(feet and not prev(feet)...
         mem_out_EM[e, MEM_PREV_FEET] = 0.0
         mem_out_EM[e, MEM_PREV_FEET + 1] = 0.0
-        # g1_rough.ksim:62  command vel resample every 5s zero_prob=0.1
+        # g1_rough.ksim:63  command vel resample every 5s zero_prob=0.1
         mem_out_EM[e, MEM_CMD_VEL] = (0.0 if x7 else 1.5*rand_u[46] - 0.5)
         mem_out_EM[e, MEM_CMD_VEL + 1] = (0.0 if x7 else rand_u[47] - 0.5)
         mem_out_EM[e, MEM_CMD_VEL + 2] = (0.0 if x7 else rand_u[48] - 0.5)
         mem_out_EM[e, MEM_CMD_VEL_TIMER] = 250.0
-        # g1_rough.ksim:71  joint_pos = joint_pos - default_joint_pos   ~ uniform(0.01) history 3
+        # g1_rough.ksim:72  joint_pos = joint_pos - default_joint_pos   ~ uniform(0.01) history 3
         mem_out_EM[e, MEM_HISTORY_JOINT_POS:MEM_HISTORY_JOINT_POS + 58] = np.full(58, 0.0)
-        # g1_rough.ksim:72  joint_vel = joint_vel / 10                  ~ uniform(0.15) history 3
+        # g1_rough.ksim:73  joint_vel = joint_vel / 10                  ~ uniform(0.15) history 3
         mem_out_EM[e, MEM_HISTORY_JOINT_VEL:MEM_HISTORY_JOINT_VEL + 58] = np.full(58, 0.0)
-        # g1_rough.ksim:73  last      = prev(action)                                    history 3
+        # g1_rough.ksim:74  last      = prev(action)                                    history 3
         mem_out_EM[e, MEM_HISTORY_LAST:MEM_HISTORY_LAST + 58] = np.full(58, 0.0)
-        # g1_rough.ksim:77  actor
+        # g1_rough.ksim:78  actor
         mem_out_EM[e, MEM_HISTORY_CRITIC_JOINT_POS:MEM_HISTORY_CRITIC_JOINT_POS + 58] = np.full(
             58, 0.0
         )
@@ -178,9 +178,9 @@ def reset(
             58, 0.0
         )
         mem_out_EM[e, MEM_HISTORY_CRITIC_LAST:MEM_HISTORY_CRITIC_LAST + 58] = np.full(58, 0.0)
-        # g1_rough.ksim:118  event push every uniform(1s, 3s)
+        # g1_rough.ksim:119  event push every uniform(1s, 3s)
         mem_out_EM[e, MEM_EVENT_PUSH_TIMER] = 100.0*rand_u[50] + 50.0
-        # g1_rough.ksim:121  curriculum distance up=2m down=0.5m
+        # g1_rough.ksim:122  curriculum distance up=2m down=0.5m
         mem_out_EM[e, MEM_CURRICULUM_SPAWN] = x1
         mem_out_EM[e, MEM_CURRICULUM_SPAWN + 1] = x3
         mem_out_EM[e, MEM_CURRICULUM_TRAVELLED] = 0.0
@@ -196,12 +196,12 @@ def observe(
 
     Batched over the leading env axis."""
     # Random draws (rand_n ~ N(0, 1), rand_u ~ U[0, 1)):
-    #   rand_u[0:3]     g1_rough.ksim:68  lin_vel   = sensor("imu_lin_vel")           ~ uniform(0...
-    #   rand_u[3:6]     g1_rough.ksim:69  gyro      = sensor("imu_gyro")              ~ uniform(0...
-    #   rand_u[6:9]     g1_rough.ksim:70  gravity   = projected_gravity               ~ uniform(0...
-    #   rand_u[9:38]    g1_rough.ksim:71  joint_pos = joint_pos - default_joint_pos   ~ uniform(0...
-    #   rand_u[38:67]   g1_rough.ksim:72  joint_vel = joint_vel / 10                  ~ uniform(0...
-    #   rand_u[67:144]  g1_rough.ksim:75  terrain   = scan - 0.78                     ~ uniform(0...
+    #   rand_u[0:3]     g1_rough.ksim:69  lin_vel   = sensor("imu_lin_vel")           ~ uniform(0...
+    #   rand_u[3:6]     g1_rough.ksim:70  gyro      = sensor("imu_gyro")              ~ uniform(0...
+    #   rand_u[6:9]     g1_rough.ksim:71  gravity   = projected_gravity               ~ uniform(0...
+    #   rand_u[9:38]    g1_rough.ksim:72  joint_pos = joint_pos - default_joint_pos   ~ uniform(0...
+    #   rand_u[38:67]   g1_rough.ksim:73  joint_vel = joint_vel / 10                  ~ uniform(0...
+    #   rand_u[67:144]  g1_rough.ksim:76  terrain   = scan - 0.78                     ~ uniform(0...
     for e in range(level_E.shape[0]):
         qpos = qpos_EQ[e]
         qvel = qvel_EV[e]
@@ -232,29 +232,29 @@ def observe(
         x16 = np.where(x7, x14, mem[MEM_HISTORY_LAST:MEM_HISTORY_LAST + 29])
         x17 = np.where(x7, x14, mem[MEM_HISTORY_LAST + 29:MEM_HISTORY_LAST + 58])
         x18 = height_scan[1:78]
-        # g1_rough.ksim:68  lin_vel   = sensor("imu_lin_vel")           ~ uniform(0.5)     # the...
+        # g1_rough.ksim:69  lin_vel   = sensor("imu_lin_vel")           ~ uniform(0.5)     # the...
         actor_EO[e, 0] = rand_u[0] + sensordata[3] - 0.5
         actor_EO[e, 1] = rand_u[1] + sensordata[4] - 0.5
         actor_EO[e, 2] = rand_u[2] + sensordata[5] - 0.5
-        # g1_rough.ksim:69  gyro      = sensor("imu_gyro")              ~ uniform(0.2)     # the...
+        # g1_rough.ksim:70  gyro      = sensor("imu_gyro")              ~ uniform(0.2)     # the...
         actor_EO[e, 3] = 0.4*rand_u[3] + sensordata[15] - 0.2
         actor_EO[e, 4] = 0.4*rand_u[4] + sensordata[16] - 0.2
         actor_EO[e, 5] = 0.4*rand_u[5] + sensordata[17] - 0.2
-        # g1_rough.ksim:70  gravity   = projected_gravity               ~ uniform(0.05)
+        # g1_rough.ksim:71  gravity   = projected_gravity               ~ uniform(0.05)
         actor_EO[e, 6] = projected_gravity_x + 0.1*rand_u[6] - 0.05
         actor_EO[e, 7] = -x3 + 0.1*rand_u[7] - 0.05
         actor_EO[e, 8] = x4 + 0.1*rand_u[8] - 1.05
-        # g1_rough.ksim:71  joint_pos = joint_pos - default_joint_pos   ~ uniform(0.01) history 3
+        # g1_rough.ksim:72  joint_pos = joint_pos - default_joint_pos   ~ uniform(0.01) history 3
         actor_EO[e, 9:96] = np.concatenate((x6, x8, x9))
-        # g1_rough.ksim:72  joint_vel = joint_vel / 10                  ~ uniform(0.15) history 3
+        # g1_rough.ksim:73  joint_vel = joint_vel / 10                  ~ uniform(0.15) history 3
         actor_EO[e, 96:183] = np.concatenate((x11, x12, x13))
-        # g1_rough.ksim:73  last      = prev(action)                                    history 3
+        # g1_rough.ksim:74  last      = prev(action)                                    history 3
         actor_EO[e, 183:270] = np.concatenate((x15, x16, x17))
-        # g1_rough.ksim:74  command   = cmd.vel
+        # g1_rough.ksim:75  command   = cmd.vel
         actor_EO[e, 270] = mem[MEM_CMD_VEL]
         actor_EO[e, 271] = mem[MEM_CMD_VEL + 1]
         actor_EO[e, 272] = mem[MEM_CMD_VEL + 2]
-        # g1_rough.ksim:75  terrain   = scan - 0.78                     ~ uniform(0.02)
+        # g1_rough.ksim:76  terrain   = scan - 0.78                     ~ uniform(0.02)
         actor_EO[e, 273:350] = x18 + 0.04*rand_u[67:144] - 0.8
 
         # observe critic (clean)
@@ -272,10 +272,10 @@ def observe(
         x26 = -x1*qvel[2] + 2.0*qpos[6]*qvel[1]
         x27 = x0*qvel[2] - 2.0*qpos[6]*qvel[0]
         x28 = -x0*qvel[1] + 2.0*qpos[5]*qvel[0]
-        # g1_rough.ksim:56  let feet   = contact(["left_ankle_roll_link", "right_ankle_roll_link"...
+        # g1_rough.ksim:57  let feet   = contact(["left_ankle_roll_link", "right_ankle_roll_link"...
         feet_0 = contact[0] > 0.5
         feet_1 = contact[1] > 0.5
-        # g1_rough.ksim:77  actor
+        # g1_rough.ksim:78  actor
         critic_EC[e, 0] = sensordata[3]
         critic_EC[e, 1] = sensordata[4]
         critic_EC[e, 2] = sensordata[5]
@@ -292,16 +292,16 @@ def observe(
         critic_EC[e, 271] = mem[MEM_CMD_VEL + 1]
         critic_EC[e, 272] = mem[MEM_CMD_VEL + 2]
         critic_EC[e, 273:350] = x18 - 0.78
-        # g1_rough.ksim:78  local_vel = local_lin_vel
+        # g1_rough.ksim:79  local_vel = local_lin_vel
         critic_EC[e, 350] = x26*qpos[3] + x27*qpos[6] - x28*qpos[5] + qvel[0]
         critic_EC[e, 351] = -x26*qpos[6] + x27*qpos[3] + x28*qpos[4] + qvel[1]
         critic_EC[e, 352] = x26*qpos[5] - x27*qpos[4] + x28*qpos[3] + qvel[2]
-        # g1_rough.ksim:79  height    = height
+        # g1_rough.ksim:80  height    = height
         critic_EC[e, 353] = height_scan[0]
-        # g1_rough.ksim:80  feet      = feet
+        # g1_rough.ksim:81  feet      = feet
         critic_EC[e, 354] = (1.0 if feet_0 else 0.0)
         critic_EC[e, 355] = (1.0 if feet_1 else 0.0)
-        # g1_rough.ksim:81  air_time  = air_time
+        # g1_rough.ksim:82  air_time  = air_time
         critic_EC[e, 356] = mem[MEM_STATE_AIR_TIME]
         critic_EC[e, 357] = mem[MEM_STATE_AIR_TIME + 1]
 
@@ -309,13 +309,13 @@ def observe(
         mem_out_EM[e, MEM_STATE_AIR_TIME:MEM_STATE_AIR_TIME + 37] = mem[
             MEM_STATE_AIR_TIME:MEM_STATE_AIR_TIME + 37
         ]
-        # g1_rough.ksim:71  joint_pos = joint_pos - default_joint_pos   ~ uniform(0.01) history 3
+        # g1_rough.ksim:72  joint_pos = joint_pos - default_joint_pos   ~ uniform(0.01) history 3
         mem_out_EM[e, MEM_HISTORY_JOINT_POS:MEM_HISTORY_JOINT_POS + 58] = np.concatenate((x8, x9))
-        # g1_rough.ksim:72  joint_vel = joint_vel / 10                  ~ uniform(0.15) history 3
+        # g1_rough.ksim:73  joint_vel = joint_vel / 10                  ~ uniform(0.15) history 3
         mem_out_EM[e, MEM_HISTORY_JOINT_VEL:MEM_HISTORY_JOINT_VEL + 58] = np.concatenate((x12, x13))
-        # g1_rough.ksim:73  last      = prev(action)                                    history 3
+        # g1_rough.ksim:74  last      = prev(action)                                    history 3
         mem_out_EM[e, MEM_HISTORY_LAST:MEM_HISTORY_LAST + 58] = np.concatenate((x16, x17))
-        # g1_rough.ksim:77  actor
+        # g1_rough.ksim:78  actor
         mem_out_EM[e, MEM_HISTORY_CRITIC_JOINT_POS:MEM_HISTORY_CRITIC_JOINT_POS + 58] = np.concatenate((
             x20, x21
         ))
@@ -340,18 +340,18 @@ def step(
 
     Batched over the leading env axis."""
     # Random draws (rand_n ~ N(0, 1), rand_u ~ U[0, 1)):
-    #   rand_u[0:3]     g1_rough.ksim:68  lin_vel   = sensor("imu_lin_vel")           ~ uniform(0...
-    #   rand_u[3:6]     g1_rough.ksim:69  gyro      = sensor("imu_gyro")              ~ uniform(0...
-    #   rand_u[6:9]     g1_rough.ksim:70  gravity   = projected_gravity               ~ uniform(0...
-    #   rand_u[9:38]    g1_rough.ksim:71  joint_pos = joint_pos - default_joint_pos   ~ uniform(0...
-    #   rand_u[38:67]   g1_rough.ksim:72  joint_vel = joint_vel / 10                  ~ uniform(0...
-    #   rand_u[67:144]  g1_rough.ksim:75  terrain   = scan - 0.78                     ~ uniform(0...
-    #   rand_u[144]     g1_rough.ksim:63  x   uniform(-0.5, 1.0)
-    #   rand_u[145]     g1_rough.ksim:64  y   uniform(-0.5, 0.5)
-    #   rand_u[146]     g1_rough.ksim:65  yaw uniform(-0.5, 0.5)
-    #   rand_u[147]     g1_rough.ksim:62  command vel resample every 5s zero_prob=0.1
-    #   rand_u[148:150] g1_rough.ksim:119  base_lin_vel.xy += uniform(-0.5 * level, 0.5 * level)
-    #   rand_u[150]     g1_rough.ksim:118  event push every uniform(1s, 3s)
+    #   rand_u[0:3]     g1_rough.ksim:69  lin_vel   = sensor("imu_lin_vel")           ~ uniform(0...
+    #   rand_u[3:6]     g1_rough.ksim:70  gyro      = sensor("imu_gyro")              ~ uniform(0...
+    #   rand_u[6:9]     g1_rough.ksim:71  gravity   = projected_gravity               ~ uniform(0...
+    #   rand_u[9:38]    g1_rough.ksim:72  joint_pos = joint_pos - default_joint_pos   ~ uniform(0...
+    #   rand_u[38:67]   g1_rough.ksim:73  joint_vel = joint_vel / 10                  ~ uniform(0...
+    #   rand_u[67:144]  g1_rough.ksim:76  terrain   = scan - 0.78                     ~ uniform(0...
+    #   rand_u[144]     g1_rough.ksim:64  x   uniform(-0.5, 1.0)
+    #   rand_u[145]     g1_rough.ksim:65  y   uniform(-0.5, 0.5)
+    #   rand_u[146]     g1_rough.ksim:66  yaw uniform(-0.5, 0.5)
+    #   rand_u[147]     g1_rough.ksim:63  command vel resample every 5s zero_prob=0.1
+    #   rand_u[148:150] g1_rough.ksim:120  base_lin_vel.xy += uniform(-0.5 * level, 0.5 * level)
+    #   rand_u[150]     g1_rough.ksim:119  event push every uniform(1s, 3s)
     for e in range(level_E.shape[0]):
         qpos = qpos_EQ[e]
         qvel = qvel_EV[e]
@@ -382,35 +382,35 @@ def step(
         x14 = np.where(x13, x12, mem[MEM_PREV_ACTION:MEM_PREV_ACTION + 29])
         x15 = mem[MEM_HISTORY_LAST:MEM_HISTORY_LAST + 29]
         x16 = height_scan[1:78]
-        # g1_rough.ksim:68  lin_vel   = sensor("imu_lin_vel")           ~ uniform(0.5)     # the...
+        # g1_rough.ksim:69  lin_vel   = sensor("imu_lin_vel")           ~ uniform(0.5)     # the...
         actor_EO[e, 0] = rand_u[0] + sensordata[3] - 0.5
         actor_EO[e, 1] = rand_u[1] + sensordata[4] - 0.5
         actor_EO[e, 2] = rand_u[2] + sensordata[5] - 0.5
-        # g1_rough.ksim:69  gyro      = sensor("imu_gyro")              ~ uniform(0.2)     # the...
+        # g1_rough.ksim:70  gyro      = sensor("imu_gyro")              ~ uniform(0.2)     # the...
         actor_EO[e, 3] = 0.4*rand_u[3] + sensordata[15] - 0.2
         actor_EO[e, 4] = 0.4*rand_u[4] + sensordata[16] - 0.2
         actor_EO[e, 5] = 0.4*rand_u[5] + sensordata[17] - 0.2
-        # g1_rough.ksim:70  gravity   = projected_gravity               ~ uniform(0.05)
+        # g1_rough.ksim:71  gravity   = projected_gravity               ~ uniform(0.05)
         actor_EO[e, 6] = projected_gravity_x + 0.1*rand_u[6] - 0.05
         actor_EO[e, 7] = -x4 + 0.1*rand_u[7] - 0.05
         actor_EO[e, 8] = x5 + 0.1*rand_u[8] - 1.05
-        # g1_rough.ksim:71  joint_pos = joint_pos - default_joint_pos   ~ uniform(0.01) history 3
+        # g1_rough.ksim:72  joint_pos = joint_pos - default_joint_pos   ~ uniform(0.01) history 3
         actor_EO[e, 9:96] = np.concatenate((
             x7, x8, mem[MEM_HISTORY_JOINT_POS + 29:MEM_HISTORY_JOINT_POS + 58]
         ))
-        # g1_rough.ksim:72  joint_vel = joint_vel / 10                  ~ uniform(0.15) history 3
+        # g1_rough.ksim:73  joint_vel = joint_vel / 10                  ~ uniform(0.15) history 3
         actor_EO[e, 96:183] = np.concatenate((
             x10, x11, mem[MEM_HISTORY_JOINT_VEL + 29:MEM_HISTORY_JOINT_VEL + 58]
         ))
-        # g1_rough.ksim:73  last      = prev(action)                                    history 3
+        # g1_rough.ksim:74  last      = prev(action)                                    history 3
         actor_EO[e, 183:270] = np.concatenate((
             x14, x15, mem[MEM_HISTORY_LAST + 29:MEM_HISTORY_LAST + 58]
         ))
-        # g1_rough.ksim:74  command   = cmd.vel
+        # g1_rough.ksim:75  command   = cmd.vel
         actor_EO[e, 270] = mem[MEM_CMD_VEL]
         actor_EO[e, 271] = mem[MEM_CMD_VEL + 1]
         actor_EO[e, 272] = mem[MEM_CMD_VEL + 2]
-        # g1_rough.ksim:75  terrain   = scan - 0.78                     ~ uniform(0.02)
+        # g1_rough.ksim:76  terrain   = scan - 0.78                     ~ uniform(0.02)
         actor_EO[e, 273:350] = x16 + 0.04*rand_u[67:144] - 0.8
 
         # observe critic (clean)
@@ -425,12 +425,12 @@ def step(
         x25 = -x1*qvel[1] + 2.0*qpos[5]*qvel[0]
         local_lin_vel_x = x23*qpos[3] + x24*qpos[6] - x25*qpos[5] + qvel[0]
         local_lin_vel_y = -x23*qpos[6] + x24*qpos[3] + x25*qpos[4] + qvel[1]
-        # g1_rough.ksim:56  let feet   = contact(["left_ankle_roll_link", "right_ankle_roll_link"...
+        # g1_rough.ksim:57  let feet   = contact(["left_ankle_roll_link", "right_ankle_roll_link"...
         feet_0 = contact[0] > 0.5
         feet_1 = contact[1] > 0.5
         x28 = (1.0 if feet_0 else 0.0)
         x29 = (1.0 if feet_1 else 0.0)
-        # g1_rough.ksim:77  actor
+        # g1_rough.ksim:78  actor
         critic_EC[e, 0] = sensordata[3]
         critic_EC[e, 1] = sensordata[4]
         critic_EC[e, 2] = sensordata[5]
@@ -453,51 +453,51 @@ def step(
         critic_EC[e, 271] = mem[MEM_CMD_VEL + 1]
         critic_EC[e, 272] = mem[MEM_CMD_VEL + 2]
         critic_EC[e, 273:350] = x16 - 0.78
-        # g1_rough.ksim:78  local_vel = local_lin_vel
+        # g1_rough.ksim:79  local_vel = local_lin_vel
         critic_EC[e, 350] = local_lin_vel_x
         critic_EC[e, 351] = local_lin_vel_y
         critic_EC[e, 352] = x23*qpos[5] - x24*qpos[4] + x25*qpos[3] + qvel[2]
-        # g1_rough.ksim:79  height    = height
+        # g1_rough.ksim:80  height    = height
         critic_EC[e, 353] = height_scan[0]
-        # g1_rough.ksim:80  feet      = feet
+        # g1_rough.ksim:81  feet      = feet
         critic_EC[e, 354] = x28
         critic_EC[e, 355] = x29
-        # g1_rough.ksim:81  air_time  = air_time
+        # g1_rough.ksim:82  air_time  = air_time
         critic_EC[e, 356] = mem[MEM_STATE_AIR_TIME]
         critic_EC[e, 357] = mem[MEM_STATE_AIR_TIME + 1]
 
         # reward terms (unweighted)
         x30 = projected_gravity_x**2
         x31 = mem[MEM_FIRST] <= 0.5
-        # g1_rough.ksim:83  let beyond_limits = max(abs(joint_pos - (joint_upper + joint_lower) /...
+        # g1_rough.ksim:84  let beyond_limits = max(abs(joint_pos - (joint_upper + joint_lower) /...
         beyond_limits = np.maximum(0.0, -BEYOND_LIMITS_CONST + np.abs(x0 + BEYOND_LIMITS_CONST_2))
-        # g1_rough.ksim:84  let moving = norm(cmd.vel.xy) > 0.1 or abs(cmd.vel.z) > 0.1
+        # g1_rough.ksim:85  let moving = norm(cmd.vel.xy) > 0.1 or abs(cmd.vel.z) > 0.1
         moving = (
             abs(mem[MEM_CMD_VEL + 2]) > 0.1
             or np.sqrt(mem[MEM_CMD_VEL]**2 + mem[MEM_CMD_VEL + 1]**2) > 0.1
         )
-        # g1_rough.ksim:89  track_lin    2.0    : exp_kernel(local_lin_vel.xy - cmd.vel.xy, 0.354)
+        # g1_rough.ksim:90  track_lin    2.0    : exp_kernel(local_lin_vel.xy - cmd.vel.xy, 0.354)
         reward_terms_ER[e, 0] = np.exp(
             -3.98991349867535*(local_lin_vel_x - mem[MEM_CMD_VEL])**2
             - 3.98991349867535*(local_lin_vel_y - mem[MEM_CMD_VEL + 1])**2
         )
-        # g1_rough.ksim:90  track_yaw    2.0    : exp_kernel(local_ang_vel.z - cmd.vel.z, 0.5)
+        # g1_rough.ksim:91  track_yaw    2.0    : exp_kernel(local_ang_vel.z - cmd.vel.z, 0.5)
         reward_terms_ER[e, 1] = np.exp(-2.0*(-mem[MEM_CMD_VEL + 2] + qvel[5])**2)
-        # g1_rough.ksim:91  upright      1.0    : exp_kernel(projected_gravity.xy, 0.316)
+        # g1_rough.ksim:92  upright      1.0    : exp_kernel(projected_gravity.xy, 0.316)
         reward_terms_ER[e, 2] = np.exp(
             -5.00721038295145*projected_gravity_y**2 - 5.00721038295145*x30
         )
-        # g1_rough.ksim:92  pose         0.5    : exp_kernel(joint_pos - default_joint_pos, 0.5)
+        # g1_rough.ksim:93  pose         0.5    : exp_kernel(joint_pos - default_joint_pos, 0.5)
         reward_terms_ER[e, 3] = np.exp(-2.0*np.sum(x19**2))
-        # g1_rough.ksim:93  ang_vel_xy  -0.05   : norm2(local_ang_vel.xy)
+        # g1_rough.ksim:94  ang_vel_xy  -0.05   : norm2(local_ang_vel.xy)
         reward_terms_ER[e, 4] = qvel[3]**2 + qvel[4]**2
-        # g1_rough.ksim:94  joint_limit -1.0    : sum(beyond_limits)
+        # g1_rough.ksim:95  joint_limit -1.0    : sum(beyond_limits)
         reward_terms_ER[e, 5] = np.sum(beyond_limits)
-        # g1_rough.ksim:95  action_rate -0.1    : norm2(action - prev(action))
+        # g1_rough.ksim:96  action_rate -0.1    : norm2(action - prev(action))
         reward_terms_ER[e, 6] = np.sum((x12 - x14)**2)
-        # g1_rough.ksim:96  torque      -0.00001 : norm2(actuator_force)
+        # g1_rough.ksim:97  torque      -0.00001 : norm2(actuator_force)
         reward_terms_ER[e, 7] = np.sum(actuator_force[0:29]**2)
-        # g1_rough.ksim:97  air_time     0.5    : where(moving, sum(where(feet and not prev(feet)...
+        # g1_rough.ksim:98  air_time     0.5    : where(moving, sum(where(feet and not prev(feet)...
         reward_terms_ER[e, 8] = (
             (
                 min(0.5, mem[MEM_STATE_AIR_TIME]) - 0.2
@@ -512,62 +512,62 @@ def step(
             if moving
             else 0.0
         )
-        # g1_rough.ksim:98  both_feet    0.2    : where(moving, 0, all(feet))
+        # g1_rough.ksim:99  both_feet    0.2    : where(moving, 0, all(feet))
         reward_terms_ER[e, 9] = (0.0 if moving else (1.0 if (feet_0 and feet_1) else 0.0))
 
         # reward weights
-        # g1_rough.ksim:89  track_lin    2.0    : exp_kernel(local_lin_vel.xy - cmd.vel.xy, 0.354)
+        # g1_rough.ksim:90  track_lin    2.0    : exp_kernel(local_lin_vel.xy - cmd.vel.xy, 0.354)
         reward_weights_ER[e, 0] = 2.0
-        # g1_rough.ksim:90  track_yaw    2.0    : exp_kernel(local_ang_vel.z - cmd.vel.z, 0.5)
+        # g1_rough.ksim:91  track_yaw    2.0    : exp_kernel(local_ang_vel.z - cmd.vel.z, 0.5)
         reward_weights_ER[e, 1] = 2.0
-        # g1_rough.ksim:91  upright      1.0    : exp_kernel(projected_gravity.xy, 0.316)
+        # g1_rough.ksim:92  upright      1.0    : exp_kernel(projected_gravity.xy, 0.316)
         reward_weights_ER[e, 2] = 1.0
-        # g1_rough.ksim:92  pose         0.5    : exp_kernel(joint_pos - default_joint_pos, 0.5)
+        # g1_rough.ksim:93  pose         0.5    : exp_kernel(joint_pos - default_joint_pos, 0.5)
         reward_weights_ER[e, 3] = 0.5
-        # g1_rough.ksim:93  ang_vel_xy  -0.05   : norm2(local_ang_vel.xy)
+        # g1_rough.ksim:94  ang_vel_xy  -0.05   : norm2(local_ang_vel.xy)
         reward_weights_ER[e, 4] = -0.05
-        # g1_rough.ksim:94  joint_limit -1.0    : sum(beyond_limits)
+        # g1_rough.ksim:95  joint_limit -1.0    : sum(beyond_limits)
         reward_weights_ER[e, 5] = -1.0
-        # g1_rough.ksim:95  action_rate -0.1    : norm2(action - prev(action))
+        # g1_rough.ksim:96  action_rate -0.1    : norm2(action - prev(action))
         reward_weights_ER[e, 6] = -0.1
-        # g1_rough.ksim:96  torque      -0.00001 : norm2(actuator_force)
+        # g1_rough.ksim:97  torque      -0.00001 : norm2(actuator_force)
         reward_weights_ER[e, 7] = -1e-05
-        # g1_rough.ksim:97  air_time     0.5    : where(moving, sum(where(feet and not prev(feet)...
+        # g1_rough.ksim:98  air_time     0.5    : where(moving, sum(where(feet and not prev(feet)...
         reward_weights_ER[e, 8] = 0.5
-        # g1_rough.ksim:98  both_feet    0.2    : where(moving, 0, all(feet))
+        # g1_rough.ksim:99  both_feet    0.2    : where(moving, 0, all(feet))
         reward_weights_ER[e, 9] = 0.2
 
         # terminations
-        # g1_rough.ksim:106  fell   : height < 0.45
+        # g1_rough.ksim:107  fell   : height < 0.45
         terminations_EK[e, 0] = height_scan[0] < 0.45
-        # g1_rough.ksim:107  tilted : angle(projected_gravity, [0, 0, -1]) > 70deg
+        # g1_rough.ksim:108  tilted : angle(projected_gravity, [0, 0, -1]) > 70deg
         terminations_EK[e, 1] = (
             np.arctan2(np.sqrt(x30 + x4**2), -projected_gravity_z) > 1.22173047639603
         )
 
         # metrics (logged, never rewarded)
-        # g1_rough.ksim:101  forward_speed = local_lin_vel.x
+        # g1_rough.ksim:102  forward_speed = local_lin_vel.x
         metrics_EJ[e, 0] = local_lin_vel_x
-        # g1_rough.ksim:102  lateral_speed = local_lin_vel.y
+        # g1_rough.ksim:103  lateral_speed = local_lin_vel.y
         metrics_EJ[e, 1] = local_lin_vel_y
-        # g1_rough.ksim:103  yaw_rate      = local_ang_vel.z
+        # g1_rough.ksim:104  yaw_rate      = local_ang_vel.z
         metrics_EJ[e, 2] = qvel[5]
 
         # next memory
         x32 = rand_u[147] < 0.1
         x33 = mem[MEM_CMD_VEL_TIMER] <= 1.0
         x34 = mem[MEM_EVENT_PUSH_TIMER] <= 1.0
-        # g1_rough.ksim:59  state air_time[2] = 0 -> where(feet, 0, air_time + ctrl_dt)
+        # g1_rough.ksim:60  state air_time[2] = 0 -> where(feet, 0, air_time + ctrl_dt)
         mem_out_EM[e, MEM_STATE_AIR_TIME] = (0.0 if feet_0 else mem[MEM_STATE_AIR_TIME] + 0.02)
         mem_out_EM[e, MEM_STATE_AIR_TIME + 1] = (
             0.0 if feet_1 else mem[MEM_STATE_AIR_TIME + 1] + 0.02
         )
-        # g1_rough.ksim:73  last      = prev(action)                                    history 3
+        # g1_rough.ksim:74  last      = prev(action)                                    history 3
         mem_out_EM[e, MEM_PREV_ACTION:MEM_PREV_ACTION + 29] = x12
-        # g1_rough.ksim:97  air_time     0.5    : where(moving, sum(where(feet and not prev(feet)...
+        # g1_rough.ksim:98  air_time     0.5    : where(moving, sum(where(feet and not prev(feet)...
         mem_out_EM[e, MEM_PREV_FEET] = x28
         mem_out_EM[e, MEM_PREV_FEET + 1] = x29
-        # g1_rough.ksim:62  command vel resample every 5s zero_prob=0.1
+        # g1_rough.ksim:63  command vel resample every 5s zero_prob=0.1
         mem_out_EM[e, MEM_CMD_VEL] = (
             (0.0 if x32 else 1.5*rand_u[144] - 0.5) if x33 else mem[MEM_CMD_VEL]
         )
@@ -578,13 +578,13 @@ def step(
             (0.0 if x32 else rand_u[146] - 0.5) if x33 else mem[MEM_CMD_VEL + 2]
         )
         mem_out_EM[e, MEM_CMD_VEL_TIMER] = (250.0 if x33 else mem[MEM_CMD_VEL_TIMER] - 1.0)
-        # g1_rough.ksim:71  joint_pos = joint_pos - default_joint_pos   ~ uniform(0.01) history 3
+        # g1_rough.ksim:72  joint_pos = joint_pos - default_joint_pos   ~ uniform(0.01) history 3
         mem_out_EM[e, MEM_HISTORY_JOINT_POS:MEM_HISTORY_JOINT_POS + 58] = np.concatenate((x7, x8))
-        # g1_rough.ksim:72  joint_vel = joint_vel / 10                  ~ uniform(0.15) history 3
+        # g1_rough.ksim:73  joint_vel = joint_vel / 10                  ~ uniform(0.15) history 3
         mem_out_EM[e, MEM_HISTORY_JOINT_VEL:MEM_HISTORY_JOINT_VEL + 58] = np.concatenate((x10, x11))
-        # g1_rough.ksim:73  last      = prev(action)                                    history 3
+        # g1_rough.ksim:74  last      = prev(action)                                    history 3
         mem_out_EM[e, MEM_HISTORY_LAST:MEM_HISTORY_LAST + 58] = np.concatenate((x14, x15))
-        # g1_rough.ksim:77  actor
+        # g1_rough.ksim:78  actor
         mem_out_EM[e, MEM_HISTORY_CRITIC_JOINT_POS:MEM_HISTORY_CRITIC_JOINT_POS + 58] = np.concatenate((
             x19, x20
         ))
@@ -594,13 +594,13 @@ def step(
         mem_out_EM[e, MEM_HISTORY_CRITIC_LAST:MEM_HISTORY_CRITIC_LAST + 58] = np.concatenate((
             x14, x22
         ))
-        # g1_rough.ksim:118  event push every uniform(1s, 3s)
+        # g1_rough.ksim:119  event push every uniform(1s, 3s)
         mem_out_EM[e, MEM_EVENT_PUSH_TIMER] = (
             100.0*rand_u[150] + 50.0 if x34 else mem[MEM_EVENT_PUSH_TIMER] - 1.0
         )
         mem_out_EM[e, MEM_CURRICULUM_SPAWN] = mem[MEM_CURRICULUM_SPAWN]
         mem_out_EM[e, MEM_CURRICULUM_SPAWN + 1] = mem[MEM_CURRICULUM_SPAWN + 1]
-        # g1_rough.ksim:121  curriculum distance up=2m down=0.5m
+        # g1_rough.ksim:122  curriculum distance up=2m down=0.5m
         mem_out_EM[e, MEM_CURRICULUM_TRAVELLED] = np.sqrt(
             (-mem[MEM_CURRICULUM_SPAWN] + qpos[0])**2
             + (-mem[MEM_CURRICULUM_SPAWN + 1] + qpos[1])**2
@@ -613,7 +613,7 @@ def step(
         # events: joint velocities
         x35 = -0.5*level
         x36 = level
-        # g1_rough.ksim:119  base_lin_vel.xy += uniform(-0.5 * level, 0.5 * level)
+        # g1_rough.ksim:120  base_lin_vel.xy += uniform(-0.5 * level, 0.5 * level)
         qvel_out_EV[e, 0] = (x35 + x36*rand_u[148] + qvel[0] if x34 else qvel[0])
         qvel_out_EV[e, 1] = (x35 + x36*rand_u[149] + qvel[1] if x34 else qvel[1])
         qvel_out_EV[e, 2:35] = qvel[2:35]
@@ -675,7 +675,11 @@ SPEC = {'abi': 1,
                                    'right_foot6_collision', 'right_foot7_collision'],
                          'condim': 3,
                          'friction': 0.6,
-                         'priority': 1},
+                         'priority': 1,
+                         'timeconst': 0.01,
+                         'dampratio': 1.0,
+                         'dmin': 0.95,
+                         'dmax': 0.99},
              'pose': {'base_height': 0.783675,
                       'joints': [['left_hip_pitch_joint', -0.1], ['left_knee_joint', 0.3],
                                  ['left_ankle_pitch_joint', -0.2], ['right_hip_pitch_joint', -0.1],

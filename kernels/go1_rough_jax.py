@@ -22,20 +22,20 @@
 import jax.numpy as jnp
 
 # Per-env memory `mem` (173 floats): the offset of each slot.
-MEM_STATE_AIR_TIME = 0  # state.air_time, 4 floats; go1_rough.ksim:53  state air_time[4] = 0 -> w...
-MEM_PREV_ACTION = 4  # prev.action, 12 floats; go1_rough.ksim:67  last      = prev(action)...
-MEM_PREV_FEET = 16  # prev.feet, 4 floats; go1_rough.ksim:93  air_time     0.5    : where(moving,...
-MEM_CMD_VEL = 20  # cmd.vel, 3 floats; go1_rough.ksim:56  command vel resample every 5s zero_prob...
-MEM_CMD_VEL_TIMER = 23  # cmd.vel.timer, 1 float; go1_rough.ksim:56  command vel resample every 5...
-MEM_HISTORY_JOINT_POS = 24  # history.joint_pos, 24 floats; go1_rough.ksim:65  joint_pos = joint_...
-MEM_HISTORY_JOINT_VEL = 48  # history.joint_vel, 24 floats; go1_rough.ksim:66  joint_vel = joint_...
-MEM_HISTORY_LAST = 72  # history.last, 24 floats; go1_rough.ksim:67  last      = prev(action)...
-MEM_HISTORY_CRITIC_JOINT_POS = 96  # history.critic.joint_pos, 24 floats; go1_rough.ksim:71  actor
-MEM_HISTORY_CRITIC_JOINT_VEL = 120  # history.critic.joint_vel, 24 floats; go1_rough.ksim:71  actor
-MEM_HISTORY_CRITIC_LAST = 144  # history.critic.last, 24 floats; go1_rough.ksim:71  actor
-MEM_EVENT_PUSH_TIMER = 168  # event.push.timer, 1 float; go1_rough.ksim:115  event push every uni...
-MEM_CURRICULUM_SPAWN = 169  # curriculum.spawn, 2 floats; go1_rough.ksim:118  curriculum distance...
-MEM_CURRICULUM_TRAVELLED = 171  # curriculum.travelled, 1 float; go1_rough.ksim:118  curriculum d...
+MEM_STATE_AIR_TIME = 0  # state.air_time, 4 floats; go1_rough.ksim:55  state air_time[4] = 0 -> w...
+MEM_PREV_ACTION = 4  # prev.action, 12 floats; go1_rough.ksim:69  last      = prev(action)...
+MEM_PREV_FEET = 16  # prev.feet, 4 floats; go1_rough.ksim:95  air_time     0.5    : where(moving,...
+MEM_CMD_VEL = 20  # cmd.vel, 3 floats; go1_rough.ksim:58  command vel resample every 5s zero_prob...
+MEM_CMD_VEL_TIMER = 23  # cmd.vel.timer, 1 float; go1_rough.ksim:58  command vel resample every 5...
+MEM_HISTORY_JOINT_POS = 24  # history.joint_pos, 24 floats; go1_rough.ksim:67  joint_pos = joint_...
+MEM_HISTORY_JOINT_VEL = 48  # history.joint_vel, 24 floats; go1_rough.ksim:68  joint_vel = joint_...
+MEM_HISTORY_LAST = 72  # history.last, 24 floats; go1_rough.ksim:69  last      = prev(action)...
+MEM_HISTORY_CRITIC_JOINT_POS = 96  # history.critic.joint_pos, 24 floats; go1_rough.ksim:73  actor
+MEM_HISTORY_CRITIC_JOINT_VEL = 120  # history.critic.joint_vel, 24 floats; go1_rough.ksim:73  actor
+MEM_HISTORY_CRITIC_LAST = 144  # history.critic.last, 24 floats; go1_rough.ksim:73  actor
+MEM_EVENT_PUSH_TIMER = 168  # event.push.timer, 1 float; go1_rough.ksim:117  event push every uni...
+MEM_CURRICULUM_SPAWN = 169  # curriculum.spawn, 2 floats; go1_rough.ksim:120  curriculum distance...
+MEM_CURRICULUM_TRAVELLED = 171  # curriculum.travelled, 1 float; go1_rough.ksim:120  curriculum d...
 MEM_FIRST = 172  # first, 1 float
 
 # go1_rough.ksim:22  terrain rows=6 size=4m resolution=0.1m border=4m seed=0 friction=0.8
@@ -50,16 +50,16 @@ ARANGE_24 = jnp.array([
     0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0, 16.0,
     17.0, 18.0, 19.0, 20.0, 21.0, 22.0, 23.0
 ], dtype=jnp.float32)
-# go1_rough.ksim:65  joint_pos = joint_pos - default_joint_pos   ~ uniform(0.01) history 3
+# go1_rough.ksim:67  joint_pos = joint_pos - default_joint_pos   ~ uniform(0.01) history 3
 DEFAULT_JOINT_POS = jnp.array([
     0.1, 0.9, -1.8, -0.1, 0.9, -1.8, 0.1, 0.9, -1.8, -0.1, 0.9, -1.8
 ], dtype=jnp.float32)
-# go1_rough.ksim:77  0.9 * (joint_upper - joint_lower) / 2
+# go1_rough.ksim:79  0.9 * (joint_upper - joint_lower) / 2
 BEYOND_LIMITS_CONST = jnp.array([
     0.7767000000000001, 2.33415, 0.8685, 0.7767000000000001, 2.33415, 0.8685, 0.7767000000000001,
     2.33415, 0.8685, 0.7767000000000001, 2.33415, 0.8685
 ], dtype=jnp.float32)
-# go1_rough.ksim:77  (joint_upper + joint_lower) / 2
+# go1_rough.ksim:79  (joint_upper + joint_lower) / 2
 BEYOND_LIMITS_CONST_2 = jnp.array([
     0.0, 1.9075000000000002, -1.853, 0.0, 1.9075000000000002, -1.853, 0.0, 1.9075000000000002,
     -1.853, 0.0, 1.9075000000000002, -1.853
@@ -69,16 +69,16 @@ BEYOND_LIMITS_CONST_2 = jnp.array([
 def reset(qpos, qvel, fields, level, rand_n, rand_u):
     """Start an episode: reset writes, randomized model fields and the initial memory."""
     # Random draws (rand_n ~ N(0, 1), rand_u ~ U[0, 1)):
-    #   rand_u[0:12]    go1_rough.ksim:111  joint_pos += uniform(-0.1, 0.1)
-    #   rand_u[12]      go1_rough.ksim:112  base_yaw   = uniform(-180deg, 180deg)
+    #   rand_u[0:12]    go1_rough.ksim:113  joint_pos += uniform(-0.1, 0.1)
+    #   rand_u[12]      go1_rough.ksim:114  base_yaw   = uniform(-180deg, 180deg)
     #   rand_u[13]      go1_rough.ksim:22  terrain rows=6 size=4m resolution=0.1m border=4m seed=...
-    #   rand_u[14:18]   go1_rough.ksim:107  geom_friction["*_foot_collision"] *= uniform(0.5, 2.0)
-    #   rand_u[18]      go1_rough.ksim:108  body_mass["trunk"]                *= uniform(0.9, 1.2)
-    #   rand_u[19]      go1_rough.ksim:57  x   uniform(-0.3, 1.0)
-    #   rand_u[20]      go1_rough.ksim:58  y   uniform(-0.3, 0.3)
-    #   rand_u[21]      go1_rough.ksim:59  yaw uniform(-0.5, 0.5)
-    #   rand_u[22]      go1_rough.ksim:56  command vel resample every 5s zero_prob=0.1
-    #   rand_u[23]      go1_rough.ksim:115  event push every uniform(1s, 3s)
+    #   rand_u[14:18]   go1_rough.ksim:109  geom_friction["*_foot_collision"] *= uniform(0.5, 2.0)
+    #   rand_u[18]      go1_rough.ksim:110  body_mass["trunk"]                *= uniform(0.9, 1.2)
+    #   rand_u[19]      go1_rough.ksim:59  x   uniform(-0.3, 1.0)
+    #   rand_u[20]      go1_rough.ksim:60  y   uniform(-0.3, 0.3)
+    #   rand_u[21]      go1_rough.ksim:61  yaw uniform(-0.5, 0.5)
+    #   rand_u[22]      go1_rough.ksim:58  command vel resample every 5s zero_prob=0.1
+    #   rand_u[23]      go1_rough.ksim:117  event push every uniform(1s, 3s)
     geom_friction = fields["geom_friction"].reshape(-1)
     body_mass = fields["body_mass"]
 
@@ -101,12 +101,12 @@ def reset(qpos, qvel, fields, level, rand_n, rand_u):
         x1, x3,
         jnp.sum(jnp.where(jnp.abs(x0 + x2 - ARANGE_24) < 0.5, TERRAIN_SPAWN_Z, 0.0)) + qpos[2]
     ])
-    # go1_rough.ksim:112  base_yaw   = uniform(-180deg, 180deg)
+    # go1_rough.ksim:114  base_yaw   = uniform(-180deg, 180deg)
     qpos_reset = jnp.stack([
         x5*qpos[3] + x6*qpos[6], x5*qpos[4] + x6*qpos[5], x5*qpos[5] - x6*qpos[4],
         x5*qpos[6] - x6*qpos[3]
     ])
-    # go1_rough.ksim:111  joint_pos += uniform(-0.1, 0.1)
+    # go1_rough.ksim:113  joint_pos += uniform(-0.1, 0.1)
     qpos_reset_7 = qpos[7:19] + 0.2*rand_u[0:12] - 0.1
 
     # randomize: geom_friction
@@ -114,7 +114,7 @@ def reset(qpos, qvel, fields, level, rand_n, rand_u):
     x8 = 1.5*rand_u[15] + 0.5
     x9 = 1.5*rand_u[16] + 0.5
     x10 = 1.5*rand_u[17] + 0.5
-    # go1_rough.ksim:107  geom_friction["*_foot_collision"] *= uniform(0.5, 2.0)
+    # go1_rough.ksim:109  geom_friction["*_foot_collision"] *= uniform(0.5, 2.0)
     geom_friction_new = jnp.stack([
         x7*geom_friction[39], x7*geom_friction[40], x7*geom_friction[41]
     ])
@@ -129,17 +129,17 @@ def reset(qpos, qvel, fields, level, rand_n, rand_u):
     ])
 
     # randomize: body_mass
-    # go1_rough.ksim:108  body_mass["trunk"]                *= uniform(0.9, 1.2)
+    # go1_rough.ksim:110  body_mass["trunk"]                *= uniform(0.9, 1.2)
     body_mass_new = (0.3*rand_u[18] + 0.9)*body_mass[1]
 
     # initial memory
     x11 = rand_u[22] < 0.1
-    # go1_rough.ksim:56  command vel resample every 5s zero_prob=0.1
+    # go1_rough.ksim:58  command vel resample every 5s zero_prob=0.1
     mem_cmd_vel = jnp.stack([
         jnp.where(x11, 0.0, 1.3*rand_u[19] - 0.3), jnp.where(x11, 0.0, 0.6*rand_u[20] - 0.3),
         jnp.where(x11, 0.0, rand_u[21] - 0.5)
     ])
-    # go1_rough.ksim:115  event push every uniform(1s, 3s)
+    # go1_rough.ksim:117  event push every uniform(1s, 3s)
     mem_event_push_timer = 100.0*rand_u[23] + 50.0
 
     return {
@@ -165,12 +165,12 @@ def reset(qpos, qvel, fields, level, rand_n, rand_u):
 def observe(phys, action, level, mem, rand_n, rand_u):
     """Observations of the current state, and the memory with the observation histories filled."""
     # Random draws (rand_n ~ N(0, 1), rand_u ~ U[0, 1)):
-    #   rand_u[0:3]     go1_rough.ksim:62  lin_vel   = sensor("imu_lin_vel")           ~ uniform(...
-    #   rand_u[3:6]     go1_rough.ksim:63  gyro      = sensor("imu_gyro")              ~ uniform(...
-    #   rand_u[6:9]     go1_rough.ksim:64  gravity   = projected_gravity               ~ uniform(...
-    #   rand_u[9:21]    go1_rough.ksim:65  joint_pos = joint_pos - default_joint_pos   ~ uniform(...
-    #   rand_u[21:33]   go1_rough.ksim:66  joint_vel = joint_vel / 10                  ~ uniform(...
-    #   rand_u[33:68]   go1_rough.ksim:69  terrain   = scan - 0.28                     ~ uniform(...
+    #   rand_u[0:3]     go1_rough.ksim:64  lin_vel   = sensor("imu_lin_vel")           ~ uniform(...
+    #   rand_u[3:6]     go1_rough.ksim:65  gyro      = sensor("imu_gyro")              ~ uniform(...
+    #   rand_u[6:9]     go1_rough.ksim:66  gravity   = projected_gravity               ~ uniform(...
+    #   rand_u[9:21]    go1_rough.ksim:67  joint_pos = joint_pos - default_joint_pos   ~ uniform(...
+    #   rand_u[21:33]   go1_rough.ksim:68  joint_vel = joint_vel / 10                  ~ uniform(...
+    #   rand_u[33:68]   go1_rough.ksim:71  terrain   = scan - 0.28                     ~ uniform(...
     qpos = phys["qpos"]
     qvel = phys["qvel"]
     sensordata = phys["sensordata"]
@@ -197,30 +197,30 @@ def observe(phys, action, level, mem, rand_n, rand_u):
     x16 = jnp.where(x7, x14, mem[MEM_HISTORY_LAST:MEM_HISTORY_LAST + 12])
     x17 = jnp.where(x7, x14, mem[MEM_HISTORY_LAST + 12:MEM_HISTORY_LAST + 24])
     x18 = height_scan[1:36]
-    # go1_rough.ksim:62  lin_vel   = sensor("imu_lin_vel")           ~ uniform(0.5)     # the MJC...
+    # go1_rough.ksim:64  lin_vel   = sensor("imu_lin_vel")           ~ uniform(0.5)     # the MJC...
     actor_lin_vel = jnp.stack([
         rand_u[0] + sensordata[3] - 0.5, rand_u[1] + sensordata[4] - 0.5,
         rand_u[2] + sensordata[5] - 0.5
     ])
-    # go1_rough.ksim:63  gyro      = sensor("imu_gyro")              ~ uniform(0.2)     # the com...
+    # go1_rough.ksim:65  gyro      = sensor("imu_gyro")              ~ uniform(0.2)     # the com...
     actor_gyro = jnp.stack([
         0.4*rand_u[3] + sensordata[15] - 0.2, 0.4*rand_u[4] + sensordata[16] - 0.2,
         0.4*rand_u[5] + sensordata[17] - 0.2
     ])
-    # go1_rough.ksim:64  gravity   = projected_gravity               ~ uniform(0.05)
+    # go1_rough.ksim:66  gravity   = projected_gravity               ~ uniform(0.05)
     actor_gravity = jnp.stack([
         projected_gravity_x + 0.1*rand_u[6] - 0.05, -x3 + 0.1*rand_u[7] - 0.05,
         x4 + 0.1*rand_u[8] - 1.05
     ])
-    # go1_rough.ksim:65  joint_pos = joint_pos - default_joint_pos   ~ uniform(0.01) history 3
+    # go1_rough.ksim:67  joint_pos = joint_pos - default_joint_pos   ~ uniform(0.01) history 3
     actor_joint_pos = jnp.concatenate((x6, x8, x9))
-    # go1_rough.ksim:66  joint_vel = joint_vel / 10                  ~ uniform(0.15) history 3
+    # go1_rough.ksim:68  joint_vel = joint_vel / 10                  ~ uniform(0.15) history 3
     actor_joint_vel = jnp.concatenate((x11, x12, x13))
-    # go1_rough.ksim:67  last      = prev(action)                                    history 3
+    # go1_rough.ksim:69  last      = prev(action)                                    history 3
     actor_last = jnp.concatenate((x15, x16, x17))
-    # go1_rough.ksim:68  command   = cmd.vel
+    # go1_rough.ksim:70  command   = cmd.vel
     actor_command = jnp.stack([mem[MEM_CMD_VEL], mem[MEM_CMD_VEL + 1], mem[MEM_CMD_VEL + 2]])
-    # go1_rough.ksim:69  terrain   = scan - 0.28                     ~ uniform(0.02)
+    # go1_rough.ksim:71  terrain   = scan - 0.28                     ~ uniform(0.02)
     actor_terrain = x18 + 0.04*rand_u[33:68] - 0.3
 
     # observe critic (clean)
@@ -238,12 +238,12 @@ def observe(phys, action, level, mem, rand_n, rand_u):
     x26 = -x1*qvel[2] + 2.0*qpos[6]*qvel[1]
     x27 = x0*qvel[2] - 2.0*qpos[6]*qvel[0]
     x28 = -x0*qvel[1] + 2.0*qpos[5]*qvel[0]
-    # go1_rough.ksim:49  let feet   = contact(["FR_foot_collision", "FL_foot_collision", "RR_foot...
+    # go1_rough.ksim:51  let feet   = contact(["FR_foot_collision", "FL_foot_collision", "RR_foot...
     feet_0 = contact[0] > 0.5
     feet_1 = contact[1] > 0.5
     feet_2 = contact[2] > 0.5
     feet_3 = contact[3] > 0.5
-    # go1_rough.ksim:71  actor
+    # go1_rough.ksim:73  actor
     critic_lin_vel = jnp.stack([sensordata[3], sensordata[4], sensordata[5]])
     critic_gyro = jnp.stack([sensordata[15], sensordata[16], sensordata[17]])
     critic_gravity = jnp.stack([projected_gravity_x, -x3, x4 - 1.0])
@@ -252,33 +252,33 @@ def observe(phys, action, level, mem, rand_n, rand_u):
     critic_last = jnp.concatenate((x15, x24, x25))
     critic_command = jnp.stack([mem[MEM_CMD_VEL], mem[MEM_CMD_VEL + 1], mem[MEM_CMD_VEL + 2]])
     critic_terrain = x18 - 0.28
-    # go1_rough.ksim:72  local_vel = local_lin_vel
+    # go1_rough.ksim:74  local_vel = local_lin_vel
     critic_local_vel = jnp.stack([
         x26*qpos[3] + x27*qpos[6] - x28*qpos[5] + qvel[0],
         -x26*qpos[6] + x27*qpos[3] + x28*qpos[4] + qvel[1],
         x26*qpos[5] - x27*qpos[4] + x28*qpos[3] + qvel[2]
     ])
-    # go1_rough.ksim:73  height    = height
+    # go1_rough.ksim:75  height    = height
     critic_height = height_scan[0]
-    # go1_rough.ksim:74  feet      = feet
+    # go1_rough.ksim:76  feet      = feet
     critic_feet = jnp.stack([
         jnp.where(feet_0, 1.0, 0.0), jnp.where(feet_1, 1.0, 0.0), jnp.where(feet_2, 1.0, 0.0),
         jnp.where(feet_3, 1.0, 0.0)
     ])
-    # go1_rough.ksim:75  air_time  = air_time
+    # go1_rough.ksim:77  air_time  = air_time
     critic_air_time = jnp.stack([
         mem[MEM_STATE_AIR_TIME], mem[MEM_STATE_AIR_TIME + 1], mem[MEM_STATE_AIR_TIME + 2],
         mem[MEM_STATE_AIR_TIME + 3]
     ])
 
     # memory, histories filled
-    # go1_rough.ksim:65  joint_pos = joint_pos - default_joint_pos   ~ uniform(0.01) history 3
+    # go1_rough.ksim:67  joint_pos = joint_pos - default_joint_pos   ~ uniform(0.01) history 3
     mem_history_joint_pos = jnp.concatenate((x8, x9))
-    # go1_rough.ksim:66  joint_vel = joint_vel / 10                  ~ uniform(0.15) history 3
+    # go1_rough.ksim:68  joint_vel = joint_vel / 10                  ~ uniform(0.15) history 3
     mem_history_joint_vel = jnp.concatenate((x12, x13))
-    # go1_rough.ksim:67  last      = prev(action)                                    history 3
+    # go1_rough.ksim:69  last      = prev(action)                                    history 3
     mem_history_last = jnp.concatenate((x16, x17))
-    # go1_rough.ksim:71  actor
+    # go1_rough.ksim:73  actor
     mem_history_critic_joint_pos = jnp.concatenate((x20, x21))
     mem_history_critic_joint_vel = jnp.concatenate((x22, x23))
     mem_history_critic_last = jnp.concatenate((x24, x25))
@@ -305,18 +305,18 @@ def observe(phys, action, level, mem, rand_n, rand_u):
 def step(phys, action, level, mem, rand_n, rand_u):
     """Observations, rewards, terminations and the next memory after one control step."""
     # Random draws (rand_n ~ N(0, 1), rand_u ~ U[0, 1)):
-    #   rand_u[0:3]     go1_rough.ksim:62  lin_vel   = sensor("imu_lin_vel")           ~ uniform(...
-    #   rand_u[3:6]     go1_rough.ksim:63  gyro      = sensor("imu_gyro")              ~ uniform(...
-    #   rand_u[6:9]     go1_rough.ksim:64  gravity   = projected_gravity               ~ uniform(...
-    #   rand_u[9:21]    go1_rough.ksim:65  joint_pos = joint_pos - default_joint_pos   ~ uniform(...
-    #   rand_u[21:33]   go1_rough.ksim:66  joint_vel = joint_vel / 10                  ~ uniform(...
-    #   rand_u[33:68]   go1_rough.ksim:69  terrain   = scan - 0.28                     ~ uniform(...
-    #   rand_u[68]      go1_rough.ksim:57  x   uniform(-0.3, 1.0)
-    #   rand_u[69]      go1_rough.ksim:58  y   uniform(-0.3, 0.3)
-    #   rand_u[70]      go1_rough.ksim:59  yaw uniform(-0.5, 0.5)
-    #   rand_u[71]      go1_rough.ksim:56  command vel resample every 5s zero_prob=0.1
-    #   rand_u[72:74]   go1_rough.ksim:116  base_lin_vel.xy += uniform(-0.5 * level, 0.5 * level)
-    #   rand_u[74]      go1_rough.ksim:115  event push every uniform(1s, 3s)
+    #   rand_u[0:3]     go1_rough.ksim:64  lin_vel   = sensor("imu_lin_vel")           ~ uniform(...
+    #   rand_u[3:6]     go1_rough.ksim:65  gyro      = sensor("imu_gyro")              ~ uniform(...
+    #   rand_u[6:9]     go1_rough.ksim:66  gravity   = projected_gravity               ~ uniform(...
+    #   rand_u[9:21]    go1_rough.ksim:67  joint_pos = joint_pos - default_joint_pos   ~ uniform(...
+    #   rand_u[21:33]   go1_rough.ksim:68  joint_vel = joint_vel / 10                  ~ uniform(...
+    #   rand_u[33:68]   go1_rough.ksim:71  terrain   = scan - 0.28                     ~ uniform(...
+    #   rand_u[68]      go1_rough.ksim:59  x   uniform(-0.3, 1.0)
+    #   rand_u[69]      go1_rough.ksim:60  y   uniform(-0.3, 0.3)
+    #   rand_u[70]      go1_rough.ksim:61  yaw uniform(-0.5, 0.5)
+    #   rand_u[71]      go1_rough.ksim:58  command vel resample every 5s zero_prob=0.1
+    #   rand_u[72:74]   go1_rough.ksim:118  base_lin_vel.xy += uniform(-0.5 * level, 0.5 * level)
+    #   rand_u[74]      go1_rough.ksim:117  event push every uniform(1s, 3s)
     qpos = phys["qpos"]
     qvel = phys["qvel"]
     actuator_force = phys["actuator_force"]
@@ -343,34 +343,34 @@ def step(phys, action, level, mem, rand_n, rand_u):
     x15 = jnp.where(x14, x13, mem[MEM_PREV_ACTION:MEM_PREV_ACTION + 12])
     x16 = mem[MEM_HISTORY_LAST:MEM_HISTORY_LAST + 12]
     x17 = height_scan[1:36]
-    # go1_rough.ksim:62  lin_vel   = sensor("imu_lin_vel")           ~ uniform(0.5)     # the MJC...
+    # go1_rough.ksim:64  lin_vel   = sensor("imu_lin_vel")           ~ uniform(0.5)     # the MJC...
     actor_lin_vel = jnp.stack([
         rand_u[0] + sensordata[3] - 0.5, rand_u[1] + sensordata[4] - 0.5,
         rand_u[2] + sensordata[5] - 0.5
     ])
-    # go1_rough.ksim:63  gyro      = sensor("imu_gyro")              ~ uniform(0.2)     # the com...
+    # go1_rough.ksim:65  gyro      = sensor("imu_gyro")              ~ uniform(0.2)     # the com...
     actor_gyro = jnp.stack([
         0.4*rand_u[3] + sensordata[15] - 0.2, 0.4*rand_u[4] + sensordata[16] - 0.2,
         0.4*rand_u[5] + sensordata[17] - 0.2
     ])
-    # go1_rough.ksim:64  gravity   = projected_gravity               ~ uniform(0.05)
+    # go1_rough.ksim:66  gravity   = projected_gravity               ~ uniform(0.05)
     actor_gravity = jnp.stack([
         projected_gravity_x + 0.1*rand_u[6] - 0.05, -x4 + 0.1*rand_u[7] - 0.05,
         x5 + 0.1*rand_u[8] - 1.05
     ])
-    # go1_rough.ksim:65  joint_pos = joint_pos - default_joint_pos   ~ uniform(0.01) history 3
+    # go1_rough.ksim:67  joint_pos = joint_pos - default_joint_pos   ~ uniform(0.01) history 3
     actor_joint_pos = jnp.concatenate((
         x7, x8, mem[MEM_HISTORY_JOINT_POS + 12:MEM_HISTORY_JOINT_POS + 24]
     ))
-    # go1_rough.ksim:66  joint_vel = joint_vel / 10                  ~ uniform(0.15) history 3
+    # go1_rough.ksim:68  joint_vel = joint_vel / 10                  ~ uniform(0.15) history 3
     actor_joint_vel = jnp.concatenate((
         x11, x12, mem[MEM_HISTORY_JOINT_VEL + 12:MEM_HISTORY_JOINT_VEL + 24]
     ))
-    # go1_rough.ksim:67  last      = prev(action)                                    history 3
+    # go1_rough.ksim:69  last      = prev(action)                                    history 3
     actor_last = jnp.concatenate((x15, x16, mem[MEM_HISTORY_LAST + 12:MEM_HISTORY_LAST + 24]))
-    # go1_rough.ksim:68  command   = cmd.vel
+    # go1_rough.ksim:70  command   = cmd.vel
     actor_command = jnp.stack([mem[MEM_CMD_VEL], mem[MEM_CMD_VEL + 1], mem[MEM_CMD_VEL + 2]])
-    # go1_rough.ksim:69  terrain   = scan - 0.28                     ~ uniform(0.02)
+    # go1_rough.ksim:71  terrain   = scan - 0.28                     ~ uniform(0.02)
     actor_terrain = x17 + 0.04*rand_u[33:68] - 0.3
 
     # observe critic (clean)
@@ -386,17 +386,17 @@ def step(phys, action, level, mem, rand_n, rand_u):
     local_lin_vel_x = x24*qpos[3] + x25*qpos[6] - x26*qpos[5] + qvel[0]
     local_lin_vel_y = -x24*qpos[6] + x25*qpos[3] + x26*qpos[4] + qvel[1]
     local_lin_vel_z = x24*qpos[5] - x25*qpos[4] + x26*qpos[3] + qvel[2]
-    # go1_rough.ksim:49  let feet   = contact(["FR_foot_collision", "FL_foot_collision", "RR_foot...
+    # go1_rough.ksim:51  let feet   = contact(["FR_foot_collision", "FL_foot_collision", "RR_foot...
     feet_0 = contact[0] > 0.5
     feet_1 = contact[1] > 0.5
     feet_2 = contact[2] > 0.5
     feet_3 = contact[3] > 0.5
-    # go1_rough.ksim:50  let down   = where(feet, 1.0, 0.0)
+    # go1_rough.ksim:52  let down   = where(feet, 1.0, 0.0)
     down_0 = jnp.where(feet_0, 1.0, 0.0)
     down_1 = jnp.where(feet_1, 1.0, 0.0)
     down_2 = jnp.where(feet_2, 1.0, 0.0)
     down_3 = jnp.where(feet_3, 1.0, 0.0)
-    # go1_rough.ksim:71  actor
+    # go1_rough.ksim:73  actor
     critic_lin_vel = jnp.stack([sensordata[3], sensordata[4], sensordata[5]])
     critic_gyro = jnp.stack([sensordata[15], sensordata[16], sensordata[17]])
     critic_gravity = jnp.stack([projected_gravity_x, projected_gravity_y, projected_gravity_z])
@@ -411,13 +411,13 @@ def step(phys, action, level, mem, rand_n, rand_u):
     ))
     critic_command = jnp.stack([mem[MEM_CMD_VEL], mem[MEM_CMD_VEL + 1], mem[MEM_CMD_VEL + 2]])
     critic_terrain = x17 - 0.28
-    # go1_rough.ksim:72  local_vel = local_lin_vel
+    # go1_rough.ksim:74  local_vel = local_lin_vel
     critic_local_vel = jnp.stack([local_lin_vel_x, local_lin_vel_y, local_lin_vel_z])
-    # go1_rough.ksim:73  height    = height
+    # go1_rough.ksim:75  height    = height
     critic_height = height_scan[0]
-    # go1_rough.ksim:74  feet      = feet
+    # go1_rough.ksim:76  feet      = feet
     critic_feet = jnp.stack([down_0, down_1, down_2, down_3])
-    # go1_rough.ksim:75  air_time  = air_time
+    # go1_rough.ksim:77  air_time  = air_time
     critic_air_time = jnp.stack([
         mem[MEM_STATE_AIR_TIME], mem[MEM_STATE_AIR_TIME + 1], mem[MEM_STATE_AIR_TIME + 2],
         mem[MEM_STATE_AIR_TIME + 3]
@@ -426,35 +426,35 @@ def step(phys, action, level, mem, rand_n, rand_u):
     # reward terms (unweighted)
     x30 = projected_gravity_x**2
     x31 = mem[MEM_FIRST] <= 0.5
-    # go1_rough.ksim:77  let beyond_limits = max(abs(joint_pos - (joint_upper + joint_lower) / 2)...
+    # go1_rough.ksim:79  let beyond_limits = max(abs(joint_pos - (joint_upper + joint_lower) / 2)...
     beyond_limits = jnp.maximum(0.0, -BEYOND_LIMITS_CONST + jnp.abs(x0 + BEYOND_LIMITS_CONST_2))
-    # go1_rough.ksim:78  let moving = norm(cmd.vel.xy) > 0.1 or abs(cmd.vel.z) > 0.1
+    # go1_rough.ksim:80  let moving = norm(cmd.vel.xy) > 0.1 or abs(cmd.vel.z) > 0.1
     moving = jnp.logical_or(
         jnp.abs(mem[MEM_CMD_VEL + 2]) > 0.1,
         jnp.sqrt(mem[MEM_CMD_VEL]**2 + mem[MEM_CMD_VEL + 1]**2) > 0.1
     )
-    # go1_rough.ksim:84  track_lin    2.0    : exp_kernel(local_lin_vel.xy - cmd.vel.xy, 0.354)
+    # go1_rough.ksim:86  track_lin    2.0    : exp_kernel(local_lin_vel.xy - cmd.vel.xy, 0.354)
     reward_track_lin = jnp.exp(
         -3.98991349867535*(local_lin_vel_x - mem[MEM_CMD_VEL])**2
         - 3.98991349867535*(local_lin_vel_y - mem[MEM_CMD_VEL + 1])**2
     )
-    # go1_rough.ksim:85  track_yaw    2.0    : exp_kernel(local_ang_vel.z - cmd.vel.z, 0.5)
+    # go1_rough.ksim:87  track_yaw    2.0    : exp_kernel(local_ang_vel.z - cmd.vel.z, 0.5)
     reward_track_yaw = jnp.exp(-2.0*(-mem[MEM_CMD_VEL + 2] + qvel[5])**2)
-    # go1_rough.ksim:86  upright      1.0    : exp_kernel(projected_gravity.xy, 0.316)
+    # go1_rough.ksim:88  upright      1.0    : exp_kernel(projected_gravity.xy, 0.316)
     reward_upright = jnp.exp(-5.00721038295145*projected_gravity_y**2 - 5.00721038295145*x30)
-    # go1_rough.ksim:87  pose         0.5    : exp_kernel(joint_pos - default_joint_pos, 0.6)
+    # go1_rough.ksim:89  pose         0.5    : exp_kernel(joint_pos - default_joint_pos, 0.6)
     reward_pose = jnp.exp(-1.38888888888889*jnp.sum(x20**2))
-    # go1_rough.ksim:88  lin_vel_z   -0.5    : local_lin_vel.z ^ 2
+    # go1_rough.ksim:90  lin_vel_z   -0.5    : local_lin_vel.z ^ 2
     reward_lin_vel_z = local_lin_vel_z**2
-    # go1_rough.ksim:89  ang_vel_xy  -0.05   : norm2(local_ang_vel.xy)
+    # go1_rough.ksim:91  ang_vel_xy  -0.05   : norm2(local_ang_vel.xy)
     reward_ang_vel_xy = qvel[3]**2 + qvel[4]**2
-    # go1_rough.ksim:90  joint_limit -1.0    : sum(beyond_limits)
+    # go1_rough.ksim:92  joint_limit -1.0    : sum(beyond_limits)
     reward_joint_limit = jnp.sum(beyond_limits)
-    # go1_rough.ksim:91  action_rate -0.1    : norm2(action - prev(action))
+    # go1_rough.ksim:93  action_rate -0.1    : norm2(action - prev(action))
     reward_action_rate = jnp.sum((x13 - x15)**2)
-    # go1_rough.ksim:92  torque      -0.0002 : norm2(actuator_force)
+    # go1_rough.ksim:94  torque      -0.0002 : norm2(actuator_force)
     reward_torque = jnp.sum(actuator_force[0:12]**2)
-    # go1_rough.ksim:93  air_time     0.5    : where(moving, sum(where(feet and not prev(feet), m...
+    # go1_rough.ksim:95  air_time     0.5    : where(moving, sum(where(feet and not prev(feet), m...
     reward_air_time = jnp.where(
         moving,
         jnp.where(
@@ -510,84 +510,84 @@ def step(phys, action, level, mem, rand_n, rand_u):
         ),
         0.0
     )
-    # go1_rough.ksim:94  trot         0.25   : where(moving, 1 - 0.5 * (abs(down[0] - down[3]) +...
+    # go1_rough.ksim:96  trot         0.25   : where(moving, 1 - 0.5 * (abs(down[0] - down[3]) +...
     reward_trot = jnp.where(
         moving, -0.5*jnp.abs(down_0 - down_3) - 0.5*jnp.abs(down_1 - down_2) + 1.0, 0.0
     )
-    # go1_rough.ksim:95  still        0.25   : where(moving, 0, exp_kernel(joint_vel, 2.0))
+    # go1_rough.ksim:97  still        0.25   : where(moving, 0, exp_kernel(joint_vel, 2.0))
     reward_still = jnp.where(moving, 0.0, jnp.exp(-0.125*jnp.sum(x9**2)))
 
     # reward weights
-    # go1_rough.ksim:84  track_lin    2.0    : exp_kernel(local_lin_vel.xy - cmd.vel.xy, 0.354)
+    # go1_rough.ksim:86  track_lin    2.0    : exp_kernel(local_lin_vel.xy - cmd.vel.xy, 0.354)
     weight_track_lin = 2.0
-    # go1_rough.ksim:85  track_yaw    2.0    : exp_kernel(local_ang_vel.z - cmd.vel.z, 0.5)
+    # go1_rough.ksim:87  track_yaw    2.0    : exp_kernel(local_ang_vel.z - cmd.vel.z, 0.5)
     weight_track_yaw = 2.0
-    # go1_rough.ksim:86  upright      1.0    : exp_kernel(projected_gravity.xy, 0.316)
+    # go1_rough.ksim:88  upright      1.0    : exp_kernel(projected_gravity.xy, 0.316)
     weight_upright = 1.0
-    # go1_rough.ksim:87  pose         0.5    : exp_kernel(joint_pos - default_joint_pos, 0.6)
+    # go1_rough.ksim:89  pose         0.5    : exp_kernel(joint_pos - default_joint_pos, 0.6)
     weight_pose = 0.5
-    # go1_rough.ksim:88  lin_vel_z   -0.5    : local_lin_vel.z ^ 2
+    # go1_rough.ksim:90  lin_vel_z   -0.5    : local_lin_vel.z ^ 2
     weight_lin_vel_z = -0.5
-    # go1_rough.ksim:89  ang_vel_xy  -0.05   : norm2(local_ang_vel.xy)
+    # go1_rough.ksim:91  ang_vel_xy  -0.05   : norm2(local_ang_vel.xy)
     weight_ang_vel_xy = -0.05
-    # go1_rough.ksim:90  joint_limit -1.0    : sum(beyond_limits)
+    # go1_rough.ksim:92  joint_limit -1.0    : sum(beyond_limits)
     weight_joint_limit = -1.0
-    # go1_rough.ksim:91  action_rate -0.1    : norm2(action - prev(action))
+    # go1_rough.ksim:93  action_rate -0.1    : norm2(action - prev(action))
     weight_action_rate = -0.1
-    # go1_rough.ksim:92  torque      -0.0002 : norm2(actuator_force)
+    # go1_rough.ksim:94  torque      -0.0002 : norm2(actuator_force)
     weight_torque = -0.0002
-    # go1_rough.ksim:93  air_time     0.5    : where(moving, sum(where(feet and not prev(feet), m...
+    # go1_rough.ksim:95  air_time     0.5    : where(moving, sum(where(feet and not prev(feet), m...
     weight_air_time = 0.5
-    # go1_rough.ksim:94  trot         0.25   : where(moving, 1 - 0.5 * (abs(down[0] - down[3]) +...
+    # go1_rough.ksim:96  trot         0.25   : where(moving, 1 - 0.5 * (abs(down[0] - down[3]) +...
     weight_trot = 0.25
-    # go1_rough.ksim:95  still        0.25   : where(moving, 0, exp_kernel(joint_vel, 2.0))
+    # go1_rough.ksim:97  still        0.25   : where(moving, 0, exp_kernel(joint_vel, 2.0))
     weight_still = 0.25
 
     # terminations
-    # go1_rough.ksim:103  fell   : height < 0.12
+    # go1_rough.ksim:105  fell   : height < 0.12
     done_fell = height_scan[0] < 0.12
-    # go1_rough.ksim:104  tilted : angle(projected_gravity, [0, 0, -1]) > 60deg
+    # go1_rough.ksim:106  tilted : angle(projected_gravity, [0, 0, -1]) > 60deg
     done_tilted = jnp.arctan2(jnp.sqrt(x30 + x4**2), -projected_gravity_z) > 1.0471975511966
 
     # metrics (logged, never rewarded)
-    # go1_rough.ksim:98  forward_speed = local_lin_vel.x
+    # go1_rough.ksim:100  forward_speed = local_lin_vel.x
     metric_forward_speed = local_lin_vel_x
-    # go1_rough.ksim:99  lateral_speed = local_lin_vel.y
+    # go1_rough.ksim:101  lateral_speed = local_lin_vel.y
     metric_lateral_speed = local_lin_vel_y
-    # go1_rough.ksim:100  yaw_rate      = local_ang_vel.z
+    # go1_rough.ksim:102  yaw_rate      = local_ang_vel.z
     metric_yaw_rate = qvel[5]
 
     # next memory
     x32 = rand_u[71] < 0.1
     x33 = mem[MEM_CMD_VEL_TIMER] <= 1.0
     x34 = mem[MEM_EVENT_PUSH_TIMER] <= 1.0
-    # go1_rough.ksim:53  state air_time[4] = 0 -> where(feet, 0, air_time + ctrl_dt)
+    # go1_rough.ksim:55  state air_time[4] = 0 -> where(feet, 0, air_time + ctrl_dt)
     mem_state_air_time = jnp.stack([
         jnp.where(feet_0, 0.0, mem[MEM_STATE_AIR_TIME] + 0.02),
         jnp.where(feet_1, 0.0, mem[MEM_STATE_AIR_TIME + 1] + 0.02),
         jnp.where(feet_2, 0.0, mem[MEM_STATE_AIR_TIME + 2] + 0.02),
         jnp.where(feet_3, 0.0, mem[MEM_STATE_AIR_TIME + 3] + 0.02)
     ])
-    # go1_rough.ksim:56  command vel resample every 5s zero_prob=0.1
+    # go1_rough.ksim:58  command vel resample every 5s zero_prob=0.1
     mem_cmd_vel = jnp.stack([
         jnp.where(x33, jnp.where(x32, 0.0, 1.3*rand_u[68] - 0.3), mem[MEM_CMD_VEL]),
         jnp.where(x33, jnp.where(x32, 0.0, 0.6*rand_u[69] - 0.3), mem[MEM_CMD_VEL + 1]),
         jnp.where(x33, jnp.where(x32, 0.0, rand_u[70] - 0.5), mem[MEM_CMD_VEL + 2])
     ])
     mem_cmd_vel_timer = jnp.where(x33, 250.0, mem[MEM_CMD_VEL_TIMER] - 1.0)
-    # go1_rough.ksim:65  joint_pos = joint_pos - default_joint_pos   ~ uniform(0.01) history 3
+    # go1_rough.ksim:67  joint_pos = joint_pos - default_joint_pos   ~ uniform(0.01) history 3
     mem_history_joint_pos = jnp.concatenate((x7, x8))
-    # go1_rough.ksim:66  joint_vel = joint_vel / 10                  ~ uniform(0.15) history 3
+    # go1_rough.ksim:68  joint_vel = joint_vel / 10                  ~ uniform(0.15) history 3
     mem_history_joint_vel = jnp.concatenate((x11, x12))
-    # go1_rough.ksim:67  last      = prev(action)                                    history 3
+    # go1_rough.ksim:69  last      = prev(action)                                    history 3
     mem_history_last = jnp.concatenate((x15, x16))
-    # go1_rough.ksim:71  actor
+    # go1_rough.ksim:73  actor
     mem_history_critic_joint_pos = jnp.concatenate((x20, x21))
     mem_history_critic_joint_vel = jnp.concatenate((x10, x22))
     mem_history_critic_last = jnp.concatenate((x15, x23))
-    # go1_rough.ksim:115  event push every uniform(1s, 3s)
+    # go1_rough.ksim:117  event push every uniform(1s, 3s)
     mem_event_push_timer = jnp.where(x34, 100.0*rand_u[74] + 50.0, mem[MEM_EVENT_PUSH_TIMER] - 1.0)
-    # go1_rough.ksim:118  curriculum distance up=2m down=0.5m
+    # go1_rough.ksim:120  curriculum distance up=2m down=0.5m
     mem_curriculum_travelled = jnp.sqrt(
         (-mem[MEM_CURRICULUM_SPAWN] + qpos[0])**2 + (-mem[MEM_CURRICULUM_SPAWN + 1] + qpos[1])**2
     )
@@ -595,7 +595,7 @@ def step(phys, action, level, mem, rand_n, rand_u):
     # events: joint velocities
     x35 = -0.5*level
     x36 = level
-    # go1_rough.ksim:116  base_lin_vel.xy += uniform(-0.5 * level, 0.5 * level)
+    # go1_rough.ksim:118  base_lin_vel.xy += uniform(-0.5 * level, 0.5 * level)
     qvel_push = jnp.stack([
         jnp.where(x34, x35 + x36*rand_u[72] + qvel[0], qvel[0]),
         jnp.where(x34, x35 + x36*rand_u[73] + qvel[1], qvel[1])
@@ -671,7 +671,11 @@ SPEC = {'abi': 1,
                                    'RL_foot_collision'],
                          'condim': 3,
                          'friction': 0.6,
-                         'priority': 1},
+                         'priority': 1,
+                         'timeconst': 0.01,
+                         'dampratio': 1.0,
+                         'dmin': 0.95,
+                         'dmax': 0.99},
              'pose': {'base_height': 0.278,
                       'joints': [['FR_hip_joint', 0.1], ['FR_thigh_joint', 0.9],
                                  ['FR_calf_joint', -1.8], ['FL_hip_joint', -0.1],

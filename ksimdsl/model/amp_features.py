@@ -22,6 +22,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ksimdsl.model.motion import interpolate_frames
+
 __all__ = ["features", "feature_size", "resample_clip"]
 
 
@@ -78,16 +80,10 @@ def resample_clip(
 
     Linear interpolation between frames (as `ref.*` reads them); quaternions are normalized after it.
     """
-    frames = qpos_FQ.shape[0]
-    last = frames - 1
+    last = qpos_FQ.shape[0] - 1
     positions = np.arange(0.0, last + 1e-9, dt * fps)
     if positions.size < 2:
         positions = np.array([0.0, float(last)])
-    i = np.minimum(np.floor(positions).astype(int), last - 1)
-    w = (positions - i)[:, None]
-    qpos = qpos_FQ[i] + w * (qpos_FQ[i + 1] - qpos_FQ[i])
-    qvel = qvel_FV[i] + w * (qvel_FV[i + 1] - qvel_FV[i])
-    for a in quat_adr:
-        q = qpos[:, a : a + 4]
-        qpos[:, a : a + 4] = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+    qpos = interpolate_frames(qpos_FQ, positions, quat_adr)
+    qvel = interpolate_frames(qvel_FV, positions)
     return qpos, qvel

@@ -42,6 +42,7 @@ import numpy as np
 from ksimdsl.errors import did_you_mean
 
 __all__ = [
+    "interpolate_frames",
     "ClipError",
     "Clip",
     "MappedClip",
@@ -373,3 +374,15 @@ def _forward_kinematics(model: Any, qpos_FQ: np.ndarray) -> np.ndarray:
         out[k] = data.xpos
     return out
 
+
+def interpolate_frames(x_FD: np.ndarray, p_T: np.ndarray, quat_adr: Sequence[int] = ()) -> np.ndarray:
+    """Rows of x_FD at fractional frame positions p_T in [0, F - 1]: the linear interpolation between
+    the two frames around each (as `ref.*` reads a clip), the 4 columns at each of `quat_adr` normalized."""
+    p_T = np.asarray(p_T, np.float64)
+    i_T = np.minimum(np.floor(p_T).astype(np.int64), x_FD.shape[0] - 2)
+    w_T1 = (p_T - i_T)[:, None]
+    x_TD = x_FD[i_T] + w_T1 * (x_FD[i_T + 1] - x_FD[i_T])
+    for a in quat_adr:
+        q_T4 = x_TD[:, a : a + 4]
+        x_TD[:, a : a + 4] = q_T4 / np.maximum(np.linalg.norm(q_T4, axis=1, keepdims=True), 1e-12)
+    return x_TD

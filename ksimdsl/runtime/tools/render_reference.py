@@ -29,6 +29,7 @@ import numpy as np
 
 from ksimdsl.abi import TaskSpec
 from ksimdsl.errors import KsimError
+from ksimdsl.model.motion import interpolate_frames
 from ksimdsl.runtime.tools.render import RenderConfig, Rollout, render_frames
 
 __all__ = ["ReferenceMotion", "REF_START_SLOT", "reference_motion", "reference_rollout", "side_by_side", "no_reference"]
@@ -63,14 +64,7 @@ class ReferenceMotion:
 
     def qpos_at(self, p_T: np.ndarray) -> np.ndarray:
         """The interpolated poses (T, nq) at positions p_T (in range, see `position`)."""
-        p_T = np.asarray(p_T, np.float64)
-        i_T = np.minimum(np.floor(p_T), self.last - 1).astype(np.int64)
-        w_T1 = (p_T - i_T)[:, None]
-        q_TQ = (1.0 - w_T1) * self.qpos_FQ[i_T] + w_T1 * self.qpos_FQ[i_T + 1]
-        for a in self.quat_adr:
-            quat = q_TQ[:, a : a + 4]
-            q_TQ[:, a : a + 4] = quat / np.maximum(np.linalg.norm(quat, axis=1, keepdims=True), 1e-12)
-        return q_TQ
+        return interpolate_frames(self.qpos_FQ, p_T, self.quat_adr)
 
 
 def reference_motion(reference: Any) -> ReferenceMotion | None:

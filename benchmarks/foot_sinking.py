@@ -25,6 +25,7 @@ import numpy as np
 from ksimdsl.abi import TaskSpec
 from ksimdsl.codegen import compile_checked
 from ksimdsl.frontend.check import check_file
+from ksimdsl.model.terrain import Terrain, tile_origins
 from ksimdsl.runtime.engine.model import load_model
 
 
@@ -45,7 +46,8 @@ def main() -> None:
     if args.defaults:
         m.geom_solref[feet] = [0.02, 1.0]
         m.geom_solimp[feet, :2] = [0.9, 0.95]
-    terrain = spec.compose.get("terrain")
+    terrain = Terrain.from_dict(spec.compose["terrain"]) if spec.compose.get("terrain") else None
+    origins = tile_origins(terrain) if terrain is not None else None
     hfields = [g for g in range(m.ngeom) if m.geom_type[g] == mujoco.mjtGeom.mjGEOM_HFIELD]
 
     def ground_z(x: float, y: float) -> float:
@@ -62,10 +64,8 @@ def main() -> None:
     for _ in range(args.episodes):
         mujoco.mj_resetDataKeyframe(m, d, 0)
         mujoco.mj_kinematics(m, d)  # the ground's pose, for mj_rayHfield
-        if terrain:  # the first row's tile centres, as `spawn` puts an env at level 0
-            x0 = -(terrain["rows"] * terrain["size"]) / 2 + terrain["size"] / 2
-            cols = terrain["cols"]
-            y0 = -(cols * terrain["size"]) / 2 + terrain["size"] * (rng.integers(cols) + 0.5)
+        if terrain is not None:  # a tile of the first row (tiles 0 .. cols - 1), as `spawn` puts an env at level 0
+            x0, y0, _ = origins[int(rng.integers(terrain.cols))]
             d.qpos[0] += x0 + rng.uniform(-1, 1)
             d.qpos[1] += y0 + rng.uniform(-1, 1)
             d.qpos[2] += ground_z(d.qpos[0], d.qpos[1])  # as `spawn` raises the robot by the tile's height

@@ -68,7 +68,7 @@ def goal_failures(row: Row) -> list[str]:
     forward, lateral, yaw = (metrics.get(k) for k in ("forward_speed", "lateral_speed", "yaw_rate"))
     if forward is not None and vx != 0 and abs(forward - vx) > SPEED_TOLERANCE * abs(vx):
         missed.append(f"forward {forward:.2f} not within {SPEED_TOLERANCE:.0%} of {vx:g}")
-    if forward is not None and vx == 0 and vy == 0 and abs(forward) >= STAND_LIMIT:
+    if forward is not None and vx == vy == wz == 0 and abs(forward) >= STAND_LIMIT:
         missed.append(f"|forward| {abs(forward):.2f} >= {STAND_LIMIT}")
     if lateral is not None and vy == 0 and abs(lateral) >= LATERAL_LIMIT:
         missed.append(f"|lateral| {abs(lateral):.2f} >= {LATERAL_LIMIT}")

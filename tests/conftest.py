@@ -9,7 +9,8 @@ inherited by the `ksimdsl` subprocesses the CLI tests start):
   (a few steps of a few envs per program), and compiling is most of the
   suite's time; measured on stand.ksim's MJX env (3 envs, one core), reset +
   step compile in 43 s instead of 67 s while 20 steps take 0.17 s instead of
-  0.07 s. Training (`ksimdsl train`) keeps XLA's default optimizations; the
+  0.07 s, and tests/test_engine_parity.py with tests/test_sharding.py (`-n 0`,
+  cold caches) take 104 s instead of 128 s. Training (`ksimdsl train`) keeps XLA's default optimizations; the
   HLO passes (fusion, simplification) still run here, so the numbers a test
   checks are computed by the same graph;
 * one persistent JAX compilation cache for the whole session (every program is

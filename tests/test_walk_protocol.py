@@ -36,6 +36,7 @@ def report(vel, *, falls=0, episodes=16, level=0.0, **metrics):
         (Row(report([0, 0, 0], forward_speed=-0.09, lateral_speed=0.0), False), []),
         (Row(report([0, 0, 0], forward_speed=0.12), False), ["|forward| 0.12 >= 0.1"]),
         (Row(report([0, 0, 0.5], forward_speed=0.05, yaw_rate=0.36), False), []),
+        (Row(report([0, 0, 0.5], forward_speed=0.12, yaw_rate=0.5), False), []),  # standing still is for 0,0,0
         (Row(report([0, 0, 0.5], forward_speed=0.05, yaw_rate=0.34), False), ["yaw 0.34 not within 30% of 0.5"]),
         (Row(report([0.5, 0, 0], falls=1), False), ["falls 1 > 0"]),  # a task without metrics: falls only
     ],

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -105,10 +104,11 @@ def markdown_table(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
-def _ksimdsl(*args: str) -> subprocess.CompletedProcess:
+def _ksimdsl(*args: str, capture: bool = True) -> subprocess.CompletedProcess:
+    """Run the ksimdsl CLI of this Python; `capture=False` lets it write to the terminal (training's progress)."""
     exe = Path(sys.executable).with_name("ksimdsl")
     argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "ksimdsl"]
-    return subprocess.run(argv + list(args), capture_output=True, text=True, env=dict(os.environ))
+    return subprocess.run(argv + list(args), capture_output=capture, text=True)
 
 
 def evaluate(task: str, run: Path, commands: Sequence[str], *, events: bool, opts: argparse.Namespace) -> list[Row]:
@@ -144,10 +144,9 @@ def main(argv: list[str] | None = None) -> int:
             train.append(f"max_seconds={opts.minutes * 60:g}")
         print("$ ksimdsl " + " ".join(train), flush=True)
         started = time.monotonic()
-        proc = _ksimdsl(*train)
+        proc = _ksimdsl(*train, capture=False)  # its progress and errors go straight to the terminal
         if proc.returncode != 0:
-            raise SystemExit(f"training failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-        print(proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else "", flush=True)
+            raise SystemExit(f"training failed (exit {proc.returncode})")
         print(f"trained in {(time.monotonic() - started) / 60:.1f} min: {run}", flush=True)
 
     rows = evaluate(opts.task, run, opts.commands or DEFAULT_COMMANDS, events=False, opts=opts)

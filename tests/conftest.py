@@ -10,9 +10,9 @@ inherited by the `ksimdsl` subprocesses the CLI tests start):
   suite's time; measured on stand.ksim's MJX env (3 envs, one core), reset +
   step compile in 43 s instead of 67 s while 20 steps take 0.17 s instead of
   0.07 s, and tests/test_engine_parity.py with tests/test_sharding.py (`-n 0`,
-  cold caches) take 104 s instead of 128 s. Training (`ksimdsl train`) keeps XLA's default optimizations; the
-  HLO passes (fusion, simplification) still run here, so the numbers a test
-  checks are computed by the same graph;
+  cold caches) take 104 s instead of 128 s. Training (`ksimdsl train`) keeps
+  XLA's default optimizations; the HLO passes (fusion, simplification) still
+  run here, so the numbers a test checks are computed by the same graph;
 * one persistent JAX compilation cache for the whole session (every program is
   cached, however fast it compiled), so the identical training and environment
   programs that several test files and CLI subprocesses build compile once;
@@ -83,7 +83,9 @@ if "jax" in sys.modules:  # a plugin imported jax before this file: its config a
     jax.config.update("jax_compilation_cache_dir", _CACHE_ENV["JAX_COMPILATION_CACHE_DIR"])
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    jax.config.update("jax_disable_most_optimizations", os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] not in ("", "0"))
+    # jax's own reading of a boolean variable (config.bool_env)
+    _disable = os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"].lower() in ("y", "yes", "t", "true", "on", "1")
+    jax.config.update("jax_disable_most_optimizations", _disable)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -160,6 +160,8 @@ def build_spec(
             "impl": phys.impl,
             "naconmax": phys.naconmax,
             "njmax": phys.njmax,
+            # only where set, so that the SPEC of every other task stays as it was
+            **({} if phys.sphere_hfield == "manifold" else {"sphere_hfield": phys.sphere_hfield}),
         },
         "engine": task.engine,
         "episode_steps": task.episode_steps,

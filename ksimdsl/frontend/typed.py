@@ -155,6 +155,7 @@ class Physics:
     impl: str = "auto"  # the MJX implementation: "auto" | "jax" | "warp" (not in the kernels)
     naconmax: int = 0  # impl=warp buffers per env (0: from the model)
     njmax: int = 0
+    sphere_hfield: str = "manifold"  # impl=jax: "manifold" (MJX's 4 contacts) | "deepest" (1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -106,9 +106,9 @@ class PhysicsSettings(Section):
     """`physics dt=5ms ctrl_dt=20ms solver=newton iterations=1 ls_iterations=4 impl=warp`.
 
     A task without a `physics` statement uses the model's timestep as dt.
-    `impl`, `naconmax` and `njmax` choose how the MJX engine steps (they do not
-    change the kernels): see ksimdsl.runtime.engine.resolve_impl and
-    ksimdsl.runtime.engine.mjx.physics.
+    `impl`, `naconmax`, `njmax` and `sphere_hfield` choose how the MJX engine
+    steps (they do not change the kernels): see ksimdsl.runtime.engine.resolve_impl,
+    ksimdsl.runtime.engine.mjx.physics and ksimdsl.runtime.engine.mjx.hfield.
     """
 
     SECTION: ClassVar[str] = "physics"
@@ -124,6 +124,9 @@ class PhysicsSettings(Section):
     )
     naconmax: int = setting(0, ge=0, le=1_000_000, doc="impl=warp: contacts per env (0: from the model)")
     njmax: int = setting(0, ge=0, le=1_000_000, doc="impl=warp: constraint rows per env (0: from the model)")
+    sphere_hfield: Literal["manifold", "deepest"] = setting(
+        "manifold", doc="impl=jax: contacts of a sphere on a height field (MJX's 4-point manifold, or the deepest one)"
+    )
 
     @property
     def substeps(self) -> int:
@@ -132,6 +135,8 @@ class PhysicsSettings(Section):
 
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()
+        if d["sphere_hfield"] == "manifold":  # absent at its default: the SPEC and run hashes of older tasks
+            del d["sphere_hfield"]
         return {"dt": d.pop("dt"), "ctrl_dt": d.pop("ctrl_dt"), "substeps": self.substeps, **d}
 
     @classmethod

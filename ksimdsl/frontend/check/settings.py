@@ -151,6 +151,7 @@ class Settings(Part):
             impl=p.impl,
             naconmax=p.naconmax,
             njmax=p.njmax,
+            sphere_hfield=p.sphere_hfield,
         )
 
     def override_physics(self, physics: t.Physics) -> t.Physics:

@@ -23,5 +23,10 @@ def physics_benchmark(
     """One physics step of the batch, blocking: `jit(vmap(mjx.step))` from reset states (the task's `physics impl`)."""
     env = MjxEnv(spec, kernels, model_path, num_envs=envs)
     data = jax.jit(env.reset)(jax.random.PRNGKey(seed)).data
-    step = jax.jit(jax.vmap(lambda d: mjx.step(env.model, d)))
+
+    def one(d: Any) -> Any:
+        with env.physics.collisions():
+            return mjx.step(env.model, d)
+
+    step = jax.jit(jax.vmap(one))
     return lambda: jax.block_until_ready(step(data))

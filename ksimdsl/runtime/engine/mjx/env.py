@@ -165,7 +165,8 @@ class MjxEnv:
             ctrl=ctrl,
             time=jnp.zeros_like(self.template.time),
         )
-        data = mjx.forward(self._model_with(fields), data)
+        with self.physics.collisions():
+            data = mjx.forward(self._model_with(fields), data)
         mem = self.pins.apply(jnp.asarray(out["mem"], jnp.float32).reshape(self.spec.mem_size), jnp, envs=env)
         return data, fields, mem, ctrl, latency, zero_offset, k_obs
 
@@ -182,7 +183,8 @@ class MjxEnv:
 
         def substep(d, i):
             d = d.replace(ctrl=self.actuators.substep_ctrl(prev_ctrl, new_ctrl, latency, i))
-            return mjx.step(model, d), None
+            with self.physics.collisions():
+                return mjx.step(model, d), None
 
         data, _ = jax.lax.scan(substep, data, jnp.arange(self.spec.substeps))
         return data, new_ctrl

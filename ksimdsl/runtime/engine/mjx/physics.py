@@ -5,6 +5,7 @@
     physics.model            # mjx.Model;  physics.template: one env's mjx.Data
     physics.sizes            # WarpSizes (impl=warp): the contact pool and constraint rows
     physics.where_E(done_E, fresh_E, old_E)     # merge batched Data (fresh where done)
+    with physics.collisions(): mjx.step(...)    # trace MJX calls with the task's `sphere_hfield`
 
 MuJoCo Warp allocates its contact and constraint buffers up front. ksimdsl
 sizes them from the model: `naconmax` (contacts per env; the pool holds
@@ -32,6 +33,7 @@ import mujoco
 from ksimdsl.abi import TaskSpec
 from ksimdsl.errors import KsimError
 from ksimdsl.runtime.engine import resolve_impl
+from ksimdsl.runtime.engine.mjx.hfield import collisions
 from ksimdsl.runtime.engine.mjx.mjximport import import_mjx, quiet_warp
 from ksimdsl.settings.warp import warp_field_problem
 
@@ -72,13 +74,15 @@ class MjxPhysics:
     model: Any  # mjx.Model
     template: Any  # mjx.Data of one env
     sizes: WarpSizes | None
+    sphere_hfield: str = "manifold"  # impl=jax: contacts of a sphere on a height field (`collisions`)
 
     @staticmethod
     def create(spec: TaskSpec, mj_model: mujoco.MjModel, *, num_envs: int, device: Any) -> "MjxPhysics":
         impl = resolve_impl(spec.physics.impl, devices=spec.train.devices)
         if impl == "jax":
-            model = mjx.put_model(mj_model, device=device, **_JAX_IMPL)
-            return MjxPhysics("jax", model, mjx.make_data(model, device=device), None)
+            with collisions(spec.physics.sphere_hfield):  # the contact slots make_data sizes
+                model = mjx.put_model(mj_model, device=device, **_JAX_IMPL)
+                return MjxPhysics("jax", model, mjx.make_data(model, device=device), None, spec.physics.sphere_hfield)
         for field in spec.randomize_fields:
             problem = warp_field_problem(field)
             if problem is not None:
@@ -93,6 +97,10 @@ class MjxPhysics:
         except (NotImplementedError, ValueError) as exc:  # MuJoCo Warp names the model feature it lacks
             raise KsimError(f"physics impl=warp: MuJoCo Warp cannot run this model: {_one_line(exc)}; use impl=jax") from None
         return MjxPhysics("warp", _without_solver_warnings(model), template, sizes)
+
+    def collisions(self) -> Any:
+        """A context in which MJX traces this physics' steps (`physics sphere_hfield`, module hfield)."""
+        return collisions(self.sphere_hfield)
 
     def where_E(self, done_E: jax.Array, fresh: Any, old: Any) -> Any:
         """Batched Data: `fresh` in the envs where `done_E`, `old` elsewhere.

@@ -35,11 +35,12 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 from ksimdsl.errors import KsimError
+from ksimdsl.settings import PhysicsSettings
 
 __all__ = ["collisions", "SPHERE_HFIELD_CHOICES"]
 
-#: `physics sphere_hfield=` values: MJX's own manifold, or one contact.
-SPHERE_HFIELD_CHOICES = ("manifold", "deepest")
+#: `physics sphere_hfield=` values (the settings schema's): MJX's own manifold, or one contact.
+SPHERE_HFIELD_CHOICES: tuple[str, ...] = tuple(PhysicsSettings.table()["sphere_hfield"].choices)
 
 _LOCK = threading.RLock()
 
